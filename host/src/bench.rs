@@ -1,0 +1,161 @@
+//! `clawwatch bench`: the engine's throughput natively and through the
+//! component, measured in one run on the same generated records, so the ratio
+//! is meaningful on a noisy machine where absolute figures are not.
+
+use crate::component::{Limits, Monitor, Runtime};
+use anyhow::{ensure, Result};
+use clawwatch_plugin::Engine;
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct BenchOptions {
+    pub records: usize,
+    pub batch_records: usize,
+    pub policy_text: String,
+    pub component: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub limits: Limits,
+}
+
+/// A small deterministic generator: the same records on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const AGENTS: u64 = 200;
+const START_NS: u64 = 1_795_530_600_000_000_000;
+
+fn agent_ip(i: u64) -> String {
+    format!("10.20.{}.{}", i / 250, i % 250 + 2)
+}
+
+/// A day-in-the-life mix: mostly allowed goflow2 flows, some DNS, a few
+/// forbidden, inbound, unknown-agent and malformed records.
+fn generate(records: usize, batch_records: usize) -> Vec<Vec<u8>> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut lines: Vec<String> = Vec::with_capacity(records);
+    for i in 0..AGENTS {
+        lines.push(format!(
+            r#"{{"type":"agent.spawn","ts":"2026-11-24T14:29:00Z","agent_id":"agent-{i:04}","agent_type":"data_collector_v1","deployment":"staging","ip":"{}","task_id":"t-{i}","expected_lifetime_minutes":600}}"#,
+            agent_ip(i)
+        ));
+        lines.push(format!(
+            r#"{{"type":"dns","ts":"2026-11-24T14:29:30Z","client_ip":"{}","resolver_ip":"10.0.0.53","qname":"api.internal.example.net","qtype":"A","rcode":"NOERROR","answers":[{{"data":"93.184.216.34","ttl":36000}}]}}"#,
+            agent_ip(i)
+        ));
+    }
+    let mut t = START_NS;
+    while lines.len() < records {
+        t += 10_000_000 + rng.below(5_000_000);
+        let agent = agent_ip(rng.below(AGENTS));
+        let sport = 32_768 + rng.below(28_000);
+        let roll = rng.below(100);
+        let (src, dst, sp, dp, proto) = match roll {
+            0..=1 => {
+                lines.push(format!(
+                    r#"{{"type":"dns","ts":{},"client_ip":"{agent}","resolver_ip":"10.0.0.53","qname":"api.internal.example.net","qtype":"A","rcode":"NOERROR","answers":[{{"data":"93.184.216.34","ttl":36000}}]}}"#,
+                    t / 1_000_000_000
+                ));
+                continue;
+            }
+            2 => {
+                lines.push(format!(r#"{{"message":"agent log line {t}","level":"info"}}"#));
+                continue;
+            }
+            3 => {
+                lines.push(format!(r#"{{"time_flow_start_ns":{t},"src_addr":"{agent}","dst_addr":"#));
+                continue;
+            }
+            4..=87 => (agent.clone(), "93.184.216.34".to_string(), sport, 443, "TCP"),
+            88..=91 => (agent.clone(), format!("203.0.113.{}", rng.below(8)), sport, 8443, "TCP"),
+            92..=95 => (agent.clone(), "10.0.0.53".to_string(), sport, 53, "UDP"),
+            96..=98 => ("93.184.216.34".to_string(), agent.clone(), 443, sport, "TCP"),
+            _ => (format!("10.20.200.{}", rng.below(200)), "198.51.100.7".to_string(), sport, 443, "TCP"),
+        };
+        let bytes = 200 + rng.below(60_000);
+        lines.push(format!(
+            r#"{{"type":"IPFIX","time_received_ns":{},"sequence_num":{},"sampling_rate":0,"sampler_address":"10.0.0.1","time_flow_start_ns":{t},"time_flow_end_ns":{},"bytes":{bytes},"packets":{},"src_addr":"{src}","dst_addr":"{dst}","etype":"IPv4","proto":"{proto}","src_port":{sp},"dst_port":{dp},"in_if":3,"out_if":4,"src_mac":"0a:58:0a:14:00:0f","dst_mac":"0a:58:0a:14:00:01","tcp_flags":27}}"#,
+            t + 60_000_000_000,
+            lines.len(),
+            t + 1_500_000_000,
+            bytes / 1200 + 1
+        ));
+    }
+    lines.chunks(batch_records).map(|chunk| {
+        let mut batch = Vec::with_capacity(chunk.iter().map(|l| l.len() + 1).sum());
+        for line in chunk {
+            batch.extend_from_slice(line.as_bytes());
+            batch.push(b'\n');
+        }
+        batch
+    }).collect()
+}
+
+struct Measured {
+    elapsed: Duration,
+    output_hash: u64,
+}
+
+fn measure(batches: &[Vec<u8>], mut process: impl FnMut(&[u8]) -> Vec<u8>) -> Measured {
+    #[allow(deprecated)]
+    let mut hasher = std::hash::SipHasher::new();
+    let mut elapsed = Duration::ZERO;
+    for batch in batches {
+        // Only the engine call is timed; checking that both paths agree is not.
+        let started = Instant::now();
+        let out = process(batch);
+        elapsed += started.elapsed();
+        out.hash(&mut hasher);
+    }
+    Measured { elapsed, output_hash: hasher.finish() }
+}
+
+pub fn run(opts: BenchOptions) -> Result<()> {
+    ensure!(opts.records > 0 && opts.batch_records > 0, "--records and --batch-records must be at least 1");
+    eprintln!("generating {} records...", opts.records);
+    let batches = generate(opts.records, opts.batch_records);
+    let total_bytes: usize = batches.iter().map(Vec::len).sum();
+    let records = batches.iter().map(|b| b.iter().filter(|&&c| c == b'\n').count()).sum::<usize>();
+
+    eprintln!("native engine...");
+    let mut engine = Engine::new(&opts.policy_text).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+    let mut scratch = Vec::new();
+    let native = measure(&batches, |batch| {
+        scratch.clear();
+        engine.process_ndjson(batch, &mut scratch);
+        std::mem::take(&mut scratch)
+    });
+    let native_stats = engine.stats();
+
+    eprintln!("component...");
+    let runtime = Arc::new(Runtime::load(opts.component.as_deref(), opts.cache_dir.as_deref())?);
+    let mut monitor = Monitor::new(runtime, &opts.policy_text, opts.limits.clone()).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+    let wasm = measure(&batches, |batch| monitor.process(batch));
+
+    let rate = |m: &Measured| records as f64 / m.elapsed.as_secs_f64();
+    let mbps = |m: &Measured| total_bytes as f64 / m.elapsed.as_secs_f64() / 1e6;
+    let mut report = String::new();
+    let _ = writeln!(report, "records: {records} ({:.1} MB, {} per batch; {} alerts, {} findings natively)", total_bytes as f64 / 1e6, opts.batch_records, native_stats.alerts, native_stats.findings);
+    let _ = writeln!(report, "{:<10} {:>14} {:>10} {:>10}", "path", "records/s", "MB/s", "seconds");
+    for (name, m) in [("native", &native), ("component", &wasm)] {
+        let _ = writeln!(report, "{name:<10} {:>14.0} {:>10.1} {:>10.3}", rate(m), mbps(m), m.elapsed.as_secs_f64());
+    }
+    let _ = writeln!(report, "component/native time ratio: {:.2}x", wasm.elapsed.as_secs_f64() / native.elapsed.as_secs_f64());
+    let _ = writeln!(report, "outputs identical: {}", if native.output_hash == wasm.output_hash { "yes" } else { "NO" });
+    print!("{report}");
+    ensure!(native.output_hash == wasm.output_hash, "the component's output differs from the native engine's");
+    Ok(())
+}

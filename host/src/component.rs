@@ -1,0 +1,227 @@
+//! The WIT boundary, host side: the only module that sees the generated
+//! bindings. It loads the engine component, gives it no ambient authority
+//! (an empty WASI context: no files, network, environment or clock it could use
+//! for decisions), bounds its memory and CPU, and survives its traps.
+
+use crate::cache;
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+mod bindings {
+    wasmtime::component::bindgen!({ path: "../wit", world: "monitor" });
+}
+
+pub use bindings::exports::clawwatch::monitor::engine::Stats;
+use bindings::exports::clawwatch::monitor::engine::BatchFormat;
+
+/// The component built from `plugin/` by the build script.
+pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(env!("CLAWWATCH_COMPONENT_PATH"));
+
+/// How long one epoch tick lasts; batch deadlines are counted in ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(50);
+
+/// Resource bounds for the guest.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory the guest may grow to.
+    pub memory_bytes: usize,
+    /// Wall time one batch may take before the guest is interrupted.
+    pub batch_timeout: Duration,
+}
+
+/// A compiled component, ready to instantiate any number of monitors.
+pub struct Runtime {
+    engine: Engine,
+    component: Component,
+    linker: Linker<GuestState>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl Runtime {
+    /// Compiles (or loads from the on-disk cache) the given component bytes.
+    pub fn new(wasm: &[u8], cache_dir: Option<&Path>) -> Result<Runtime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        // `CLAWWATCH_PERFMAP=1 perf record ...` names the guest's functions in profiles.
+        if std::env::var_os("CLAWWATCH_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        let engine = anyhow_of(Engine::new(&config)).context("configuring wasmtime")?;
+        let component = cache::load_or_compile(&engine, wasm, cache_dir)?;
+        let mut linker = Linker::new(&engine);
+        // Rust's std in the guest imports a few WASI interfaces; they are
+        // linked to an empty context, so they grant nothing.
+        anyhow_of(wasmtime_wasi::p2::add_to_linker_sync(&mut linker)).context("linking WASI")?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (ticking_engine, stop) = (engine.clone(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("clawwatch-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking_engine.increment_epoch();
+                }
+            })
+            .context("starting the epoch ticker")?;
+        Ok(Runtime { engine, component, linker, ticker_stop })
+    }
+
+    /// The embedded component, or the one at `path`.
+    pub fn load(path: Option<&Path>, cache_dir: Option<&Path>) -> Result<Runtime> {
+        match path {
+            None => Runtime::new(EMBEDDED_COMPONENT, cache_dir),
+            Some(path) => {
+                let wasm = std::fs::read(path).with_context(|| format!("reading component {}", path.display()))?;
+                Runtime::new(&wasm, cache_dir).with_context(|| format!("loading component {}", path.display()))
+            }
+        }
+    }
+}
+
+/// Why a monitor could not be created.
+#[derive(Debug)]
+pub enum CreateError {
+    /// The engine rejected the policy.
+    Policy(bindings::exports::clawwatch::monitor::engine::PolicyError),
+    /// The component could not be instantiated or trapped.
+    Runtime(anyhow::Error),
+}
+
+impl std::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            CreateError::Policy(e) => {
+                match (e.line, e.column) {
+                    (Some(line), Some(col)) => write!(f, "line {line}, column {col}: ")?,
+                    (Some(line), None) => write!(f, "line {line}: ")?,
+                    _ => {}
+                }
+                if let Some(table) = &e.table {
+                    write!(f, "(in [{table}]) ")?;
+                }
+                f.write_str(&e.message)
+            }
+            CreateError::Runtime(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for CreateError {}
+
+/// One live monitor inside the component, re-created from the policy if the
+/// guest traps or exceeds its limits.
+pub struct Monitor {
+    runtime: Arc<Runtime>,
+    policy: String,
+    limits: Limits,
+    store: Store<GuestState>,
+    instance: bindings::Monitor,
+    handle: ResourceAny,
+    restarts: u64,
+}
+
+impl Monitor {
+    pub fn new(runtime: Arc<Runtime>, policy: &str, limits: Limits) -> Result<Monitor, CreateError> {
+        let (store, instance, handle) = instantiate(&runtime, policy, &limits)?;
+        Ok(Monitor { runtime, policy: policy.to_string(), limits, store, instance, handle, restarts: 0 })
+    }
+
+    /// Processes one NDJSON batch. If the guest traps or runs out of time or
+    /// memory, the batch comes back with every record tagged `error`, and the
+    /// monitor is re-created from the policy so the next batch is judged again.
+    pub fn process(&mut self, batch: &[u8]) -> Vec<u8> {
+        match self.try_process(batch) {
+            Ok(out) => out,
+            Err(trap) => {
+                let why = format!("the detection engine failed on this batch ({}); records passed through unjudged", first_line(&trap));
+                tracing::error!(error = %format!("{trap:#}"), "engine failed; re-creating it from the policy");
+                self.restart();
+                let mut out = Vec::with_capacity(batch.len() * 2);
+                clawwatch_plugin::output::tag_ndjson_as_error(batch, &why, &mut out);
+                out
+            }
+        }
+    }
+
+    fn try_process(&mut self, batch: &[u8]) -> Result<Vec<u8>> {
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.batch_timeout));
+        let out = self.instance.clawwatch_monitor_engine().monitor().call_process(&mut self.store, self.handle, BatchFormat::Ndjson, batch)?;
+        Ok(out)
+    }
+
+    fn restart(&mut self) {
+        self.restarts += 1;
+        match instantiate(&self.runtime, &self.policy, &self.limits) {
+            Ok((store, instance, handle)) => {
+                self.store = store;
+                self.instance = instance;
+                self.handle = handle;
+            }
+            // The policy loaded before, so this is a runtime problem; the old
+            // (poisoned) instance stays and the next batch will report it again.
+            Err(e) => tracing::error!(error = %e, "could not re-create the engine"),
+        }
+    }
+
+    pub fn stats(&mut self) -> Result<Stats> {
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.batch_timeout));
+        anyhow_of(self.instance.clawwatch_monitor_engine().monitor().call_stats(&mut self.store, self.handle))
+    }
+
+    /// Times the guest was re-created after a failure.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+}
+
+/// wasmtime's own error type as anyhow's, so `.context` can be added.
+pub fn anyhow_of<T>(result: Result<T, wasmtime::Error>) -> Result<T> {
+    result.map_err(anyhow::Error::from)
+}
+
+fn first_line(e: &anyhow::Error) -> String {
+    e.to_string().lines().next().unwrap_or("trap").to_string()
+}
+
+fn deadline_ticks(timeout: Duration) -> u64 {
+    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+fn instantiate(runtime: &Runtime, policy: &str, limits: &Limits) -> Result<(Store<GuestState>, bindings::Monitor, ResourceAny), CreateError> {
+    let state = GuestState {
+        wasi: WasiCtx::builder().build(),
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(8).tables(16).memories(4).trap_on_grow_failure(true).build(),
+    };
+    let mut store = Store::new(&runtime.engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(deadline_ticks(limits.batch_timeout));
+    let instance = bindings::Monitor::instantiate(&mut store, &runtime.component, &runtime.linker).map_err(|e| CreateError::Runtime(e.into()))?;
+    let created = instance.clawwatch_monitor_engine().monitor().call_create(&mut store, policy).map_err(|e| CreateError::Runtime(e.into()))?;
+    let handle = created.map_err(CreateError::Policy)?;
+    Ok((store, instance, handle))
+}

@@ -1,0 +1,155 @@
+//! `clawwatch`: tags every agent log record with the agent it belongs to and a
+//! policy verdict, through the detection engine compiled to WebAssembly.
+
+mod bench;
+mod cache;
+mod component;
+mod lines;
+mod run;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The example policy bundled with clawwatch (testdata/policy.toml).
+const EXAMPLE_POLICY: &str = include_str!("../../testdata/policy.toml");
+
+#[derive(Parser)]
+#[command(name = "clawwatch", version, about = "Checks, record by record, that each AI agent is still doing only what its type declared.", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read NDJSON records (stdin, or --input files in order), write each one
+    /// back to stdout tagged with its agent and verdict: one line out per line in.
+    Run(RunArgs),
+    /// Measure engine throughput natively and through the component on
+    /// generated flow/DNS/control records, in one run, and print the ratio.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct EngineArgs {
+    /// Policy file (TOML). Without it, the bundled example policy is used.
+    #[arg(long, value_name = "PATH")]
+    policy: Option<PathBuf>,
+    /// Load this engine component instead of the embedded one.
+    #[arg(long, value_name = "PATH")]
+    component: Option<PathBuf>,
+    /// Where compiled components are cached [default: $CLAWWATCH_CACHE_DIR, $XDG_CACHE_HOME/clawwatch or ~/.cache/clawwatch].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile the component on every start instead of caching it.
+    #[arg(long)]
+    no_cache: bool,
+    /// Memory the engine may use, in MiB; past it the batch is passed through tagged `error`.
+    #[arg(long, value_name = "MIB", default_value_t = 512)]
+    guest_memory_mib: usize,
+    /// Time one batch may take, in milliseconds; past it the batch is passed through tagged `error`.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    batch_timeout_ms: u64,
+    /// Records handed to the engine per call (the boundary is crossed per batch, not per record).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    batch_records: usize,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Input file of NDJSON records; repeat for several, read in order. Default: stdin.
+    #[arg(long, short, value_name = "PATH")]
+    input: Vec<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Lines longer than this are not parsed: they pass through as base64, tagged `error`.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    max_line_bytes: usize,
+    /// When input pauses this long (ms), records already read are processed without waiting for a full batch.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    idle_flush_ms: u64,
+    /// Log progress at this interval (seconds) on long runs (visible with RUST_LOG=info).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    progress_secs: u64,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Records to generate.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    records: usize,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+impl EngineArgs {
+    fn policy(&self) -> Result<(String, String)> {
+        match &self.policy {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading policy {}", path.display()))?;
+                Ok((path.display().to_string(), text))
+            }
+            None => {
+                eprintln!("clawwatch: no --policy given; using the bundled example policy (testdata/policy.toml)");
+                Ok(("<bundled example>".into(), EXAMPLE_POLICY.to_string()))
+            }
+        }
+    }
+
+    fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache { None } else { self.cache_dir.clone().or_else(cache::default_dir) }
+    }
+
+    fn limits(&self) -> component::Limits {
+        component::Limits { memory_bytes: self.guest_memory_mib.saturating_mul(1 << 20), batch_timeout: Duration::from_millis(self.batch_timeout_ms) }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clawwatch: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => {
+            anyhow::ensure!(args.engine.batch_records > 0, "--batch-records must be at least 1");
+            let (policy_name, policy_text) = args.engine.policy()?;
+            let opts = run::RunOptions {
+                policy_name,
+                policy_text,
+                inputs: args.input.clone(),
+                component: args.engine.component.clone(),
+                cache_dir: args.engine.cache_dir(),
+                limits: args.engine.limits(),
+                batch: lines::BatchLimits { records: args.engine.batch_records, bytes: 4 << 20, line_bytes: args.max_line_bytes.max(1) },
+                idle_flush: Duration::from_millis(args.idle_flush_ms.max(1)),
+                progress_every: Duration::from_secs(args.progress_secs.max(1)),
+            };
+            tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(run::run(opts))
+        }
+        Command::Bench(args) => {
+            let (_, policy_text) = args.engine.policy()?;
+            bench::run(bench::BenchOptions {
+                records: args.records,
+                batch_records: args.engine.batch_records,
+                policy_text,
+                component: args.engine.component.clone(),
+                cache_dir: args.engine.cache_dir(),
+                limits: args.engine.limits(),
+            })
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! `clawwatch run`: records in (stdin or files), enriched records out (stdout),
+//! through the engine component, in input order.
+//!
+//! Three stages joined by small bounded channels (backpressure, and reading
+//! overlaps judging): a reader cutting batches, the engine on a blocking
+//! thread, and a writer.
+
+use crate::component::{Limits, Monitor, Runtime};
+use crate::lines::{self, BatchLimits, Chunk, Splitter};
+use anyhow::{Context, Result};
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+pub struct RunOptions {
+    pub policy_name: String,
+    pub policy_text: String,
+    pub inputs: Vec<PathBuf>,
+    pub component: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub limits: Limits,
+    pub batch: BatchLimits,
+    pub idle_flush: Duration,
+    pub progress_every: Duration,
+}
+
+pub async fn run(opts: RunOptions) -> Result<()> {
+    let started = Instant::now();
+    let (component, cache_dir) = (opts.component.clone(), opts.cache_dir.clone());
+    let runtime = tokio::task::spawn_blocking(move || Runtime::load(component.as_deref(), cache_dir.as_deref())).await??;
+    let policy_name = opts.policy_name.clone();
+    let mut monitor = Monitor::new(Arc::new(runtime), &opts.policy_text, opts.limits.clone()).map_err(|e| anyhow::anyhow!("policy {policy_name}: {e}"))?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "engine ready");
+
+    let (in_tx, mut in_rx) = mpsc::channel::<Chunk>(4);
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(4);
+    let progress_every = opts.progress_every;
+
+    let judge = tokio::task::spawn_blocking(move || {
+        let mut last_report = Instant::now();
+        let mut records = 0u64;
+        while let Some(chunk) = in_rx.blocking_recv() {
+            let out = match chunk {
+                Chunk::Batch { bytes, records: n } => {
+                    records += n as u64;
+                    monitor.process(&bytes)
+                }
+                Chunk::Passthrough(bytes) => bytes,
+            };
+            if out_tx.blocking_send(out).is_err() {
+                break;
+            }
+            if last_report.elapsed() >= progress_every {
+                tracing::info!(records, "progress");
+                last_report = Instant::now();
+            }
+        }
+        monitor
+    });
+
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::BufWriter::with_capacity(1 << 20, tokio::io::stdout());
+        while let Some(buf) = out_rx.recv().await {
+            stdout.write_all(&buf).await?;
+            // Each batch goes out at once: downstream pipelines see records promptly.
+            stdout.flush().await?;
+        }
+        stdout.flush().await?;
+        Ok::<(), std::io::Error>(())
+    });
+
+    let mut splitter = Splitter::new(opts.batch.clone());
+    let read_result = async {
+        if opts.inputs.is_empty() {
+            lines::read_input(tokio::io::stdin(), &mut splitter, &in_tx, opts.idle_flush).await
+        } else {
+            for path in &opts.inputs {
+                let file = tokio::fs::File::open(path).await.with_context(|| format!("opening input {}", path.display()))?;
+                lines::read_input(file, &mut splitter, &in_tx, opts.idle_flush).await.with_context(|| format!("reading input {}", path.display()))?;
+            }
+            Ok(())
+        }
+    }
+    .await;
+    drop(in_tx);
+
+    let mut monitor = judge.await.context("engine thread")?;
+    let write_result = writer.await.context("writer task")?;
+    match write_result {
+        // A closed stdout (`| head`) ends the run quietly, as for any Unix filter.
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
+        Err(e) => return Err(e).context("writing to stdout"),
+        Ok(()) => {}
+    }
+    read_result?;
+
+    let stats = monitor.stats().context("reading engine stats")?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "clawwatch: {} records in {secs:.2}s: {} allow, {} alert ({} findings, {} incidents), {} unattributed, {} not_applicable, {} error{}{}",
+        stats.records + splitter.oversized_lines,
+        stats.allowed,
+        stats.alerts,
+        stats.findings,
+        stats.incidents_opened,
+        stats.unattributed,
+        stats.not_applicable,
+        stats.errors + splitter.oversized_lines,
+        if stats.evictions > 0 { format!("; {} entries evicted from bounded state", stats.evictions) } else { String::new() },
+        if monitor.restarts() > 0 { format!("; engine re-created {} times after failures", monitor.restarts()) } else { String::new() },
+    );
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! The WIT boundary, guest side: the only module that sees the generated
+//! bindings. It converts between WIT types and the engine's, nothing more.
+
+use crate::engine::Engine;
+use std::cell::RefCell;
+
+wit_bindgen::generate!({ path: "../wit", world: "monitor" });
+
+use exports::clawwatch::monitor::engine::{BatchFormat, Guest, GuestMonitor, Monitor, PolicyError, Stats};
+
+struct Component;
+
+impl Guest for Component {
+    type Monitor = MonitorResource;
+}
+
+struct MonitorResource {
+    engine: RefCell<Engine>,
+}
+
+impl GuestMonitor for MonitorResource {
+    fn create(policy: String) -> Result<Monitor, PolicyError> {
+        match Engine::new(&policy) {
+            Ok(engine) => Ok(Monitor::new(MonitorResource { engine: RefCell::new(engine) })),
+            Err(e) => Err(PolicyError { line: e.line, column: e.column, table: e.table, message: e.message }),
+        }
+    }
+
+    fn process(&self, format: BatchFormat, batch: Vec<u8>) -> Vec<u8> {
+        let mut out = Vec::new();
+        match format {
+            BatchFormat::Ndjson => self.engine.borrow_mut().process_ndjson(&batch, &mut out),
+        }
+        out
+    }
+
+    fn stats(&self) -> Stats {
+        let s = self.engine.borrow().stats();
+        Stats {
+            records: s.records,
+            allowed: s.allowed,
+            alerts: s.alerts,
+            unattributed: s.unattributed,
+            not_applicable: s.not_applicable,
+            errors: s.errors,
+            findings: s.findings,
+            incidents_opened: s.incidents_opened,
+            evictions: s.evictions,
+            agents: s.agents,
+            dns_entries: s.dns_entries,
+        }
+    }
+}
+
+export!(Component);

@@ -1,0 +1,305 @@
+//! The `clawwatch` object every record leaves with (DESIGN §5).
+//!
+//! It is appended to the record's original bytes instead of re-serialising the
+//! record: that is the hot path, and it keeps the record exactly as it came.
+
+use crate::record::Stream;
+use crate::registry::Agent;
+use crate::rules::Finding;
+use crate::time::Timestamp;
+use base64::Engine as _;
+use std::rc::Rc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Alert,
+    Unattributed,
+    NotApplicable,
+    Error,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Alert => "alert",
+            Verdict::Unattributed => "unattributed",
+            Verdict::NotApplicable => "not_applicable",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+/// The agent a record is attributed to, as written to the output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentInfo {
+    pub id: Rc<str>,
+    pub agent_type: Rc<str>,
+    pub deployment: Option<Rc<str>>,
+    pub profile: Rc<str>,
+}
+
+impl From<&Agent> for AgentInfo {
+    fn from(a: &Agent) -> Self {
+        AgentInfo { id: a.id.clone(), agent_type: a.agent_type.clone(), deployment: a.deployment.clone(), profile: a.profile.clone() }
+    }
+}
+
+/// A finding with its place in an incident.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reported {
+    pub finding: Finding,
+    pub new: bool,
+    pub count: u64,
+}
+
+/// Everything clawwatch says about one record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    pub stream: Stream,
+    pub ts: Option<Timestamp>,
+    pub agent: Option<AgentInfo>,
+    /// For flows: `outbound`, `inbound` (to an agent) or `return` (an agent answering).
+    pub direction: Option<&'static str>,
+    pub verdict: Verdict,
+    pub findings: Vec<Reported>,
+    /// Why the record could not be judged (verdict `error`).
+    pub error: Option<String>,
+    /// Anything else worth knowing (unknown kind, unknown agent, unknown profile).
+    pub note: Option<String>,
+}
+
+impl Note {
+    pub fn new(stream: Stream, verdict: Verdict) -> Note {
+        Note { stream, ts: None, agent: None, direction: None, verdict, findings: Vec::new(), error: None, note: None }
+    }
+
+    /// Writes `"clawwatch":{...}` (without surrounding braces or commas).
+    pub fn write_member(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\"clawwatch\":{\"stream\":\"");
+        out.extend_from_slice(self.stream.as_str().as_bytes());
+        out.push(b'"');
+        if let Some(ts) = self.ts {
+            out.extend_from_slice(b",\"ts\":\"");
+            ts.write_rfc3339_bytes(out);
+            out.push(b'"');
+        }
+        if let Some(a) = &self.agent {
+            out.extend_from_slice(b",\"agent\":{\"id\":");
+            write_str(out, &a.id);
+            out.extend_from_slice(b",\"type\":");
+            write_str(out, &a.agent_type);
+            if let Some(d) = &a.deployment {
+                out.extend_from_slice(b",\"deployment\":");
+                write_str(out, d);
+            }
+            out.extend_from_slice(b",\"profile\":");
+            write_str(out, &a.profile);
+            out.push(b'}');
+        }
+        if let Some(d) = self.direction {
+            out.extend_from_slice(b",\"direction\":\"");
+            out.extend_from_slice(d.as_bytes());
+            out.push(b'"');
+        }
+        out.extend_from_slice(b",\"verdict\":\"");
+        out.extend_from_slice(self.verdict.as_str().as_bytes());
+        out.push(b'"');
+        if !self.findings.is_empty() {
+            out.extend_from_slice(b",\"findings\":[");
+            for (i, r) in self.findings.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"rule\":\"");
+                out.extend_from_slice(r.finding.rule.id.as_bytes());
+                out.extend_from_slice(b"\",\"severity\":\"");
+                out.extend_from_slice(r.finding.rule.severity.as_str().as_bytes());
+                out.extend_from_slice(b"\",\"incident\":");
+                write_str(out, &r.finding.incident);
+                out.extend_from_slice(if r.new { b",\"new\":true,\"count\":" } else { b",\"new\":false,\"count\":" });
+                write_u64(out, r.count);
+                out.extend_from_slice(b",\"summary\":");
+                write_str(out, &r.finding.summary);
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        if let Some(e) = &self.error {
+            out.extend_from_slice(b",\"error\":");
+            write_str(out, e);
+        }
+        if let Some(n) = &self.note {
+            out.extend_from_slice(b",\"note\":");
+            write_str(out, n);
+        }
+        out.push(b'}');
+    }
+
+    /// The record with the note appended as its last member. `record` must be
+    /// one JSON object (already validated), without surrounding whitespace.
+    pub fn append_to(&self, record: &[u8], replaces_existing: bool, out: &mut Vec<u8>) {
+        if replaces_existing {
+            // Rare (a record that passed through clawwatch before): rebuild it so
+            // the object does not carry two `clawwatch` keys.
+            if let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice::<serde_json::Value>(record) {
+                map.remove("clawwatch");
+                let mut member = Vec::new();
+                self.write_member(&mut member);
+                let body = serde_json::to_vec(&map).unwrap_or_default();
+                out.extend_from_slice(&body[..body.len() - 1]);
+                if map.is_empty() { out.extend_from_slice(&member) } else { out.push(b','); out.extend_from_slice(&member) }
+                out.push(b'}');
+                return;
+            }
+        }
+        let close = record.len() - 1;
+        let body = &record[..close];
+        out.extend_from_slice(body);
+        // `{}` and `{ }` take the note as their only member.
+        if body[1..].iter().any(|b| !b.is_ascii_whitespace()) {
+            out.push(b',');
+        }
+        self.write_member(out);
+        out.push(b'}');
+    }
+
+    /// A record that is not a JSON object, wrapped so the output stays one JSON
+    /// object per line and nothing is lost: text as `raw`, other bytes as `raw_base64`.
+    pub fn wrap_raw(&self, record: &[u8], out: &mut Vec<u8>) {
+        match std::str::from_utf8(record) {
+            Ok(text) => {
+                out.extend_from_slice(b"{\"raw\":");
+                write_str(out, text);
+            }
+            Err(_) => {
+                out.extend_from_slice(b"{\"raw_base64\":\"");
+                out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(record).as_bytes());
+                out.push(b'"');
+            }
+        }
+        out.push(b',');
+        self.write_member(out);
+        out.push(b'}');
+    }
+}
+
+fn write_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// A JSON string literal. Most strings need no escaping: copy them whole.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
+    }
+
+    #[test]
+    fn escapes_control_characters_and_quotes() {
+        let mut out = Vec::new();
+        write_str(&mut out, "a\"b\\c\nd\u{1}é");
+        assert_eq!(parse(&out), serde_json::Value::String("a\"b\\c\nd\u{1}é".into()));
+    }
+
+    #[test]
+    fn appends_to_objects_of_any_shape() {
+        let note = Note::new(Stream::Other, Verdict::NotApplicable);
+        for record in [&br#"{"a":1}"#[..], b"{}", b"{ }", br#"{"clawwatch":{"old":true},"b":[1]}"#] {
+            let mut out = Vec::new();
+            note.append_to(record, record.starts_with(b"{\"clawwatch"), &mut out);
+            let v = parse(&out);
+            assert_eq!(v["clawwatch"]["verdict"], "not_applicable", "{}", String::from_utf8_lossy(&out));
+            assert!(v["clawwatch"].get("old").is_none());
+        }
+    }
+
+    #[test]
+    fn wraps_text_and_binary_without_loss() {
+        let note = Note::new(Stream::Other, Verdict::Error);
+        let mut out = Vec::new();
+        note.wrap_raw(b"not json \"at all\"", &mut out);
+        assert_eq!(parse(&out)["raw"], "not json \"at all\"");
+        let mut out = Vec::new();
+        note.wrap_raw(&[0xff, 0xfe, b'x'], &mut out);
+        assert_eq!(parse(&out)["raw_base64"], "//54");
+    }
+}
+
+/// Tags every NDJSON line of `batch` with verdict `error` and `why` without
+/// judging it: what a host emits for a batch the engine could not process, so
+/// that even then no record is lost and the output stays line-for-line.
+pub fn tag_ndjson_as_error(batch: &[u8], why: &str, out: &mut Vec<u8>) {
+    let mut note = Note::new(Stream::Other, Verdict::Error);
+    note.error = Some(why.to_string());
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        let trimmed = line.trim_ascii();
+        let is_object = trimmed.first() == Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok();
+        if is_object {
+            let has_clawwatch = crate::record::fields::Fields::parse(trimmed).is_ok_and(|f| f.has_clawwatch);
+            note.append_to(trimmed, has_clawwatch, out);
+        } else {
+            note.wrap_raw(line, out);
+        }
+        out.push(b'\n');
+        rest = next;
+    }
+}
+
+#[cfg(test)]
+mod pass_through_tests {
+    #[test]
+    fn every_line_is_tagged_and_kept() {
+        let mut out = Vec::new();
+        super::tag_ndjson_as_error(b"{\"a\":1}\nnot json\n\n{\"b\":2}", "engine trapped", &mut out);
+        let lines: Vec<serde_json::Value> = out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines.iter().all(|l| l["clawwatch"]["verdict"] == "error" && l["clawwatch"]["error"] == "engine trapped"));
+        assert_eq!(lines[0]["a"], 1);
+        assert_eq!(lines[1]["raw"], "not json");
+    }
+}

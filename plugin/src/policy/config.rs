@@ -1,0 +1,163 @@
+//! The policy file's shapes, exactly as an operator writes them.
+//!
+//! Every table denies unknown keys so a typo (`expected_lifetime_minute`) is a
+//! load error with its line, not a silently ignored setting.
+
+use super::destination::Rule;
+use super::Profile;
+use ipnet::IpNet;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// The whole policy file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Fleet-wide settings: agent subnets, corporate resolvers, timing and caps.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
+    /// Known-good destinations for unplanned calls (audited, not alerted).
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+    /// One table per agent type (or profile name).
+    #[serde(default)]
+    pub agent_profile: BTreeMap<String, ProfileConfig>,
+}
+
+/// `[monitor]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Networks agents live in: traffic from here must belong to a live agent.
+    pub agent_subnets: Vec<Cidr>,
+    /// The resolvers agents must use; DNS to any other is `dns.foreign_resolver`.
+    pub corp_resolvers: Vec<IpAddr>,
+    /// How long after its TTL a DNS answer still names an address (Cilium-style grace).
+    pub dns_ttl_grace_seconds: u64,
+    /// An incident with no new finding for this long closes; the next finding opens a new one.
+    pub incident_quiet_minutes: u64,
+    /// Cap on agents held (live and recently terminated); the least recently seen go first.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_agents: usize,
+    /// Cap on (client, address) → name entries learnt from DNS answers.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_dns_entries: usize,
+    /// Cap on incidents tracked at once.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_incidents: usize,
+    /// Records longer than this pass through unparsed, tagged as oversized.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_record_bytes: usize,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            agent_subnets: Vec::new(),
+            corp_resolvers: Vec::new(),
+            dns_ttl_grace_seconds: 300,
+            incident_quiet_minutes: 60,
+            max_agents: 65_536,
+            max_dns_entries: 262_144,
+            max_incidents: 65_536,
+            max_record_bytes: 1 << 20,
+        }
+    }
+}
+
+/// `[approvals]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Destinations an unplanned call may reach as an audited authorisation.
+    #[serde(default)]
+    pub allow: Vec<Rule>,
+}
+
+/// `[agent_profile."name"]`: a profile's settings. `C` is the type of its
+/// `context` table: per-deployment overrides at the top level, [`NoContext`]
+/// inside a context so overrides cannot nest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, bound = "C: Deserialize<'de> + Default")]
+pub struct ProfileSettings<C> {
+    /// Minutes an agent of this type may live before its traffic is `lifetime.exceeded`.
+    pub expected_lifetime_minutes: Option<u64>,
+    /// The connections agents of this type may make; anything else is `egress.not_allowed`.
+    pub allowed_outbound: Option<Vec<Rule>>,
+    /// Expected connections per hour, the seed of the volume baseline.
+    pub baseline_connections_per_hour: Option<u64>,
+    /// How far above baseline volume may go before `volume.anomaly`.
+    #[serde(default, deserialize_with = "multiplier")]
+    pub volume_anomaly_threshold_multiplier: Option<f64>,
+    /// How early or late a scheduled connection may occur.
+    pub allowed_time_variance_minutes: Option<u64>,
+    /// `[agent_profile."name".context."deployment"]`: settings that replace the
+    /// profile's own for agents spawned with that `deployment`.
+    #[serde(default)]
+    pub context: C,
+}
+
+pub type ProfileConfig = ProfileSettings<BTreeMap<String, ProfileOverrides>>;
+pub type ProfileOverrides = ProfileSettings<NoContext>;
+
+/// Stands where a context would hold another `context` table: always an error.
+#[derive(Debug, Default)]
+pub struct NoContext;
+
+impl<'de> Deserialize<'de> for NoContext {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(de::Error::custom("a context cannot hold another `context`: write each deployment's overrides directly under the profile"))
+    }
+}
+
+impl<C> ProfileSettings<C> {
+    pub(super) fn apply_to(self, mut profile: Profile) -> Profile {
+        if let Some(v) = self.expected_lifetime_minutes {
+            profile.expected_lifetime_minutes = Some(v);
+        }
+        if let Some(v) = self.allowed_outbound {
+            profile.allowed_outbound = v;
+        }
+        if let Some(v) = self.baseline_connections_per_hour {
+            profile.baseline_connections_per_hour = Some(v);
+        }
+        if let Some(v) = self.volume_anomaly_threshold_multiplier {
+            profile.volume_anomaly_threshold_multiplier = Some(v);
+        }
+        if let Some(v) = self.allowed_time_variance_minutes {
+            profile.allowed_time_variance_minutes = Some(v);
+        }
+        profile
+    }
+}
+
+/// A CIDR, or a single address meaning a /32 or /128.
+#[derive(Debug, Clone)]
+pub struct Cidr(pub IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if let Ok(ip) = s.trim().parse::<IpAddr>() {
+            return Ok(Cidr(IpNet::from(ip.to_canonical())));
+        }
+        let net: IpNet = s.trim().parse().map_err(|_| de::Error::custom(format!("invalid CIDR `{s}`: expected e.g. \"10.20.0.0/16\"")))?;
+        Ok(Cidr(net.trunc()))
+    }
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = i64::deserialize(d)?;
+    usize::try_from(v).ok().filter(|v| *v >= 1).ok_or_else(|| de::Error::custom(format!("must be at least 1, found {v}")))
+}
+
+fn multiplier<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v.is_finite() && v > 1.0 {
+        Ok(Some(v))
+    } else {
+        Err(de::Error::custom(format!("must be a number greater than 1 (a multiple of the baseline), found {v}")))
+    }
+}

@@ -1,0 +1,363 @@
+//! One pass over a JSON record that keeps only the keys some input format uses.
+//!
+//! The values are kept loosely typed ([`Value`]) so a record whose `src_port` is a
+//! string or whose `ts` is garbage still parses: the format decoder then names
+//! the exact field and what was wrong with it, instead of serde rejecting the
+//! whole record. Keys no format uses are skipped without allocating.
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::fmt;
+
+macro_rules! known_keys {
+    ($($variant:ident = $name:literal,)*) => {
+        /// The top-level keys that some input format reads.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Key { $($variant,)* }
+
+        impl Key {
+            fn from_name(name: &str) -> Option<Key> {
+                match name { $($name => Some(Key::$variant),)* _ => None }
+            }
+
+            pub fn name(self) -> &'static str {
+                match self { $(Key::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+known_keys! {
+    Type = "type",
+    Stream = "stream",
+    Ts = "ts",
+    End = "end",
+    AgentId = "agent_id",
+    AgentType = "agent_type",
+    Deployment = "deployment",
+    Ip = "ip",
+    Ips = "ips",
+    TaskId = "task_id",
+    ExpectedLifetimeMinutes = "expected_lifetime_minutes",
+    Reason = "reason",
+    Profile = "profile",
+    ExtendMinutes = "extend_minutes",
+    SrcIp = "src_ip",
+    DstIp = "dst_ip",
+    SrcPort = "src_port",
+    DstPort = "dst_port",
+    Proto = "proto",
+    Bytes = "bytes",
+    Packets = "packets",
+    TimeFlowStartNs = "time_flow_start_ns",
+    TimeFlowEndNs = "time_flow_end_ns",
+    TimeReceivedNs = "time_received_ns",
+    SrcAddr = "src_addr",
+    DstAddr = "dst_addr",
+    SamplerAddress = "sampler_address",
+    ClientIp = "client_ip",
+    ResolverIp = "resolver_ip",
+    Qname = "qname",
+    Qtype = "qtype",
+    Rcode = "rcode",
+    Answers = "answers",
+}
+
+/// A JSON value borrowed from the record where possible, of any type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Bool(bool),
+    UInt(u64),
+    Int(i64),
+    Float(f64),
+    Str(Cow<'a, str>),
+    List(Vec<Value<'a>>),
+    Map(Vec<(Cow<'a, str>, Value<'a>)>),
+}
+
+impl<'a> Value<'a> {
+    /// The JSON type name, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::UInt(_) | Value::Int(_) | Value::Float(_) => "a number",
+            Value::Str(_) => "a string",
+            Value::List(_) => "an array",
+            Value::Map(_) => "an object",
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A non-negative integer, also from a string of digits (several collectors
+    /// quote their counters).
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::UInt(v) => Some(*v),
+            Value::Int(v) => u64::try_from(*v).ok(),
+            Value::Float(v) if v.fract() == 0.0 && *v >= 0.0 && *v < 1.8e19 => Some(*v as u64),
+            Value::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::UInt(v) => Some(*v as f64),
+            Value::Int(v) => Some(*v as f64),
+            Value::Float(v) => Some(*v),
+            Value::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
+        match self {
+            Value::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// A short rendering of the value for error messages, never longer than ~40 chars.
+    pub fn preview(&self) -> String {
+        let full = match self {
+            Value::Null => "null".to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::UInt(v) => v.to_string(),
+            Value::Int(v) => v.to_string(),
+            Value::Float(v) => v.to_string(),
+            Value::Str(s) => format!("\"{s}\""),
+            Value::List(_) => "[...]".to_string(),
+            Value::Map(_) => "{...}".to_string(),
+        };
+        if full.chars().count() > 40 {
+            let cut: String = full.chars().take(37).collect();
+            format!("{cut}...")
+        } else {
+            full
+        }
+    }
+}
+
+/// The known keys of one record, in the order they appeared.
+#[derive(Debug, Default)]
+pub struct Fields<'a> {
+    entries: Vec<(Key, Value<'a>)>,
+    /// The record already has a top-level `clawwatch` key (it went through
+    /// clawwatch before): the note must replace it, not be appended beside it.
+    pub has_clawwatch: bool,
+}
+
+impl<'a> Fields<'a> {
+    /// Parses one JSON object. Errors are serde_json's (with line/column), for
+    /// text that is not a JSON object at all.
+    pub fn parse(line: &'a [u8]) -> Result<Fields<'a>, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let fields = de.deserialize_map(FieldsVisitor)?;
+        de.end()?;
+        Ok(fields)
+    }
+
+    pub fn get(&self, key: Key) -> Option<&Value<'a>> {
+        // Duplicate keys: the last one wins, as in most JSON parsers.
+        self.entries.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    pub fn has(&self, key: Key) -> bool {
+        self.get(key).is_some_and(|v| *v != Value::Null)
+    }
+
+    pub fn str(&self, key: Key) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+        let mut fields = Fields { entries: Vec::with_capacity(12), has_clawwatch: false };
+        while let Some(name) = map.next_key::<KeyName<'de>>()? {
+            match Key::from_name(&name.0) {
+                Some(key) => {
+                    let value = map.next_value_seed(ValueSeed)?;
+                    fields.entries.push((key, value));
+                }
+                None => {
+                    if name.0 == "clawwatch" {
+                        fields.has_clawwatch = true;
+                    }
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// A key borrowed from the input unless it contains escapes.
+struct KeyName<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for KeyName<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor).map(KeyName)
+    }
+}
+
+struct StrVisitor;
+
+impl<'de> Visitor<'de> for StrVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+/// Bounds the nesting kept for known keys: deeper structure is not read by any
+/// format and would only cost memory.
+const MAX_DEPTH: u32 = 8;
+
+struct ValueSeed;
+
+impl<'de> DeserializeSeed<'de> for ValueSeed {
+    type Value = Value<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value<'de>, D::Error> {
+        d.deserialize_any(ValueVisitor { depth: 0 })
+    }
+}
+
+struct ValueVisitor {
+    depth: u32,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueVisitor {
+    type Value = Value<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value<'de>, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value<'de>, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value<'de>, E> {
+        Ok(Value::UInt(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value<'de>, E> {
+        Ok(Value::Int(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value<'de>, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Value<'de>, E> {
+        Ok(Value::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value<'de>, E> {
+        Ok(Value::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value<'de>, A::Error> {
+        if self.depth >= MAX_DEPTH {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Value::List(Vec::new()));
+        }
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(ValueVisitor { depth: self.depth + 1 })? {
+            items.push(item);
+        }
+        Ok(Value::List(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value<'de>, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(name) = map.next_key::<KeyName<'de>>()? {
+            if self.depth >= MAX_DEPTH {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let value = map.next_value_seed(ValueVisitor { depth: self.depth + 1 })?;
+            entries.push((name.0, value));
+        }
+        Ok(Value::Map(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_known_keys_and_skips_the_rest() {
+        let line = br#"{"src_addr":"10.0.0.1","noise":{"deep":[1,2,{"x":3}]},"dst_port":443,"bytes":"1200"}"#;
+        let f = Fields::parse(line).unwrap();
+        assert_eq!(f.str(Key::SrcAddr), Some("10.0.0.1"));
+        assert_eq!(f.get(Key::DstPort).and_then(Value::as_u64), Some(443));
+        assert_eq!(f.get(Key::Bytes).and_then(Value::as_u64), Some(1200));
+        assert!(f.get(Key::Ts).is_none());
+        assert!(!f.has_clawwatch);
+    }
+
+    #[test]
+    fn mistyped_values_still_parse() {
+        let f = Fields::parse(br#"{"dst_port":"https","ts":[1]}"#).unwrap();
+        assert_eq!(f.get(Key::DstPort).unwrap().as_u64(), None);
+        assert_eq!(f.get(Key::Ts).unwrap().type_name(), "an array");
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let f = Fields::parse(br#"{"qname":"a\u0062c.example","clawwatch":{}}"#).unwrap();
+        assert_eq!(f.str(Key::Qname), Some("abc.example"));
+        assert!(f.has_clawwatch);
+    }
+
+    #[test]
+    fn rejects_non_objects_and_trailing_garbage() {
+        for bad in [&b"[1,2]"[..], b"42", b"{\"a\":1} x", b"{\"a\":", b""] {
+            assert!(Fields::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_cut_not_rejected() {
+        let mut line = String::from(r#"{"answers":"#);
+        line.push_str(&"[".repeat(20));
+        line.push_str(&"]".repeat(20));
+        line.push('}');
+        assert!(Fields::parse(line.as_bytes()).is_ok());
+    }
+}

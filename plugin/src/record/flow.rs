@@ -1,0 +1,131 @@
+//! Flow records: the canonical clawwatch shape and goflow2's JSON (DESIGN §2.2).
+
+use super::fields::{Fields, Key};
+use super::{Event, Flow, Proto, Reader, Recognized, Stream};
+use crate::time::Timestamp;
+
+fn finish(r: &Reader, proto: Proto, src_port: Option<u16>, dst_port: Option<u16>) -> Result<(u16, u16), super::DecodeError> {
+    // Ports are meaningless for ICMP and other port-less protocols.
+    if matches!(proto, Proto::Tcp | Proto::Udp) {
+        let src = src_port.ok_or_else(|| r.error(Key::SrcPort, "is missing"))?;
+        let dst = dst_port.ok_or_else(|| r.error(Key::DstPort, "is missing"))?;
+        Ok((src, dst))
+    } else {
+        Ok((src_port.unwrap_or(0), dst_port.unwrap_or(0)))
+    }
+}
+
+/// `{"type":"flow","ts","src_ip","src_port","dst_ip","dst_port","proto","bytes","packets","end"}`
+pub fn canonical(fields: &Fields) -> Recognized {
+    let r = Reader { fields, stream: Stream::Flow, format: "flow" };
+    let decode = || {
+        let ts = r.required(Key::Ts, Reader::timestamp)?;
+        let src = r.required(Key::SrcIp, Reader::ip)?;
+        let dst = r.required(Key::DstIp, Reader::ip)?;
+        let proto = r.required(Key::Proto, Reader::proto)?;
+        let (src_port, dst_port) = finish(&r, proto, r.port(Key::SrcPort)?, r.port(Key::DstPort)?)?;
+        Ok(Flow {
+            ts,
+            end: r.timestamp(Key::End)?,
+            src,
+            dst,
+            src_port,
+            dst_port,
+            proto,
+            bytes: r.count(Key::Bytes)?.unwrap_or(0),
+            packets: r.count(Key::Packets)?.unwrap_or(0),
+        })
+    };
+    match decode() {
+        Ok(flow) => Recognized::Event(Event::Flow(flow)),
+        Err(e) => Recognized::Invalid(e),
+    }
+}
+
+/// goflow2 JSON: `time_flow_start_ns, time_flow_end_ns, src_addr, dst_addr,
+/// src_port, dst_port, proto, bytes, packets, sampler_address`.
+pub fn goflow2(fields: &Fields) -> Recognized {
+    let r = Reader { fields, stream: Stream::Flow, format: "goflow2" };
+    let nanos = |key: Key| -> Result<Option<Timestamp>, super::DecodeError> {
+        match r.count(key)? {
+            // sFlow samples carry no flow start: 0 means "unknown".
+            None | Some(0) => Ok(None),
+            Some(n) => i64::try_from(n).map(|n| Some(Timestamp(n))).map_err(|_| r.error(key, "is out of range")),
+        }
+    };
+    let decode = || {
+        let ts = match nanos(Key::TimeFlowStartNs)? {
+            Some(ts) => ts,
+            None => nanos(Key::TimeReceivedNs)?.ok_or_else(|| r.error(Key::TimeFlowStartNs, "is missing (and no time_received_ns)"))?,
+        };
+        let src = r.required(Key::SrcAddr, Reader::ip)?;
+        let dst = r.required(Key::DstAddr, Reader::ip)?;
+        let proto = r.required(Key::Proto, Reader::proto)?;
+        let (src_port, dst_port) = finish(&r, proto, r.port(Key::SrcPort)?, r.port(Key::DstPort)?)?;
+        Ok(Flow {
+            ts,
+            end: nanos(Key::TimeFlowEndNs)?,
+            src,
+            dst,
+            src_port,
+            dst_port,
+            proto,
+            bytes: r.count(Key::Bytes)?.unwrap_or(0),
+            packets: r.count(Key::Packets)?.unwrap_or(0),
+        })
+    };
+    match decode() {
+        Ok(flow) => Recognized::Event(Event::Flow(flow)),
+        Err(e) => Recognized::Invalid(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{recognize, Event, Proto, Recognized};
+    use super::*;
+
+    fn run(line: &str) -> Recognized {
+        recognize(&Fields::parse(line.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn canonical_and_goflow2_decode_to_the_same_flow() {
+        let Recognized::Event(Event::Flow(a)) = run(r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.0.15","src_port":51000,"dst_ip":"93.184.216.34","dst_port":443,"proto":"TCP","bytes":5120,"packets":9}"#) else { panic!() };
+        let Recognized::Event(Event::Flow(b)) = run(r#"{"time_received_ns":1795530720000000000,"time_flow_start_ns":1795530660000000000,"time_flow_end_ns":0,"src_addr":"10.20.0.15","dst_addr":"93.184.216.34","src_port":51000,"dst_port":443,"proto":"TCP","bytes":5120,"packets":9,"sampler_address":"10.0.0.1","etype":"IPv4"}"#) else { panic!() };
+        assert_eq!(a, b);
+        assert_eq!(a.proto, Proto::Tcp);
+    }
+
+    #[test]
+    fn goflow2_falls_back_to_receive_time_and_numeric_proto() {
+        let Recognized::Event(Event::Flow(f)) = run(r#"{"time_received_ns":1795530720000000000,"time_flow_start_ns":0,"src_addr":"::ffff:10.20.0.15","dst_addr":"8.8.8.8","src_port":5353,"dst_port":53,"proto":17}"#) else { panic!() };
+        assert_eq!(f.ts, Timestamp(1_795_530_720_000_000_000));
+        assert_eq!(f.proto, Proto::Udp);
+        assert_eq!(f.src.to_string(), "10.20.0.15");
+    }
+
+    #[test]
+    fn icmp_needs_no_ports_but_tcp_does() {
+        assert!(matches!(run(r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.0.15","dst_ip":"1.1.1.1","proto":"ICMP"}"#), Recognized::Event(Event::Flow(_))));
+        match run(r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.0.15","dst_ip":"1.1.1.1","proto":"TCP","src_port":1}"#) {
+            Recognized::Invalid(e) => assert_eq!(e.field, "dst_port"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mistyped_fields_are_named() {
+        for (line, field) in [
+            (r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.0.15","dst_ip":"1.1.1.1","proto":"TCP","src_port":1,"dst_port":70000}"#, "dst_port"),
+            (r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.0.15","dst_ip":"1.1.1.1","proto":"TCP","src_port":1,"dst_port":1,"bytes":"lots"}"#, "bytes"),
+            (r#"{"src_addr":"10.20.0.15","dst_addr":"x","time_flow_start_ns":5,"proto":"TCP"}"#, "dst_addr"),
+            (r#"{"src_addr":"10.20.0.15","dst_addr":"1.1.1.1","proto":"TCP","src_port":1,"dst_port":2}"#, "time_flow_start_ns"),
+        ] {
+            match run(line) {
+                Recognized::Invalid(e) => assert_eq!(e.field, field, "{e}"),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Input records: recognising a record's kind by its shape and decoding it into
+//! one of the few events the engine reasons about.
+//!
+//! Every input format (DESIGN §2) is decoded here into [`Event`], so the rules
+//! never see a format. A record of a known format with a missing or mistyped
+//! field becomes a [`DecodeError`] naming the field, never a dropped record.
+
+mod control;
+mod dns;
+pub mod fields;
+mod flow;
+
+use crate::time::Timestamp;
+use fields::{Fields, Key, Value};
+use std::fmt;
+use std::net::IpAddr;
+
+/// Which stream a record belongs to; written to the output as `clawwatch.stream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Control,
+    Flow,
+    Dns,
+    /// Not a record kind clawwatch knows.
+    Other,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Control => "control",
+            Stream::Flow => "flow",
+            Stream::Dns => "dns",
+            Stream::Other => "other",
+        }
+    }
+}
+
+/// Transport protocol of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+    Other(u8),
+}
+
+impl Proto {
+    pub fn from_number(n: u64) -> Option<Proto> {
+        Some(match n {
+            6 => Proto::Tcp,
+            17 => Proto::Udp,
+            1 | 58 => Proto::Icmp,
+            n => Proto::Other(u8::try_from(n).ok()?),
+        })
+    }
+
+    pub fn from_name(name: &str) -> Option<Proto> {
+        if let Ok(n) = name.parse::<u64>() {
+            return Proto::from_number(n);
+        }
+        Some(match name.to_ascii_lowercase().as_str() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            "icmp" | "ipv6-icmp" | "icmpv6" | "icmp6" => Proto::Icmp,
+            _ => return None,
+        })
+    }
+
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Icmp => 1,
+            Proto::Other(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Proto::Tcp => f.write_str("tcp"),
+            Proto::Udp => f.write_str("udp"),
+            Proto::Icmp => f.write_str("icmp"),
+            Proto::Other(n) => write!(f, "proto-{n}"),
+        }
+    }
+}
+
+/// `agent.spawn`: an agent comes alive and holds its addresses until terminated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spawn {
+    pub ts: Timestamp,
+    pub agent_id: String,
+    pub agent_type: String,
+    pub deployment: Option<String>,
+    /// Profile to judge the agent by; defaults to `agent_type`.
+    pub profile: Option<String>,
+    pub ips: Vec<IpAddr>,
+    pub task_id: Option<String>,
+    pub expected_lifetime_minutes: Option<u64>,
+}
+
+/// `agent.terminate`: the agent's addresses are released at `ts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Terminate {
+    pub ts: Timestamp,
+    pub agent_id: String,
+    pub reason: Option<String>,
+}
+
+/// `agent.policy`: reassigns the profile and/or extends the expected lifetime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyChange {
+    pub ts: Timestamp,
+    pub agent_id: String,
+    pub profile: Option<String>,
+    pub extend_minutes: Option<u64>,
+}
+
+/// One unidirectional flow, as NetFlow/IPFIX-style collectors report it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flow {
+    /// When the flow started: what attribution is judged against.
+    pub ts: Timestamp,
+    pub end: Option<Timestamp>,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: Proto,
+    pub bytes: u64,
+    pub packets: u64,
+}
+
+/// One DNS answer: an address (A/AAAA) or a name (CNAME and others).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsAnswer {
+    pub data: String,
+    pub ttl: u32,
+}
+
+/// A DNS query and its answers, as a resolver or sensor logged it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsQuery {
+    pub ts: Timestamp,
+    pub client: IpAddr,
+    pub resolver: Option<IpAddr>,
+    pub qname: String,
+    pub qtype: Option<String>,
+    pub rcode: Option<String>,
+    pub answers: Vec<DnsAnswer>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Spawn(Spawn),
+    Terminate(Terminate),
+    PolicyChange(PolicyChange),
+    Flow(Flow),
+    Dns(DnsQuery),
+}
+
+impl Event {
+    pub fn stream(&self) -> Stream {
+        match self {
+            Event::Spawn(_) | Event::Terminate(_) | Event::PolicyChange(_) => Stream::Control,
+            Event::Flow(_) => Stream::Flow,
+            Event::Dns(_) => Stream::Dns,
+        }
+    }
+
+    pub fn ts(&self) -> Timestamp {
+        match self {
+            Event::Spawn(e) => e.ts,
+            Event::Terminate(e) => e.ts,
+            Event::PolicyChange(e) => e.ts,
+            Event::Flow(e) => e.ts,
+            Event::Dns(e) => e.ts,
+        }
+    }
+}
+
+/// A record of a known format with a missing or unusable field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeError {
+    pub stream: Stream,
+    pub format: &'static str,
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} record: field `{}` {}", self.format, self.field, self.problem)
+    }
+}
+
+/// What a parsed JSON object turned out to be.
+#[derive(Debug)]
+pub enum Recognized {
+    Event(Event),
+    Invalid(DecodeError),
+    /// Valid JSON of no kind clawwatch knows; the reason says why.
+    Unknown(String),
+}
+
+/// Recognises a record by an explicit `stream`/`type` or else by its shape.
+pub fn recognize(fields: &Fields) -> Recognized {
+    let explicit = fields.str(Key::Stream);
+    if let Some(kind) = fields.str(Key::Type) {
+        match kind {
+            "agent.spawn" => return control::spawn(fields),
+            "agent.terminate" => return control::terminate(fields),
+            "agent.policy" => return control::policy_change(fields),
+            "flow" => return flow::canonical(fields),
+            "dns" => return dns::canonical(fields),
+            _ => {}
+        }
+    }
+    let looks_goflow = fields.has(Key::TimeFlowStartNs) || (fields.has(Key::SrcAddr) && fields.has(Key::DstAddr));
+    match explicit {
+        Some("flow") if fields.has(Key::SrcIp) => return flow::canonical(fields),
+        Some("flow") => return flow::goflow2(fields),
+        Some("dns") => return dns::canonical(fields),
+        _ => {}
+    }
+    if looks_goflow {
+        return flow::goflow2(fields);
+    }
+    match fields.str(Key::Type) {
+        Some(other) => Recognized::Unknown(format!("unrecognised record type \"{}\"", truncate(other, 64))),
+        None => Recognized::Unknown("unrecognised record shape (no `type` and no known flow or DNS fields)".into()),
+    }
+}
+
+pub(crate) fn truncate(s: &str, max_chars: usize) -> String {
+    if s.chars().count() <= max_chars { s.to_string() } else { s.chars().take(max_chars).chain("...".chars()).collect() }
+}
+
+/// Field readers shared by the format decoders; each names the field on failure.
+pub(crate) struct Reader<'r, 'a> {
+    pub fields: &'r Fields<'a>,
+    pub stream: Stream,
+    pub format: &'static str,
+}
+
+impl<'r, 'a> Reader<'r, 'a> {
+    pub fn error(&self, key: Key, problem: impl Into<String>) -> DecodeError {
+        DecodeError { stream: self.stream, format: self.format, field: key.name(), problem: problem.into() }
+    }
+
+    fn present(&self, key: Key) -> Option<&'r Value<'a>> {
+        self.fields.get(key).filter(|v| **v != Value::Null)
+    }
+
+    pub fn required<T>(&self, key: Key, read: impl Fn(&Self, Key) -> Result<Option<T>, DecodeError>) -> Result<T, DecodeError> {
+        read(self, key)?.ok_or_else(|| self.error(key, "is missing"))
+    }
+
+    pub fn string(&self, key: Key) -> Result<Option<String>, DecodeError> {
+        match self.present(key) {
+            None => Ok(None),
+            Some(Value::Str(s)) if s.trim().is_empty() => Err(self.error(key, "is empty")),
+            Some(Value::Str(s)) => Ok(Some(s.to_string())),
+            // Numeric ids are common (`"agent_id": 42`): accept them as text.
+            Some(Value::UInt(v)) => Ok(Some(v.to_string())),
+            Some(Value::Int(v)) => Ok(Some(v.to_string())),
+            Some(v) => Err(self.error(key, format!("must be a string, found {}", v.type_name()))),
+        }
+    }
+
+    pub fn timestamp(&self, key: Key) -> Result<Option<Timestamp>, DecodeError> {
+        let Some(v) = self.present(key) else { return Ok(None) };
+        let parsed = match v {
+            Value::Str(s) => Timestamp::parse_rfc3339(s.trim()).or_else(|| s.trim().parse::<f64>().ok().and_then(Timestamp::from_epoch_number)),
+            Value::UInt(n) => Timestamp::from_epoch_integer(*n),
+            Value::Int(_) | Value::Float(_) => v.as_f64().and_then(Timestamp::from_epoch_number),
+            _ => None,
+        };
+        parsed.map(Some).ok_or_else(|| self.error(key, format!("is not an RFC 3339 time or epoch number: {}", v.preview())))
+    }
+
+    pub fn ip(&self, key: Key) -> Result<Option<IpAddr>, DecodeError> {
+        let Some(v) = self.present(key) else { return Ok(None) };
+        parse_ip(v).map(Some).ok_or_else(|| self.error(key, format!("is not an IP address: {}", v.preview())))
+    }
+
+    pub fn port(&self, key: Key) -> Result<Option<u16>, DecodeError> {
+        let Some(v) = self.present(key) else { return Ok(None) };
+        v.as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| self.error(key, format!("is not a port number 0-65535: {}", v.preview())))
+    }
+
+    pub fn count(&self, key: Key) -> Result<Option<u64>, DecodeError> {
+        let Some(v) = self.present(key) else { return Ok(None) };
+        v.as_u64().map(Some).ok_or_else(|| self.error(key, format!("is not a non-negative integer: {}", v.preview())))
+    }
+
+    pub fn proto(&self, key: Key) -> Result<Option<Proto>, DecodeError> {
+        let Some(v) = self.present(key) else { return Ok(None) };
+        let parsed = match v {
+            Value::Str(s) => Proto::from_name(s.trim()),
+            _ => v.as_u64().and_then(Proto::from_number),
+        };
+        parsed.map(Some).ok_or_else(|| self.error(key, format!("is not a protocol name or number: {}", v.preview())))
+    }
+}
+
+/// IP text, with IPv4-mapped IPv6 (`::ffff:10.0.0.1`) folded to IPv4 so one
+/// host has one key whatever the exporter wrote.
+pub(crate) fn parse_ip(v: &Value) -> Option<IpAddr> {
+    let s = v.as_str()?.trim();
+    s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recognize_line(line: &str) -> Recognized {
+        recognize(&Fields::parse(line.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn unknown_shapes_are_reported_not_guessed() {
+        match recognize_line(r#"{"message":"hello"}"#) {
+            Recognized::Unknown(reason) => assert!(reason.contains("unrecognised record shape"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        match recognize_line(r#"{"type":"agent.dance"}"#) {
+            Recognized::Unknown(reason) => assert!(reason.contains("agent.dance"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn explicit_stream_selects_the_decoder() {
+        match recognize_line(r#"{"stream":"dns","ts":"2026-11-24T14:30:00Z","client_ip":"10.20.0.15","qname":"example.net"}"#) {
+            Recognized::Event(Event::Dns(q)) => assert_eq!(q.qname, "example.net"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn proto_names_and_numbers_agree() {
+        assert_eq!(Proto::from_name("TCP"), Some(Proto::Tcp));
+        assert_eq!(Proto::from_name("6"), Some(Proto::Tcp));
+        assert_eq!(Proto::from_number(17), Some(Proto::Udp));
+        assert_eq!(Proto::from_name("sctp"), None);
+        assert_eq!(Proto::from_number(132), Some(Proto::Other(132)));
+        assert_eq!(Proto::from_number(300), None);
+    }
+}

@@ -1,0 +1,264 @@
+//! Event time: the engine's only clock.
+//!
+//! Records carry their time as RFC 3339 text or as epoch numbers in seconds,
+//! milliseconds, microseconds or nanoseconds. Everything is normalised to
+//! nanoseconds since the Unix epoch (UTC) so that replays are deterministic and
+//! outputs carry one format whatever the input wrote.
+
+use std::fmt::Write as _;
+
+/// Nanoseconds since 1970-01-01T00:00:00Z.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+pub const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+impl Timestamp {
+    pub fn from_secs(secs: i64) -> Self {
+        Timestamp(secs.saturating_mul(NANOS_PER_SEC))
+    }
+
+    pub fn plus_secs(self, secs: i64) -> Self {
+        Timestamp(self.0.saturating_add(secs.saturating_mul(NANOS_PER_SEC)))
+    }
+
+    pub fn plus_minutes(self, minutes: i64) -> Self {
+        self.plus_secs(minutes.saturating_mul(60))
+    }
+
+    /// Epoch number of unknown unit: the magnitude tells the unit, since any
+    /// plausible event time (1973..5138) is unambiguous at each scale.
+    pub fn from_epoch_number(value: f64) -> Option<Self> {
+        if !value.is_finite() || value < 0.0 {
+            return None;
+        }
+        let nanos = if value < 1e11 {
+            value * 1e9
+        } else if value < 1e14 {
+            value * 1e6
+        } else if value < 1e17 {
+            value * 1e3
+        } else {
+            value
+        };
+        if nanos > i64::MAX as f64 {
+            return None;
+        }
+        Some(Timestamp(nanos.round() as i64))
+    }
+
+    /// Epoch integer of unknown unit, without the float rounding of large values.
+    pub fn from_epoch_integer(value: u64) -> Option<Self> {
+        let nanos = if value < 100_000_000_000 {
+            value.checked_mul(1_000_000_000)?
+        } else if value < 100_000_000_000_000 {
+            value.checked_mul(1_000_000)?
+        } else if value < 100_000_000_000_000_000 {
+            value.checked_mul(1_000)?
+        } else {
+            value
+        };
+        i64::try_from(nanos).ok().map(Timestamp)
+    }
+
+    /// Parses RFC 3339 (`2026-11-24T14:30:00Z`, `...:00.123+02:00`). A space may
+    /// stand for the `T`, and a missing offset means UTC, as several collectors
+    /// write it that way.
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        let b = text.as_bytes();
+        if b.len() < 19 {
+            return None;
+        }
+        let num = |range: std::ops::Range<usize>| -> Option<i64> {
+            let mut v = 0i64;
+            for &c in &b[range] {
+                if !c.is_ascii_digit() {
+                    return None;
+                }
+                v = v * 10 + i64::from(c - b'0');
+            }
+            Some(v)
+        };
+        if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+            return None;
+        }
+        let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60 {
+            return None;
+        }
+        let mut i = 19;
+        let mut frac_nanos = 0i64;
+        if i < b.len() && b[i] == b'.' {
+            i += 1;
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                if i - start < 9 {
+                    frac_nanos = frac_nanos * 10 + i64::from(b[i] - b'0');
+                }
+                i += 1;
+            }
+            let digits = i - start;
+            if digits == 0 {
+                return None;
+            }
+            for _ in digits.min(9)..9 {
+                frac_nanos *= 10;
+            }
+        }
+        let offset_secs = match b.get(i) {
+            None => 0,
+            Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+            Some(&sign @ (b'+' | b'-')) if b.len() == i + 6 && b[i + 3] == b':' => {
+                let off = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+                if sign == b'+' { off } else { -off }
+            }
+            _ => return None,
+        };
+        let days = days_from_civil(year, month, day);
+        let secs = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset_secs;
+        Some(Timestamp(secs.checked_mul(NANOS_PER_SEC)?.checked_add(frac_nanos)?))
+    }
+
+    /// RFC 3339 in UTC with the shortest exact fraction (none, ms, µs or ns).
+    pub fn write_rfc3339(self, out: &mut String) {
+        let secs = self.0.div_euclid(NANOS_PER_SEC);
+        let nanos = self.0.rem_euclid(NANOS_PER_SEC);
+        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+        let tod = secs.rem_euclid(86_400);
+        let _ = write!(out, "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", tod / 3600, tod / 60 % 60, tod % 60);
+        if nanos != 0 {
+            if nanos % 1_000_000 == 0 {
+                let _ = write!(out, ".{:03}", nanos / 1_000_000);
+            } else if nanos % 1_000 == 0 {
+                let _ = write!(out, ".{:06}", nanos / 1_000);
+            } else {
+                let _ = write!(out, ".{nanos:09}");
+            }
+        }
+        out.push('Z');
+    }
+
+    /// [`Self::write_rfc3339`] into bytes without `fmt` machinery: this runs for every record.
+    pub fn write_rfc3339_bytes(self, out: &mut Vec<u8>) {
+        let secs = self.0.div_euclid(NANOS_PER_SEC);
+        let nanos = self.0.rem_euclid(NANOS_PER_SEC);
+        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+        if !(0..=9999).contains(&year) || nanos != 0 {
+            let mut s = String::with_capacity(32);
+            self.write_rfc3339(&mut s);
+            out.extend_from_slice(s.as_bytes());
+            return;
+        }
+        let tod = secs.rem_euclid(86_400);
+        let two = |v: i64| [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8];
+        let y = year as u16;
+        let [m0, m1] = two(month);
+        let [d0, d1] = two(day);
+        let [h0, h1] = two(tod / 3600);
+        let [n0, n1] = two(tod / 60 % 60);
+        let [s0, s1] = two(tod % 60);
+        out.extend_from_slice(&[
+            b'0' + (y / 1000) as u8, b'0' + (y / 100 % 10) as u8, b'0' + (y / 10 % 10) as u8, b'0' + (y % 10) as u8,
+            b'-', m0, m1, b'-', d0, d1, b'T', h0, h1, b':', n0, n1, b':', s0, s1, b'Z',
+        ]);
+    }
+
+    pub fn to_rfc3339(self) -> String {
+        let mut s = String::with_capacity(30);
+        self.write_rfc3339(&mut s);
+        s
+    }
+}
+
+fn is_leap(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_formats_utc() {
+        let t = Timestamp::parse_rfc3339("2026-11-24T14:30:00Z").unwrap();
+        assert_eq!(t.0 / NANOS_PER_SEC, 1_795_530_600);
+        assert_eq!(t.to_rfc3339(), "2026-11-24T14:30:00Z");
+    }
+
+    #[test]
+    fn offsets_and_fractions_normalise_to_utc() {
+        let t = Timestamp::parse_rfc3339("2026-11-24T16:30:00.250+02:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-24T14:30:00.250Z");
+        let t = Timestamp::parse_rfc3339("2026-11-24 14:30:00.123456").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-24T14:30:00.123456Z");
+    }
+
+    #[test]
+    fn rejects_malformed_dates() {
+        for bad in ["2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-11-24T14:30", "yesterday", "2026-11-24T14:30:00Q", "2026-11-24T14:30:00."] {
+            assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
+        }
+        assert!(Timestamp::parse_rfc3339("2024-02-29T00:00:00Z").is_some());
+    }
+
+    #[test]
+    fn epoch_numbers_of_every_unit_agree() {
+        let expected = Timestamp::parse_rfc3339("2026-11-24T14:30:00Z").unwrap();
+        for v in [1_795_530_600u64, 1_795_530_600_000, 1_795_530_600_000_000, 1_795_530_600_000_000_000] {
+            assert_eq!(Timestamp::from_epoch_integer(v), Some(expected), "{v}");
+            assert_eq!(Timestamp::from_epoch_number(v as f64), Some(expected), "{v}");
+        }
+        assert_eq!(Timestamp::from_epoch_number(-1.0), None);
+    }
+
+    #[test]
+    fn byte_writer_agrees_with_the_formatter() {
+        for t in [0i64, 1_795_530_600_000_000_000, 1_795_530_600_250_000_000, -86_400_000_000_000] {
+            let mut bytes = Vec::new();
+            Timestamp(t).write_rfc3339_bytes(&mut bytes);
+            assert_eq!(String::from_utf8(bytes).unwrap(), Timestamp(t).to_rfc3339());
+        }
+    }
+
+    #[test]
+    fn round_trips_across_the_calendar() {
+        for days in [-800_000i64, -1, 0, 59, 60, 365, 10_957, 20_000, 2_932_896] {
+            let t = Timestamp::from_secs(days * 86_400 + 3_723);
+            assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()).filter(|_| days >= -719_162), if days >= -719_162 { Some(t) } else { None });
+        }
+    }
+}
