@@ -142,7 +142,7 @@ pub fn run(opts: BenchOptions) -> Result<()> {
 
     eprintln!("component...");
     let runtime = Arc::new(Runtime::load(opts.component.as_deref(), opts.cache_dir.as_deref())?);
-    let mut monitor = Monitor::new(runtime, &opts.policy_text, opts.limits.clone()).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+    let mut monitor = Monitor::new(runtime, &opts.policy_text, opts.limits.clone()).map_err(|e| e.explain("policy"))?;
     let wasm = measure(&batches, |batch| monitor.process(batch));
 
     let rate = |m: &Measured| records as f64 / m.elapsed.as_secs_f64();

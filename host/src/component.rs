@@ -132,6 +132,17 @@ impl std::fmt::Display for CreateError {
 
 impl std::error::Error for CreateError {}
 
+impl CreateError {
+    /// The error for the operator: a policy problem names the policy file; a
+    /// runtime one says the engine could not start.
+    pub fn explain(self, policy_name: &str) -> anyhow::Error {
+        match self {
+            CreateError::Policy(_) => anyhow::anyhow!("policy {policy_name}: {self}"),
+            CreateError::Runtime(e) => e.context("starting the detection engine (see --guest-memory-mib and --batch-timeout-ms)"),
+        }
+    }
+}
+
 /// One live monitor inside the component, re-created from the policy if the
 /// guest traps or exceeds its limits.
 pub struct Monitor {

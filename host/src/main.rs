@@ -15,6 +15,9 @@ use std::time::Duration;
 /// The example policy bundled with clawwatch (testdata/policy.toml).
 const EXAMPLE_POLICY: &str = include_str!("../../testdata/policy.toml");
 
+/// The sample scenario bundled with clawwatch (testdata/scenario/records.ndjson).
+const SAMPLE_RECORDS: &[u8] = include_bytes!("../../testdata/scenario/records.ndjson");
+
 #[derive(Parser)]
 #[command(name = "clawwatch", version, about = "Checks, record by record, that each AI agent is still doing only what its type declared.", long_about = None)]
 struct Cli {
@@ -27,6 +30,9 @@ enum Command {
     /// Read NDJSON records (stdin, or --input files in order), write each one
     /// back to stdout tagged with its agent and verdict: one line out per line in.
     Run(RunArgs),
+    /// Run the bundled sample scenario (a small fleet with a few incidents and
+    /// malformed lines) through the bundled example policy; same output as `run`.
+    Demo(DemoArgs),
     /// Measure engine throughput natively and through the component on
     /// generated flow/DNS/control records, in one run, and print the ratio.
     Bench(BenchArgs),
@@ -73,6 +79,15 @@ struct RunArgs {
     /// Log progress at this interval (seconds) on long runs (visible with RUST_LOG=info).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     progress_secs: u64,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Show only records whose verdict is `alert`.
+    #[arg(long)]
+    alerts_only: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Args)]
@@ -127,16 +142,35 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(args) => {
             anyhow::ensure!(args.engine.batch_records > 0, "--batch-records must be at least 1");
             let (policy_name, policy_text) = args.engine.policy()?;
+            let inputs = if args.input.is_empty() { vec![run::Input::Stdin] } else { args.input.iter().cloned().map(run::Input::File).collect() };
             let opts = run::RunOptions {
                 policy_name,
                 policy_text,
-                inputs: args.input.clone(),
+                inputs,
+                alerts_only: false,
                 component: args.engine.component.clone(),
                 cache_dir: args.engine.cache_dir(),
                 limits: args.engine.limits(),
                 batch: lines::BatchLimits { records: args.engine.batch_records, bytes: 4 << 20, line_bytes: args.max_line_bytes.max(1) },
                 idle_flush: Duration::from_millis(args.idle_flush_ms.max(1)),
                 progress_every: Duration::from_secs(args.progress_secs.max(1)),
+            };
+            tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(run::run(opts))
+        }
+        Command::Demo(args) => {
+            let (policy_name, policy_text) = args.engine.policy()?;
+            eprintln!("clawwatch: running the bundled sample scenario (testdata/scenario/records.ndjson)");
+            let opts = run::RunOptions {
+                policy_name,
+                policy_text,
+                inputs: vec![run::Input::Embedded(SAMPLE_RECORDS)],
+                alerts_only: args.alerts_only,
+                component: args.engine.component.clone(),
+                cache_dir: args.engine.cache_dir(),
+                limits: args.engine.limits(),
+                batch: lines::BatchLimits { records: args.engine.batch_records.max(1), bytes: 4 << 20, line_bytes: 1 << 20 },
+                idle_flush: Duration::from_millis(200),
+                progress_every: Duration::from_secs(10),
             };
             tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(run::run(opts))
         }

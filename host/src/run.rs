@@ -15,10 +15,20 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+/// Where records come from.
+pub enum Input {
+    Stdin,
+    File(PathBuf),
+    /// Records built into the binary (the bundled sample).
+    Embedded(&'static [u8]),
+}
+
 pub struct RunOptions {
     pub policy_name: String,
     pub policy_text: String,
-    pub inputs: Vec<PathBuf>,
+    pub inputs: Vec<Input>,
+    /// Write only records whose verdict is `alert` (the demo's digest view).
+    pub alerts_only: bool,
     pub component: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub limits: Limits,
@@ -32,12 +42,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let (component, cache_dir) = (opts.component.clone(), opts.cache_dir.clone());
     let runtime = tokio::task::spawn_blocking(move || Runtime::load(component.as_deref(), cache_dir.as_deref())).await??;
     let policy_name = opts.policy_name.clone();
-    let mut monitor = Monitor::new(Arc::new(runtime), &opts.policy_text, opts.limits.clone()).map_err(|e| anyhow::anyhow!("policy {policy_name}: {e}"))?;
+    let mut monitor = Monitor::new(Arc::new(runtime), &opts.policy_text, opts.limits.clone()).map_err(|e| e.explain(&policy_name))?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "engine ready");
 
     let (in_tx, mut in_rx) = mpsc::channel::<Chunk>(4);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(4);
     let progress_every = opts.progress_every;
+    let alerts_only = opts.alerts_only;
 
     let judge = tokio::task::spawn_blocking(move || {
         let mut last_report = Instant::now();
@@ -46,9 +57,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             let out = match chunk {
                 Chunk::Batch { bytes, records: n } => {
                     records += n as u64;
-                    monitor.process(&bytes)
+                    let out = monitor.process(&bytes);
+                    if alerts_only { keep_alerts(&out) } else { out }
                 }
-                Chunk::Passthrough(bytes) => bytes,
+                Chunk::Passthrough(bytes) if !alerts_only => bytes,
+                Chunk::Passthrough(_) => Vec::new(),
             };
             if out_tx.blocking_send(out).is_err() {
                 break;
@@ -74,15 +87,17 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
     let mut splitter = Splitter::new(opts.batch.clone());
     let read_result = async {
-        if opts.inputs.is_empty() {
-            lines::read_input(tokio::io::stdin(), &mut splitter, &in_tx, opts.idle_flush).await
-        } else {
-            for path in &opts.inputs {
-                let file = tokio::fs::File::open(path).await.with_context(|| format!("opening input {}", path.display()))?;
-                lines::read_input(file, &mut splitter, &in_tx, opts.idle_flush).await.with_context(|| format!("reading input {}", path.display()))?;
+        for input in &opts.inputs {
+            match input {
+                Input::Stdin => lines::read_input(tokio::io::stdin(), &mut splitter, &in_tx, opts.idle_flush).await.context("reading stdin")?,
+                Input::Embedded(bytes) => lines::read_input(*bytes, &mut splitter, &in_tx, opts.idle_flush).await?,
+                Input::File(path) => {
+                    let file = tokio::fs::File::open(path).await.with_context(|| format!("opening input {}", path.display()))?;
+                    lines::read_input(file, &mut splitter, &in_tx, opts.idle_flush).await.with_context(|| format!("reading input {}", path.display()))?;
+                }
             }
-            Ok(())
         }
+        anyhow::Ok(())
     }
     .await;
     drop(in_tx);
@@ -113,4 +128,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         if monitor.restarts() > 0 { format!("; engine re-created {} times after failures", monitor.restarts()) } else { String::new() },
     );
     Ok(())
+}
+
+/// The lines of an enriched batch whose verdict is `alert`.
+fn keep_alerts(out: &[u8]) -> Vec<u8> {
+    let mut kept = Vec::new();
+    for line in out.split_inclusive(|b| *b == b'\n') {
+        // The note is the last member, so its verdict is near the end.
+        let tail = &line[line.len().saturating_sub(4096)..];
+        const NEEDLE: &[u8] = b"\"verdict\":\"alert\"";
+        if tail.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+            kept.extend_from_slice(line);
+        }
+    }
+    kept
 }

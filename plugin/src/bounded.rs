@@ -11,28 +11,33 @@ use std::num::NonZeroUsize;
 /// the guest to ask WASI for randomness) and an eviction counter.
 pub struct BoundedMap<K: Hash + Eq, V> {
     inner: LruCache<K, V, FxBuildHasher>,
+    /// Enforced here rather than by `LruCache`'s own capacity, which would
+    /// allocate the whole table up front: memory follows use, up to the cap.
+    cap: NonZeroUsize,
     evictions: u64,
 }
 
 impl<K: Hash + Eq, V> BoundedMap<K, V> {
     pub fn new(capacity: usize) -> Self {
         let cap = NonZeroUsize::new(capacity.max(1)).expect("capacity is at least 1");
-        BoundedMap { inner: LruCache::with_hasher(cap, FxBuildHasher), evictions: 0 }
+        BoundedMap { inner: LruCache::unbounded_with_hasher(FxBuildHasher), cap, evictions: 0 }
+    }
+
+    /// Makes room for one new key by forgetting the least recently used.
+    fn make_room_for(&mut self, key: &K) {
+        if self.inner.len() >= self.cap.get() && !self.inner.contains(key) {
+            self.inner.pop_lru();
+            self.evictions += 1;
+        }
     }
 
     pub fn insert(&mut self, key: K, value: V) {
-        if let Some((old_key, _)) = self.inner.push(key, value) {
-            // `push` returns the replaced entry too; only a different key is an eviction.
-            if !self.inner.contains(&old_key) {
-                self.evictions += 1;
-            }
-        }
+        self.make_room_for(&key);
+        self.inner.put(key, value);
     }
 
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        if !self.inner.contains(&key) && self.inner.len() == self.inner.cap().get() {
-            self.evictions += 1;
-        }
+        self.make_room_for(&key);
         self.inner.get_or_insert_mut(key, make)
     }
 

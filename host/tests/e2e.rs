@@ -1,0 +1,194 @@
+//! The built `clawwatch` binary, end to end, through the embedded component.
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn clawwatch(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
+        .args(args)
+        .current_dir(repo())
+        .env("CLAWWATCH_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("clawwatch runs");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
+}
+
+fn lines(out: &Output) -> Vec<Value> {
+    String::from_utf8(out.stdout.clone()).expect("UTF-8 output").lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const SCENARIO: &str = "testdata/scenario/records.ndjson";
+
+#[test]
+fn scenario_through_the_component_matches_the_native_snapshot() {
+    let out = clawwatch(&["run", "--policy", "testdata/policy.toml", "--input", SCENARIO, "--batch-records", "50"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(repo().join("testdata/snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| insta::assert_snapshot!("scenario_enriched", text));
+}
+
+fn find<'a>(out: &'a [Value], pred: impl Fn(&Value) -> bool) -> &'a Value {
+    out.iter().find(|v| pred(v)).expect("a matching output record")
+}
+
+fn rules(v: &Value) -> Vec<&str> {
+    v["clawwatch"]["findings"].as_array().map(|f| f.iter().map(|f| f["rule"].as_str().unwrap()).collect()).unwrap_or_default()
+}
+
+#[test]
+fn verdicts_through_the_component() {
+    let input = std::fs::read(repo().join(SCENARIO)).unwrap();
+    let out = clawwatch(&["run", "--policy", "testdata/policy.toml"], &input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lines(&out);
+    assert_eq!(out.len(), input.split(|b| *b == b'\n').count() - 1);
+
+    // Allowed through a prior DNS answer (FQDN rule, IP-level flow).
+    let allowed = find(&out, |v| v["src_ip"] == "10.20.0.16" && v["dst_ip"] == "93.184.216.34");
+    assert_eq!(allowed["clawwatch"]["verdict"], "allow");
+    assert_eq!(allowed["clawwatch"]["agent"]["id"], "0x8a40");
+
+    let forbidden = find(&out, |v| v["dst_ip"] == "203.0.113.9");
+    assert_eq!(forbidden["clawwatch"]["verdict"], "alert");
+    assert_eq!(forbidden["clawwatch"]["findings"][0]["rule"], "egress.not_allowed");
+    assert_eq!(forbidden["clawwatch"]["findings"][0]["severity"], "high");
+
+    let unknown = find(&out, |v| v["src_addr"] == "10.20.9.99");
+    assert_eq!(rules(unknown), ["egress.unknown_agent"]);
+
+    let foreign = find(&out, |v| v["dst_ip"] == "8.8.8.8");
+    assert_eq!(rules(foreign), ["dns.foreign_resolver"]);
+
+    // After agent.terminate the address no longer maps to the agent...
+    let after = find(&out, |v| v["src_addr"] == "10.20.0.15" && v["time_flow_start_ns"].as_u64() > Some(1_795_533_600_000_000_000));
+    assert!(after["clawwatch"].get("agent").is_none());
+    assert_eq!(rules(after), ["egress.unknown_agent"]);
+    // ...but a late record of a flow that started before it still does.
+    let late = find(&out, |v| v["src_ip"] == "10.20.0.15" && v["ts"] == "2026-11-24T15:28:00Z");
+    assert_eq!(late["clawwatch"]["agent"]["id"], "0x8a3f");
+}
+
+#[test]
+fn garbage_in_gives_one_tagged_line_out_per_line_in() {
+    let mut input = Vec::new();
+    for i in 0..3000u32 {
+        match i % 6 {
+            0 => input.extend_from_slice(b"not json at all"),
+            1 => input.extend_from_slice(&[0xc3, 0x28, 0xff]),
+            2 => {}
+            3 => input.extend_from_slice(b"{\"unterminated\": "),
+            4 => input.extend_from_slice(format!("{{\"n\":{i}}}").as_bytes()),
+            _ => input.extend_from_slice(b"{\"type\":\"flow\",\"src_ip\":7}"),
+        }
+        input.push(b'\n');
+    }
+    let out = clawwatch(&["run"], &input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lines(&out);
+    assert_eq!(out.len(), 3000);
+    for (i, v) in out.iter().enumerate() {
+        let expected = if i % 6 == 4 { "not_applicable" } else { "error" };
+        assert_eq!(v["clawwatch"]["verdict"], expected, "line {i}: {v}");
+    }
+    assert_eq!(out[4]["n"], 4);
+}
+
+#[test]
+fn oversized_lines_pass_through_without_loss() {
+    let big = format!("{{\"blob\":\"{}\"}}", "y".repeat(5000));
+    let input = format!("{{\"a\":1}}\n{big}\n{{\"b\":2}}\n");
+    let out = clawwatch(&["run", "--max-line-bytes", "1000"], input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lines(&out);
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[0]["a"], 1);
+    assert!(out[1]["clawwatch"]["error"].as_str().unwrap().contains("line of 5011 bytes"));
+    assert!(out[1]["raw_base64"].as_str().unwrap().len() > 6000);
+    assert_eq!(out[2]["b"], 2);
+}
+
+#[test]
+fn a_guest_out_of_memory_loses_no_record_and_the_host_survives() {
+    // Batches far larger than the guest may allocate: every call fails inside
+    // the guest; every record must still come out, tagged.
+    let line = format!("{{\"type\":\"flow\",\"pad\":\"{}\"}}\n", "z".repeat(4000));
+    let input = line.repeat(2000);
+    let out = clawwatch(&["run", "--guest-memory-mib", "4", "--batch-records", "1000"], input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lines(&out);
+    assert_eq!(out.len(), 2000);
+    assert!(out.iter().all(|v| v["clawwatch"]["verdict"] == "error"));
+    assert!(out[0]["clawwatch"]["error"].as_str().unwrap().contains("detection engine failed"), "{}", out[0]);
+    assert_eq!(out[1999]["pad"].as_str().unwrap().len(), 4000);
+}
+
+#[test]
+fn a_bad_policy_is_rejected_with_file_line_and_key() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join("bad-policy.toml");
+    std::fs::write(&path, "[monitor]\nagent_subnets = [\"10.20.0.0/16\"]\n\n[agent_profile.\"x\"]\nexpected_lifetime_minute = 5\n").unwrap();
+    let out = clawwatch(&["run", "--policy", path.to_str().unwrap()], b"{}\n");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("bad-policy.toml"), "{err}");
+    assert!(err.contains("line 5"), "{err}");
+    assert!(err.contains("expected_lifetime_minute"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn missing_inputs_and_policies_are_named() {
+    let out = clawwatch(&["run", "--input", "no/such/file.ndjson"], b"");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no/such/file.ndjson"), "{}", stderr(&out));
+    let out = clawwatch(&["run", "--policy", "no/such/policy.toml"], b"");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no/such/policy.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn bench_reports_both_paths_and_their_ratio() {
+    let out = clawwatch(&["bench", "--records", "20000"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8(out.stdout).unwrap();
+    for needle in ["native", "component", "component/native time ratio", "outputs identical: yes"] {
+        assert!(report.contains(needle), "{report}");
+    }
+}
+
+#[test]
+fn demo_runs_the_bundled_sample_and_can_show_only_alerts() {
+    let all = clawwatch(&["demo"], b"");
+    assert!(all.status.success(), "{}", stderr(&all));
+    let all = lines(&all);
+    assert_eq!(all.len(), include_bytes!("../../testdata/scenario/records.ndjson").split(|b| *b == b'\n').count() - 1);
+    let alerts = clawwatch(&["demo", "--alerts-only"], b"");
+    let alerts = lines(&alerts);
+    let expected = all.iter().filter(|v| v["clawwatch"]["verdict"] == "alert").count();
+    assert!(expected > 0);
+    assert_eq!(alerts.len(), expected);
+    assert!(alerts.iter().all(|v| v["clawwatch"]["verdict"] == "alert"));
+}
