@@ -31,8 +31,10 @@ const EPOCH_TICK: Duration = Duration::from_millis(50);
 pub struct Limits {
     /// Linear memory the guest may grow to.
     pub memory_bytes: usize,
-    /// Wall time one batch may take before the guest is interrupted.
-    pub batch_timeout: Duration,
+    /// Wall time one batch may take before the guest is interrupted. `None`
+    /// compiles the guest without interruption checks: faster, but a guest
+    /// stuck in a loop then stalls the pipeline.
+    pub batch_timeout: Option<Duration>,
 }
 
 /// A compiled component, ready to instantiate any number of monitors.
@@ -63,9 +65,10 @@ impl WasiView for GuestState {
 
 impl Runtime {
     /// Compiles (or loads from the on-disk cache) the given component bytes.
-    pub fn new(wasm: &[u8], cache_dir: Option<&Path>) -> Result<Runtime> {
+    /// `interruptible` compiles in the checks that let a batch deadline stop the guest.
+    pub fn new(wasm: &[u8], cache_dir: Option<&Path>, interruptible: bool) -> Result<Runtime> {
         let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
+        config.wasm_component_model(true).epoch_interruption(interruptible);
         // `CLAWWATCH_PERFMAP=1 perf record ...` names the guest's functions in profiles.
         if std::env::var_os("CLAWWATCH_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
@@ -91,12 +94,12 @@ impl Runtime {
     }
 
     /// The embedded component, or the one at `path`.
-    pub fn load(path: Option<&Path>, cache_dir: Option<&Path>) -> Result<Runtime> {
+    pub fn load(path: Option<&Path>, cache_dir: Option<&Path>, interruptible: bool) -> Result<Runtime> {
         match path {
-            None => Runtime::new(EMBEDDED_COMPONENT, cache_dir),
+            None => Runtime::new(EMBEDDED_COMPONENT, cache_dir, interruptible),
             Some(path) => {
                 let wasm = std::fs::read(path).with_context(|| format!("reading component {}", path.display()))?;
-                Runtime::new(&wasm, cache_dir).with_context(|| format!("loading component {}", path.display()))
+                Runtime::new(&wasm, cache_dir, interruptible).with_context(|| format!("loading component {}", path.display()))
             }
         }
     }
@@ -179,7 +182,7 @@ impl Monitor {
     }
 
     fn try_process(&mut self, batch: &[u8]) -> Result<Vec<u8>> {
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.batch_timeout));
+        set_deadline(&mut self.store, &self.limits);
         let out = self.instance.clawwatch_monitor_engine().monitor().call_process(&mut self.store, self.handle, BatchFormat::Ndjson, batch)?;
         Ok(out)
     }
@@ -199,7 +202,7 @@ impl Monitor {
     }
 
     pub fn stats(&mut self) -> Result<Stats> {
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.batch_timeout));
+        set_deadline(&mut self.store, &self.limits);
         anyhow_of(self.instance.clawwatch_monitor_engine().monitor().call_stats(&mut self.store, self.handle))
     }
 
@@ -218,19 +221,55 @@ fn first_line(e: &anyhow::Error) -> String {
     e.to_string().lines().next().unwrap_or("trap").to_string()
 }
 
-fn deadline_ticks(timeout: Duration) -> u64 {
-    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+fn set_deadline(store: &mut Store<GuestState>, limits: &Limits) {
+    if let Some(timeout) = limits.batch_timeout {
+        store.set_epoch_deadline((timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64);
+    }
+}
+
+/// WASI with nothing behind it: no preopened directories, environment or
+/// arguments, no network, and clocks frozen at the epoch. The engine's only
+/// clock is event time; a real one would make replays diverge.
+fn empty_wasi() -> WasiCtx {
+    WasiCtx::builder()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .insecure_random_seed(0)
+        .build()
+}
+
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
 }
 
 fn instantiate(runtime: &Runtime, policy: &str, limits: &Limits) -> Result<(Store<GuestState>, bindings::Monitor, ResourceAny), CreateError> {
     let state = GuestState {
-        wasi: WasiCtx::builder().build(),
+        wasi: empty_wasi(),
         table: ResourceTable::new(),
         limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(8).tables(16).memories(4).trap_on_grow_failure(true).build(),
     };
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| &mut s.limits);
-    store.set_epoch_deadline(deadline_ticks(limits.batch_timeout));
+    set_deadline(&mut store, limits);
     let instance = bindings::Monitor::instantiate(&mut store, &runtime.component, &runtime.linker).map_err(|e| CreateError::Runtime(e.into()))?;
     let created = instance.clawwatch_monitor_engine().monitor().call_create(&mut store, policy).map_err(|e| CreateError::Runtime(e.into()))?;
     let handle = created.map_err(CreateError::Policy)?;

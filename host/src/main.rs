@@ -56,6 +56,7 @@ struct EngineArgs {
     #[arg(long, value_name = "MIB", default_value_t = 512)]
     guest_memory_mib: usize,
     /// Time one batch may take, in milliseconds; past it the batch is passed through tagged `error`.
+    /// 0 removes the bound: about a quarter faster, but a stuck engine would stall the pipeline.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     batch_timeout_ms: u64,
     /// Records handed to the engine per call (the boundary is crossed per batch, not per record).
@@ -118,7 +119,10 @@ impl EngineArgs {
     }
 
     fn limits(&self) -> component::Limits {
-        component::Limits { memory_bytes: self.guest_memory_mib.saturating_mul(1 << 20), batch_timeout: Duration::from_millis(self.batch_timeout_ms) }
+        component::Limits {
+            memory_bytes: self.guest_memory_mib.saturating_mul(1 << 20),
+            batch_timeout: (self.batch_timeout_ms > 0).then(|| Duration::from_millis(self.batch_timeout_ms)),
+        }
     }
 }
 

@@ -40,7 +40,8 @@ pub struct RunOptions {
 pub async fn run(opts: RunOptions) -> Result<()> {
     let started = Instant::now();
     let (component, cache_dir) = (opts.component.clone(), opts.cache_dir.clone());
-    let runtime = tokio::task::spawn_blocking(move || Runtime::load(component.as_deref(), cache_dir.as_deref())).await??;
+    let interruptible = opts.limits.batch_timeout.is_some();
+    let runtime = tokio::task::spawn_blocking(move || Runtime::load(component.as_deref(), cache_dir.as_deref(), interruptible)).await??;
     let policy_name = opts.policy_name.clone();
     let mut monitor = Monitor::new(Arc::new(runtime), &opts.policy_text, opts.limits.clone()).map_err(|e| e.explain(&policy_name))?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "engine ready");

@@ -41,12 +41,13 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
         self.inner.get_or_insert_mut(key, make)
     }
 
-    pub fn get<Q>(&mut self, key: &Q) -> Option<&mut V>
+    /// Looks up and marks as recently used.
+    pub fn get<Q>(&mut self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.inner.get_mut(key)
+        self.inner.get(key)
     }
 
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>

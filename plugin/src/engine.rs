@@ -81,7 +81,7 @@ impl Engine {
         out.reserve(batch.len() + batch.len() / 2);
         let mut rest = batch;
         while !rest.is_empty() {
-            let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+            let (line, next) = match memchr::memchr(b'\n', rest) {
                 Some(i) => (&rest[..i], &rest[i + 1..]),
                 None => (rest, &rest[rest.len()..]),
             };

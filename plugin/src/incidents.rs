@@ -33,7 +33,7 @@ impl Incidents {
     /// Records a finding for incident `id` at event time `t`. An incident quiet
     /// for longer than the quiet period is closed and a new one opened.
     pub fn observe(&mut self, id: &str, t: Timestamp) -> Occurrence {
-        if let Some(incident) = self.open.get(id) {
+        if let Some(incident) = self.open.get_mut(id) {
             if t.0.saturating_sub(incident.last_seen.0) <= self.quiet_nanos {
                 incident.count += 1;
                 // Late records must not move the incident back in time.

@@ -273,7 +273,7 @@ pub fn tag_ndjson_as_error(batch: &[u8], why: &str, out: &mut Vec<u8>) {
     note.error = Some(why.to_string());
     let mut rest = batch;
     while !rest.is_empty() {
-        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, &rest[rest.len()..]),
         };

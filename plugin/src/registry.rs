@@ -71,7 +71,7 @@ impl Registry {
 
     pub fn spawn(&mut self, s: &Spawn) {
         let id: Rc<str> = Rc::from(s.agent_id.as_str());
-        if let Some(previous) = self.agents.get(&id).cloned() {
+        if let Some(previous) = self.agents.peek(&id).cloned() {
             // A re-spawn under the same id: addresses it no longer holds are released.
             for ip in previous.ips.iter().filter(|ip| !s.ips.contains(ip)) {
                 self.close(*ip, &id, s.ts);
@@ -136,11 +136,11 @@ impl Registry {
         let history = self.bindings.peek(&ip)?;
         let binding = history.iter().rev().find(|b| b.from.0 - SPAWN_SKEW_NANOS <= t.0 && b.until.is_none_or(|u| t < u))?;
         let id = binding.agent_id.clone();
-        self.agents.get(&id).map(|a| &*a)
+        self.agents.get(&id)
     }
 
     pub fn agent(&mut self, id: &str) -> Option<&Agent> {
-        self.agents.get(id).map(|a| &*a)
+        self.agents.get(id)
     }
 
     pub fn len(&self) -> usize {

@@ -144,7 +144,7 @@ impl Timestamp {
         let secs = self.0.div_euclid(NANOS_PER_SEC);
         let nanos = self.0.rem_euclid(NANOS_PER_SEC);
         let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-        if !(0..=9999).contains(&year) || nanos != 0 {
+        if !(0..=9999).contains(&year) {
             let mut s = String::with_capacity(32);
             self.write_rfc3339(&mut s);
             out.extend_from_slice(s.as_bytes());
@@ -160,8 +160,27 @@ impl Timestamp {
         let [s0, s1] = two(tod % 60);
         out.extend_from_slice(&[
             b'0' + (y / 1000) as u8, b'0' + (y / 100 % 10) as u8, b'0' + (y / 10 % 10) as u8, b'0' + (y % 10) as u8,
-            b'-', m0, m1, b'-', d0, d1, b'T', h0, h1, b':', n0, n1, b':', s0, s1, b'Z',
+            b'-', m0, m1, b'-', d0, d1, b'T', h0, h1, b':', n0, n1, b':', s0, s1,
         ]);
+        if nanos != 0 {
+            // The shortest exact fraction: milliseconds, microseconds or nanoseconds.
+            let (value, digits) = if nanos % 1_000_000 == 0 {
+                (nanos / 1_000_000, 3)
+            } else if nanos % 1_000 == 0 {
+                (nanos / 1_000, 6)
+            } else {
+                (nanos, 9)
+            };
+            let mut frac = [b'0'; 9];
+            let mut v = value;
+            for slot in frac[..digits].iter_mut().rev() {
+                *slot = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+            out.push(b'.');
+            out.extend_from_slice(&frac[..digits]);
+        }
+        out.push(b'Z');
     }
 
     pub fn to_rfc3339(self) -> String {
@@ -247,7 +266,7 @@ mod tests {
 
     #[test]
     fn byte_writer_agrees_with_the_formatter() {
-        for t in [0i64, 1_795_530_600_000_000_000, 1_795_530_600_250_000_000, -86_400_000_000_000] {
+        for t in [0i64, 1_795_530_600_000_000_000, 1_795_530_600_250_000_000, 1_795_530_600_000_250_000, 1_795_530_600_000_000_007, 1_795_530_600_999_999_999, -86_400_000_000_000] {
             let mut bytes = Vec::new();
             Timestamp(t).write_rfc3339_bytes(&mut bytes);
             assert_eq!(String::from_utf8(bytes).unwrap(), Timestamp(t).to_rfc3339());

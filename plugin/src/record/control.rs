@@ -51,10 +51,7 @@ pub fn spawn(fields: &Fields) -> Recognized {
             expected_lifetime_minutes: r.count(Key::ExpectedLifetimeMinutes)?,
         })
     };
-    match decode() {
-        Ok(spawn) => Recognized::Event(Event::Spawn(spawn)),
-        Err(e) => Recognized::Invalid(e),
-    }
+    Recognized::from_decoded(decode(), Event::Spawn)
 }
 
 pub fn terminate(fields: &Fields) -> Recognized {
@@ -66,10 +63,7 @@ pub fn terminate(fields: &Fields) -> Recognized {
             reason: r.string(Key::Reason)?,
         })
     };
-    match decode() {
-        Ok(t) => Recognized::Event(Event::Terminate(t)),
-        Err(e) => Recognized::Invalid(e),
-    }
+    Recognized::from_decoded(decode(), Event::Terminate)
 }
 
 pub fn policy_change(fields: &Fields) -> Recognized {
@@ -86,10 +80,7 @@ pub fn policy_change(fields: &Fields) -> Recognized {
         }
         Ok(change)
     };
-    match decode() {
-        Ok(c) => Recognized::Event(Event::PolicyChange(c)),
-        Err(e) => Recognized::Invalid(e),
-    }
+    Recognized::from_decoded(decode(), Event::PolicyChange)
 }
 
 #[cfg(test)]

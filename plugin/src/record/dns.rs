@@ -39,10 +39,7 @@ pub fn canonical(fields: &Fields) -> Recognized {
             answers,
         })
     };
-    match decode() {
-        Ok(q) => Recognized::Event(Event::Dns(q)),
-        Err(e) => Recognized::Invalid(e),
-    }
+    Recognized::from_decoded(decode(), Event::Dns)
 }
 
 fn answer(item: &Value) -> Option<DnsAnswer> {

@@ -15,6 +15,9 @@ macro_rules! known_keys {
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum Key { $($variant,)* }
 
+        /// How many keys there are: the size of a record's slot table.
+        const KEY_COUNT: usize = [$(Key::$variant),*].len();
+
         impl Key {
             fn from_name(name: &str) -> Option<Key> {
                 match name { $($name => Some(Key::$variant),)* _ => None }
@@ -146,10 +149,13 @@ impl<'a> Value<'a> {
     }
 }
 
-/// The known keys of one record, in the order they appeared.
-#[derive(Debug, Default)]
+/// The known keys of one record.
+#[derive(Debug)]
 pub struct Fields<'a> {
-    entries: Vec<(Key, Value<'a>)>,
+    values: Vec<Value<'a>>,
+    /// Per key, 1 + its index in `values` (0: absent). Formats look keys up a
+    /// dozen times per record; this makes each lookup one load.
+    slots: [u8; KEY_COUNT],
     /// The record already has a top-level `clawwatch` key (it went through
     /// clawwatch before): the note must replace it, not be appended beside it.
     pub has_clawwatch: bool,
@@ -166,8 +172,10 @@ impl<'a> Fields<'a> {
     }
 
     pub fn get(&self, key: Key) -> Option<&Value<'a>> {
-        // Duplicate keys: the last one wins, as in most JSON parsers.
-        self.entries.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v)
+        match self.slots[key as usize] {
+            0 => None,
+            slot => self.values.get(usize::from(slot) - 1),
+        }
     }
 
     pub fn has(&self, key: Key) -> bool {
@@ -189,12 +197,20 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
-        let mut fields = Fields { entries: Vec::with_capacity(12), has_clawwatch: false };
+        let mut fields = Fields { values: Vec::with_capacity(12), slots: [0; KEY_COUNT], has_clawwatch: false };
         while let Some(name) = map.next_key::<KeyName<'de>>()? {
             match Key::from_name(&name.0) {
                 Some(key) => {
                     let value = map.next_value_seed(ValueSeed)?;
-                    fields.entries.push((key, value));
+                    // Duplicate keys: the last one wins, as in most JSON parsers.
+                    match fields.slots[key as usize] {
+                        0 if fields.values.len() < usize::from(u8::MAX) => {
+                            fields.values.push(value);
+                            fields.slots[key as usize] = fields.values.len() as u8;
+                        }
+                        0 => {}
+                        slot => fields.values[usize::from(slot) - 1] = value,
+                    }
                 }
                 None => {
                     if name.0 == "clawwatch" {
@@ -329,6 +345,13 @@ mod tests {
         assert_eq!(f.get(Key::Bytes).and_then(Value::as_u64), Some(1200));
         assert!(f.get(Key::Ts).is_none());
         assert!(!f.has_clawwatch);
+    }
+
+    #[test]
+    fn duplicate_keys_keep_the_last_value() {
+        let f = Fields::parse(br#"{"dst_port":1,"src_port":2,"dst_port":3}"#).unwrap();
+        assert_eq!(f.get(Key::DstPort).and_then(Value::as_u64), Some(3));
+        assert_eq!(f.get(Key::SrcPort).and_then(Value::as_u64), Some(2));
     }
 
     #[test]

@@ -1,18 +1,33 @@
 //! Flow records: the canonical clawwatch shape and goflow2's JSON (DESIGN §2.2).
 
 use super::fields::{Fields, Key};
-use super::{Event, Flow, Proto, Reader, Recognized, Stream};
+use super::{DecodeError, Event, Flow, Proto, Reader, Recognized, Stream};
 use crate::time::Timestamp;
 
-fn finish(r: &Reader, proto: Proto, src_port: Option<u16>, dst_port: Option<u16>) -> Result<(u16, u16), super::DecodeError> {
+/// The fields every flow format shares once its times are known: addresses
+/// (under the format's own keys), protocol, ports and counters.
+fn flow(r: &Reader, ts: Timestamp, end: Option<Timestamp>, src_key: Key, dst_key: Key) -> Result<Flow, DecodeError> {
+    let src = r.required(src_key, Reader::ip)?;
+    let dst = r.required(dst_key, Reader::ip)?;
+    let proto = r.required(Key::Proto, Reader::proto)?;
+    let (src_port, dst_port) = (r.port(Key::SrcPort)?, r.port(Key::DstPort)?);
     // Ports are meaningless for ICMP and other port-less protocols.
-    if matches!(proto, Proto::Tcp | Proto::Udp) {
-        let src = src_port.ok_or_else(|| r.error(Key::SrcPort, "is missing"))?;
-        let dst = dst_port.ok_or_else(|| r.error(Key::DstPort, "is missing"))?;
-        Ok((src, dst))
+    let (src_port, dst_port) = if matches!(proto, Proto::Tcp | Proto::Udp) {
+        (src_port.ok_or_else(|| r.error(Key::SrcPort, "is missing"))?, dst_port.ok_or_else(|| r.error(Key::DstPort, "is missing"))?)
     } else {
-        Ok((src_port.unwrap_or(0), dst_port.unwrap_or(0)))
-    }
+        (src_port.unwrap_or(0), dst_port.unwrap_or(0))
+    };
+    Ok(Flow {
+        ts,
+        end,
+        src,
+        dst,
+        src_port,
+        dst_port,
+        proto,
+        bytes: r.count(Key::Bytes)?.unwrap_or(0),
+        packets: r.count(Key::Packets)?.unwrap_or(0),
+    })
 }
 
 /// `{"type":"flow","ts","src_ip","src_port","dst_ip","dst_port","proto","bytes","packets","end"}`
@@ -20,33 +35,16 @@ pub fn canonical(fields: &Fields) -> Recognized {
     let r = Reader { fields, stream: Stream::Flow, format: "flow" };
     let decode = || {
         let ts = r.required(Key::Ts, Reader::timestamp)?;
-        let src = r.required(Key::SrcIp, Reader::ip)?;
-        let dst = r.required(Key::DstIp, Reader::ip)?;
-        let proto = r.required(Key::Proto, Reader::proto)?;
-        let (src_port, dst_port) = finish(&r, proto, r.port(Key::SrcPort)?, r.port(Key::DstPort)?)?;
-        Ok(Flow {
-            ts,
-            end: r.timestamp(Key::End)?,
-            src,
-            dst,
-            src_port,
-            dst_port,
-            proto,
-            bytes: r.count(Key::Bytes)?.unwrap_or(0),
-            packets: r.count(Key::Packets)?.unwrap_or(0),
-        })
+        flow(&r, ts, r.timestamp(Key::End)?, Key::SrcIp, Key::DstIp)
     };
-    match decode() {
-        Ok(flow) => Recognized::Event(Event::Flow(flow)),
-        Err(e) => Recognized::Invalid(e),
-    }
+    Recognized::from_decoded(decode(), Event::Flow)
 }
 
 /// goflow2 JSON: `time_flow_start_ns, time_flow_end_ns, src_addr, dst_addr,
 /// src_port, dst_port, proto, bytes, packets, sampler_address`.
 pub fn goflow2(fields: &Fields) -> Recognized {
     let r = Reader { fields, stream: Stream::Flow, format: "goflow2" };
-    let nanos = |key: Key| -> Result<Option<Timestamp>, super::DecodeError> {
+    let nanos = |key: Key| -> Result<Option<Timestamp>, DecodeError> {
         match r.count(key)? {
             // sFlow samples carry no flow start: 0 means "unknown".
             None | Some(0) => Ok(None),
@@ -58,26 +56,9 @@ pub fn goflow2(fields: &Fields) -> Recognized {
             Some(ts) => ts,
             None => nanos(Key::TimeReceivedNs)?.ok_or_else(|| r.error(Key::TimeFlowStartNs, "is missing (and no time_received_ns)"))?,
         };
-        let src = r.required(Key::SrcAddr, Reader::ip)?;
-        let dst = r.required(Key::DstAddr, Reader::ip)?;
-        let proto = r.required(Key::Proto, Reader::proto)?;
-        let (src_port, dst_port) = finish(&r, proto, r.port(Key::SrcPort)?, r.port(Key::DstPort)?)?;
-        Ok(Flow {
-            ts,
-            end: nanos(Key::TimeFlowEndNs)?,
-            src,
-            dst,
-            src_port,
-            dst_port,
-            proto,
-            bytes: r.count(Key::Bytes)?.unwrap_or(0),
-            packets: r.count(Key::Packets)?.unwrap_or(0),
-        })
+        flow(&r, ts, nanos(Key::TimeFlowEndNs)?, Key::SrcAddr, Key::DstAddr)
     };
-    match decode() {
-        Ok(flow) => Recognized::Event(Event::Flow(flow)),
-        Err(e) => Recognized::Invalid(e),
-    }
+    Recognized::from_decoded(decode(), Event::Flow)
 }
 
 #[cfg(test)]

@@ -206,6 +206,16 @@ pub enum Recognized {
     Unknown(String),
 }
 
+impl Recognized {
+    /// A decoder's result as a recognition: the event, or the named bad field.
+    pub(crate) fn from_decoded<T>(decoded: Result<T, DecodeError>, event: fn(T) -> Event) -> Recognized {
+        match decoded {
+            Ok(value) => Recognized::Event(event(value)),
+            Err(e) => Recognized::Invalid(e),
+        }
+    }
+}
+
 /// Recognises a record by an explicit `stream`/`type` or else by its shape.
 pub fn recognize(fields: &Fields) -> Recognized {
     let explicit = fields.str(Key::Stream);
