@@ -60,7 +60,7 @@ impl Splitter {
 
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Chunk>) {
         while !data.is_empty() {
-            let newline = data.iter().position(|&b| b == b'\n');
+            let newline = memchr::memchr(b'\n', data);
             if self.oversize.is_some() {
                 let end = newline.unwrap_or(data.len());
                 self.feed_oversize(&data[..end], out);
