@@ -181,6 +181,21 @@ impl Monitor {
         }
     }
 
+    /// Moves the engine's event time to `now_ns` (idle input); returns the
+    /// incident records that produced. A failure is logged and yields nothing:
+    /// no input record is at stake.
+    pub fn advance_to(&mut self, now_ns: i64) -> Vec<u8> {
+        set_deadline(&mut self.store, &self.limits);
+        match self.instance.clawwatch_monitor_engine().monitor().call_advance_to(&mut self.store, self.handle, now_ns) {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "engine failed while advancing time; re-creating it from the policy");
+                self.restart();
+                Vec::new()
+            }
+        }
+    }
+
     fn try_process(&mut self, batch: &[u8]) -> Result<Vec<u8>> {
         set_deadline(&mut self.store, &self.limits);
         let out = self.instance.clawwatch_monitor_engine().monitor().call_process(&mut self.store, self.handle, BatchFormat::Ndjson, batch)?;

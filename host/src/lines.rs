@@ -19,6 +19,8 @@ pub enum Chunk {
     Batch { bytes: Vec<u8>, records: usize },
     /// Output bytes of an oversized line, to be written as they are.
     Passthrough(Vec<u8>),
+    /// Input has been idle: event time may be advanced to the wall clock.
+    Idle,
 }
 
 #[derive(Debug, Clone)]
@@ -162,24 +164,37 @@ impl Splitter {
     }
 }
 
+/// How the reader behaves when input goes quiet.
+#[derive(Debug, Clone, Copy)]
+pub struct IdlePolicy {
+    /// Whole lines already read are sent after this long without new input,
+    /// so a live, slow stream is not held back waiting for a full batch.
+    pub flush: Duration,
+    /// After this long without input, an [`Chunk::Idle`] is sent (and again
+    /// each time it passes), so event time can move on.
+    pub advance: Option<Duration>,
+}
+
 /// Reads one input to its end through `splitter`, sending chunks as they form.
-/// When the input goes quiet for `idle`, whole lines already read are sent
-/// anyway, so a live, slow stream is not held back waiting for a full batch.
-pub async fn read_input<R: AsyncRead + Unpin>(input: R, splitter: &mut Splitter, tx: &mpsc::Sender<Chunk>, idle: Duration) -> anyhow::Result<()> {
+pub async fn read_input<R: AsyncRead + Unpin>(input: R, splitter: &mut Splitter, tx: &mpsc::Sender<Chunk>, idle: IdlePolicy) -> anyhow::Result<()> {
     let mut reader = BufReader::with_capacity(256 * 1024, input);
     let mut out = Vec::new();
     loop {
-        let data = if splitter.has_pending() {
-            match tokio::time::timeout(idle, reader.fill_buf()).await {
+        let wait = if splitter.has_pending() { Some(idle.flush) } else { idle.advance };
+        let data = match wait {
+            Some(wait) => match tokio::time::timeout(wait, reader.fill_buf()).await {
                 Ok(read) => read?,
                 Err(_) => {
-                    splitter.flush(&mut out);
+                    if splitter.has_pending() {
+                        splitter.flush(&mut out);
+                    } else {
+                        out.push(Chunk::Idle);
+                    }
                     send_all(&mut out, tx).await?;
                     continue;
                 }
-            }
-        } else {
-            reader.fill_buf().await?
+            },
+            None => reader.fill_buf().await?,
         };
         if data.is_empty() {
             splitter.end_of_input(&mut out);
@@ -235,6 +250,7 @@ mod tests {
             match c {
                 Chunk::Batch { bytes, .. } => text.extend_from_slice(bytes),
                 Chunk::Passthrough(b) => text.extend_from_slice(b),
+                Chunk::Idle => {}
             }
         }
         let lines: Vec<serde_json::Value> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();

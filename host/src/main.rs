@@ -77,6 +77,11 @@ struct RunArgs {
     /// When input pauses this long (ms), records already read are processed without waiting for a full batch.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     idle_flush_ms: u64,
+    /// When input has been idle this long (seconds), move event time to the wall clock so
+    /// time-driven checks (silent agents past their lifetime, missing heartbeats, closing
+    /// incidents) still fire on a live stream. 0 (default): event time moves only with records.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    idle_advance_secs: u64,
     /// Log progress at this interval (seconds) on long runs (visible with RUST_LOG=info).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     progress_secs: u64,
@@ -156,7 +161,10 @@ fn dispatch(cli: Cli) -> Result<()> {
                 cache_dir: args.engine.cache_dir(),
                 limits: args.engine.limits(),
                 batch: lines::BatchLimits { records: args.engine.batch_records, bytes: 4 << 20, line_bytes: args.max_line_bytes.max(1) },
-                idle_flush: Duration::from_millis(args.idle_flush_ms.max(1)),
+                idle: lines::IdlePolicy {
+                    flush: Duration::from_millis(args.idle_flush_ms.max(1)),
+                    advance: (args.idle_advance_secs > 0).then(|| Duration::from_secs(args.idle_advance_secs)),
+                },
                 progress_every: Duration::from_secs(args.progress_secs.max(1)),
             };
             tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(run::run(opts))
@@ -173,7 +181,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 cache_dir: args.engine.cache_dir(),
                 limits: args.engine.limits(),
                 batch: lines::BatchLimits { records: args.engine.batch_records.max(1), bytes: 4 << 20, line_bytes: 1 << 20 },
-                idle_flush: Duration::from_millis(200),
+                idle: lines::IdlePolicy { flush: Duration::from_millis(200), advance: None },
                 progress_every: Duration::from_secs(10),
             };
             tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(run::run(opts))

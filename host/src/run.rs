@@ -33,7 +33,7 @@ pub struct RunOptions {
     pub cache_dir: Option<PathBuf>,
     pub limits: Limits,
     pub batch: BatchLimits,
-    pub idle_flush: Duration,
+    pub idle: lines::IdlePolicy,
     pub progress_every: Duration,
 }
 
@@ -63,6 +63,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
                 Chunk::Passthrough(bytes) if !alerts_only => bytes,
                 Chunk::Passthrough(_) => Vec::new(),
+                Chunk::Idle => {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+                    let out = monitor.advance_to(now);
+                    if alerts_only { keep_alerts(&out) } else { out }
+                }
             };
             if out_tx.blocking_send(out).is_err() {
                 break;
@@ -90,11 +95,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let read_result = async {
         for input in &opts.inputs {
             match input {
-                Input::Stdin => lines::read_input(tokio::io::stdin(), &mut splitter, &in_tx, opts.idle_flush).await.context("reading stdin")?,
-                Input::Embedded(bytes) => lines::read_input(*bytes, &mut splitter, &in_tx, opts.idle_flush).await?,
+                Input::Stdin => lines::read_input(tokio::io::stdin(), &mut splitter, &in_tx, opts.idle).await.context("reading stdin")?,
+                Input::Embedded(bytes) => lines::read_input(*bytes, &mut splitter, &in_tx, opts.idle).await?,
                 Input::File(path) => {
                     let file = tokio::fs::File::open(path).await.with_context(|| format!("opening input {}", path.display()))?;
-                    lines::read_input(file, &mut splitter, &in_tx, opts.idle_flush).await.with_context(|| format!("reading input {}", path.display()))?;
+                    lines::read_input(file, &mut splitter, &in_tx, opts.idle).await.with_context(|| format!("reading input {}", path.display()))?;
                 }
             }
         }
@@ -116,12 +121,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let stats = monitor.stats().context("reading engine stats")?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "clawwatch: {} records in {secs:.2}s: {} allow, {} alert ({} findings, {} incidents), {} unattributed, {} not_applicable, {} error{}{}",
+        "clawwatch: {} records in {secs:.2}s: {} allow, {} alert ({} findings, {} incidents opened, {} closed), {} approved, {} unattributed, {} not_applicable, {} error{}{}",
         stats.records + splitter.oversized_lines,
         stats.allowed,
         stats.alerts,
         stats.findings,
         stats.incidents_opened,
+        stats.incidents_closed,
+        stats.approved,
         stats.unattributed,
         stats.not_applicable,
         stats.errors + splitter.oversized_lines,

@@ -29,8 +29,18 @@ fn clawwatch(args: &[&str], stdin: &[u8]) -> Output {
     out
 }
 
-fn lines(out: &Output) -> Vec<Value> {
+/// Every output line, incident and audit records included.
+fn all_lines(out: &Output) -> Vec<Value> {
     String::from_utf8(out.stdout.clone()).expect("UTF-8 output").lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+fn is_emitted(v: &Value) -> bool {
+    matches!(v["clawwatch"]["stream"].as_str(), Some("incident" | "audit"))
+}
+
+/// The output lines that stand for input lines, in order.
+fn lines(out: &Output) -> Vec<Value> {
+    all_lines(out).into_iter().filter(|v| !is_emitted(v)).collect()
 }
 
 fn stderr(out: &Output) -> String {
@@ -63,8 +73,13 @@ fn verdicts_through_the_component() {
     let input = std::fs::read(repo().join(SCENARIO)).unwrap();
     let out = clawwatch(&["run", "--policy", "testdata/policy.toml"], &input);
     assert!(out.status.success(), "{}", stderr(&out));
+    let all = all_lines(&out);
     let out = lines(&out);
     assert_eq!(out.len(), input.split(|b| *b == b'\n').count() - 1);
+    // Each incident of the scenario is one `incident` record with status open.
+    let opened: Vec<&str> = all.iter().filter(|v| v["clawwatch"]["stream"] == "incident").map(|v| v["clawwatch"]["incident"]["id"].as_str().unwrap()).collect();
+    assert!(opened.contains(&"0x8a40/egress.not_allowed/203.0.113.9:8443"), "{opened:?}");
+    assert_eq!(opened.iter().filter(|id| **id == "0x8a40/egress.not_allowed/203.0.113.9:8443").count(), 1, "three findings, one incident record");
 
     // Allowed through a prior DNS answer (FQDN rule, IP-level flow).
     let allowed = find(&out, |v| v["src_ip"] == "10.20.0.16" && v["dst_ip"] == "93.184.216.34");
@@ -183,10 +198,11 @@ fn bench_reports_both_paths_and_their_ratio() {
 fn demo_runs_the_bundled_sample_and_can_show_only_alerts() {
     let all = clawwatch(&["demo"], b"");
     assert!(all.status.success(), "{}", stderr(&all));
-    let all = lines(&all);
-    assert_eq!(all.len(), include_bytes!("../../testdata/scenario/records.ndjson").split(|b| *b == b'\n').count() - 1);
+    let all = all_lines(&all);
+    let per_input = all.iter().filter(|v| !is_emitted(v)).count();
+    assert_eq!(per_input, include_bytes!("../../testdata/scenario/records.ndjson").split(|b| *b == b'\n').count() - 1);
     let alerts = clawwatch(&["demo", "--alerts-only"], b"");
-    let alerts = lines(&alerts);
+    let alerts = all_lines(&alerts);
     let expected = all.iter().filter(|v| v["clawwatch"]["verdict"] == "alert").count();
     assert!(expected > 0);
     assert_eq!(alerts.len(), expected);
@@ -217,4 +233,32 @@ fn compiled_component_is_cached_and_another_component_can_be_loaded() {
     let failed = clawwatch(&["run", "--no-cache", "--component", bogus.to_str().unwrap()], b"{}\n");
     assert!(!failed.status.success());
     assert!(stderr(&failed).contains("not-a-component.wasm"), "{}", stderr(&failed));
+}
+
+#[test]
+fn idle_input_advances_event_time_so_silent_agents_are_noticed() {
+    // An agent spawned three hours ago with a 120 (+15) minute lifetime, then silence.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let spawn = format!(r#"{{"type":"agent.spawn","ts":{},"agent_id":"sleepy","agent_type":"data_collector_v1","ip":"10.20.0.99"}}"#, now - 3 * 3600);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
+        .args(["run", "--idle-advance-secs", "1"])
+        .current_dir(repo())
+        .env("CLAWWATCH_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{spawn}\n").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all = all_lines(&out);
+    let lifetime: Vec<&Value> = all.iter().filter(|v| v["clawwatch"]["incident"]["rule"] == "lifetime.exceeded").collect();
+    assert_eq!(lifetime.len(), 1, "{all:?}");
+    assert_eq!(lifetime[0]["clawwatch"]["agent"]["id"], "sleepy");
+    assert!(lifetime[0]["clawwatch"]["incident"]["summary"].as_str().unwrap().contains("is still alive"));
 }

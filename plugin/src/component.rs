@@ -34,17 +34,25 @@ impl GuestMonitor for MonitorResource {
         out
     }
 
+    fn advance_to(&self, now_ns: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.engine.borrow_mut().advance_to(crate::time::Timestamp(now_ns), &mut out);
+        out
+    }
+
     fn stats(&self) -> Stats {
         let s = self.engine.borrow().stats();
         Stats {
             records: s.records,
             allowed: s.allowed,
             alerts: s.alerts,
+            approved: s.approved,
             unattributed: s.unattributed,
             not_applicable: s.not_applicable,
             errors: s.errors,
             findings: s.findings,
             incidents_opened: s.incidents_opened,
+            incidents_closed: s.incidents_closed,
             evictions: s.evictions,
             agents: s.agents,
             dns_entries: s.dns_entries,

@@ -1,19 +1,31 @@
-//! The engine: one record in, the same record plus its `clawwatch` note out.
+//! The engine: one record in, the same record plus its `clawwatch` note out,
+//! followed by any incident or audit records the record (or the passage of
+//! event time it brought) produced.
 //!
 //! It owns the compiled policy and everything learnt from the records (agent
-//! registry, DNS answers, incidents) and knows nothing of WIT or I/O, so it runs
-//! the same natively, inside the component and in tests.
+//! registry, DNS answers, activity, baselines, incidents, deadlines) and knows
+//! nothing of WIT or I/O, so it runs the same natively, inside the component
+//! and in tests.
 
+use crate::activity::Activity;
 use crate::bounded::BoundedMap;
+use crate::clock::{Clock, Deadlines, Due};
 use crate::dns_map::DnsMap;
-use crate::incidents::Incidents;
-use crate::output::{AgentInfo, Note, Reported, Verdict};
-use crate::policy::{Policy, PolicyError};
+use crate::incidents::{Closing, Incidents};
+use crate::output::{AgentInfo, IncidentRecord, IncidentStatus, Note, Reported, Verdict};
+use crate::policy::{Policy, PolicyError, Profile};
 use crate::record::fields::Fields;
-use crate::record::{recognize, DnsQuery, Event, Flow, Recognized, Stream};
-use crate::registry::{Registry, Update};
-use crate::rules::{dns_foreign_resolver, egress_not_allowed, egress_unknown_agent, Finding, Subject};
+use crate::record::{recognize, DnsQuery, Event, Flow, Heartbeat, Recognized, Stream};
+use crate::registry::{Agent, Registry, Update};
+use crate::rules::rate_runaway::RateWindows;
+use crate::rules::volume_anomaly::Baselines;
+use crate::rules::{
+    approval_granted, dns_foreign_resolver, egress_not_allowed, egress_unknown_agent, heartbeat_mismatch, heartbeat_missing, lifetime_exceeded, plan_undeclared, schedule_deviation,
+    volume_anomaly, Finding, Subject,
+};
+use crate::time::Timestamp;
 use std::net::IpAddr;
+use std::rc::Rc;
 
 /// Running totals; see the WIT `stats` record for their meaning.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,11 +33,13 @@ pub struct Stats {
     pub records: u64,
     pub allowed: u64,
     pub alerts: u64,
+    pub approved: u64,
     pub unattributed: u64,
     pub not_applicable: u64,
     pub errors: u64,
     pub findings: u64,
     pub incidents_opened: u64,
+    pub incidents_closed: u64,
     pub evictions: u64,
     pub agents: u64,
     pub dns_entries: u64,
@@ -41,6 +55,13 @@ pub struct Engine {
     dns: DnsMap,
     incidents: Incidents,
     inbound: BoundedMap<InboundKey, ()>,
+    activities: BoundedMap<Rc<str>, Activity>,
+    baselines: Baselines,
+    rates: RateWindows,
+    clock: Clock,
+    deadlines: Deadlines,
+    /// Incident and audit records waiting to be written after the current record.
+    emitted: Vec<IncidentRecord>,
     stats: Stats,
 }
 
@@ -56,6 +77,12 @@ impl Engine {
             dns: DnsMap::new(m.max_dns_entries, m.dns_ttl_grace_secs),
             incidents: Incidents::new(m.max_incidents, m.incident_quiet_secs),
             inbound: BoundedMap::new(m.max_dns_entries),
+            activities: BoundedMap::new(m.max_agents),
+            baselines: Baselines::default(),
+            rates: RateWindows::new(m.max_agents.saturating_mul(4)),
+            clock: Clock::new(m.lateness_secs, m.max_clock_step_secs),
+            deadlines: Deadlines::new(m.max_agents.saturating_mul(4).saturating_add(m.max_incidents)),
+            emitted: Vec::new(),
             policy,
             stats: Stats::default(),
         }
@@ -67,16 +94,25 @@ impl Engine {
 
     pub fn stats(&self) -> Stats {
         Stats {
-            evictions: self.registry.evictions() + self.dns.evictions() + self.incidents.evictions() + self.inbound.evictions(),
+            evictions: self.registry.evictions()
+                + self.dns.evictions()
+                + self.incidents.evictions()
+                + self.inbound.evictions()
+                + self.activities.evictions()
+                + self.rates.evictions()
+                + self.deadlines.forced,
             agents: self.registry.len() as u64,
             dns_entries: self.dns.len() as u64,
             incidents_opened: self.incidents.opened(),
+            incidents_closed: self.incidents.closed(),
             ..self.stats.clone()
         }
     }
 
-    /// Processes NDJSON: one output line (ending in `\n`) per input line, in
-    /// order. A final line without `\n` counts; a trailing `\n` adds no line.
+    /// Processes NDJSON: one output line per input line, in order, each
+    /// followed by the incident/audit records it produced (their
+    /// `clawwatch.stream` says so). A final line without `\n` counts; a
+    /// trailing `\n` adds no line.
     pub fn process_ndjson(&mut self, batch: &[u8], out: &mut Vec<u8>) {
         out.reserve(batch.len() + batch.len() / 2);
         let mut rest = batch;
@@ -87,21 +123,42 @@ impl Engine {
             };
             self.process_record(line, out);
             out.push(b'\n');
+            self.write_emitted(out);
             rest = next;
         }
     }
 
     /// Processes one record, writing the enriched record (no trailing newline).
+    /// Incident and audit records it produced wait for [`Engine::write_emitted`].
     pub fn process_record(&mut self, record: &[u8], out: &mut Vec<u8>) {
-        let note = self.judge_and_write(record, out);
+        let verdict = self.judge_and_write(record, out);
         self.stats.records += 1;
-        match note {
+        match verdict {
             Verdict::Allow => self.stats.allowed += 1,
             Verdict::Alert => self.stats.alerts += 1,
+            Verdict::Approved => self.stats.approved += 1,
             Verdict::Unattributed => self.stats.unattributed += 1,
             Verdict::NotApplicable => self.stats.not_applicable += 1,
             Verdict::Error => self.stats.errors += 1,
         }
+        self.run_due();
+    }
+
+    /// Writes (and forgets) the incident/audit records produced so far, one per line.
+    pub fn write_emitted(&mut self, out: &mut Vec<u8>) {
+        for record in self.emitted.drain(..) {
+            record.write(out);
+            out.push(b'\n');
+        }
+    }
+
+    /// Moves event time to `t` when input is idle, so time-driven checks
+    /// (silent agents past their lifetime, missing heartbeats, closing
+    /// incidents) still fire; writes what they produce as NDJSON.
+    pub fn advance_to(&mut self, t: Timestamp, out: &mut Vec<u8>) {
+        self.clock.advance_to(t);
+        self.run_due();
+        self.write_emitted(out);
     }
 
     fn judge_and_write(&mut self, record: &[u8], out: &mut Vec<u8>) -> Verdict {
@@ -146,33 +203,68 @@ impl Engine {
     /// The note for one decoded event, updating state on the way.
     pub fn judge(&mut self, event: Event) -> Note {
         let ts = event.ts();
-        let mut note = match event {
+        self.clock.observe(ts);
+        let (mut note, findings) = match event {
             Event::Spawn(s) => {
                 self.registry.spawn(&s);
                 let mut note = Note::new(Stream::Control, Verdict::Allow);
                 if let Some(agent) = self.registry.agent(&s.agent_id) {
-                    if self.policy.profile(&agent.profile, agent.deployment.as_deref()).is_none() {
+                    let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
+                    if profile.is_none() {
                         note.note = Some(format!("profile \"{}\" is not in the policy: this agent is allowed no traffic", agent.profile));
                     }
+                    if let Some(deadline) = lifetime_exceeded::deadline(agent, profile) {
+                        self.deadlines.schedule(deadline, Due::Lifetime(agent.id.clone()));
+                    }
+                    let mut activity = Activity::default();
+                    if let Some(overdue) = heartbeat_missing::overdue_at(profile, agent.spawned, None) {
+                        activity.heartbeat_overdue = Some(overdue);
+                        self.deadlines.schedule(overdue, Due::Heartbeat(agent.id.clone()));
+                    }
+                    self.activities.insert(agent.id.clone(), activity);
                     note.agent = Some(AgentInfo::from(agent));
                 }
-                note
+                (note, Vec::new())
             }
             Event::Terminate(t) => {
                 let update = self.registry.terminate(&t);
-                self.control_note(&t.agent_id, update)
+                (self.control_note(&t.agent_id, update), Vec::new())
             }
             Event::PolicyChange(c) => {
                 let update = self.registry.change_policy(&c);
-                self.control_note(&c.agent_id, update)
+                if let Some(agent) = self.registry.agent(&c.agent_id) {
+                    let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
+                    if let Some(deadline) = lifetime_exceeded::deadline(agent, profile) {
+                        self.deadlines.schedule(deadline, Due::Lifetime(agent.id.clone()));
+                    }
+                }
+                (self.control_note(&c.agent_id, update), Vec::new())
             }
+            Event::Plan(plan) => {
+                let update = if self.registry.agent(&plan.agent_id).is_some() { Update::Applied } else { Update::UnknownAgent };
+                if let Some(activity) = self.activities.get_mut(plan.agent_id.as_str()) {
+                    activity.plan = Some(plan.actions);
+                }
+                (self.control_note(&plan.agent_id, update), Vec::new())
+            }
+            Event::Grant(grant) => {
+                let update = if self.registry.agent(&grant.agent_id).is_some() { Update::Applied } else { Update::UnknownAgent };
+                let agent_id = grant.agent_id.clone();
+                if let Some(activity) = self.activities.get_mut(agent_id.as_str()) {
+                    activity.add_grant(grant);
+                }
+                (self.control_note(&agent_id, update), Vec::new())
+            }
+            Event::Heartbeat(hb) => self.judge_heartbeat(hb),
             Event::Flow(flow) => self.judge_flow(&flow),
             Event::Dns(query) => self.judge_dns(&query),
         };
         note.ts = Some(ts);
-        if !note.findings.is_empty() {
+        note.findings = self.report(findings, note.agent.as_ref(), ts);
+        if note.findings.iter().any(|r| r.finding.alerting) {
             note.verdict = Verdict::Alert;
-            self.stats.findings += note.findings.len() as u64;
+        } else if note.findings.iter().any(|r| r.finding.rule.id == approval_granted::RULE.id) {
+            note.verdict = Verdict::Approved;
         }
         note
     }
@@ -192,20 +284,87 @@ impl Engine {
         }
     }
 
-    fn judge_flow(&mut self, flow: &Flow) -> Note {
+    fn judge_heartbeat(&mut self, hb: Heartbeat) -> (Note, Vec<Finding>) {
+        let Some(agent) = self.registry.agent(&hb.agent_id) else {
+            return (self.control_note(&hb.agent_id, Update::UnknownAgent), Vec::new());
+        };
+        let mut note = Note::new(Stream::Heartbeat, Verdict::Allow);
+        note.agent = Some(AgentInfo::from(agent));
+        let id = agent.id.clone();
+        let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
+        let overdue = heartbeat_missing::overdue_at(profile, hb.window_end, Some(hb.window_end.0 - hb.window_start.0));
+        let activity = self.activities.get_or_insert_with(id.clone(), Activity::default);
+        if activity.last_heartbeat_end.is_none_or(|last| hb.window_end > last) {
+            activity.last_heartbeat_end = Some(hb.window_end);
+            activity.heartbeat_overdue = overdue;
+            if let Some(at) = overdue {
+                self.deadlines.schedule(at, Due::Heartbeat(id.clone()));
+            }
+        }
+        let window_end = hb.window_end;
+        if !activity.queue_heartbeat(hb) {
+            note.note = Some("too many heartbeats waiting for their flows; the oldest was dropped unchecked".into());
+        }
+        self.deadlines.schedule(window_end, Due::HeartbeatWindow(id));
+        (note, Vec::new())
+    }
+
+    fn judge_flow(&mut self, flow: &Flow) -> (Note, Vec<Finding>) {
         let mut note = Note::new(Stream::Flow, Verdict::Unattributed);
         let mut findings: Vec<Finding> = Vec::new();
+        let monitor = &self.policy.monitor;
         if let Some(agent) = self.registry.agent_at(flow.src, flow.ts) {
             note.agent = Some(AgentInfo::from(agent));
             note.verdict = Verdict::Allow;
             if self.inbound.peek(&(flow.src, flow.src_port, flow.dst, flow.dst_port)).is_some() {
                 note.direction = Some("return");
-            } else {
-                note.direction = Some("outbound");
-                let names = self.dns.names_at(flow.src, flow.dst, flow.ts);
-                let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
-                findings.extend(egress_not_allowed::check(flow, agent, profile, &names));
-                findings.extend(dns_foreign_resolver::check_flow(flow, &Subject::Agent(agent), &self.policy.monitor));
+                return (note, findings);
+            }
+            note.direction = Some("outbound");
+            let names = self.dns.names_at(flow.src, flow.dst, flow.ts);
+            let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
+            let activity = self.activities.get_or_insert_with(agent.id.clone(), Activity::default);
+            // DNS to a corporate resolver is infrastructure: never an action, never volume.
+            let corp_dns = flow.dst_port == 53 && monitor.is_corp_resolver(flow.dst);
+
+            let mut not_allowed = egress_not_allowed::check(flow, agent, profile, &names);
+            let mut undeclared = None;
+            if let (Some(plan), false) = (&activity.plan, corp_dns) {
+                let covering = plan_undeclared::covering(plan, flow, &names);
+                if covering.is_empty() {
+                    undeclared = plan_undeclared::check(agent, plan, flow, &names);
+                } else {
+                    let variance = profile.map_or(0, Profile::variance_secs);
+                    findings.extend(schedule_deviation::check(agent, &covering, flow, variance, &names));
+                }
+            }
+            if not_allowed.is_some() || undeclared.is_some() {
+                if let Some(approval) = approval_granted::find(&self.policy.approvals, &activity.grants, flow, &names) {
+                    let unplanned = match (&not_allowed, &undeclared) {
+                        (Some(_), Some(_)) => "outside allowed_outbound and its plan",
+                        (Some(_), None) => "outside allowed_outbound",
+                        _ => "outside its plan",
+                    };
+                    findings.push(approval_granted::finding(agent, flow, &names, &approval, unplanned));
+                    (not_allowed, undeclared) = (None, None);
+                }
+            }
+            findings.extend(not_allowed);
+            findings.extend(undeclared);
+            findings.extend(dns_foreign_resolver::check_flow(flow, &Subject::Agent(agent), monitor));
+            let what = format!("connected to {}/{}", crate::rules::endpoint(names.first().copied().unwrap_or(&flow.dst.to_string()), flow.dst_port), flow.proto);
+            findings.extend(lifetime_exceeded::check_activity(agent, profile, flow.ts, &what));
+
+            activity.observe(flow.ts, flow.dst, flow.dst_port, flow.proto, names.first().copied());
+            if !corp_dns {
+                let (hour, completed) = activity.volume.add(flow.ts, flow.bytes);
+                if let Some(profile) = profile {
+                    if let Some(done) = completed {
+                        self.baselines.learn(profile, done, monitor.baseline_max_drift);
+                    }
+                    findings.extend(volume_anomaly::check(agent, profile, &self.baselines, hour));
+                    findings.extend(self.rates.check(agent, profile, flow, names.first().copied()));
+                }
             }
         } else if let Some(agent) = self.registry.agent_at(flow.dst, flow.ts) {
             // Inbound or return traffic: attributed, never judged against allowed_outbound.
@@ -215,41 +374,121 @@ impl Engine {
             self.inbound.insert((flow.dst, flow.dst_port, flow.src, flow.src_port), ());
         } else {
             let what = egress_unknown_agent::describe_flow(flow.dst, flow.dst_port, flow.proto);
-            findings.extend(egress_unknown_agent::check(flow.src, &self.policy.monitor, &what));
-            if self.policy.monitor.in_agent_subnet(flow.src) {
-                findings.extend(dns_foreign_resolver::check_flow(flow, &Subject::Address(flow.src), &self.policy.monitor));
+            findings.extend(egress_unknown_agent::check(flow.src, monitor, &what));
+            if monitor.in_agent_subnet(flow.src) {
+                findings.extend(dns_foreign_resolver::check_flow(flow, &Subject::Address(flow.src), monitor));
             }
         }
-        note.findings = self.report(findings, flow.ts);
-        note
+        (note, findings)
     }
 
-    fn judge_dns(&mut self, query: &DnsQuery) -> Note {
+    fn judge_dns(&mut self, query: &DnsQuery) -> (Note, Vec<Finding>) {
         self.dns.learn(query);
         let mut note = Note::new(Stream::Dns, Verdict::Unattributed);
         let mut findings: Vec<Finding> = Vec::new();
+        let monitor = &self.policy.monitor;
         if let Some(agent) = self.registry.agent_at(query.client, query.ts) {
             note.agent = Some(AgentInfo::from(agent));
             note.verdict = Verdict::Allow;
-            findings.extend(dns_foreign_resolver::check_query(&query.qname, query.resolver, &Subject::Agent(agent), &self.policy.monitor));
+            let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
+            findings.extend(dns_foreign_resolver::check_query(&query.qname, query.resolver, &Subject::Agent(agent), monitor));
+            findings.extend(lifetime_exceeded::check_activity(agent, profile, query.ts, &format!("resolved {}", query.qname)));
         } else {
-            findings.extend(egress_unknown_agent::check(query.client, &self.policy.monitor, &format!("resolved {}", query.qname)));
-            if self.policy.monitor.in_agent_subnet(query.client) {
-                findings.extend(dns_foreign_resolver::check_query(&query.qname, query.resolver, &Subject::Address(query.client), &self.policy.monitor));
+            findings.extend(egress_unknown_agent::check(query.client, monitor, &format!("resolved {}", query.qname)));
+            if monitor.in_agent_subnet(query.client) {
+                findings.extend(dns_foreign_resolver::check_query(&query.qname, query.resolver, &Subject::Address(query.client), monitor));
             }
         }
-        note.findings = self.report(findings, query.ts);
-        note
+        (note, findings)
     }
 
-    fn report(&mut self, findings: Vec<Finding>, ts: crate::time::Timestamp) -> Vec<Reported> {
+    /// Files findings into incidents; new incidents (and approvals) also
+    /// become records of their own.
+    fn report(&mut self, findings: Vec<Finding>, agent: Option<&AgentInfo>, ts: Timestamp) -> Vec<Reported> {
+        self.stats.findings += findings.len() as u64;
         findings
             .into_iter()
             .map(|finding| {
-                let occurrence = self.incidents.observe(&finding.incident, ts);
+                let (occurrence, opened) = self.incidents.observe(&finding, agent, ts);
+                if let Some(incident) = opened {
+                    if let Some(at) = self.incidents.quiet_at(&incident.id) {
+                        self.deadlines.schedule(at, Due::IncidentQuiet(incident.id.clone()));
+                    }
+                    if incident.alerting || incident.rule.id == approval_granted::RULE.id {
+                        self.emitted.push(IncidentRecord { incident, status: IncidentStatus::Open, ts });
+                    }
+                }
                 Reported { finding, new: occurrence.new, count: occurrence.count }
             })
             .collect()
+    }
+
+    /// Handles every deadline the watermark has passed.
+    fn run_due(&mut self) {
+        let Some(watermark) = self.clock.watermark() else { return };
+        while let Some((at, due)) = self.deadlines.pop_due(watermark) {
+            match due {
+                Due::Lifetime(id) => self.lifetime_due(&id, at, watermark),
+                Due::Heartbeat(id) => self.heartbeat_due(&id, at),
+                Due::HeartbeatWindow(id) => self.heartbeat_window_due(&id, watermark),
+                Due::IncidentQuiet(id) => match self.incidents.close_if_quiet(&id, watermark) {
+                    Closing::Closed(incident) => {
+                        if incident.alerting {
+                            let ts = self.incidents_quiet_end(&incident);
+                            self.emitted.push(IncidentRecord { incident, status: IncidentStatus::Closed, ts });
+                        }
+                    }
+                    Closing::NotBefore(next) => self.deadlines.schedule(next, Due::IncidentQuiet(id)),
+                    Closing::Gone => {}
+                },
+            }
+        }
+    }
+
+    fn incidents_quiet_end(&self, incident: &crate::incidents::Incident) -> Timestamp {
+        incident.last_seen.plus_secs(self.policy.monitor.incident_quiet_secs)
+    }
+
+    fn agent_and_profile(&mut self, id: &str) -> Option<(Agent, Option<Profile>)> {
+        let agent = self.registry.agent(id)?.clone();
+        let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref()).cloned();
+        Some((agent, profile))
+    }
+
+    fn lifetime_due(&mut self, id: &str, at: Timestamp, watermark: Timestamp) {
+        let Some((agent, profile)) = self.agent_and_profile(id) else { return };
+        let Some(deadline) = lifetime_exceeded::deadline(&agent, profile.as_ref()) else { return };
+        if deadline != at {
+            return; // superseded: an extension scheduled the new deadline
+        }
+        if let Some(finding) = lifetime_exceeded::check_silent(&agent, profile.as_ref(), watermark) {
+            self.report(vec![finding], Some(&AgentInfo::from(&agent)), deadline);
+        }
+    }
+
+    fn heartbeat_due(&mut self, id: &str, at: Timestamp) {
+        let Some(activity) = self.activities.peek_mut(id) else { return };
+        if activity.heartbeat_overdue != Some(at) {
+            return; // superseded by a later heartbeat
+        }
+        activity.heartbeat_overdue = None;
+        let last = activity.last_heartbeat_end;
+        let Some((agent, _)) = self.agent_and_profile(id) else { return };
+        if let Some(finding) = heartbeat_missing::check(&agent, last, at) {
+            self.report(vec![finding], Some(&AgentInfo::from(&agent)), at);
+        }
+    }
+
+    fn heartbeat_window_due(&mut self, id: &str, watermark: Timestamp) {
+        let Some((agent, _)) = self.agent_and_profile(id) else { return };
+        let Some(activity) = self.activities.peek_mut(id) else { return };
+        let (ready, waiting): (Vec<Heartbeat>, Vec<Heartbeat>) = std::mem::take(&mut activity.pending_heartbeats).into_iter().partition(|hb| hb.window_end <= watermark);
+        activity.pending_heartbeats = waiting;
+        let activity = activity.clone();
+        for hb in ready {
+            let findings = heartbeat_mismatch::check(&agent, &hb, &activity, &self.policy.monitor);
+            self.report(findings, Some(&AgentInfo::from(&agent)), hb.window_end);
+        }
     }
 }
 

@@ -1,13 +1,27 @@
-//! Findings grouped into incidents, so a retry loop of ten thousand requests is
-//! one alert with a count, not ten thousand alerts.
+//! Findings grouped into incidents by (agent, rule, destination), so a retry
+//! loop of ten thousand requests is one alert with a count, not ten thousand.
+//! An incident quiet for the quiet period closes; the next finding opens a
+//! new one.
 
 use crate::bounded::BoundedMap;
+use crate::output::AgentInfo;
+use crate::rules::{Finding, RuleInfo, Severity};
 use crate::time::Timestamp;
+use std::rc::Rc;
 
-#[derive(Debug, Clone)]
-struct Incident {
-    last_seen: Timestamp,
-    count: u64,
+/// An incident as its records report it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incident {
+    pub id: Rc<str>,
+    pub rule: &'static RuleInfo,
+    pub severity: Severity,
+    pub alerting: bool,
+    pub agent: Option<AgentInfo>,
+    /// The first finding's summary.
+    pub summary: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub count: u64,
 }
 
 /// What happened to an incident when a finding arrived.
@@ -19,38 +33,79 @@ pub struct Occurrence {
     pub count: u64,
 }
 
+/// What a quiet-period check found.
+#[derive(Debug, PartialEq)]
+pub enum Closing {
+    Closed(Incident),
+    /// Still active: check again then.
+    NotBefore(Timestamp),
+    /// Already closed, or forgotten under the cap.
+    Gone,
+}
+
 pub struct Incidents {
-    open: BoundedMap<String, Incident>,
+    open: BoundedMap<Rc<str>, Incident>,
     quiet_nanos: i64,
     opened: u64,
+    closed: u64,
 }
 
 impl Incidents {
     pub fn new(max_incidents: usize, quiet_secs: i64) -> Incidents {
-        Incidents { open: BoundedMap::new(max_incidents), quiet_nanos: quiet_secs.saturating_mul(crate::time::NANOS_PER_SEC), opened: 0 }
+        Incidents { open: BoundedMap::new(max_incidents), quiet_nanos: quiet_secs.saturating_mul(crate::time::NANOS_PER_SEC), opened: 0, closed: 0 }
     }
 
-    /// Records a finding for incident `id` at event time `t`. An incident quiet
-    /// for longer than the quiet period is closed and a new one opened.
-    pub fn observe(&mut self, id: &str, t: Timestamp) -> Occurrence {
-        if let Some(incident) = self.open.get_mut(id) {
+    /// Records `finding` at event time `t`; on a new incident also returns it.
+    pub fn observe(&mut self, finding: &Finding, agent: Option<&AgentInfo>, t: Timestamp) -> (Occurrence, Option<Incident>) {
+        if let Some(incident) = self.open.get_mut(finding.incident.as_str()) {
             if t.0.saturating_sub(incident.last_seen.0) <= self.quiet_nanos {
                 incident.count += 1;
                 // Late records must not move the incident back in time.
                 incident.last_seen = incident.last_seen.max(t);
-                return Occurrence { new: false, count: incident.count };
+                incident.first_seen = incident.first_seen.min(t);
+                return (Occurrence { new: false, count: incident.count }, None);
             }
-            incident.last_seen = t;
-            incident.count = 1;
-        } else {
-            self.open.insert(id.to_string(), Incident { last_seen: t, count: 1 });
+            self.closed += 1;
         }
+        let incident = Incident {
+            id: Rc::from(finding.incident.as_str()),
+            rule: finding.rule,
+            severity: finding.severity,
+            alerting: finding.alerting,
+            agent: agent.cloned(),
+            summary: finding.summary.clone(),
+            first_seen: t,
+            last_seen: t,
+            count: 1,
+        };
+        self.open.insert(incident.id.clone(), incident.clone());
         self.opened += 1;
-        Occurrence { new: true, count: 1 }
+        (Occurrence { new: true, count: 1 }, Some(incident))
+    }
+
+    /// When an incident's quiet period would end, if it is open.
+    pub fn quiet_at(&self, id: &str) -> Option<Timestamp> {
+        self.open.peek(id).map(|i| Timestamp(i.last_seen.0.saturating_add(self.quiet_nanos)))
+    }
+
+    /// Closes the incident if it has been quiet up to `watermark`.
+    pub fn close_if_quiet(&mut self, id: &str, watermark: Timestamp) -> Closing {
+        match self.quiet_at(id) {
+            None => Closing::Gone,
+            Some(at) if at > watermark => Closing::NotBefore(at),
+            Some(_) => {
+                self.closed += 1;
+                self.open.remove(id).map_or(Closing::Gone, Closing::Closed)
+            }
+        }
     }
 
     pub fn opened(&self) -> u64 {
         self.opened
+    }
+
+    pub fn closed(&self) -> u64 {
+        self.closed
     }
 
     pub fn evictions(&self) -> u64 {
@@ -61,19 +116,37 @@ impl Incidents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::egress_not_allowed::RULE;
 
     fn t(minutes: i64) -> Timestamp {
         Timestamp::from_secs(1_795_530_600 + minutes * 60)
     }
 
+    fn finding(id: &str) -> Finding {
+        Finding { rule: &RULE, severity: Severity::High, alerting: true, incident: id.into(), summary: "s".into() }
+    }
+
     #[test]
     fn repeats_count_and_quiet_period_reopens() {
         let mut i = Incidents::new(16, 3600);
-        assert_eq!(i.observe("a/r/x", t(0)), Occurrence { new: true, count: 1 });
-        assert_eq!(i.observe("a/r/x", t(30)), Occurrence { new: false, count: 2 });
-        assert_eq!(i.observe("a/r/x", t(5)), Occurrence { new: false, count: 3 }, "late record joins");
-        assert_eq!(i.observe("a/r/y", t(31)), Occurrence { new: true, count: 1 });
-        assert_eq!(i.observe("a/r/x", t(91)), Occurrence { new: true, count: 1 }, "quiet for 61 minutes");
+        assert_eq!(i.observe(&finding("a/r/x"), None, t(0)).0, Occurrence { new: true, count: 1 });
+        assert_eq!(i.observe(&finding("a/r/x"), None, t(30)).0, Occurrence { new: false, count: 2 });
+        assert_eq!(i.observe(&finding("a/r/x"), None, t(5)).0, Occurrence { new: false, count: 3 }, "late record joins");
+        assert_eq!(i.observe(&finding("a/r/y"), None, t(31)).0, Occurrence { new: true, count: 1 });
+        assert_eq!(i.observe(&finding("a/r/x"), None, t(91)).0, Occurrence { new: true, count: 1 }, "quiet for 61 minutes");
         assert_eq!(i.opened(), 3);
+    }
+
+    #[test]
+    fn closes_only_after_the_quiet_period() {
+        let mut i = Incidents::new(16, 3600);
+        i.observe(&finding("a/r/x"), None, t(0));
+        i.observe(&finding("a/r/x"), None, t(10));
+        assert_eq!(i.close_if_quiet("a/r/x", t(60)), Closing::NotBefore(t(70)));
+        match i.close_if_quiet("a/r/x", t(70)) {
+            Closing::Closed(inc) => assert_eq!((inc.count, inc.first_seen, inc.last_seen), (2, t(0), t(10))),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(i.close_if_quiet("a/r/x", t(80)), Closing::Gone);
     }
 }

@@ -5,10 +5,12 @@
 //! (native tests, the host's benchmark) and, through [`component`], the
 //! WebAssembly component the `clawwatch` host loads.
 
+mod activity;
 pub mod bounded;
+mod clock;
 mod dns_map;
 mod engine;
-mod incidents;
+pub mod incidents;
 pub mod output;
 pub mod policy;
 pub mod record;

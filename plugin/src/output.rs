@@ -14,6 +14,8 @@ use std::rc::Rc;
 pub enum Verdict {
     Allow,
     Alert,
+    /// Unplanned, but approved by the allow-list or a grant: an audit event.
+    Approved,
     Unattributed,
     NotApplicable,
     Error,
@@ -24,6 +26,7 @@ impl Verdict {
         match self {
             Verdict::Allow => "allow",
             Verdict::Alert => "alert",
+            Verdict::Approved => "approved",
             Verdict::Unattributed => "unattributed",
             Verdict::NotApplicable => "not_applicable",
             Verdict::Error => "error",
@@ -115,13 +118,16 @@ impl Note {
                 out.extend_from_slice(b"{\"rule\":\"");
                 out.extend_from_slice(r.finding.rule.id.as_bytes());
                 out.extend_from_slice(b"\",\"severity\":\"");
-                out.extend_from_slice(r.finding.rule.severity.as_str().as_bytes());
+                out.extend_from_slice(r.finding.severity.as_str().as_bytes());
                 out.extend_from_slice(b"\",\"incident\":");
                 write_str(out, &r.finding.incident);
                 out.extend_from_slice(if r.new { b",\"new\":true,\"count\":" } else { b",\"new\":false,\"count\":" });
                 write_u64(out, r.count);
                 out.extend_from_slice(b",\"summary\":");
                 write_str(out, &r.finding.summary);
+                if !r.finding.alerting {
+                    out.extend_from_slice(b",\"alerting\":false");
+                }
                 out.push(b'}');
             }
             out.push(b']');
@@ -197,6 +203,66 @@ fn write_u64(out: &mut Vec<u8>, mut v: u64) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+/// Whether an incident record reports an opening or a closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentStatus {
+    Open,
+    Closed,
+}
+
+/// A record of its own about an incident (stream `incident`) or an approval
+/// (stream `audit`), for carriers that allow more records out than in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentRecord {
+    pub incident: crate::incidents::Incident,
+    pub status: IncidentStatus,
+    /// Event time of the opening finding, or of the end of the quiet period.
+    pub ts: Timestamp,
+}
+
+impl IncidentRecord {
+    /// Audit records are approvals; everything else is an incident.
+    pub fn stream(&self) -> Stream {
+        if self.incident.rule.id == crate::rules::approval_granted::RULE.id { Stream::Audit } else { Stream::Incident }
+    }
+
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let i = &self.incident;
+        let verdict = match self.stream() {
+            Stream::Audit => Verdict::Approved,
+            _ if i.alerting => Verdict::Alert,
+            _ => Verdict::Allow,
+        };
+        let mut note = Note::new(self.stream(), verdict);
+        note.ts = Some(self.ts);
+        note.agent = i.agent.clone();
+        let mut member = Vec::with_capacity(512);
+        note.write_member(&mut member);
+        member.pop(); // reopen the clawwatch object to add the incident
+        member.extend_from_slice(b",\"incident\":{\"id\":");
+        write_str(&mut member, &i.id);
+        member.extend_from_slice(b",\"rule\":\"");
+        member.extend_from_slice(i.rule.id.as_bytes());
+        member.extend_from_slice(b"\",\"severity\":\"");
+        member.extend_from_slice(i.severity.as_str().as_bytes());
+        member.extend_from_slice(match self.status {
+            IncidentStatus::Open => b"\",\"status\":\"open\",\"count\":".as_slice(),
+            IncidentStatus::Closed => b"\",\"status\":\"closed\",\"count\":".as_slice(),
+        });
+        write_u64(&mut member, i.count);
+        member.extend_from_slice(b",\"first_seen\":\"");
+        i.first_seen.write_rfc3339_bytes(&mut member);
+        member.extend_from_slice(b"\",\"last_seen\":\"");
+        i.last_seen.write_rfc3339_bytes(&mut member);
+        member.extend_from_slice(b"\",\"summary\":");
+        write_str(&mut member, &i.summary);
+        member.extend_from_slice(b"}}");
+        out.push(b'{');
+        out.extend_from_slice(&member);
+        out.push(b'}');
+    }
 }
 
 /// A JSON string literal. Most strings need no escaping: copy them whole.

@@ -48,7 +48,7 @@ def dns(minutes, client, qname, answers, resolver="10.0.0.53", qtype="A"):
           "answers": [{"data": a, "ttl": 3600} for a in answers]})
 
 
-collectors = [("0x8a3f", "10.20.0.15"), ("0x8a40", "10.20.0.16"), ("0x8a41", "10.20.0.17")]
+collectors = [("0x8a3f", "10.20.0.15"), ("0x8a40", "10.20.0.16"), ("0x8a41", "10.20.0.17"), ("0x8a42", "10.20.0.18"), ("0x8a43", "10.20.0.19")]
 researchers = [("r-0001", "10.20.1.10", "staging"), ("r-0002", "10.20.1.11", "continuous")]
 
 for agent_id, ip in collectors:

@@ -1,6 +1,7 @@
 //! Engine tests over NDJSON, as a pipeline feeds it.
 
 use super::*;
+use crate::time::Timestamp;
 use serde_json::Value;
 
 const POLICY: &str = r#"
@@ -16,11 +17,21 @@ allowed_outbound = [
 ]
 "#;
 
-fn run(engine: &mut Engine, input: &str) -> Vec<Value> {
+/// Every output line, emitted incident/audit records included.
+fn run_all(engine: &mut Engine, input: &str) -> Vec<Value> {
     let mut out = Vec::new();
     engine.process_ndjson(input.as_bytes(), &mut out);
     let text = String::from_utf8(out).unwrap();
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+fn is_emitted(v: &Value) -> bool {
+    matches!(v["clawwatch"]["stream"].as_str(), Some("incident" | "audit"))
+}
+
+/// The output lines that stand for input lines, in order.
+fn run(engine: &mut Engine, input: &str) -> Vec<Value> {
+    run_all(engine, input).into_iter().filter(|v| !is_emitted(v)).collect()
 }
 
 const SPAWN: &str = r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","agent_type":"data_collector_v1","deployment":"staging","ip":"10.20.0.15"}"#;
@@ -111,6 +122,7 @@ fn one_line_out_per_line_in_whatever_the_input() {
     let mut out = Vec::new();
     e.process_ndjson(&input, &mut out);
     let lines: Vec<Value> = out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    assert!(lines.iter().all(|l| !is_emitted(l)), "garbage opens no incident");
     assert_eq!(lines.len(), 10);
     assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 10);
     let verdicts: Vec<&str> = lines.iter().map(|v| v["clawwatch"]["verdict"].as_str().unwrap()).collect();
@@ -153,4 +165,195 @@ fn replays_are_byte_identical() {
         out
     };
     assert_eq!(once(&input), once(&input));
+}
+
+const DAY_POLICY: &str = r#"
+[monitor]
+agent_subnets = ["10.20.0.0/16"]
+corp_resolvers = ["10.0.0.53"]
+lateness_minutes = 5
+incident_quiet_minutes = 30
+
+[approvals]
+allow = [{ protocol = "TCP", port = 443, destination = "pypi.org" }]
+
+[agent_profile."data_collector_v1"]
+expected_lifetime_minutes = 120
+allowed_time_variance_minutes = 15
+baseline_connections_per_hour = 12
+volume_anomaly_threshold_multiplier = 5.0
+max_requests_per_minute = 30
+heartbeat_interval_minutes = 15
+allowed_outbound = [
+{ protocol = "TCP", port = 443, destination = "api.internal.example.net" },
+{ protocol = "TCP", port = 443, destination = "api.weather.example" },
+{ protocol = "UDP", port = 53, destination = "10.0.0.53" },
+]
+"#;
+
+fn at(minutes: f64) -> String {
+    crate::time::Timestamp(1_795_530_600_000_000_000 + (minutes * 60e9) as i64).to_rfc3339()
+}
+
+fn flow_at(minutes: f64, dst: &str, port: u16) -> String {
+    flow(&at(minutes), "10.20.0.15", dst, port, "TCP")
+}
+
+fn dns_at(minutes: f64, name: &str, ip: &str) -> String {
+    format!(r#"{{"type":"dns","ts":"{}","client_ip":"10.20.0.15","resolver_ip":"10.0.0.53","qname":"{name}","qtype":"A","answers":[{{"data":"{ip}","ttl":86400}}]}}"#, at(minutes))
+}
+
+fn emitted<'v>(all: &'v [Value], rule: &str) -> Vec<&'v Value> {
+    all.iter().filter(|v| is_emitted(v) && v["clawwatch"]["incident"]["rule"] == rule).collect()
+}
+
+#[test]
+fn a_new_incident_is_emitted_once_and_closes_after_the_quiet_period() {
+    let mut e = Engine::new(DAY_POLICY).unwrap();
+    let mut input = vec![SPAWN.to_string()];
+    for m in 0..5 {
+        input.push(flow_at(1.0 + m as f64, "203.0.113.9", 8443));
+    }
+    // Time passes (a DNS query far later): the incident has been quiet for 30 minutes.
+    input.push(dns_at(50.0, "api.internal.example.net", "93.184.216.34"));
+    let all = run_all(&mut e, &input.join("\n"));
+    let records = emitted(&all, "egress.not_allowed");
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0]["clawwatch"]["incident"]["status"], "open");
+    assert_eq!(records[0]["clawwatch"]["verdict"], "alert");
+    assert_eq!(records[1]["clawwatch"]["incident"]["status"], "closed");
+    assert_eq!(records[1]["clawwatch"]["incident"]["count"], 5);
+    assert_eq!(e.stats().incidents_closed, 1);
+}
+
+#[test]
+fn approvals_turn_unplanned_calls_into_one_audit_record_and_expired_grants_do_not() {
+    let mut e = Engine::new(DAY_POLICY).unwrap();
+    let grant = format!(r#"{{"type":"approval.grant","ts":"{}","agent_id":"0x8a3f","dest":"files.pythonhosted.org","port":443,"expires":"{}","approver":"oncall@example.com","reason":"install requests"}}"#, at(1.0), at(10.0));
+    let input = [
+        SPAWN.to_string(),
+        dns_at(0.5, "pypi.org", "151.101.0.223"),
+        flow_at(1.0, "151.101.0.223", 443),
+        flow_at(1.1, "151.101.0.223", 443),
+        grant,
+        dns_at(2.0, "files.pythonhosted.org", "151.101.64.223"),
+        flow_at(2.1, "151.101.64.223", 443),
+        flow_at(11.0, "151.101.64.223", 443),
+    ];
+    let all = run_all(&mut e, &input.join("\n"));
+    let lines: Vec<&Value> = all.iter().filter(|v| !is_emitted(v)).collect();
+    assert_eq!(lines[2]["clawwatch"]["verdict"], "approved");
+    assert_eq!(rules(lines[2]), ["approval.granted"]);
+    assert_eq!(lines[3]["clawwatch"]["verdict"], "approved");
+    assert_eq!(lines[6]["clawwatch"]["verdict"], "approved");
+    assert!(lines[6]["clawwatch"]["findings"][0]["summary"].as_str().unwrap().contains("oncall@example.com"));
+    assert_eq!(lines[7]["clawwatch"]["verdict"], "alert", "the grant expired at minute 10");
+    assert_eq!(rules(lines[7]), ["egress.not_allowed"]);
+    let audits: Vec<&Value> = all.iter().filter(|v| v["clawwatch"]["stream"] == "audit").collect();
+    assert_eq!(audits.len(), 2, "one audit record per approved destination, not per call");
+    assert_eq!(audits[0]["clawwatch"]["verdict"], "approved");
+}
+
+#[test]
+fn plans_flag_undeclared_calls_and_off_schedule_ones() {
+    let mut e = Engine::new(DAY_POLICY).unwrap();
+    let plan = format!(
+        r#"{{"type":"agent.plan","ts":"{}","agent_id":"0x8a3f","actions":[{{"id":"a1","dest":"api.weather.example","port":443,"proto":"tcp","not_before":"{}","not_after":"{}","every_minutes":60}}]}}"#,
+        at(0.0),
+        at(0.0),
+        at(300.0)
+    );
+    let input = [
+        SPAWN.to_string(),
+        plan,
+        dns_at(0.2, "api.weather.example", "203.0.113.80"),
+        dns_at(0.2, "api.internal.example.net", "93.184.216.34"),
+        flow_at(0.5, "203.0.113.80", 443),
+        flow_at(1.0, "93.184.216.34", 443),
+        flow_at(30.0, "203.0.113.80", 443),
+        flow(&at(31.0), "10.20.0.15", "10.0.0.53", 53, "UDP"),
+    ];
+    let out = run(&mut e, &input.join("\n"));
+    assert_eq!(out[4]["clawwatch"]["verdict"], "allow", "on schedule");
+    assert_eq!(rules(&out[5]), ["plan.undeclared"], "allowed by policy but not in the plan");
+    assert_eq!(rules(&out[6]), ["schedule.deviation"], "half an hour off the hourly slot");
+    assert_eq!(out[7]["clawwatch"]["verdict"], "allow", "DNS to the corporate resolver is never an action");
+}
+
+#[test]
+fn heartbeats_are_compared_with_the_flows_of_their_window_once_late_flows_are_in() {
+    let mut e = Engine::new(DAY_POLICY).unwrap();
+    let hb = |start: f64, end: f64, dests: &[&str]| {
+        let conns: Vec<String> = dests.iter().map(|d| format!(r#"{{"dest":"{d}","port":443,"proto":"tcp","count":1}}"#)).collect();
+        format!(r#"{{"type":"agent.heartbeat","ts":"{}","agent_id":"0x8a3f","window_start":"{}","window_end":"{}","connections":[{}]}}"#, at(end), at(start), at(end), conns.join(","))
+    };
+    let input = [
+        SPAWN.to_string(),
+        dns_at(0.5, "api.internal.example.net", "93.184.216.34"),
+        flow_at(2.0, "93.184.216.34", 443),
+        hb(0.0, 15.0, &["api.internal.example.net"]),
+        flow_at(20.0, "93.184.216.34", 443),
+        hb(15.0, 30.0, &["api.internal.example.net", "status.example"]),
+        // A late record of a flow inside the second window, hidden by the heartbeat.
+        flow_at(28.0, "203.0.113.66", 443),
+        flow_at(36.0, "93.184.216.34", 443),
+    ];
+    let all = run_all(&mut e, &input.join("\n"));
+    let mismatches = emitted(&all, "heartbeat.mismatch");
+    let ids: Vec<&str> = mismatches.iter().map(|v| v["clawwatch"]["incident"]["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["0x8a3f/heartbeat.mismatch/hidden:203.0.113.66:443", "0x8a3f/heartbeat.mismatch/invented:status.example:443"], "{all:#?}");
+    assert_eq!(mismatches[0]["clawwatch"]["incident"]["severity"], "high");
+    assert_eq!(mismatches[1]["clawwatch"]["incident"]["severity"], "medium");
+}
+
+#[test]
+fn silence_is_noticed_when_event_time_passes_the_deadlines() {
+    let mut e = Engine::new(DAY_POLICY).unwrap();
+    let hb = format!(r#"{{"type":"agent.heartbeat","ts":"{}","agent_id":"0x8a3f","window_start":"{}","window_end":"{}","connections":[]}}"#, at(15.0), at(0.0), at(15.0));
+    run_all(&mut e, &[SPAWN, &hb].join("\n"));
+    // The host advances time while input is idle: no more heartbeats, and the
+    // agent outlives its 120 + 15 minutes.
+    let mut out = Vec::new();
+    e.advance_to(Timestamp::parse_rfc3339(&at(44.0)).unwrap(), &mut out);
+    assert!(out.is_empty(), "heartbeat due at 45 plus 5 minutes lateness");
+    e.advance_to(Timestamp::parse_rfc3339(&at(51.0)).unwrap(), &mut out);
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(text.contains("\"rule\":\"heartbeat.missing\""), "{text}");
+    out.clear();
+    e.advance_to(Timestamp::parse_rfc3339(&at(141.0)).unwrap(), &mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("\"rule\":\"lifetime.exceeded\""), "{text}");
+    assert!(text.contains("is still alive"), "{text}");
+}
+
+#[test]
+fn a_terminated_agent_is_neither_missing_nor_overdue() {
+    let mut e = Engine::new(DAY_POLICY).unwrap();
+    let terminate = format!(r#"{{"type":"agent.terminate","ts":"{}","agent_id":"0x8a3f"}}"#, at(10.0));
+    run_all(&mut e, &[SPAWN, &terminate].join("\n"));
+    let mut out = Vec::new();
+    e.advance_to(Timestamp::parse_rfc3339(&at(1000.0)).unwrap(), &mut out);
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}
+
+#[test]
+fn a_retry_loop_is_one_rate_incident_and_one_volume_incident() {
+    let mut e = Engine::new(DAY_POLICY).unwrap();
+    let mut input = vec![SPAWN.to_string(), dns_at(0.1, "api.internal.example.net", "93.184.216.34")];
+    for i in 0..200 {
+        input.push(flow_at(1.0 + i as f64 * 0.01, "93.184.216.34", 443));
+    }
+    let all = run_all(&mut e, &input.join("\n"));
+    assert_eq!(emitted(&all, "rate.runaway").len(), 1);
+    assert_eq!(emitted(&all, "volume.anomaly").len(), 1);
+    assert!(emitted(&all, "egress.not_allowed").is_empty());
+}
+
+#[test]
+fn activity_after_the_lifetime_is_flagged_on_the_record() {
+    let mut e = Engine::new(DAY_POLICY).unwrap();
+    let input = [SPAWN.to_string(), dns_at(0.1, "api.internal.example.net", "93.184.216.34"), flow_at(134.0, "93.184.216.34", 443), flow_at(136.0, "93.184.216.34", 443)];
+    let out = run(&mut e, &input.join("\n"));
+    assert!(rules(&out[2]).is_empty(), "within lifetime + variance");
+    assert_eq!(rules(&out[3]), ["lifetime.exceeded"]);
 }

@@ -50,6 +50,16 @@ pub struct MonitorConfig {
     /// Records longer than this pass through unparsed, tagged as oversized.
     #[serde(deserialize_with = "at_least_one")]
     pub max_record_bytes: usize,
+    /// How late a record may arrive (flow exporters' active timeouts): time-driven
+    /// checks judge a moment only once event time is this far past it.
+    pub lateness_minutes: u64,
+    /// One record moves event time forward by at most this much, so a single
+    /// record stamped far in the future cannot fire every deadline at once.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_clock_step_minutes: usize,
+    /// Adaptive baselines stay within [seed / this, seed × this].
+    #[serde(deserialize_with = "multiplier")]
+    pub baseline_max_drift: Option<f64>,
 }
 
 impl Default for MonitorConfig {
@@ -63,6 +73,9 @@ impl Default for MonitorConfig {
             max_dns_entries: 262_144,
             max_incidents: 65_536,
             max_record_bytes: 1 << 20,
+            lateness_minutes: 10,
+            max_clock_step_minutes: 60,
+            baseline_max_drift: Some(2.0),
         }
     }
 }
@@ -91,8 +104,21 @@ pub struct ProfileSettings<C> {
     /// How far above baseline volume may go before `volume.anomaly`.
     #[serde(default, deserialize_with = "multiplier")]
     pub volume_anomaly_threshold_multiplier: Option<f64>,
-    /// How early or late a scheduled connection may occur.
+    /// How early or late a scheduled connection may occur; also the grace past the lifetime.
     pub allowed_time_variance_minutes: Option<u64>,
+    /// Expected bytes sent per hour, the seed of the byte-volume baseline.
+    pub baseline_bytes_per_hour: Option<u64>,
+    /// Let the baselines follow what agents of this type really do (within
+    /// `baseline_max_drift` of the seed).
+    pub adaptive_baseline: Option<bool>,
+    /// Record volume and rate findings without alerting, while a profile is tuned.
+    pub learning: Option<bool>,
+    /// Connections per minute to one destination beyond which a loop is `rate.runaway`.
+    #[serde(default, deserialize_with = "positive")]
+    pub max_requests_per_minute: Option<u64>,
+    /// How often agents of this type send heartbeats; missing two in a row is `heartbeat.missing`.
+    #[serde(default, deserialize_with = "positive")]
+    pub heartbeat_interval_minutes: Option<u64>,
     /// `[agent_profile."name".context."deployment"]`: settings that replace the
     /// profile's own for agents spawned with that `deployment`.
     #[serde(default)]
@@ -129,6 +155,21 @@ impl<C> ProfileSettings<C> {
         if let Some(v) = self.allowed_time_variance_minutes {
             profile.allowed_time_variance_minutes = Some(v);
         }
+        if let Some(v) = self.baseline_bytes_per_hour {
+            profile.baseline_bytes_per_hour = Some(v);
+        }
+        if let Some(v) = self.adaptive_baseline {
+            profile.adaptive_baseline = v;
+        }
+        if let Some(v) = self.learning {
+            profile.learning = v;
+        }
+        if let Some(v) = self.max_requests_per_minute {
+            profile.max_requests_per_minute = v;
+        }
+        if let Some(v) = self.heartbeat_interval_minutes {
+            profile.heartbeat_interval_minutes = Some(v);
+        }
         profile
     }
 }
@@ -151,6 +192,11 @@ impl<'de> Deserialize<'de> for Cidr {
 fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let v = i64::deserialize(d)?;
     usize::try_from(v).ok().filter(|v| *v >= 1).ok_or_else(|| de::Error::custom(format!("must be at least 1, found {v}")))
+}
+
+fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = i64::deserialize(d)?;
+    u64::try_from(v).ok().filter(|v| *v >= 1).map(Some).ok_or_else(|| de::Error::custom(format!("must be at least 1, found {v}")))
 }
 
 fn multiplier<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {

@@ -27,6 +27,9 @@ pub struct Monitor {
     pub max_dns_entries: usize,
     pub max_incidents: usize,
     pub max_record_bytes: usize,
+    pub lateness_secs: i64,
+    pub max_clock_step_secs: i64,
+    pub baseline_max_drift: f64,
 }
 
 impl Monitor {
@@ -50,9 +53,22 @@ pub struct Profile {
     pub baseline_connections_per_hour: Option<u64>,
     pub volume_anomaly_threshold_multiplier: Option<f64>,
     pub allowed_time_variance_minutes: Option<u64>,
+    pub baseline_bytes_per_hour: Option<u64>,
+    pub adaptive_baseline: bool,
+    pub learning: bool,
+    pub max_requests_per_minute: u64,
+    pub heartbeat_interval_minutes: Option<u64>,
 }
 
+/// A connection rate no task sanely needs to one destination, when the profile does not say.
+pub const DEFAULT_MAX_REQUESTS_PER_MINUTE: u64 = 300;
+
 impl Profile {
+    /// How early or late scheduled actions may run, and the grace past the lifetime.
+    pub fn variance_secs(&self) -> i64 {
+        self.allowed_time_variance_minutes.unwrap_or(0) as i64 * 60
+    }
+
     /// The first `allowed_outbound` rule that admits the connection.
     pub fn allowing_rule(&self, proto: crate::record::Proto, port: u16, ip: IpAddr, names: &[&str]) -> Option<&Rule> {
         self.allowed_outbound.iter().find(|r| r.allows(proto, port, ip, names))
@@ -92,6 +108,9 @@ impl Policy {
             max_dns_entries: m.max_dns_entries,
             max_incidents: m.max_incidents,
             max_record_bytes: m.max_record_bytes,
+            lateness_secs: (m.lateness_minutes as i64).saturating_mul(60),
+            max_clock_step_secs: (m.max_clock_step_minutes as i64).saturating_mul(60),
+            baseline_max_drift: m.baseline_max_drift.unwrap_or(2.0),
         };
         let profiles = config
             .agent_profile
@@ -106,6 +125,11 @@ impl Policy {
                     baseline_connections_per_hour: None,
                     volume_anomaly_threshold_multiplier: None,
                     allowed_time_variance_minutes: None,
+                    baseline_bytes_per_hour: None,
+                    adaptive_baseline: false,
+                    learning: false,
+                    max_requests_per_minute: DEFAULT_MAX_REQUESTS_PER_MINUTE,
+                    heartbeat_interval_minutes: None,
                 });
                 let contexts = context
                     .into_iter()

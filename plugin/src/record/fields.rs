@@ -64,6 +64,15 @@ known_keys! {
     Qtype = "qtype",
     Rcode = "rcode",
     Answers = "answers",
+    WindowStart = "window_start",
+    WindowEnd = "window_end",
+    Connections = "connections",
+    Actions = "actions",
+    Dest = "dest",
+    Port = "port",
+    ProtoName = "protocol",
+    Expires = "expires",
+    Approver = "approver",
 }
 
 /// A JSON value borrowed from the record where possible, of any type.

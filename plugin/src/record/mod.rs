@@ -9,7 +9,9 @@ mod control;
 mod dns;
 pub mod fields;
 mod flow;
+mod intent;
 
+use crate::policy::Destination;
 use crate::time::Timestamp;
 use fields::{Fields, Key, Value};
 use std::fmt;
@@ -21,6 +23,11 @@ pub enum Stream {
     Control,
     Flow,
     Dns,
+    Heartbeat,
+    /// A record clawwatch emits about an incident (opened or closed).
+    Incident,
+    /// A record clawwatch emits about an approved unplanned call.
+    Audit,
     /// Not a record kind clawwatch knows.
     Other,
 }
@@ -31,6 +38,9 @@ impl Stream {
             Stream::Control => "control",
             Stream::Flow => "flow",
             Stream::Dns => "dns",
+            Stream::Heartbeat => "heartbeat",
+            Stream::Incident => "incident",
+            Stream::Audit => "audit",
             Stream::Other => "other",
         }
     }
@@ -153,6 +163,61 @@ pub struct DnsQuery {
     pub answers: Vec<DnsAnswer>,
 }
 
+/// One connection an agent says it made (DESIGN §2.4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedConnection {
+    /// Host name or address, as the agent wrote it (normalised).
+    pub dest: String,
+    pub port: Option<u16>,
+    pub proto: Option<Proto>,
+    pub count: u64,
+    pub bytes_out: u64,
+}
+
+/// `agent.heartbeat`: the agent's own account of a window of its traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heartbeat {
+    pub ts: Timestamp,
+    pub agent_id: String,
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+    pub connections: Vec<ReportedConnection>,
+}
+
+/// One network action of a declared plan (DESIGN §2.5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedAction {
+    pub id: Option<String>,
+    pub dest: Destination,
+    pub port: Option<u16>,
+    pub proto: Option<Proto>,
+    pub not_before: Option<Timestamp>,
+    pub not_after: Option<Timestamp>,
+    /// A periodic action: expected at `not_before` + k × this.
+    pub every_minutes: Option<u64>,
+}
+
+/// `agent.plan`: what the agent intends to reach (replaces any earlier plan).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub ts: Timestamp,
+    pub agent_id: String,
+    pub actions: Vec<PlannedAction>,
+}
+
+/// `approval.grant`: a just-in-time authorisation (DESIGN §2.6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub ts: Timestamp,
+    pub agent_id: String,
+    pub dest: Destination,
+    pub port: Option<u16>,
+    pub proto: Option<Proto>,
+    pub expires: Option<Timestamp>,
+    pub approver: Option<String>,
+    pub reason: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Spawn(Spawn),
@@ -160,12 +225,16 @@ pub enum Event {
     PolicyChange(PolicyChange),
     Flow(Flow),
     Dns(DnsQuery),
+    Heartbeat(Heartbeat),
+    Plan(Plan),
+    Grant(Grant),
 }
 
 impl Event {
     pub fn stream(&self) -> Stream {
         match self {
-            Event::Spawn(_) | Event::Terminate(_) | Event::PolicyChange(_) => Stream::Control,
+            Event::Spawn(_) | Event::Terminate(_) | Event::PolicyChange(_) | Event::Plan(_) | Event::Grant(_) => Stream::Control,
+            Event::Heartbeat(_) => Stream::Heartbeat,
             Event::Flow(_) => Stream::Flow,
             Event::Dns(_) => Stream::Dns,
         }
@@ -178,6 +247,9 @@ impl Event {
             Event::PolicyChange(e) => e.ts,
             Event::Flow(e) => e.ts,
             Event::Dns(e) => e.ts,
+            Event::Heartbeat(e) => e.ts,
+            Event::Plan(e) => e.ts,
+            Event::Grant(e) => e.ts,
         }
     }
 }
@@ -226,6 +298,9 @@ pub fn recognize(fields: &Fields) -> Recognized {
             "agent.policy" => return control::policy_change(fields),
             "flow" => return flow::canonical(fields),
             "dns" => return dns::canonical(fields),
+            "agent.heartbeat" => return intent::heartbeat(fields),
+            "agent.plan" => return intent::plan(fields),
+            "approval.grant" => return intent::grant(fields),
             _ => {}
         }
     }
@@ -283,13 +358,7 @@ impl<'r, 'a> Reader<'r, 'a> {
 
     pub fn timestamp(&self, key: Key) -> Result<Option<Timestamp>, DecodeError> {
         let Some(v) = self.present(key) else { return Ok(None) };
-        let parsed = match v {
-            Value::Str(s) => Timestamp::parse_rfc3339(s.trim()).or_else(|| s.trim().parse::<f64>().ok().and_then(Timestamp::from_epoch_number)),
-            Value::UInt(n) => Timestamp::from_epoch_integer(*n),
-            Value::Int(_) | Value::Float(_) => v.as_f64().and_then(Timestamp::from_epoch_number),
-            _ => None,
-        };
-        parsed.map(Some).ok_or_else(|| self.error(key, format!("is not an RFC 3339 time or epoch number: {}", v.preview())))
+        parse_timestamp(v).map(Some).ok_or_else(|| self.error(key, format!("is not an RFC 3339 time or epoch number: {}", v.preview())))
     }
 
     pub fn ip(&self, key: Key) -> Result<Option<IpAddr>, DecodeError> {
@@ -299,10 +368,7 @@ impl<'r, 'a> Reader<'r, 'a> {
 
     pub fn port(&self, key: Key) -> Result<Option<u16>, DecodeError> {
         let Some(v) = self.present(key) else { return Ok(None) };
-        v.as_u64()
-            .and_then(|n| u16::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| self.error(key, format!("is not a port number 0-65535: {}", v.preview())))
+        parse_port(v).map(Some).ok_or_else(|| self.error(key, format!("is not a port number 0-65535: {}", v.preview())))
     }
 
     pub fn count(&self, key: Key) -> Result<Option<u64>, DecodeError> {
@@ -312,11 +378,101 @@ impl<'r, 'a> Reader<'r, 'a> {
 
     pub fn proto(&self, key: Key) -> Result<Option<Proto>, DecodeError> {
         let Some(v) = self.present(key) else { return Ok(None) };
-        let parsed = match v {
-            Value::Str(s) => Proto::from_name(s.trim()),
-            _ => v.as_u64().and_then(Proto::from_number),
-        };
-        parsed.map(Some).ok_or_else(|| self.error(key, format!("is not a protocol name or number: {}", v.preview())))
+        parse_proto(v).map(Some).ok_or_else(|| self.error(key, format!("is not a protocol name or number: {}", v.preview())))
+    }
+
+    pub fn destination(&self, key: Key) -> Result<Option<Destination>, DecodeError> {
+        match self.string(key)? {
+            None => Ok(None),
+            Some(text) => Destination::parse(&text).map(Some).map_err(|why| self.error(key, why)),
+        }
+    }
+
+    /// The items of an array field, each read by `read`, at most `max` of them.
+    pub fn items<T>(&self, key: Key, max: usize, read: impl Fn(&Item) -> Result<T, DecodeError>) -> Result<Vec<T>, DecodeError> {
+        match self.fields.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::List(items)) if items.len() > max => Err(self.error(key, format!("holds {} items, more than the {max} accepted", items.len()))),
+            Some(Value::List(items)) => items.iter().enumerate().map(|(index, value)| read(&Item { reader: self, key, index, value })).collect(),
+            Some(other) => Err(self.error(key, format!("must be an array, found {}", other.type_name()))),
+        }
+    }
+}
+
+/// One object in an array field; errors name the array, the index and the inner field.
+pub(crate) struct Item<'i, 'r, 'a> {
+    reader: &'i Reader<'r, 'a>,
+    key: Key,
+    index: usize,
+    value: &'i Value<'a>,
+}
+
+impl Item<'_, '_, '_> {
+    pub fn error(&self, name: &str, problem: impl std::fmt::Display) -> DecodeError {
+        self.reader.error(self.key, format!("item {}: `{name}` {problem}", self.index))
+    }
+
+    fn present(&self, name: &str) -> Result<Option<&Value<'_>>, DecodeError> {
+        match self.value {
+            Value::Map(_) => Ok(self.value.get(name).filter(|v| **v != Value::Null)),
+            other => Err(self.reader.error(self.key, format!("item {} must be an object, found {}", self.index, other.type_name()))),
+        }
+    }
+
+    pub fn string(&self, name: &str) -> Result<Option<String>, DecodeError> {
+        match self.present(name)? {
+            None => Ok(None),
+            Some(Value::Str(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+            Some(v) => Err(self.error(name, format!("must be a non-empty string, found {}", v.preview()))),
+        }
+    }
+
+    pub fn timestamp(&self, name: &str) -> Result<Option<Timestamp>, DecodeError> {
+        match self.present(name)? {
+            None => Ok(None),
+            Some(v) => parse_timestamp(v).map(Some).ok_or_else(|| self.error(name, format!("is not an RFC 3339 time or epoch number: {}", v.preview()))),
+        }
+    }
+
+    pub fn port(&self, name: &str) -> Result<Option<u16>, DecodeError> {
+        match self.present(name)? {
+            None => Ok(None),
+            Some(v) => parse_port(v).map(Some).ok_or_else(|| self.error(name, format!("is not a port number 0-65535: {}", v.preview()))),
+        }
+    }
+
+    pub fn proto(&self, name: &str) -> Result<Option<Proto>, DecodeError> {
+        match self.present(name)? {
+            None => Ok(None),
+            Some(v) => parse_proto(v).map(Some).ok_or_else(|| self.error(name, format!("is not a protocol name or number: {}", v.preview()))),
+        }
+    }
+
+    pub fn count(&self, name: &str) -> Result<Option<u64>, DecodeError> {
+        match self.present(name)? {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| self.error(name, format!("is not a non-negative integer: {}", v.preview()))),
+        }
+    }
+}
+
+fn parse_timestamp(v: &Value) -> Option<Timestamp> {
+    match v {
+        Value::Str(s) => Timestamp::parse_rfc3339(s.trim()).or_else(|| s.trim().parse::<f64>().ok().and_then(Timestamp::from_epoch_number)),
+        Value::UInt(n) => Timestamp::from_epoch_integer(*n),
+        Value::Int(_) | Value::Float(_) => v.as_f64().and_then(Timestamp::from_epoch_number),
+        _ => None,
+    }
+}
+
+fn parse_port(v: &Value) -> Option<u16> {
+    v.as_u64().and_then(|n| u16::try_from(n).ok())
+}
+
+fn parse_proto(v: &Value) -> Option<Proto> {
+    match v {
+        Value::Str(s) => Proto::from_name(s.trim()),
+        _ => v.as_u64().and_then(Proto::from_number),
     }
 }
 

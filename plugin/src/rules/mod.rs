@@ -1,9 +1,17 @@
 //! Detection rules (DESIGN §4). One rule per file, each with its stable id,
 //! description, default severity, tags, its check, and its tests.
 
+pub mod approval_granted;
 pub mod dns_foreign_resolver;
 pub mod egress_not_allowed;
 pub mod egress_unknown_agent;
+pub mod heartbeat_mismatch;
+pub mod heartbeat_missing;
+pub mod lifetime_exceeded;
+pub mod plan_undeclared;
+pub mod rate_runaway;
+pub mod schedule_deviation;
+pub mod volume_anomaly;
 
 use crate::registry::Agent;
 use std::fmt;
@@ -40,7 +48,19 @@ pub struct RuleInfo {
 }
 
 /// Every rule this engine implements.
-pub const ALL: &[&RuleInfo] = &[&egress_not_allowed::RULE, &egress_unknown_agent::RULE, &dns_foreign_resolver::RULE];
+pub const ALL: &[&RuleInfo] = &[
+    &egress_not_allowed::RULE,
+    &egress_unknown_agent::RULE,
+    &dns_foreign_resolver::RULE,
+    &volume_anomaly::RULE,
+    &rate_runaway::RULE,
+    &lifetime_exceeded::RULE,
+    &schedule_deviation::RULE,
+    &plan_undeclared::RULE,
+    &heartbeat_mismatch::RULE,
+    &heartbeat_missing::RULE,
+    &approval_granted::RULE,
+];
 
 /// Who did it: a known agent, or an address nobody holds.
 #[derive(Debug, Clone, Copy)]
@@ -68,10 +88,15 @@ impl fmt::Display for Subject<'_> {
     }
 }
 
-/// One rule firing on one record.
+/// One rule firing on one record (or at one moment of event time).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
     pub rule: &'static RuleInfo,
+    /// This instance's severity (a rule may grade its findings).
+    pub severity: Severity,
+    /// False for audit findings (approvals) and for profiles in learning mode:
+    /// recorded, but the record's verdict is not `alert`.
+    pub alerting: bool,
     /// Incident key: `subject/rule[/target]`.
     pub incident: String,
     pub summary: String,
@@ -89,7 +114,19 @@ impl Finding {
             Some(t) => format!("{}/{}/{}", subject.key(), rule.id, t),
             None => format!("{}/{}", subject.key(), rule.id),
         };
-        Finding { rule, incident, summary }
+        Finding { rule, severity: rule.severity, alerting: rule.severity > Severity::Info, incident, summary }
+    }
+
+    pub fn with_severity(mut self, severity: Severity) -> Finding {
+        self.severity = severity;
+        self
+    }
+
+    /// For a profile in learning mode: kept and counted, never an alert.
+    pub fn learning(mut self) -> Finding {
+        self.alerting = false;
+        self.summary.insert_str(0, "(learning) ");
+        self
     }
 }
 
@@ -111,7 +148,17 @@ pub(crate) mod test_support {
 agent_subnets = ["10.20.0.0/16"]
 corp_resolvers = ["10.0.0.53"]
 
+[approvals]
+allow = [{ protocol = "TCP", port = 443, destination = "pypi.org" }]
+
 [agent_profile."data_collector_v1"]
+expected_lifetime_minutes = 120
+allowed_time_variance_minutes = 15
+baseline_connections_per_hour = 12
+volume_anomaly_threshold_multiplier = 5.0
+baseline_bytes_per_hour = 1000000
+max_requests_per_minute = 30
+heartbeat_interval_minutes = 15
 allowed_outbound = [
 { protocol = "TCP", port = 443, destination = "api.internal.example.net" },
 { protocol = "UDP", port = 53, destination = "ANY" },
@@ -121,6 +168,14 @@ allowed_outbound = [
 
     pub fn policy() -> Policy {
         Policy::from_toml(POLICY).unwrap()
+    }
+
+    pub fn profile_of<'p>(policy: &'p Policy, name: &str) -> &'p crate::policy::Profile {
+        policy.profile(name, None).expect("profile in the test policy")
+    }
+
+    pub fn ts(text: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(text).unwrap()
     }
 
     pub fn agent(profile: &str) -> Agent {

@@ -1,0 +1,140 @@
+//! The engine's clock: event time, never the wall clock.
+//!
+//! `now` is the latest event time seen; the *watermark* trails it by the
+//! lateness allowance, because flow exporters report minutes after the fact.
+//! Time-driven checks (a silent agent past its lifetime, a missing heartbeat, a
+//! heartbeat window compared with its flows, a quiet incident closing) judge a
+//! moment only once the watermark has passed it, so late records are counted.
+
+use crate::time::{Timestamp, NANOS_PER_SEC};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::rc::Rc;
+
+pub struct Clock {
+    now: Option<Timestamp>,
+    lateness_nanos: i64,
+    max_step_nanos: i64,
+}
+
+impl Clock {
+    pub fn new(lateness_secs: i64, max_step_secs: i64) -> Clock {
+        Clock { now: None, lateness_nanos: lateness_secs.saturating_mul(NANOS_PER_SEC), max_step_nanos: max_step_secs.saturating_mul(NANOS_PER_SEC) }
+    }
+
+    /// Moves event time forward to `t` (never back), by at most one step: a
+    /// single record stamped far in the future cannot expire everything.
+    pub fn observe(&mut self, t: Timestamp) {
+        self.now = Some(match self.now {
+            None => t,
+            Some(now) if t > now => Timestamp(now.0.saturating_add((t.0 - now.0).min(self.max_step_nanos))),
+            Some(now) => now,
+        });
+    }
+
+    /// Moves event time to `t` without the step bound: the host's explicit
+    /// "time has passed" when input is idle.
+    pub fn advance_to(&mut self, t: Timestamp) {
+        if self.now.is_none_or(|now| t > now) {
+            self.now = Some(t);
+        }
+    }
+
+    /// Until this moment every record has (probably) arrived.
+    pub fn watermark(&self) -> Option<Timestamp> {
+        self.now.map(|now| Timestamp(now.0.saturating_sub(self.lateness_nanos)))
+    }
+}
+
+/// What a deadline is for; each is re-checked against current state when it
+/// comes due, so superseded deadlines simply find nothing to do.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Due {
+    /// The agent's lifetime (plus variance and extensions) ends.
+    Lifetime(Rc<str>),
+    /// The agent's next heartbeat should have arrived.
+    Heartbeat(Rc<str>),
+    /// A heartbeat window can be compared with the flows seen in it.
+    HeartbeatWindow(Rc<str>),
+    /// An incident may have been quiet long enough to close.
+    IncidentQuiet(Rc<str>),
+}
+
+/// Pending deadlines in time order, bounded: past the cap the earliest are
+/// handled at once (early, never lost) and counted.
+pub struct Deadlines {
+    heap: BinaryHeap<Reverse<(Timestamp, Due)>>,
+    cap: usize,
+    pub forced: u64,
+}
+
+impl Deadlines {
+    pub fn new(cap: usize) -> Deadlines {
+        Deadlines { heap: BinaryHeap::new(), cap: cap.max(16), forced: 0 }
+    }
+
+    pub fn schedule(&mut self, at: Timestamp, due: Due) {
+        self.heap.push(Reverse((at, due)));
+    }
+
+    /// The next deadline at or before `t`, or one forced out by the cap.
+    pub fn pop_due(&mut self, t: Timestamp) -> Option<(Timestamp, Due)> {
+        let Reverse((at, _)) = self.heap.peek()?;
+        if *at <= t || self.heap.len() > self.cap {
+            if *at > t {
+                self.forced += 1;
+            }
+            return self.heap.pop().map(|Reverse(entry)| entry);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(minutes: i64) -> Timestamp {
+        Timestamp::from_secs(1_795_530_600 + minutes * 60)
+    }
+
+    #[test]
+    fn watermark_trails_now_and_never_goes_back() {
+        let mut c = Clock::new(600, 3600);
+        assert_eq!(c.watermark(), None);
+        c.observe(t(0));
+        c.observe(t(30));
+        c.observe(t(5));
+        assert_eq!(c.watermark(), Some(t(20)));
+    }
+
+    #[test]
+    fn a_far_future_record_moves_time_one_step_only() {
+        let mut c = Clock::new(0, 3600);
+        c.observe(t(0));
+        c.observe(t(60 * 24 * 365));
+        assert_eq!(c.watermark(), Some(t(60)));
+        c.advance_to(t(600));
+        assert_eq!(c.watermark(), Some(t(600)), "an explicit advance is not bounded");
+    }
+
+    #[test]
+    fn deadlines_come_due_in_order_and_the_cap_forces_the_earliest() {
+        let mut d = Deadlines::new(16);
+        let id: Rc<str> = Rc::from("a");
+        d.schedule(t(10), Due::Lifetime(id.clone()));
+        d.schedule(t(5), Due::Heartbeat(id.clone()));
+        assert_eq!(d.pop_due(t(4)), None);
+        assert_eq!(d.pop_due(t(20)), Some((t(5), Due::Heartbeat(id.clone()))));
+        assert_eq!(d.pop_due(t(20)), Some((t(10), Due::Lifetime(id.clone()))));
+        for i in 0..20 {
+            d.schedule(t(100 + i), Due::Lifetime(id.clone()));
+        }
+        let mut forced = 0;
+        while d.pop_due(t(0)).is_some() {
+            forced += 1;
+        }
+        assert_eq!(forced, 4);
+        assert_eq!(d.forced, 4);
+    }
+}

@@ -1,0 +1,100 @@
+//! `schedule.deviation`: a planned connection made outside its schedule: before
+//! `not_before` or after `not_after` by more than `allowed_time_variance_minutes`,
+//! or, for a periodic action (`every_minutes`), further than the variance from
+//! the nearest slot `not_before + k × every_minutes`.
+
+use super::{endpoint, Finding, RuleInfo, Severity, Subject};
+use crate::record::{Flow, PlannedAction};
+use crate::registry::Agent;
+use crate::time::{Timestamp, NANOS_PER_SEC};
+
+pub const RULE: RuleInfo = RuleInfo {
+    id: "schedule.deviation",
+    description: "A scheduled (planned, periodic) connection outside ± the allowed variance.",
+    severity: Severity::Low,
+    tags: &["intent", "schedule"],
+};
+
+/// How far (ns) `t` lies outside the action's schedule; 0 when on time.
+pub fn deviation_nanos(action: &PlannedAction, t: Timestamp) -> i64 {
+    if let Some(nb) = action.not_before {
+        if t < nb {
+            return nb.0 - t.0;
+        }
+    }
+    if let Some(na) = action.not_after {
+        if t > na {
+            return t.0 - na.0;
+        }
+    }
+    match (action.every_minutes, action.not_before) {
+        (Some(every), Some(nb)) => {
+            let period = every as i64 * 60 * NANOS_PER_SEC;
+            let offset = (t.0 - nb.0).rem_euclid(period);
+            offset.min(period - offset)
+        }
+        _ => 0,
+    }
+}
+
+/// `covering` are the plan actions that cover the flow; fires when each of
+/// them is off schedule by more than `variance_secs`.
+pub fn check(agent: &Agent, covering: &[&PlannedAction], flow: &Flow, variance_secs: i64, names: &[&str]) -> Option<Finding> {
+    let closest = covering.iter().map(|a| (deviation_nanos(a, flow.ts), *a)).min_by_key(|(d, _)| *d)?;
+    let (off, action) = closest;
+    if off <= variance_secs * NANOS_PER_SEC {
+        return None;
+    }
+    let subject = Subject::Agent(agent);
+    let target = endpoint(names.first().copied().unwrap_or(&flow.dst.to_string()), flow.dst_port);
+    let which = action.id.as_deref().map(|id| format!("planned action {id}")).unwrap_or_else(|| "its planned action".into());
+    Some(Finding::new(&RULE, &subject, Some(&target), format!("{subject} connected to {target} {} minutes off the schedule of {which} (variance {} minutes)", off / (60 * NANOS_PER_SEC), variance_secs / 60)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{agent, flow, ts};
+    use super::*;
+    use crate::policy::Destination;
+    use crate::record::Proto;
+
+    fn hourly() -> PlannedAction {
+        PlannedAction {
+            id: Some("a1".into()),
+            dest: Destination::parse("api.weather.example").unwrap(),
+            port: Some(443),
+            proto: Some(Proto::Tcp),
+            not_before: Some(ts("2026-11-24T14:00:00Z")),
+            not_after: Some(ts("2026-11-24T20:00:00Z")),
+            every_minutes: Some(60),
+        }
+    }
+
+    fn at(t: &str) -> Flow {
+        let mut f = flow("10.20.0.15", "203.0.113.5", 443, Proto::Tcp);
+        f.ts = ts(t);
+        f
+    }
+
+    #[test]
+    fn periodic_actions_are_judged_against_their_nearest_slot() {
+        let a = agent("data_collector_v1");
+        let action = hourly();
+        assert!(check(&a, &[&action], &at("2026-11-24T15:14:00Z"), 15 * 60, &[]).is_none(), "14 minutes late");
+        assert!(check(&a, &[&action], &at("2026-11-24T15:46:00Z"), 15 * 60, &[]).is_none(), "14 minutes early for 16:00");
+        let f = check(&a, &[&action], &at("2026-11-24T15:30:00Z"), 15 * 60, &["api.weather.example"]).expect("half way between slots");
+        assert!(f.summary.contains("30 minutes off the schedule of planned action a1"), "{}", f.summary);
+        assert_eq!(f.incident, "0x8a3f/schedule.deviation/api.weather.example:443");
+    }
+
+    #[test]
+    fn outside_the_window_fires_beyond_the_variance() {
+        let a = agent("data_collector_v1");
+        let mut action = hourly();
+        action.every_minutes = None;
+        assert!(check(&a, &[&action], &at("2026-11-24T13:50:00Z"), 15 * 60, &[]).is_none());
+        assert!(check(&a, &[&action], &at("2026-11-24T13:40:00Z"), 15 * 60, &[]).is_some());
+        assert!(check(&a, &[&action], &at("2026-11-24T20:16:00Z"), 15 * 60, &[]).is_some());
+        assert!(check(&a, &[], &at("2026-11-24T20:16:00Z"), 15 * 60, &[]).is_none(), "nothing covers it: plan.undeclared's business");
+    }
+}
