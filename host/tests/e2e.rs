@@ -262,3 +262,20 @@ fn idle_input_advances_event_time_so_silent_agents_are_noticed() {
     assert_eq!(lifetime[0]["clawwatch"]["agent"]["id"], "sleepy");
     assert!(lifetime[0]["clawwatch"]["incident"]["summary"].as_str().unwrap().contains("is still alive"));
 }
+
+#[test]
+fn rule_cases_through_the_component_match_the_native_snapshots() {
+    // A representative subset: record-driven, time-driven, stateful and audit rules.
+    for rule in ["egress.not_allowed", "dns.tunneling", "rate.runaway", "heartbeat.mismatch", "heartbeat.missing", "approval.granted"] {
+        for case in ["fires", "near_miss"] {
+            let input = format!("testdata/cases/{rule}/{case}.ndjson");
+            let out = clawwatch(&["run", "--policy", "testdata/cases/policy.toml", "--input", &input], b"");
+            assert!(out.status.success(), "{rule}/{case}: {}", stderr(&out));
+            let text = String::from_utf8(out.stdout).unwrap();
+            let mut settings = insta::Settings::clone_current();
+            settings.set_snapshot_path(repo().join("testdata/cases").join(rule));
+            settings.set_prepend_module_to_snapshot(false);
+            settings.bind(|| insta::assert_snapshot!(case, text));
+        }
+    }
+}

@@ -17,10 +17,11 @@ use crate::policy::{Policy, PolicyError, Profile};
 use crate::record::fields::Fields;
 use crate::record::{recognize, DnsQuery, Event, Flow, Heartbeat, Recognized, Stream};
 use crate::registry::{Agent, Registry, Update};
+use crate::rules::dns_tunneling::TunnelWindows;
 use crate::rules::rate_runaway::RateWindows;
 use crate::rules::volume_anomaly::Baselines;
 use crate::rules::{
-    approval_granted, dns_foreign_resolver, egress_not_allowed, egress_unknown_agent, heartbeat_mismatch, heartbeat_missing, lifetime_exceeded, plan_undeclared, schedule_deviation,
+    approval_granted, dns_foreign_resolver, dns_high_entropy, egress_not_allowed, egress_unknown_agent, heartbeat_mismatch, heartbeat_missing, lifetime_exceeded, plan_undeclared, schedule_deviation,
     volume_anomaly, Finding, Subject,
 };
 use crate::time::Timestamp;
@@ -58,6 +59,7 @@ pub struct Engine {
     activities: BoundedMap<Rc<str>, Activity>,
     baselines: Baselines,
     rates: RateWindows,
+    tunnels: TunnelWindows,
     clock: Clock,
     deadlines: Deadlines,
     /// Incident and audit records waiting to be written after the current record.
@@ -80,6 +82,7 @@ impl Engine {
             activities: BoundedMap::new(m.max_agents),
             baselines: Baselines::default(),
             rates: RateWindows::new(m.max_agents.saturating_mul(4)),
+            tunnels: TunnelWindows::new(m.max_agents.saturating_mul(4)),
             clock: Clock::new(m.lateness_secs, m.max_clock_step_secs),
             deadlines: Deadlines::new(m.max_agents.saturating_mul(4).saturating_add(m.max_incidents)),
             emitted: Vec::new(),
@@ -100,6 +103,7 @@ impl Engine {
                 + self.inbound.evictions()
                 + self.activities.evictions()
                 + self.rates.evictions()
+                + self.tunnels.evictions()
                 + self.deadlines.forced,
             agents: self.registry.len() as u64,
             dns_entries: self.dns.len() as u64,
@@ -392,6 +396,12 @@ impl Engine {
             note.verdict = Verdict::Allow;
             let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
             findings.extend(dns_foreign_resolver::check_query(&query.qname, query.resolver, &Subject::Agent(agent), monitor));
+            // A name the agent may reach is not judged for looking random (CDNs, cloud hosts).
+            let allowed = profile.is_some_and(|p| p.allowed_outbound.iter().any(|r| r.destination.is_name() && r.destination.matches_name(&query.qname)))
+                || self.policy.approvals.iter().any(|r| r.destination.is_name() && r.destination.matches_name(&query.qname))
+                || self.activities.peek(&agent.id).is_some_and(|a| a.grants.iter().any(|g| g.dest.is_name() && g.dest.matches_name(&query.qname) && g.expires.is_none_or(|e| query.ts < e)));
+            findings.extend(dns_high_entropy::check(agent, &query.qname, allowed));
+            findings.extend(self.tunnels.check(agent, &query.qname, query.qtype.as_deref(), query.ts));
             findings.extend(lifetime_exceeded::check_activity(agent, profile, query.ts, &format!("resolved {}", query.qname)));
         } else {
             findings.extend(egress_unknown_agent::check(query.client, monitor, &format!("resolved {}", query.qname)));

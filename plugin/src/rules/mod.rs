@@ -3,10 +3,13 @@
 
 pub mod approval_granted;
 pub mod dns_foreign_resolver;
+pub mod dns_high_entropy;
+pub mod dns_tunneling;
 pub mod egress_not_allowed;
 pub mod egress_unknown_agent;
 pub mod heartbeat_mismatch;
 pub mod heartbeat_missing;
+mod letter_bigrams;
 pub mod lifetime_exceeded;
 pub mod plan_undeclared;
 pub mod rate_runaway;
@@ -52,6 +55,8 @@ pub const ALL: &[&RuleInfo] = &[
     &egress_not_allowed::RULE,
     &egress_unknown_agent::RULE,
     &dns_foreign_resolver::RULE,
+    &dns_high_entropy::RULE,
+    &dns_tunneling::RULE,
     &volume_anomaly::RULE,
     &rate_runaway::RULE,
     &lifetime_exceeded::RULE,
@@ -128,6 +133,17 @@ impl Finding {
         self.summary.insert_str(0, "(learning) ");
         self
     }
+}
+
+/// The registered domain of a (normalised) name: the public suffix plus one
+/// label, by the public suffix list (private section included, so each
+/// `*.cloudfront.net` host is a domain of its own). `None` for bare suffixes,
+/// addresses and reverse-lookup names.
+pub fn registered_domain(name: &str) -> Option<&str> {
+    if name.parse::<IpAddr>().is_ok() || name.ends_with(".arpa") {
+        return None;
+    }
+    psl::domain_str(name)
 }
 
 /// `host:port` with IPv6 bracketed, for incident keys and summaries.

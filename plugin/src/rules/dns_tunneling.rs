@@ -1,0 +1,140 @@
+//! `dns.tunneling`: DNS used as a data channel. Per (agent, registered domain)
+//! and five-minute window of event time: many unique subdomains that are long
+//! on average, a burst of TXT/NULL queries, or a large volume of query bytes.
+
+use super::{registered_domain, Finding, RuleInfo, Severity, Subject};
+use crate::bounded::BoundedMap;
+use crate::registry::Agent;
+use crate::time::{Timestamp, NANOS_PER_SEC};
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+
+pub const RULE: RuleInfo = RuleInfo {
+    id: "dns.tunneling",
+    description: "Many unique long subdomains under one registered domain, TXT/NULL bursts, or query-byte volume.",
+    severity: Severity::High,
+    tags: &["dns", "exfiltration", "tunneling"],
+};
+
+const WINDOW_NANOS: i64 = 5 * 60 * NANOS_PER_SEC;
+/// Unique subdomains in a window, with their mean length, that mark a tunnel.
+const UNIQUE_SUBDOMAINS: usize = 30;
+const MEAN_SUBDOMAIN_LEN: usize = 16;
+/// TXT/NULL queries in a window, and their share of all queries, that mark a tunnel.
+const TXT_NULL_QUERIES: u32 = 10;
+/// Bytes of query names to one domain in a window that mark a tunnel.
+const QUERY_BYTES: u64 = 4096;
+
+#[derive(Debug, Default)]
+struct Window {
+    start: i64,
+    queries: u32,
+    txt_null: u32,
+    query_bytes: u64,
+    /// Hashes of the distinct subdomains seen, up to the threshold (bounded).
+    distinct: Vec<u64>,
+    distinct_len_total: usize,
+}
+
+/// Windows per (agent, registered domain), least recently used forgotten first.
+pub struct TunnelWindows {
+    windows: BoundedMap<(Rc<str>, Box<str>), Window>,
+}
+
+impl TunnelWindows {
+    pub fn new(cap: usize) -> TunnelWindows {
+        TunnelWindows { windows: BoundedMap::new(cap) }
+    }
+
+    /// Counts one query of `agent` and judges its domain's window.
+    pub fn check(&mut self, agent: &Agent, qname: &str, qtype: Option<&str>, t: Timestamp) -> Option<Finding> {
+        let domain = registered_domain(qname)?;
+        let sub = qname.strip_suffix(domain).unwrap_or("").trim_end_matches('.');
+        let start = t.0.div_euclid(WINDOW_NANOS);
+        let w = self.windows.get_or_insert_with((agent.id.clone(), domain.into()), Window::default);
+        if w.start != start {
+            if start < w.start {
+                return None; // a late record of a window already judged
+            }
+            *w = Window { start, ..Window::default() };
+        }
+        w.queries += 1;
+        w.query_bytes += qname.len() as u64;
+        if matches!(qtype.map(str::to_ascii_uppercase).as_deref(), Some("TXT" | "NULL" | "16" | "10")) {
+            w.txt_null += 1;
+        }
+        if !sub.is_empty() && w.distinct.len() <= UNIQUE_SUBDOMAINS {
+            let mut h = rustc_hash::FxHasher::default();
+            sub.hash(&mut h);
+            let h = h.finish();
+            if !w.distinct.contains(&h) {
+                w.distinct.push(h);
+                w.distinct_len_total += sub.len();
+            }
+        }
+        let why = if w.distinct.len() > UNIQUE_SUBDOMAINS && w.distinct_len_total / w.distinct.len() >= MEAN_SUBDOMAIN_LEN {
+            format!("more than {UNIQUE_SUBDOMAINS} unique subdomains averaging {} characters", w.distinct_len_total / w.distinct.len())
+        } else if w.txt_null >= TXT_NULL_QUERIES && w.txt_null * 2 >= w.queries {
+            format!("{} TXT/NULL queries out of {}", w.txt_null, w.queries)
+        } else if w.query_bytes >= QUERY_BYTES {
+            format!("{} bytes of query names", w.query_bytes)
+        } else {
+            return None;
+        };
+        let subject = Subject::Agent(agent);
+        Some(Finding::new(&RULE, &subject, Some(domain), format!("{subject} sent DNS to {domain} like a tunnel: {why} within 5 minutes")))
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.windows.evictions()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{agent, ts};
+    use super::*;
+
+    #[test]
+    fn unique_long_subdomains_fire_once_past_the_threshold() {
+        let a = agent("data_collector_v1");
+        let mut w = TunnelWindows::new(16);
+        let t = ts("2026-11-24T14:31:00Z");
+        let mut fired = None;
+        for i in 0..40 {
+            let name = format!("{:032x}.t.example.org", 0x1234_5678_9abc_def0_u128 * (i + 1));
+            if let Some(f) = w.check(&a, &name, Some("A"), t) {
+                fired.get_or_insert((i, f));
+            }
+        }
+        let (at, f) = fired.expect("fires");
+        assert_eq!(at, 30, "the 31st unique subdomain");
+        assert_eq!(f.incident, "0x8a3f/dns.tunneling/example.org");
+    }
+
+    #[test]
+    fn txt_bursts_and_query_volume_fire() {
+        let a = agent("data_collector_v1");
+        let mut w = TunnelWindows::new(16);
+        let t = ts("2026-11-24T14:31:00Z");
+        let fired = (0..10).filter_map(|i| w.check(&a, &format!("c{i}.cmd.example.net"), Some("TXT"), t)).count();
+        assert_eq!(fired, 1);
+    }
+
+    #[test]
+    fn busy_but_ordinary_dns_is_a_near_miss() {
+        let a = agent("data_collector_v1");
+        let mut w = TunnelWindows::new(16);
+        // The same few names, resolved again and again across windows.
+        for i in 0..500 {
+            let t = ts("2026-11-24T14:00:00Z").plus_secs(i * 7);
+            for name in ["api.internal.example.net", "en.wikipedia.org", "www.wikipedia.org"] {
+                assert!(w.check(&a, name, Some("A"), t).is_none());
+            }
+        }
+        // Many short unique subdomains (a CDN's shards) within one window.
+        for i in 0..60 {
+            assert!(w.check(&a, &format!("img{i}.cdn.example.com"), Some("AAAA"), ts("2026-11-24T15:00:00Z")).is_none());
+        }
+    }
+}

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Writes testdata/cases/<rule id>/{fires,near_miss}.ndjson: for every rule, an
+input that must fire it and a near miss that must not (policy: policy.toml).
+Deterministic: run it again after editing and review the diff."""
+import json
+import os
+from datetime import datetime, timedelta, timezone
+
+T0 = datetime(2026, 11, 24, 14, 0, tzinfo=timezone.utc)
+AGENT, IP = "w-1", "10.20.0.15"
+
+
+def ts(m):
+    return (T0 + timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def spawn(m=0, agent=AGENT, ip=IP):
+    return {"type": "agent.spawn", "ts": ts(m), "agent_id": agent, "agent_type": "worker", "deployment": "prod", "ip": ip}
+
+
+def terminate(m, agent=AGENT):
+    return {"type": "agent.terminate", "ts": ts(m), "agent_id": agent, "reason": "completed"}
+
+
+def dns(m, name, answer=None, client=IP, resolver="10.0.0.53", qtype="A"):
+    rec = {"type": "dns", "ts": ts(m), "client_ip": client, "resolver_ip": resolver, "qname": name, "qtype": qtype, "rcode": "NOERROR"}
+    rec["answers"] = [{"data": answer, "ttl": 3600}] if answer else []
+    return rec
+
+
+def flow(m, dst, port=443, proto="TCP", src=IP, nbytes=1200):
+    return {"type": "flow", "ts": ts(m), "src_ip": src, "src_port": 40000 + int(m * 60) % 20000, "dst_ip": dst,
+            "dst_port": port, "proto": proto, "bytes": nbytes, "packets": 3}
+
+
+def heartbeat(start, end, dests):
+    return {"type": "agent.heartbeat", "ts": ts(end), "agent_id": AGENT, "window_start": ts(start), "window_end": ts(end),
+            "connections": [{"dest": d, "port": 443, "proto": "tcp", "count": 1} for d in dests]}
+
+
+def plan(m, actions):
+    return {"type": "agent.plan", "ts": ts(m), "agent_id": AGENT, "actions": actions}
+
+
+def tick(m):
+    """A record of another agent that moves event time on."""
+    return {"type": "agent.spawn", "ts": ts(m), "agent_id": f"clock-{m}", "agent_type": "worker", "ip": "10.20.9.200"}
+
+
+API = [dns(0.1, "api.internal.example.net", "93.184.216.34")]
+WEATHER = [dns(0.1, "api.weather.example", "203.0.113.80")]
+EVERY_HALF_HOUR = {"id": "fetch", "dest": "api.weather.example", "port": 443, "proto": "tcp", "not_before": ts(0), "not_after": ts(90), "every_minutes": 30}
+
+CASES = {
+    "egress.not_allowed": (
+        [spawn(), flow(1, "203.0.113.9", 8443)],
+        [spawn(), *API, flow(1, "93.184.216.34", 443)],
+    ),
+    "egress.unknown_agent": (
+        [spawn(), flow(1, "198.51.100.7", src="10.20.9.9")],
+        [spawn(), flow(1, "198.51.100.7", src="10.21.0.9"), *API, flow(2, "93.184.216.34")],
+    ),
+    "dns.foreign_resolver": (
+        [spawn(), dns(1, "api.internal.example.net", "93.184.216.34", resolver="8.8.8.8")],
+        [spawn(), dns(1, "api.internal.example.net", "93.184.216.34"), flow(1.1, "10.0.0.53", 53, "UDP")],
+    ),
+    "dns.high_entropy": (
+        [spawn(), dns(1, "data-xy78z4.example.com", "198.51.100.20")],
+        [spawn(), dns(1, "d3k8x9q2a7b1c0.cloudfront.net", "198.51.100.21"), dns(1.5, "en.wikipedia.org", "208.80.154.224")],
+    ),
+    "dns.tunneling": (
+        [spawn()] + [dns(1 + i / 60, f"{(i + 1) * 0x9e3779b97f4a7c15:032x}.t.example.org", qtype="A") for i in range(40)],
+        [spawn()] + [dns(1 + i / 60, name) for i in range(40) for name in ["api.internal.example.net"]],
+    ),
+    "volume.anomaly": (
+        [spawn(), *API] + [flow(1 + i * 0.7, "93.184.216.34") for i in range(70)],
+        [spawn(), *API] + [flow(1 + i * 0.7, "93.184.216.34") for i in range(55)],
+    ),
+    "rate.runaway": (
+        [spawn(), *API] + [flow(1 + i / 60, "93.184.216.34") for i in range(25)],
+        [spawn(), *API] + [flow(1 + i * 3.5 / 60, "93.184.216.34") for i in range(25)],
+    ),
+    "lifetime.exceeded": (
+        [spawn(), *API, flow(75, "93.184.216.34")],
+        [spawn(), *API, flow(65, "93.184.216.34"), terminate(68), tick(200)],
+    ),
+    "schedule.deviation": (
+        [spawn(), *WEATHER, plan(0.2, [EVERY_HALF_HOUR]), flow(15, "203.0.113.80")],
+        [spawn(), *WEATHER, plan(0.2, [EVERY_HALF_HOUR]), flow(0.5, "203.0.113.80"), flow(21, "203.0.113.80"), flow(39, "203.0.113.80")],
+    ),
+    "plan.undeclared": (
+        [spawn(), *WEATHER, *API, plan(0.2, [EVERY_HALF_HOUR]), flow(1, "93.184.216.34")],
+        [spawn(), *WEATHER, *API, plan(0.2, [EVERY_HALF_HOUR]), flow(1, "203.0.113.80"), flow(1.5, "10.0.0.53", 53, "UDP")],
+    ),
+    "heartbeat.mismatch": (
+        [spawn(), *API, flow(2, "93.184.216.34"), flow(4, "198.51.100.66", 443),
+         heartbeat(0, 10, ["api.internal.example.net"]), heartbeat(10, 20, []), tick(30)],
+        [spawn(), *API, flow(2, "93.184.216.34"), heartbeat(0, 10, ["api.internal.example.net"]),
+         flow(12, "93.184.216.34"), heartbeat(10, 20, ["api.internal.example.net"]), tick(30)],
+    ),
+    "heartbeat.missing": (
+        [spawn(), heartbeat(0, 10, []), heartbeat(10, 20, []), tick(50)],
+        [spawn(), heartbeat(0, 10, []), heartbeat(10, 20, []), heartbeat(20, 30, []), heartbeat(30, 40, []), tick(44)],
+    ),
+    "approval.granted": (
+        [spawn(), dns(0.5, "pypi.org", "151.101.0.223"), flow(1, "151.101.0.223"), flow(1.2, "151.101.0.223"),
+         {"type": "approval.grant", "ts": ts(2), "agent_id": AGENT, "dest": "files.pythonhosted.org", "port": 443,
+          "expires": ts(30), "approver": "oncall@example.com", "reason": "install requests"},
+         dns(3, "files.pythonhosted.org", "151.101.64.223"), flow(3.1, "151.101.64.223")],
+        [spawn(), *API, flow(1, "93.184.216.34"),
+         {"type": "approval.grant", "ts": ts(2), "agent_id": AGENT, "dest": "files.pythonhosted.org", "port": 443,
+          "expires": ts(5), "approver": "oncall@example.com", "reason": "install requests"},
+         dns(6, "files.pythonhosted.org", "151.101.64.223"), flow(6.1, "151.101.64.223")],
+    ),
+}
+
+here = os.path.dirname(os.path.abspath(__file__))
+for rule, (fires, near_miss) in CASES.items():
+    os.makedirs(os.path.join(here, rule), exist_ok=True)
+    for name, records in (("fires", fires), ("near_miss", near_miss)):
+        with open(os.path.join(here, rule, f"{name}.ndjson"), "w") as f:
+            for r in records:
+                f.write(json.dumps(r, separators=(",", ":")) + "\n")
+print(f"wrote {len(CASES)} cases")
