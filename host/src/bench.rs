@@ -7,7 +7,9 @@ use anyhow::{ensure, Result};
 use clawwatch_plugin::Engine;
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,75 @@ pub struct BenchOptions {
     pub component: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub limits: Limits,
+}
+
+/// Counts heap bytes in use, so the bench can state what an agent's state
+/// costs. One relaxed atomic per allocation: negligible next to the engine.
+struct CountingAllocator;
+
+static HEAP_IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: defers every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HEAP_IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HEAP_IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        HEAP_IN_USE.fetch_add(new_size, Ordering::Relaxed);
+        HEAP_IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Heap bytes per agent held by the native engine: `agents` agents, each
+/// spawned with a plan, resolving three names, making 30 connections to them
+/// and sending a heartbeat (their state then includes registry entry,
+/// bindings, DNS answers, activity and rate windows).
+fn bytes_per_agent(policy_text: &str, agents: usize) -> Result<f64> {
+    let mut engine = Engine::new(policy_text).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+    let before = HEAP_IN_USE.load(Ordering::Relaxed);
+    let mut out = Vec::new();
+    for i in 0..agents as u64 {
+        let ip = format!("10.20.{}.{}", i / 250, i % 250 + 2);
+        let mut batch = format!(
+            "{{\"type\":\"agent.spawn\",\"ts\":\"2026-11-24T14:00:00Z\",\"agent_id\":\"a-{i}\",\"agent_type\":\"data_collector_v1\",\"deployment\":\"staging\",\"ip\":\"{ip}\"}}\n\
+             {{\"type\":\"agent.plan\",\"ts\":\"2026-11-24T14:00:01Z\",\"agent_id\":\"a-{i}\",\"actions\":[{{\"dest\":\"api.internal.example.net\",\"port\":443}}]}}\n"
+        );
+        for (k, name) in ["api.internal.example.net", "cdn-{i}.example.net", "status.example.net"].iter().enumerate() {
+            batch.push_str(&format!(
+                "{{\"type\":\"dns\",\"ts\":\"2026-11-24T14:00:02Z\",\"client_ip\":\"{ip}\",\"resolver_ip\":\"10.0.0.53\",\"qname\":\"{}\",\"answers\":[{{\"data\":\"93.184.{k}.{}\",\"ttl\":3600}}]}}\n",
+                name.replace("{i}", &i.to_string()),
+                i % 250
+            ));
+        }
+        for c in 0..30u64 {
+            batch.push_str(&format!(
+                "{{\"type\":\"flow\",\"ts\":\"2026-11-24T14:{:02}:00Z\",\"src_ip\":\"{ip}\",\"src_port\":{},\"dst_ip\":\"93.184.{}.{}\",\"dst_port\":443,\"proto\":\"TCP\",\"bytes\":1000}}\n",
+                c + 1,
+                40000 + c,
+                c % 3,
+                i % 250
+            ));
+        }
+        batch.push_str(&format!(
+            "{{\"type\":\"agent.heartbeat\",\"ts\":\"2026-11-24T14:45:00Z\",\"agent_id\":\"a-{i}\",\"window_start\":\"2026-11-24T14:30:00Z\",\"window_end\":\"2026-11-24T14:45:00Z\",\"connections\":[{{\"dest\":\"api.internal.example.net\",\"port\":443}}]}}\n"
+        ));
+        out.clear();
+        engine.process_ndjson(batch.as_bytes(), &mut out);
+    }
+    drop(out);
+    let after = HEAP_IN_USE.load(Ordering::Relaxed);
+    let held = after.saturating_sub(before) as f64 / agents as f64;
+    drop(engine);
+    Ok(held)
 }
 
 /// A small deterministic generator: the same records on every run.
@@ -35,21 +106,21 @@ impl Rng {
     }
 }
 
-const AGENTS: u64 = 200;
+const AGENTS: u64 = 2_000;
 const START_NS: u64 = 1_795_530_600_000_000_000;
 
 fn agent_ip(i: u64) -> String {
     format!("10.20.{}.{}", i / 250, i % 250 + 2)
 }
 
-/// A day-in-the-life mix: mostly allowed goflow2 flows, some DNS, a few
-/// forbidden, inbound, unknown-agent and malformed records.
+/// A day-in-the-life mix of 2,000 agents: mostly allowed goflow2 flows, some
+/// DNS, a few forbidden, inbound, unknown-agent and malformed records.
 fn generate(records: usize, batch_records: usize) -> Vec<Vec<u8>> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut lines: Vec<String> = Vec::with_capacity(records);
     for i in 0..AGENTS {
         lines.push(format!(
-            r#"{{"type":"agent.spawn","ts":"2026-11-24T14:29:00Z","agent_id":"agent-{i:04}","agent_type":"data_collector_v1","deployment":"staging","ip":"{}","task_id":"t-{i}","expected_lifetime_minutes":600}}"#,
+            r#"{{"type":"agent.spawn","ts":"2026-11-24T14:29:00Z","agent_id":"agent-{i:04}","agent_type":"data_collector_v1","deployment":"staging","ip":"{}","task_id":"t-{i}","expected_lifetime_minutes":1500}}"#,
             agent_ip(i)
         ));
         lines.push(format!(
@@ -59,7 +130,8 @@ fn generate(records: usize, batch_records: usize) -> Vec<Vec<u8>> {
     }
     let mut t = START_NS;
     while lines.len() < records {
-        t += 10_000_000 + rng.below(5_000_000);
+        // About a day for a million records: ~20 connections an hour per agent.
+        t += 60_000_000 + rng.below(50_000_000);
         let agent = agent_ip(rng.below(AGENTS));
         let sport = 32_768 + rng.below(28_000);
         let roll = rng.below(100);
@@ -141,6 +213,10 @@ pub fn run(opts: BenchOptions) -> Result<()> {
         engine.process_ndjson(batch, out);
     });
     let native_stats = engine.stats();
+    drop(engine);
+    // Measured while nothing else allocates: before any component is loaded.
+    let agents = 10_000;
+    let per_agent = bytes_per_agent(&opts.policy_text, agents)?;
 
     // The component as `run` uses it (CPU-bounded by epoch checks), and without
     // the bound, so the price of the bound is visible.
@@ -164,6 +240,7 @@ pub fn run(opts: BenchOptions) -> Result<()> {
         let _ = writeln!(report, "{name:<10} {:>14.0} {:>10.1} {:>10.3} {:>15.2}x", rate(m), mbps(m), m.elapsed.as_secs_f64(), ratio);
     }
     let _ = writeln!(report, "(component: CPU-bounded by --batch-timeout-ms, as `run` uses it; unbounded: --batch-timeout-ms 0)");
+    let _ = writeln!(report, "state: {per_agent:.0} bytes per active agent (native heap, {agents} agents with a plan, 3 DNS names, 30 connections and a heartbeat each)");
     let identical = component_paths.iter().all(|(_, m)| m.output_hash == native.output_hash);
     let _ = writeln!(report, "outputs identical: {}", if identical { "yes" } else { "NO" });
     print!("{report}");

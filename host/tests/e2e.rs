@@ -189,7 +189,7 @@ fn bench_reports_both_paths_and_their_ratio() {
     let out = clawwatch(&["bench", "--records", "20000"], b"");
     assert!(out.status.success(), "{}", stderr(&out));
     let report = String::from_utf8(out.stdout).unwrap();
-    for needle in ["native", "component", "unbounded", "time vs native", "outputs identical: yes"] {
+    for needle in ["native", "component", "unbounded", "time vs native", "bytes per active agent", "outputs identical: yes"] {
         assert!(report.contains(needle), "{report}");
     }
 }

@@ -356,8 +356,11 @@ impl Engine {
             findings.extend(not_allowed);
             findings.extend(undeclared);
             findings.extend(dns_foreign_resolver::check_flow(flow, &Subject::Agent(agent), monitor));
-            let what = format!("connected to {}/{}", crate::rules::endpoint(names.first().copied().unwrap_or(&flow.dst.to_string()), flow.dst_port), flow.proto);
-            findings.extend(lifetime_exceeded::check_activity(agent, profile, flow.ts, &what));
+            let what = || match names.first() {
+                Some(name) => format!("connected to {}/{}", crate::rules::endpoint(name, flow.dst_port), flow.proto),
+                None => format!("connected to {}/{}", crate::rules::endpoint(&flow.dst.to_string(), flow.dst_port), flow.proto),
+            };
+            findings.extend(lifetime_exceeded::check_activity(agent, profile, flow.ts, what));
 
             activity.observe(flow.ts, flow.dst, flow.dst_port, flow.proto, names.first().copied());
             if !corp_dns {
@@ -402,7 +405,7 @@ impl Engine {
                 || self.activities.peek(&agent.id).is_some_and(|a| a.grants.iter().any(|g| g.dest.is_name() && g.dest.matches_name(&query.qname) && g.expires.is_none_or(|e| query.ts < e)));
             findings.extend(dns_high_entropy::check(agent, &query.qname, allowed));
             findings.extend(self.tunnels.check(agent, &query.qname, query.qtype.as_deref(), query.ts));
-            findings.extend(lifetime_exceeded::check_activity(agent, profile, query.ts, &format!("resolved {}", query.qname)));
+            findings.extend(lifetime_exceeded::check_activity(agent, profile, query.ts, || format!("resolved {}", query.qname)));
         } else {
             findings.extend(egress_unknown_agent::check(query.client, monitor, &format!("resolved {}", query.qname)));
             if monitor.in_agent_subnet(query.client) {

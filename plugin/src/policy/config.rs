@@ -69,7 +69,7 @@ impl Default for MonitorConfig {
             corp_resolvers: Vec::new(),
             dns_ttl_grace_seconds: 300,
             incident_quiet_minutes: 60,
-            max_agents: 65_536,
+            max_agents: 32_768,
             max_dns_entries: 262_144,
             max_incidents: 65_536,
             max_record_bytes: 1 << 20,

@@ -29,10 +29,11 @@ fn finding(agent: &Agent, deadline: Timestamp, what: &str) -> Finding {
     Finding::new(&RULE, &subject, None, format!("{subject} {what} after its lifetime ended at {}", deadline.to_rfc3339()))
 }
 
-/// Activity at `t` (`what`, e.g. "connected to x:443/tcp") after the deadline.
-pub fn check_activity(agent: &Agent, profile: Option<&Profile>, t: Timestamp, what: &str) -> Option<Finding> {
+/// Activity at `t` after the deadline; `what` describes it (e.g. "connected
+/// to x:443/tcp") and is only built when the rule fires.
+pub fn check_activity(agent: &Agent, profile: Option<&Profile>, t: Timestamp, what: impl FnOnce() -> String) -> Option<Finding> {
     let deadline = deadline(agent, profile)?;
-    (t > deadline).then(|| finding(agent, deadline, what))
+    (t > deadline).then(|| finding(agent, deadline, &what()))
 }
 
 /// Event time (the watermark) has passed the deadline and the agent was not
@@ -54,11 +55,11 @@ mod tests {
         let profile = profile_of(&p, "data_collector_v1");
         let a = agent("data_collector_v1"); // spawned 14:30, lifetime 120, variance 15
         assert_eq!(deadline(&a, Some(profile)), Some(ts("2026-11-24T16:45:00Z")));
-        let f = check_activity(&a, Some(profile), ts("2026-11-24T16:46:00Z"), "connected to 1.2.3.4:443/tcp").expect("fires");
+        let f = check_activity(&a, Some(profile), ts("2026-11-24T16:46:00Z"), || "connected to 1.2.3.4:443/tcp".into()).expect("fires");
         assert_eq!(f.incident, "0x8a3f/lifetime.exceeded");
         assert_eq!(f.rule.severity, Severity::Low);
         // Near miss: within the variance.
-        assert!(check_activity(&a, Some(profile), ts("2026-11-24T16:44:00Z"), "x").is_none());
+        assert!(check_activity(&a, Some(profile), ts("2026-11-24T16:44:00Z"), || "x".into()).is_none());
     }
 
     #[test]
@@ -67,7 +68,7 @@ mod tests {
         let profile = profile_of(&p, "data_collector_v1");
         let mut a = agent("data_collector_v1");
         a.extended_minutes = 60;
-        assert!(check_activity(&a, Some(profile), ts("2026-11-24T17:40:00Z"), "x").is_none());
+        assert!(check_activity(&a, Some(profile), ts("2026-11-24T17:40:00Z"), || "x".into()).is_none());
         a.lifetime_minutes = Some(10);
         assert_eq!(deadline(&a, Some(profile)), Some(ts("2026-11-24T15:55:00Z")));
         assert!(deadline(&agent("x"), None).is_none(), "no lifetime known: never fires");
