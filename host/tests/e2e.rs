@@ -9,16 +9,20 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-fn clawwatch(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
-        .args(args)
+/// The built binary, run from the repository root with a test-local cache.
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clawwatch"));
+    cmd.args(args)
         .current_dir(repo())
         .env("CLAWWATCH_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("clawwatch runs");
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn clawwatch(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = command(args).spawn().expect("clawwatch runs");
     let mut input = child.stdin.take().unwrap();
     let stdin = stdin.to_vec();
     let feeder = std::thread::spawn(move || {
@@ -240,15 +244,7 @@ fn idle_input_advances_event_time_so_silent_agents_are_noticed() {
     // An agent spawned three hours ago with a 120 (+15) minute lifetime, then silence.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let spawn = format!(r#"{{"type":"agent.spawn","ts":{},"agent_id":"sleepy","agent_type":"data_collector_v1","ip":"10.20.0.99"}}"#, now - 3 * 3600);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
-        .args(["run", "--idle-advance-secs", "1"])
-        .current_dir(repo())
-        .env("CLAWWATCH_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = command(&["run", "--idle-advance-secs", "1"]).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(format!("{spawn}\n").as_bytes()).unwrap();
     stdin.flush().unwrap();
