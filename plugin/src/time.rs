@@ -113,6 +113,11 @@ impl Timestamp {
                 let off = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
                 if sign == b'+' { off } else { -off }
             }
+            // `+0000`, as Suricata writes it.
+            Some(&sign @ (b'+' | b'-')) if b.len() == i + 5 => {
+                let off = num(i + 1..i + 3)? * 3600 + num(i + 3..i + 5)? * 60;
+                if sign == b'+' { off } else { -off }
+            }
             _ => return None,
         };
         let days = days_from_civil(year, month, day);
@@ -244,6 +249,8 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2026-11-24T14:30:00.250Z");
         let t = Timestamp::parse_rfc3339("2026-11-24 14:30:00.123456").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-11-24T14:30:00.123456Z");
+        let t = Timestamp::parse_rfc3339("2026-11-24T15:30:00.123456+0100").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-24T14:30:00.123456Z", "Suricata's offsets");
     }
 
     #[test]

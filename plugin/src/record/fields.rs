@@ -73,6 +73,42 @@ known_keys! {
     ProtoName = "protocol",
     Expires = "expires",
     Approver = "approver",
+    // pmacct / nfacctd
+    IpSrc = "ip_src",
+    IpDst = "ip_dst",
+    PortSrc = "port_src",
+    PortDst = "port_dst",
+    IpProto = "ip_proto",
+    TimestampStart = "timestamp_start",
+    TimestampEnd = "timestamp_end",
+    // nfdump
+    First = "first",
+    Last = "last",
+    Src4Addr = "src4_addr",
+    Src6Addr = "src6_addr",
+    Dst4Addr = "dst4_addr",
+    Dst6Addr = "dst6_addr",
+    InBytes = "in_bytes",
+    InPackets = "in_packets",
+    // Suricata EVE
+    Timestamp = "timestamp",
+    EventType = "event_type",
+    DestIp = "dest_ip",
+    DestPort = "dest_port",
+    FlowStats = "flow",
+    Netflow = "netflow",
+    DnsEvent = "dns",
+    // Zeek
+    OrigH = "id.orig_h",
+    OrigP = "id.orig_p",
+    RespH = "id.resp_h",
+    RespP = "id.resp_p",
+    OrigBytes = "orig_bytes",
+    OrigPkts = "orig_pkts",
+    Query = "query",
+    QtypeName = "qtype_name",
+    RcodeName = "rcode_name",
+    Ttls = "TTLs",
 }
 
 /// A JSON value borrowed from the record where possible, of any type.

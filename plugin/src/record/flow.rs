@@ -4,30 +4,38 @@ use super::fields::{Fields, Key};
 use super::{DecodeError, Event, Flow, Proto, Reader, Recognized, Stream};
 use crate::time::Timestamp;
 
-/// The fields every flow format shares once its times are known: addresses
-/// (under the format's own keys), protocol, ports and counters.
+/// Where a flow format keeps what every flow has.
+pub(crate) struct FlowKeys {
+    pub src: Key,
+    pub dst: Key,
+    pub src_port: Key,
+    pub dst_port: Key,
+    pub proto: Key,
+    pub bytes: Key,
+    pub packets: Key,
+}
+
+pub(crate) const CANONICAL_KEYS: FlowKeys =
+    FlowKeys { src: Key::SrcIp, dst: Key::DstIp, src_port: Key::SrcPort, dst_port: Key::DstPort, proto: Key::Proto, bytes: Key::Bytes, packets: Key::Packets };
+
+/// The fields every flow format shares once its times are known: addresses,
+/// protocol, ports and counters, under the format's own keys.
 fn flow(r: &Reader, ts: Timestamp, end: Option<Timestamp>, src_key: Key, dst_key: Key) -> Result<Flow, DecodeError> {
-    let src = r.required(src_key, Reader::ip)?;
-    let dst = r.required(dst_key, Reader::ip)?;
-    let proto = r.required(Key::Proto, Reader::proto)?;
-    let (src_port, dst_port) = (r.port(Key::SrcPort)?, r.port(Key::DstPort)?);
+    flow_with(r, ts, end, &FlowKeys { src: src_key, dst: dst_key, ..CANONICAL_KEYS })
+}
+
+pub(crate) fn flow_with(r: &Reader, ts: Timestamp, end: Option<Timestamp>, k: &FlowKeys) -> Result<Flow, DecodeError> {
+    let src = r.required(k.src, Reader::ip)?;
+    let dst = r.required(k.dst, Reader::ip)?;
+    let proto = r.required(k.proto, Reader::proto)?;
+    let (src_port, dst_port) = (r.port(k.src_port)?, r.port(k.dst_port)?);
     // Ports are meaningless for ICMP and other port-less protocols.
     let (src_port, dst_port) = if matches!(proto, Proto::Tcp | Proto::Udp) {
-        (src_port.ok_or_else(|| r.error(Key::SrcPort, "is missing"))?, dst_port.ok_or_else(|| r.error(Key::DstPort, "is missing"))?)
+        (src_port.ok_or_else(|| r.error(k.src_port, "is missing"))?, dst_port.ok_or_else(|| r.error(k.dst_port, "is missing"))?)
     } else {
         (src_port.unwrap_or(0), dst_port.unwrap_or(0))
     };
-    Ok(Flow {
-        ts,
-        end,
-        src,
-        dst,
-        src_port,
-        dst_port,
-        proto,
-        bytes: r.count(Key::Bytes)?.unwrap_or(0),
-        packets: r.count(Key::Packets)?.unwrap_or(0),
-    })
+    Ok(Flow { ts, end, src, dst, src_port, dst_port, proto, bytes: r.count(k.bytes)?.unwrap_or(0), packets: r.count(k.packets)?.unwrap_or(0) })
 }
 
 /// `{"type":"flow","ts","src_ip","src_port","dst_ip","dst_port","proto","bytes","packets","end"}`

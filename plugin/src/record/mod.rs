@@ -10,6 +10,10 @@ mod dns;
 pub mod fields;
 mod flow;
 mod intent;
+mod nfdump;
+mod pmacct;
+mod suricata;
+mod zeek;
 
 use crate::policy::Destination;
 use crate::time::Timestamp;
@@ -304,6 +308,24 @@ pub fn recognize(fields: &Fields) -> Recognized {
             _ => {}
         }
     }
+    // Collectors' own shapes, each by the keys only it writes.
+    if let Some(kind) = fields.str(Key::EventType) {
+        match kind {
+            "flow" | "netflow" => return suricata::flow(fields),
+            "dns" => return suricata::dns(fields),
+            _ => {}
+        }
+    }
+    if fields.has(Key::OrigH) && fields.has(Key::RespH) {
+        let dns_log = fields.has(Key::Query) || fields.has(Key::QtypeName) || fields.has(Key::RcodeName) || fields.has(Key::Ttls);
+        return if dns_log { zeek::dns(fields) } else { zeek::conn(fields) };
+    }
+    if fields.has(Key::IpSrc) && fields.has(Key::IpDst) {
+        return pmacct::flow(fields);
+    }
+    if fields.has(Key::Src4Addr) || fields.has(Key::Src6Addr) {
+        return nfdump::flow(fields);
+    }
     let looks_goflow = fields.has(Key::TimeFlowStartNs) || (fields.has(Key::SrcAddr) && fields.has(Key::DstAddr));
     match explicit {
         Some("flow") if fields.has(Key::SrcIp) => return flow::canonical(fields),
@@ -452,6 +474,31 @@ impl Item<'_, '_, '_> {
         match self.present(name)? {
             None => Ok(None),
             Some(v) => v.as_u64().map(Some).ok_or_else(|| self.error(name, format!("is not a non-negative integer: {}", v.preview()))),
+        }
+    }
+}
+
+impl Reader<'_, '_> {
+    /// A member of an object field (`flow.start`); errors name both.
+    pub fn nested<'v>(&'v self, key: Key, name: &str) -> Result<Option<&'v Value<'v>>, DecodeError> {
+        match self.fields.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(obj @ Value::Map(_)) => Ok(obj.get(name).filter(|v| **v != Value::Null)),
+            Some(other) => Err(self.error(key, format!("must be an object, found {}", other.type_name()))),
+        }
+    }
+
+    pub fn nested_timestamp(&self, key: Key, name: &str) -> Result<Option<Timestamp>, DecodeError> {
+        match self.nested(key, name)? {
+            None => Ok(None),
+            Some(v) => parse_timestamp(v).map(Some).ok_or_else(|| self.error(key, format!("has `{name}` that is not a time: {}", v.preview()))),
+        }
+    }
+
+    pub fn nested_count(&self, key: Key, name: &str) -> Result<Option<u64>, DecodeError> {
+        match self.nested(key, name)? {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| self.error(key, format!("has `{name}` that is not a non-negative integer: {}", v.preview()))),
         }
     }
 }
