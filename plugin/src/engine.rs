@@ -374,11 +374,19 @@ impl Engine {
                 }
             }
         } else if let Some(agent) = self.registry.agent_at(flow.dst, flow.ts) {
-            // Inbound or return traffic: attributed, never judged against allowed_outbound.
+            // Traffic to an agent: attributed, never judged against allowed_outbound.
             note.agent = Some(AgentInfo::from(agent));
             note.verdict = Verdict::Allow;
-            note.direction = Some("inbound");
-            self.inbound.insert((flow.dst, flow.dst_port, flow.src, flow.src_port), ());
+            // Only a peer connecting to the agent's service (the lower port) opens
+            // an inbound session whose answers go unjudged. The answer to the
+            // agent's own call (a resolver's reply, often exported first) must
+            // never excuse that call.
+            if flow.dst_port < flow.src_port {
+                note.direction = Some("inbound");
+                self.inbound.insert((flow.dst, flow.dst_port, flow.src, flow.src_port), ());
+            } else {
+                note.direction = Some("return");
+            }
         } else {
             let what = egress_unknown_agent::describe_flow(flow.dst, flow.dst_port, flow.proto);
             findings.extend(egress_unknown_agent::check(flow.src, monitor, &what));

@@ -357,3 +357,15 @@ fn activity_after_the_lifetime_is_flagged_on_the_record() {
     assert!(rules(&out[2]).is_empty(), "within lifetime + variance");
     assert_eq!(rules(&out[3]), ["lifetime.exceeded"]);
 }
+
+#[test]
+fn an_answer_exported_before_its_call_does_not_excuse_the_call() {
+    let mut e = Engine::new(POLICY).unwrap();
+    // nfacctd printed the resolver's reply before the agent's query.
+    let reply = r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"8.8.8.8","src_port":53,"dst_ip":"10.20.0.15","dst_port":40002,"proto":"UDP"}"#;
+    let query = r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.0.15","src_port":40002,"dst_ip":"8.8.8.8","dst_port":53,"proto":"UDP"}"#;
+    let out = run(&mut e, &[SPAWN, reply, query].join("\n"));
+    assert_eq!(out[1]["clawwatch"]["direction"], "return");
+    assert_eq!(out[2]["clawwatch"]["direction"], "outbound");
+    assert_eq!(rules(&out[2]), ["dns.foreign_resolver"]);
+}
