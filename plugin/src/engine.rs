@@ -15,7 +15,7 @@ use crate::incidents::{Closing, Incidents};
 use crate::output::{AgentInfo, IncidentRecord, IncidentStatus, Note, Reported, Verdict};
 use crate::policy::{Policy, PolicyError, Profile};
 use crate::record::fields::Fields;
-use crate::record::{recognize, DnsQuery, Event, Flow, Heartbeat, Recognized, Stream};
+use crate::record::{recognize_with, DnsQuery, Event, Flow, Heartbeat, Recognized, Stream};
 use crate::registry::{Agent, Registry, Update};
 use crate::rules::dns_tunneling::TunnelWindows;
 use crate::rules::rate_runaway::RateWindows;
@@ -187,7 +187,7 @@ impl Engine {
             Ok(fields) => fields,
             Err(e) => return fail(format!("not a JSON object: {e}"), out),
         };
-        let note = match recognize(&fields) {
+        let note = match recognize_with(&fields, &self.policy.inputs) {
             Recognized::Event(event) => self.judge(event),
             Recognized::Invalid(e) => {
                 let mut note = Note::new(e.stream, Verdict::Error);

@@ -21,9 +21,34 @@ pub struct PolicyConfig {
     /// Known-good destinations for unplanned calls (audited, not alerted).
     #[serde(default)]
     pub approvals: ApprovalsConfig,
+    /// How to read inputs that leave something implicit.
+    #[serde(default)]
+    pub inputs: InputsConfig,
     /// One table per agent type (or profile name).
     #[serde(default)]
     pub agent_profile: BTreeMap<String, ProfileConfig>,
+}
+
+/// `[inputs]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputsConfig {
+    /// The zone of nfdump's zone-less local times, as an offset: "+01:00", "-05:00" ("+00:00" by default).
+    #[serde(default, deserialize_with = "utc_offset")]
+    pub nfdump_utc_offset: i64,
+}
+
+fn utc_offset<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let s = String::deserialize(d)?;
+    let b = s.as_bytes();
+    let parsed = (b.len() == 6 && matches!(b[0], b'+' | b'-') && b[3] == b':')
+        .then(|| Some((s[1..3].parse::<i64>().ok()?, s[4..6].parse::<i64>().ok()?)))
+        .flatten()
+        .filter(|(h, m)| *h <= 14 && *m < 60);
+    match parsed {
+        Some((h, m)) => Ok(if b[0] == b'-' { -(h * 3600 + m * 60) } else { h * 3600 + m * 60 }),
+        None => Err(de::Error::custom(format!("invalid UTC offset `{s}`: expected e.g. \"+01:00\" or \"-05:00\""))),
+    }
 }
 
 /// `[monitor]`

@@ -87,6 +87,8 @@ pub struct Policy {
     pub monitor: Monitor,
     /// Destinations that unplanned calls may reach as audited authorisations.
     pub approvals: Vec<Rule>,
+    /// How to read inputs that leave something implicit.
+    pub inputs: crate::record::InputSettings,
     profiles: FxHashMap<String, ProfileEntry>,
 }
 
@@ -142,7 +144,8 @@ impl Policy {
                 (name, ProfileEntry { base, contexts })
             })
             .collect();
-        Policy { monitor, approvals: config.approvals.allow, profiles }
+        let inputs = crate::record::InputSettings { nfdump_utc_offset_secs: config.inputs.nfdump_utc_offset };
+        Policy { monitor, approvals: config.approvals.allow, inputs, profiles }
     }
 
     /// The profile for `name` as it applies in `deployment`.
@@ -250,6 +253,7 @@ expected_lifetime_minutes = 20160
             ("[agent_profile.\"x\"]\nvolume_anomaly_threshold_multiplier = 0.5\n", 2, "greater than 1"),
             ("[agent_profile.\"x\"]\nexpected_lifetime_minutes = -3\n", 2, ""),
             ("[monitor]\nmax_agents = 0\n", 2, "at least 1"),
+            ("[inputs]\nnfdump_utc_offset = \"CET\"\n", 2, "invalid UTC offset `CET`"),
             ("not toml at all", 1, ""),
         ] {
             let e = error_of(text);

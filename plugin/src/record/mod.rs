@@ -292,9 +292,33 @@ impl Recognized {
     }
 }
 
-/// Recognises a record by an explicit `stream`/`type` or else by its shape.
+/// Settings for reading inputs whose records leave something implicit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputSettings {
+    /// nfdump writes local time without a zone: its offset east of UTC, in seconds.
+    pub nfdump_utc_offset_secs: i64,
+}
+
+/// Recognises a record with default input settings.
 pub fn recognize(fields: &Fields) -> Recognized {
+    recognize_with(fields, &InputSettings::default())
+}
+
+/// Recognises a record by an explicit `stream`/`type` or else by its shape.
+/// `stream` may name any format (`goflow2`, `pmacct`, `nfdump`, `suricata`,
+/// `zeek_conn`, `zeek_dns`) or a kind (`flow`, `dns`).
+pub fn recognize_with(fields: &Fields, settings: &InputSettings) -> Recognized {
     let explicit = fields.str(Key::Stream);
+    match explicit {
+        Some("goflow2") => return flow::goflow2(fields),
+        Some("pmacct") => return pmacct::flow(fields),
+        Some("nfdump") => return nfdump::flow(fields, settings.nfdump_utc_offset_secs),
+        Some("suricata") if fields.str(Key::EventType) == Some("dns") => return suricata::dns(fields),
+        Some("suricata") => return suricata::flow(fields),
+        Some("zeek_conn") => return zeek::conn(fields),
+        Some("zeek_dns") => return zeek::dns(fields),
+        _ => {}
+    }
     if let Some(kind) = fields.str(Key::Type) {
         match kind {
             "agent.spawn" => return control::spawn(fields),
@@ -324,7 +348,7 @@ pub fn recognize(fields: &Fields) -> Recognized {
         return pmacct::flow(fields);
     }
     if fields.has(Key::Src4Addr) || fields.has(Key::Src6Addr) {
-        return nfdump::flow(fields);
+        return nfdump::flow(fields, settings.nfdump_utc_offset_secs);
     }
     let looks_goflow = fields.has(Key::TimeFlowStartNs) || (fields.has(Key::SrcAddr) && fields.has(Key::DstAddr));
     match explicit {
@@ -556,6 +580,23 @@ mod tests {
             Recognized::Event(Event::Dns(q)) => assert_eq!(q.qname, "example.net"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_explicit_stream_names_the_format_whatever_the_shape() {
+        // A pmacct record whose keys alone would not say so (no ip_dst yet).
+        match recognize_line(r#"{"stream":"pmacct","ip_src":"10.20.0.15","port_src":1,"port_dst":2,"ip_proto":"tcp","timestamp_start":"2026-11-24 14:31:00"}"#) {
+            Recognized::Invalid(e) => assert_eq!((e.format, e.field), ("pmacct", "ip_dst")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nfdump_local_time_is_shifted_by_the_configured_offset() {
+        let line = r#"{"type":"FLOW","first":"2026-11-24T15:31:00.000","in_bytes":1,"in_packets":1,"proto":6,"src_port":1,"dst_port":443,"src4_addr":"10.20.0.15","dst4_addr":"93.184.216.34"}"#;
+        let fields = Fields::parse(line.as_bytes()).unwrap();
+        let Recognized::Event(Event::Flow(f)) = recognize_with(&fields, &InputSettings { nfdump_utc_offset_secs: 3600 }) else { panic!() };
+        assert_eq!(f.ts.to_rfc3339(), "2026-11-24T14:31:00Z");
     }
 
     #[test]
