@@ -15,7 +15,7 @@ use crate::incidents::{Closing, Incidents};
 use crate::output::{AgentInfo, IncidentRecord, IncidentStatus, Note, Reported, Verdict};
 use crate::policy::{Policy, PolicyError, Profile};
 use crate::record::fields::Fields;
-use crate::record::{recognize_with, DnsQuery, Event, Flow, Heartbeat, Recognized, Stream};
+use crate::record::{recognize_with, DnsQuery, Event, Flow, Heartbeat, ProxiedCall, Recognized, Stream};
 use crate::registry::{Agent, Registry, Update};
 use crate::rules::dns_tunneling::TunnelWindows;
 use crate::rules::rate_runaway::RateWindows;
@@ -259,6 +259,24 @@ impl Engine {
                 }
                 (self.control_note(&agent_id, update), Vec::new())
             }
+            Event::Intent(intent) => {
+                let update = if self.registry.agent(&intent.agent_id).is_some() { Update::Applied } else { Update::UnknownAgent };
+                let mut note = self.control_note(&intent.agent_id, update);
+                // A tool's announced call joins the declared plan; an agent
+                // without one is not judged against intents alone.
+                match self.activities.get_mut(intent.agent_id.as_str()).and_then(|a| a.plan.as_mut()) {
+                    Some(plan) => {
+                        if plan.len() >= crate::record::MAX_PLANNED_ACTIONS {
+                            plan.remove(0);
+                        }
+                        plan.push(intent.action);
+                    }
+                    None if note.agent.is_some() => note.note = Some("no declared plan: the intent is recorded for attribution only".into()),
+                    None => {}
+                }
+                (note, Vec::new())
+            }
+            Event::Proxied(call) => self.judge_proxied(&call),
             Event::Heartbeat(hb) => self.judge_heartbeat(hb),
             Event::Flow(flow) => self.judge_flow(&flow),
             Event::Dns(query) => self.judge_dns(&query),
@@ -393,6 +411,54 @@ impl Engine {
             if monitor.in_agent_subnet(flow.src) {
                 findings.extend(dns_foreign_resolver::check_flow(flow, &Subject::Address(flow.src), monitor));
             }
+        }
+        (note, findings)
+    }
+
+    /// A connection asked for by name through an egress proxy: judged by name
+    /// against the profile, the plan and the approvals, every name on its own.
+    fn judge_proxied(&mut self, call: &ProxiedCall) -> (Note, Vec<Finding>) {
+        let Some(agent) = self.registry.agent(&call.agent_id) else {
+            let mut note = Note::new(Stream::Proxy, Verdict::Unattributed);
+            note.note = Some(format!("agent \"{}\" is not known (never spawned, or forgotten under max_agents)", call.agent_id));
+            return (note, Vec::new());
+        };
+        let mut note = Note::new(Stream::Proxy, Verdict::Allow);
+        note.agent = Some(AgentInfo::from(agent));
+        note.direction = Some("outbound");
+        let flow = Flow {
+            ts: call.ts,
+            end: None,
+            src: agent.ips.first().copied().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            // No address: only name rules can admit it.
+            dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            src_port: 0,
+            dst_port: call.port,
+            proto: crate::record::Proto::Tcp,
+            bytes: 0,
+            packets: 0,
+        };
+        let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
+        let activity = self.activities.get_or_insert_with(agent.id.clone(), Activity::default);
+        let mut findings = Vec::new();
+        for host in &call.hosts {
+            let names = [host.as_str()];
+            let not_allowed = egress_not_allowed::check(&flow, agent, profile, &names);
+            let undeclared = activity.plan.as_ref().and_then(|plan| plan_undeclared::check(agent, plan, &flow, &names));
+            if not_allowed.is_some() || undeclared.is_some() {
+                if let Some(approval) = approval_granted::find(&self.policy.approvals, &activity.grants, &flow, &names) {
+                    let unplanned = if not_allowed.is_some() { "outside allowed_outbound" } else { "outside its plan" };
+                    findings.push(approval_granted::finding(agent, &flow, &names, &approval, unplanned));
+                    continue;
+                }
+            }
+            findings.extend(not_allowed);
+            findings.extend(undeclared);
+        }
+        let what = || format!("asked its proxy for {}:{}", call.hosts[0], call.port);
+        findings.extend(lifetime_exceeded::check_activity(agent, profile, call.ts, what));
+        if let Some(by) = &call.rejected_by {
+            note.note = Some(format!("the proxy refused it ({by})"));
         }
         (note, findings)
     }

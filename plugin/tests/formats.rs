@@ -73,3 +73,30 @@ fn broken_records_of_each_format_are_tagged_with_the_field() {
         snapshot(&format!("{name}.malformed"), &text);
     }
 }
+
+#[test]
+fn agent_framework_records_drive_the_same_judgements() {
+    let policy = std::fs::read_to_string(dir().join("frameworks.toml")).unwrap();
+    let input = std::fs::read(dir().join("frameworks.ndjson")).unwrap();
+    let mut engine = Engine::new(&policy).unwrap();
+    let mut out = Vec::new();
+    engine.process_ndjson(&input, &mut out);
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| !matches!(v["clawwatch"]["stream"].as_str(), Some("incident" | "audit"))).collect();
+    let rules = |i: usize| -> Vec<String> { judgement(&lines[i]).3.iter().map(|id| id.split('/').nth(1).unwrap().to_string()).collect() };
+    // OpenClaw: the run is an agent; its tool call joins the declared plan.
+    assert_eq!(lines[0]["clawwatch"]["agent"]["id"], "run-7f3a");
+    assert_eq!(lines[4]["clawwatch"]["verdict"], "allow", "the tool call declared it");
+    assert_eq!(rules(6), ["plan.undeclared"], "allowed, but no tool call declared it");
+    assert_eq!(rules(8), ["egress.unknown_agent"], "after the run ended");
+    // NanoClaw: the group's container is an agent while it runs.
+    assert_eq!(lines[9]["clawwatch"]["agent"]["id"], "nanoclaw/main");
+    assert_eq!(lines[11]["clawwatch"]["verdict"], "allow");
+    assert_eq!(rules(13), ["egress.unknown_agent"], "after the container exited");
+    // IronClaw: calls judged by name, refused or not; a different SNI counts.
+    assert_eq!(lines[15]["clawwatch"]["verdict"], "allow");
+    assert_eq!(rules(16), ["egress.not_allowed"]);
+    assert_eq!(lines[16]["clawwatch"]["note"], "the proxy refused it (allowlist)");
+    assert_eq!(judgement(&lines[17]).3, ["job-42/egress.not_allowed/c2.example:443"]);
+    snapshot("frameworks", &text);
+}

@@ -36,6 +36,58 @@ pub struct InputsConfig {
     /// The zone of nfdump's zone-less local times, as an offset: "+01:00", "-05:00" ("+00:00" by default).
     #[serde(default, deserialize_with = "utc_offset")]
     pub nfdump_utc_offset: i64,
+    /// `[inputs.openclaw]`: how OpenClaw runs map onto agents.
+    #[serde(default)]
+    pub openclaw: OpenClawInput,
+    /// `[inputs.nanoclaw]`: how NanoClaw group containers map onto agents.
+    #[serde(default)]
+    pub nanoclaw: NanoClawInput,
+}
+
+/// `[inputs.openclaw]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenClawInput {
+    /// The agent type (profile) of OpenClaw runs whose events do not say (default "openclaw").
+    pub agent_type: Option<String>,
+    /// Address(es) of each session's runs, by `sessionKey`, for events that carry none.
+    #[serde(default)]
+    pub session_addresses: BTreeMap<String, Addresses>,
+}
+
+/// `[inputs.nanoclaw]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NanoClawInput {
+    /// The agent type (profile) of NanoClaw containers (default "nanoclaw").
+    pub agent_type: Option<String>,
+    /// Address(es) of each group's container, by group name.
+    #[serde(default)]
+    pub group_addresses: BTreeMap<String, Addresses>,
+}
+
+/// One address or a list of them.
+#[derive(Debug, Clone)]
+pub struct Addresses(pub Vec<IpAddr>);
+
+impl<'de> Deserialize<'de> for Addresses {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let texts = match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        };
+        texts
+            .iter()
+            .map(|t| t.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| de::Error::custom(format!("invalid IP address `{t}`"))))
+            .collect::<Result<_, _>>()
+            .map(Addresses)
+    }
 }
 
 fn utc_offset<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {

@@ -144,7 +144,16 @@ impl Policy {
                 (name, ProfileEntry { base, contexts })
             })
             .collect();
-        let inputs = crate::record::InputSettings { nfdump_utc_offset_secs: config.inputs.nfdump_utc_offset };
+        let framework = |agent_type: Option<String>, addresses: std::collections::BTreeMap<String, config::Addresses>| crate::record::FrameworkSettings {
+            agent_type,
+            addresses: addresses.into_iter().map(|(k, v)| (k, v.0)).collect(),
+        };
+        let i = config.inputs;
+        let inputs = crate::record::InputSettings {
+            nfdump_utc_offset_secs: i.nfdump_utc_offset,
+            openclaw: framework(i.openclaw.agent_type, i.openclaw.session_addresses),
+            nanoclaw: framework(i.nanoclaw.agent_type, i.nanoclaw.group_addresses),
+        };
         Policy { monitor, approvals: config.approvals.allow, inputs, profiles }
     }
 
@@ -254,6 +263,8 @@ expected_lifetime_minutes = 20160
             ("[agent_profile.\"x\"]\nexpected_lifetime_minutes = -3\n", 2, ""),
             ("[monitor]\nmax_agents = 0\n", 2, "at least 1"),
             ("[inputs]\nnfdump_utc_offset = \"CET\"\n", 2, "invalid UTC offset `CET`"),
+            ("[inputs.openclaw]\nsession_addresses = { \"agent:main:main\" = \"10.20.6\" }\n", 2, "invalid IP address `10.20.6`"),
+            ("[inputs.nanoclaw]\ngroups = {}\n", 2, "unknown field `groups`"),
             ("not toml at all", 1, ""),
         ] {
             let e = error_of(text);

@@ -109,6 +109,24 @@ known_keys! {
     QtypeName = "qtype_name",
     RcodeName = "rcode_name",
     Ttls = "TTLs",
+    // OpenClaw gateway agent events
+    RunId = "runId",
+    SessionKey = "sessionKey",
+    Data = "data",
+    // NanoClaw (pino)
+    Msg = "msg",
+    Time = "time",
+    Group = "group",
+    ContainerName = "containerName",
+    // IronClaw egress proxy (tracing JSON)
+    TracingFields = "fields",
+    AuditHost = "audit.host",
+    AuditSni = "audit.sni",
+    AuditMethod = "audit.method",
+    AuditAction = "audit.action",
+    AuditPort = "audit.port",
+    RejectedBy = "rejected_by",
+    JobId = "job_id",
 }
 
 /// A JSON value borrowed from the record where possible, of any type.

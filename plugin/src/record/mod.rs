@@ -10,7 +10,11 @@ mod dns;
 pub mod fields;
 mod flow;
 mod intent;
+pub use intent::MAX_PLANNED_ACTIONS;
+mod ironclaw;
+mod nanoclaw;
 mod nfdump;
+mod openclaw;
 mod pmacct;
 mod suricata;
 mod zeek;
@@ -28,6 +32,8 @@ pub enum Stream {
     Flow,
     Dns,
     Heartbeat,
+    /// An egress proxy's log of a connection asked for by name.
+    Proxy,
     /// A record clawwatch emits about an incident (opened or closed).
     Incident,
     /// A record clawwatch emits about an approved unplanned call.
@@ -43,6 +49,7 @@ impl Stream {
             Stream::Flow => "flow",
             Stream::Dns => "dns",
             Stream::Heartbeat => "heartbeat",
+            Stream::Proxy => "proxy",
             Stream::Incident => "incident",
             Stream::Audit => "audit",
             Stream::Other => "other",
@@ -232,12 +239,15 @@ pub enum Event {
     Heartbeat(Heartbeat),
     Plan(Plan),
     Grant(Grant),
+    Intent(Intent),
+    Proxied(ProxiedCall),
 }
 
 impl Event {
     pub fn stream(&self) -> Stream {
         match self {
-            Event::Spawn(_) | Event::Terminate(_) | Event::PolicyChange(_) | Event::Plan(_) | Event::Grant(_) => Stream::Control,
+            Event::Spawn(_) | Event::Terminate(_) | Event::PolicyChange(_) | Event::Plan(_) | Event::Grant(_) | Event::Intent(_) => Stream::Control,
+            Event::Proxied(_) => Stream::Proxy,
             Event::Heartbeat(_) => Stream::Heartbeat,
             Event::Flow(_) => Stream::Flow,
             Event::Dns(_) => Stream::Dns,
@@ -254,6 +264,8 @@ impl Event {
             Event::Heartbeat(e) => e.ts,
             Event::Plan(e) => e.ts,
             Event::Grant(e) => e.ts,
+            Event::Intent(e) => e.ts,
+            Event::Proxied(e) => e.ts,
         }
     }
 }
@@ -297,6 +309,39 @@ impl Recognized {
 pub struct InputSettings {
     /// nfdump writes local time without a zone: its offset east of UTC, in seconds.
     pub nfdump_utc_offset_secs: i64,
+    pub openclaw: FrameworkSettings,
+    pub nanoclaw: FrameworkSettings,
+}
+
+/// How an agent framework's records map onto agents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameworkSettings {
+    /// The agent type (profile) its agents are judged by.
+    pub agent_type: Option<String>,
+    /// Addresses by session key (OpenClaw) or group (NanoClaw), for records that do not carry one.
+    pub addresses: std::collections::BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// A connection an agent asked for by name, as an egress proxy logged it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxiedCall {
+    pub ts: Timestamp,
+    pub agent_id: String,
+    /// Normalised host name(s) the call was for: the requested host, and the TLS SNI when it differs.
+    pub hosts: Vec<String>,
+    pub port: u16,
+    pub method: Option<String>,
+    /// What the proxy did (`allow`, `deny`, ...) and, when it refused, which control refused.
+    pub action: Option<String>,
+    pub rejected_by: Option<String>,
+}
+
+/// A network action an agent announced (a tool call with a URL) just before making it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intent {
+    pub ts: Timestamp,
+    pub agent_id: String,
+    pub action: PlannedAction,
 }
 
 /// Recognises a record with default input settings.
@@ -331,6 +376,16 @@ pub fn recognize_with(fields: &Fields, settings: &InputSettings) -> Recognized {
             "approval.grant" => return intent::grant(fields),
             _ => {}
         }
+    }
+    // Agent frameworks' own records.
+    if fields.has(Key::RunId) && fields.has(Key::Stream) {
+        return openclaw::agent_event(fields, &settings.openclaw);
+    }
+    if fields.has(Key::Msg) && fields.has(Key::Group) && nanoclaw::is_container_line(fields) {
+        return nanoclaw::container(fields, &settings.nanoclaw);
+    }
+    if ironclaw::is_audit_line(fields) {
+        return ironclaw::audit(fields);
     }
     // Collectors' own shapes, each by the keys only it writes.
     if let Some(kind) = fields.str(Key::EventType) {
@@ -595,7 +650,7 @@ mod tests {
     fn nfdump_local_time_is_shifted_by_the_configured_offset() {
         let line = r#"{"type":"FLOW","first":"2026-11-24T15:31:00.000","in_bytes":1,"in_packets":1,"proto":6,"src_port":1,"dst_port":443,"src4_addr":"10.20.0.15","dst4_addr":"93.184.216.34"}"#;
         let fields = Fields::parse(line.as_bytes()).unwrap();
-        let Recognized::Event(Event::Flow(f)) = recognize_with(&fields, &InputSettings { nfdump_utc_offset_secs: 3600 }) else { panic!() };
+        let Recognized::Event(Event::Flow(f)) = recognize_with(&fields, &InputSettings { nfdump_utc_offset_secs: 3600, ..InputSettings::default() }) else { panic!() };
         assert_eq!(f.ts.to_rfc3339(), "2026-11-24T14:31:00Z");
     }
 

@@ -25,6 +25,8 @@ pub fn check(flow: &Flow, agent: &Agent, profile: Option<&Profile>, names: &[&st
     // Only a firing rule pays for formatting.
     let dst = flow.dst.to_string();
     let (target, shown) = match names.first() {
+        // A call known by name only (through a proxy) has no address to show.
+        Some(name) if flow.dst.is_unspecified() => (endpoint(name, flow.dst_port), format!("{}/{}", endpoint(name, flow.dst_port), flow.proto)),
         Some(name) => (endpoint(name, flow.dst_port), format!("{}/{} ({dst})", endpoint(name, flow.dst_port), flow.proto)),
         None => (endpoint(&dst, flow.dst_port), format!("{}/{}", endpoint(&dst, flow.dst_port), flow.proto)),
     };
