@@ -152,6 +152,8 @@ pub struct Monitor {
     runtime: Arc<Runtime>,
     policy: String,
     limits: Limits,
+    /// The input format, when the operator named it (`--format`).
+    stream: Option<String>,
     store: Store<GuestState>,
     instance: bindings::Monitor,
     handle: ResourceAny,
@@ -161,7 +163,12 @@ pub struct Monitor {
 impl Monitor {
     pub fn new(runtime: Arc<Runtime>, policy: &str, limits: Limits) -> Result<Monitor, CreateError> {
         let (store, instance, handle) = instantiate(&runtime, policy, &limits)?;
-        Ok(Monitor { runtime, policy: policy.to_string(), limits, store, instance, handle, restarts: 0 })
+        Ok(Monitor { runtime, policy: policy.to_string(), limits, stream: None, store, instance, handle, restarts: 0 })
+    }
+
+    /// Names the format of the records to come (`None`: recognise each by its shape).
+    pub fn set_stream(&mut self, stream: Option<String>) {
+        self.stream = stream;
     }
 
     /// Processes one NDJSON batch. If the guest traps or runs out of time or
@@ -198,7 +205,7 @@ impl Monitor {
 
     fn try_process(&mut self, batch: &[u8]) -> Result<Vec<u8>> {
         set_deadline(&mut self.store, &self.limits);
-        let out = self.instance.clawwatch_monitor_engine().monitor().call_process(&mut self.store, self.handle, BatchFormat::Ndjson, batch)?;
+        let out = self.instance.clawwatch_monitor_engine().monitor().call_process(&mut self.store, self.handle, BatchFormat::Ndjson, batch, self.stream.as_deref())?;
         Ok(out)
     }
 

@@ -69,6 +69,10 @@ struct RunArgs {
     /// Input file of NDJSON records; repeat for several, read in order. Default: stdin.
     #[arg(long, short, value_name = "PATH")]
     input: Vec<PathBuf>,
+    /// The inputs' format, for records whose shape does not say (a record's own `stream`
+    /// field still wins). Default: each record's format is recognised by its shape.
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(clawwatch_plugin::record::FORMAT_NAMES))]
+    format: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
     /// Lines longer than this are not parsed: they pass through as base64, tagged `error`.
@@ -157,6 +161,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 policy_text,
                 inputs,
                 alerts_only: false,
+                stream: args.format.clone(),
                 component: args.engine.component.clone(),
                 cache_dir: args.engine.cache_dir(),
                 limits: args.engine.limits(),
@@ -177,6 +182,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 policy_text,
                 inputs: vec![run::Input::Embedded(SAMPLE_RECORDS)],
                 alerts_only: args.alerts_only,
+                stream: None,
                 component: args.engine.component.clone(),
                 cache_dir: args.engine.cache_dir(),
                 limits: args.engine.limits(),

@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub inputs: Vec<Input>,
     /// Write only records whose verdict is `alert` (the demo's digest view).
     pub alerts_only: bool,
+    /// The input format, when the operator named it.
+    pub stream: Option<String>,
     pub component: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub limits: Limits,
@@ -44,6 +46,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let runtime = tokio::task::spawn_blocking(move || Runtime::load(component.as_deref(), cache_dir.as_deref(), interruptible)).await??;
     let policy_name = opts.policy_name.clone();
     let mut monitor = Monitor::new(Arc::new(runtime), &opts.policy_text, opts.limits.clone()).map_err(|e| e.explain(&policy_name))?;
+    monitor.set_stream(opts.stream.clone());
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "engine ready");
 
     let (in_tx, mut in_rx) = mpsc::channel::<Chunk>(4);

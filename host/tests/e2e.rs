@@ -275,3 +275,17 @@ fn rule_cases_through_the_component_match_the_native_snapshots() {
         }
     }
 }
+
+#[test]
+fn format_names_the_inputs_format_when_the_shape_does_not() {
+    // A pmacct record trimmed of the keys its shape is known by.
+    let line = br#"{"ip_src":"10.20.0.15","port_src":1,"port_dst":2,"ip_proto":"tcp","timestamp_start":"2026-11-24 14:31:00"}"#;
+    let plain = lines(&clawwatch(&["run"], line));
+    assert_eq!(plain[0]["clawwatch"]["verdict"], "not_applicable");
+    let named = lines(&clawwatch(&["run", "--format", "pmacct"], line));
+    assert_eq!(named[0]["clawwatch"]["verdict"], "error");
+    assert!(named[0]["clawwatch"]["error"].as_str().unwrap().contains("pmacct record: field `ip_dst` is missing"));
+    let bad = clawwatch(&["run", "--format", "syslog"], line);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("syslog"), "{}", stderr(&bad));
+}

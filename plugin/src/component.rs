@@ -26,10 +26,10 @@ impl GuestMonitor for MonitorResource {
         }
     }
 
-    fn process(&self, format: BatchFormat, batch: Vec<u8>) -> Vec<u8> {
+    fn process(&self, format: BatchFormat, batch: Vec<u8>, stream: Option<String>) -> Vec<u8> {
         let mut out = Vec::new();
         match format {
-            BatchFormat::Ndjson => self.engine.borrow_mut().process_ndjson(&batch, &mut out),
+            BatchFormat::Ndjson => self.engine.borrow_mut().process_ndjson_as(&batch, stream.as_deref(), &mut out),
         }
         out
     }

@@ -64,6 +64,8 @@ pub struct Engine {
     deadlines: Deadlines,
     /// Incident and audit records waiting to be written after the current record.
     emitted: Vec<IncidentRecord>,
+    /// The format the current batch's records are in, when the host said so.
+    stream_hint: Option<String>,
     stats: Stats,
 }
 
@@ -86,6 +88,7 @@ impl Engine {
             clock: Clock::new(m.lateness_secs, m.max_clock_step_secs),
             deadlines: Deadlines::new(m.max_agents.saturating_mul(4).saturating_add(m.max_incidents)),
             emitted: Vec::new(),
+            stream_hint: None,
             policy,
             stats: Stats::default(),
         }
@@ -118,6 +121,13 @@ impl Engine {
     /// `clawwatch.stream` says so). A final line without `\n` counts; a
     /// trailing `\n` adds no line.
     pub fn process_ndjson(&mut self, batch: &[u8], out: &mut Vec<u8>) {
+        self.process_ndjson_as(batch, None, out);
+    }
+
+    /// [`Engine::process_ndjson`] for records of the format `stream` names
+    /// (unless a record names its own).
+    pub fn process_ndjson_as(&mut self, batch: &[u8], stream: Option<&str>, out: &mut Vec<u8>) {
+        self.stream_hint = stream.map(str::to_string);
         out.reserve(batch.len() + batch.len() / 2);
         let mut rest = batch;
         while !rest.is_empty() {
@@ -187,7 +197,7 @@ impl Engine {
             Ok(fields) => fields,
             Err(e) => return fail(format!("not a JSON object: {e}"), out),
         };
-        let note = match recognize_with(&fields, &self.policy.inputs) {
+        let note = match recognize_with(&fields, &self.policy.inputs, self.stream_hint.as_deref()) {
             Recognized::Event(event) => self.judge(event),
             Recognized::Invalid(e) => {
                 let mut note = Note::new(e.stream, Verdict::Error);

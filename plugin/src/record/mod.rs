@@ -346,14 +346,18 @@ pub struct Intent {
 
 /// Recognises a record with default input settings.
 pub fn recognize(fields: &Fields) -> Recognized {
-    recognize_with(fields, &InputSettings::default())
+    recognize_with(fields, &InputSettings::default(), None)
 }
+
+/// The format names a record's `stream` (or the host's hint) may give.
+pub const FORMAT_NAMES: &[&str] = &["goflow2", "pmacct", "nfdump", "suricata", "zeek_conn", "zeek_dns", "flow", "dns"];
 
 /// Recognises a record by an explicit `stream`/`type` or else by its shape.
 /// `stream` may name any format (`goflow2`, `pmacct`, `nfdump`, `suricata`,
 /// `zeek_conn`, `zeek_dns`) or a kind (`flow`, `dns`).
-pub fn recognize_with(fields: &Fields, settings: &InputSettings) -> Recognized {
-    let explicit = fields.str(Key::Stream);
+/// `hint` names the format when the record's own `stream` does not.
+pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&str>) -> Recognized {
+    let explicit = fields.str(Key::Stream).filter(|s| FORMAT_NAMES.contains(s)).or(hint);
     match explicit {
         Some("goflow2") => return flow::goflow2(fields),
         Some("pmacct") => return pmacct::flow(fields),
@@ -647,10 +651,21 @@ mod tests {
     }
 
     #[test]
+    fn a_hint_names_the_format_unless_the_record_does() {
+        let line = r#"{"ip_src":"10.20.0.15","port_src":1,"port_dst":2,"ip_proto":"tcp","timestamp_start":"2026-11-24 14:31:00"}"#;
+        let fields = Fields::parse(line.as_bytes()).unwrap();
+        assert!(matches!(recognize_with(&fields, &InputSettings::default(), None), Recognized::Unknown(_)));
+        match recognize_with(&fields, &InputSettings::default(), Some("pmacct")) {
+            Recognized::Invalid(e) => assert_eq!((e.format, e.field), ("pmacct", "ip_dst")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn nfdump_local_time_is_shifted_by_the_configured_offset() {
         let line = r#"{"type":"FLOW","first":"2026-11-24T15:31:00.000","in_bytes":1,"in_packets":1,"proto":6,"src_port":1,"dst_port":443,"src4_addr":"10.20.0.15","dst4_addr":"93.184.216.34"}"#;
         let fields = Fields::parse(line.as_bytes()).unwrap();
-        let Recognized::Event(Event::Flow(f)) = recognize_with(&fields, &InputSettings { nfdump_utc_offset_secs: 3600, ..InputSettings::default() }) else { panic!() };
+        let Recognized::Event(Event::Flow(f)) = recognize_with(&fields, &InputSettings { nfdump_utc_offset_secs: 3600, ..InputSettings::default() }, None) else { panic!() };
         assert_eq!(f.ts.to_rfc3339(), "2026-11-24T14:31:00Z");
     }
 

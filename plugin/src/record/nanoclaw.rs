@@ -45,7 +45,7 @@ mod tests {
     fn run(line: &str) -> Recognized {
         let mut s = InputSettings::default();
         s.nanoclaw.addresses.insert("main".into(), vec!["10.20.5.2".parse().unwrap()]);
-        recognize_with(&Fields::parse(line.as_bytes()).unwrap(), &s)
+        recognize_with(&Fields::parse(line.as_bytes()).unwrap(), &s, None)
     }
 
     #[test]

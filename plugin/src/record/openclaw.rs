@@ -105,7 +105,7 @@ mod tests {
     use super::*;
 
     fn run(line: &str, settings: &InputSettings) -> Recognized {
-        recognize_with(&Fields::parse(line.as_bytes()).unwrap(), settings)
+        recognize_with(&Fields::parse(line.as_bytes()).unwrap(), settings, None)
     }
 
     fn settings() -> InputSettings {
