@@ -218,7 +218,7 @@ impl Engine {
     pub fn judge(&mut self, event: Event) -> Note {
         let ts = event.ts();
         self.clock.observe(ts);
-        let (mut note, findings) = match event {
+        let (note, findings) = match event {
             Event::Spawn(s) => {
                 self.registry.spawn(&s);
                 let mut note = Note::new(Stream::Control, Verdict::Allow);
@@ -287,10 +287,38 @@ impl Engine {
                 (note, Vec::new())
             }
             Event::Proxied(call) => self.judge_proxied(&call),
+            Event::Liveness(live) => {
+                let Some(agent) = self.registry.agent(&live.agent_id) else {
+                    let note = self.control_note(&live.agent_id, Update::UnknownAgent);
+                    return self.finish(note, Vec::new(), live.ts);
+                };
+                let mut note = Note::new(Stream::Heartbeat, Verdict::Allow);
+                note.agent = Some(AgentInfo::from(agent));
+                if let Some(status) = live.status.as_deref().filter(|s| *s != "ok") {
+                    note.note = Some(format!("the agent reports status {status}{}", live.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()));
+                }
+                let id = agent.id.clone();
+                let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
+                let overdue = heartbeat_missing::overdue_at(profile, live.ts, None);
+                let activity = self.activities.get_or_insert_with(id.clone(), Activity::default);
+                if activity.last_heartbeat_end.is_none_or(|last| live.ts > last) {
+                    activity.last_heartbeat_end = Some(live.ts);
+                    activity.heartbeat_overdue = overdue;
+                    if let Some(at) = overdue {
+                        self.deadlines.schedule(at, Due::Heartbeat(id));
+                    }
+                }
+                (note, Vec::new())
+            }
             Event::Heartbeat(hb) => self.judge_heartbeat(hb),
             Event::Flow(flow) => self.judge_flow(&flow),
             Event::Dns(query) => self.judge_dns(&query),
         };
+        self.finish(note, findings, ts)
+    }
+
+    /// Stamps the note with its event time and files its findings.
+    fn finish(&mut self, mut note: Note, findings: Vec<Finding>, ts: Timestamp) -> Note {
         note.ts = Some(ts);
         note.findings = self.report(findings, note.agent.as_ref(), ts);
         if note.findings.iter().any(|r| r.finding.alerting) {

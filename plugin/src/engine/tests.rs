@@ -369,3 +369,20 @@ fn an_answer_exported_before_its_call_does_not_excuse_the_call() {
     assert_eq!(out[2]["clawwatch"]["direction"], "outbound");
     assert_eq!(rules(&out[2]), ["dns.foreign_resolver"]);
 }
+
+#[test]
+fn liveness_heartbeats_rearm_missing_and_never_count_as_traffic_reports() {
+    let mut e = Engine::new(DAY_POLICY).unwrap();
+    let beat = |m: f64| format!(r#"{{"ts":{},"runId":"0x8a3f","status":"ok","durationMs":900,"reason":"interval"}}"#, 1_795_530_600_000i64 + (m * 60_000.0) as i64);
+    let mut input = vec![SPAWN.to_string(), dns_at(0.1, "api.internal.example.net", "93.184.216.34")];
+    for m in [10.0, 20.0, 30.0, 40.0] {
+        input.push(flow_at(m - 5.0, "93.184.216.34", 443));
+        input.push(beat(m));
+    }
+    let all = run_all(&mut e, &input.join("\n"));
+    assert!(emitted(&all, "heartbeat.mismatch").is_empty(), "no traffic report, nothing to mismatch");
+    assert!(emitted(&all, "heartbeat.missing").is_empty());
+    let mut out = Vec::new();
+    e.advance_to(Timestamp::parse_rfc3339(&at(76.0)).unwrap(), &mut out);
+    assert!(String::from_utf8(out).unwrap().contains("\"rule\":\"heartbeat.missing\""), "silent since minute 40: overdue at 70, judged at 75");
+}

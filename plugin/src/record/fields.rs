@@ -113,6 +113,9 @@ known_keys! {
     RunId = "runId",
     SessionKey = "sessionKey",
     Data = "data",
+    Status = "status",
+    DurationMs = "durationMs",
+    AgentIdCamel = "agentId",
     // NanoClaw (pino)
     Msg = "msg",
     Time = "time",

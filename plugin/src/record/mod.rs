@@ -241,6 +241,7 @@ pub enum Event {
     Grant(Grant),
     Intent(Intent),
     Proxied(ProxiedCall),
+    Liveness(Liveness),
 }
 
 impl Event {
@@ -248,6 +249,7 @@ impl Event {
         match self {
             Event::Spawn(_) | Event::Terminate(_) | Event::PolicyChange(_) | Event::Plan(_) | Event::Grant(_) | Event::Intent(_) => Stream::Control,
             Event::Proxied(_) => Stream::Proxy,
+            Event::Liveness(_) => Stream::Heartbeat,
             Event::Heartbeat(_) => Stream::Heartbeat,
             Event::Flow(_) => Stream::Flow,
             Event::Dns(_) => Stream::Dns,
@@ -266,6 +268,7 @@ impl Event {
             Event::Grant(e) => e.ts,
             Event::Intent(e) => e.ts,
             Event::Proxied(e) => e.ts,
+            Event::Liveness(e) => e.ts,
         }
     }
 }
@@ -336,6 +339,16 @@ pub struct ProxiedCall {
     pub rejected_by: Option<String>,
 }
 
+/// An agent's sign of life without a traffic report (OpenClaw heartbeat events).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Liveness {
+    pub ts: Timestamp,
+    pub agent_id: String,
+    /// What the agent said of itself (`ok`, `error`, ...) and why.
+    pub status: Option<String>,
+    pub reason: Option<String>,
+}
+
 /// A network action an agent announced (a tool call with a URL) just before making it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Intent {
@@ -384,6 +397,9 @@ pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&s
     // Agent frameworks' own records.
     if fields.has(Key::RunId) && fields.has(Key::Stream) {
         return openclaw::agent_event(fields, &settings.openclaw);
+    }
+    if fields.has(Key::Status) && fields.has(Key::DurationMs) && fields.has(Key::Ts) {
+        return openclaw::heartbeat(fields);
     }
     if fields.has(Key::Msg) && fields.has(Key::Group) && nanoclaw::is_container_line(fields) {
         return nanoclaw::container(fields, &settings.nanoclaw);

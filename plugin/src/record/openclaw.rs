@@ -8,9 +8,14 @@
 //! `data.agentType`, else `[inputs.openclaw] agent_type`, else `openclaw`.
 //! A `tool` start of `web_fetch`, `browser` or `exec` whose arguments name a URL
 //! or host is a declared intent: it joins the agent's declared plan, if it has one.
+//!
+//! OpenClaw `heartbeat` events report liveness, not traffic:
+//! `{"ts":1795530900000,"runId":"run-7f3a","status":"ok","durationMs":1234,"reason":"interval"}`
+//! They re-arm `heartbeat.missing` for the agent they name (`runId`, `agentId`
+//! or `sessionKey`) and never count as a (silent) traffic report.
 
 use super::fields::{Fields, Key, Value};
-use super::{parse_ip, Event, FrameworkSettings, Intent, PlannedAction, Proto, Reader, Recognized, Spawn, Stream, Terminate};
+use super::{parse_ip, Event, FrameworkSettings, Intent, Liveness, PlannedAction, Proto, Reader, Recognized, Spawn, Stream, Terminate};
 use crate::policy::Destination;
 use crate::time::NANOS_PER_SEC;
 
@@ -76,6 +81,20 @@ pub fn agent_event(fields: &Fields, settings: &FrameworkSettings) -> Recognized 
     decode().unwrap_or_else(Recognized::Invalid)
 }
 
+/// An OpenClaw `heartbeat` event: liveness of the agent it names.
+pub fn heartbeat(fields: &Fields) -> Recognized {
+    let r = Reader { fields, stream: Stream::Heartbeat, format: "openclaw heartbeat" };
+    let decode = || -> Result<Recognized, super::DecodeError> {
+        let ts = r.required(Key::Ts, Reader::timestamp)?;
+        let agent_id = match (r.string(Key::RunId)?, r.string(Key::AgentIdCamel)?, r.string(Key::SessionKey)?) {
+            (Some(id), _, _) | (None, Some(id), _) | (None, None, Some(id)) => id,
+            _ => return Ok(Recognized::Unknown("OpenClaw heartbeat names no agent (`runId`, `agentId` or `sessionKey`)".into())),
+        };
+        Ok(Recognized::Event(Event::Liveness(Liveness { ts, agent_id, status: r.string(Key::Status)?, reason: r.string(Key::Reason)? })))
+    };
+    decode().unwrap_or_else(Recognized::Invalid)
+}
+
 /// The host and port of the first URL in `text` (or `text` itself as a bare host).
 pub(crate) fn host_and_port(text: &str) -> Option<(String, u16)> {
     let text = text.trim();
@@ -136,6 +155,13 @@ mod tests {
         assert_eq!((i.action.dest.clone(), i.action.port), (Destination::Ip("10.30.0.7".parse().unwrap()), Some(8080)));
         assert!(matches!(run(r#"{"runId":"r","seq":6,"stream":"tool","ts":1795530660000,"data":{"phase":"start","name":"read_file","args":{"path":"/etc/hosts"}}}"#, &settings()), Recognized::Unknown(_)));
         assert!(matches!(run(r#"{"runId":"r","seq":7,"stream":"assistant","ts":1795530660000,"data":{"text":"hi"}}"#, &settings()), Recognized::Unknown(_)));
+    }
+
+    #[test]
+    fn heartbeats_are_liveness_of_the_agent_they_name() {
+        let Recognized::Event(Event::Liveness(l)) = run(r#"{"ts":1795530900000,"runId":"run-7f3a","status":"error","durationMs":1234,"reason":"timeout"}"#, &settings()) else { panic!() };
+        assert_eq!((l.agent_id.as_str(), l.status.as_deref(), l.reason.as_deref()), ("run-7f3a", Some("error"), Some("timeout")));
+        assert!(matches!(run(r#"{"ts":1795530900000,"status":"ok","durationMs":12}"#, &settings()), Recognized::Unknown(_)));
     }
 
     #[test]
