@@ -300,14 +300,7 @@ impl Engine {
                 let id = agent.id.clone();
                 let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
                 let overdue = heartbeat_missing::overdue_at(profile, live.ts, None);
-                let activity = self.activities.get_or_insert_with(id.clone(), Activity::default);
-                if activity.last_heartbeat_end.is_none_or(|last| live.ts > last) {
-                    activity.last_heartbeat_end = Some(live.ts);
-                    activity.heartbeat_overdue = overdue;
-                    if let Some(at) = overdue {
-                        self.deadlines.schedule(at, Due::Heartbeat(id));
-                    }
-                }
+                self.heard_from(id, live.ts, overdue);
                 (note, Vec::new())
             }
             Event::Heartbeat(hb) => self.judge_heartbeat(hb),
@@ -353,20 +346,26 @@ impl Engine {
         let id = agent.id.clone();
         let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
         let overdue = heartbeat_missing::overdue_at(profile, hb.window_end, Some(hb.window_end.0 - hb.window_start.0));
+        self.heard_from(id.clone(), hb.window_end, overdue);
         let activity = self.activities.get_or_insert_with(id.clone(), Activity::default);
-        if activity.last_heartbeat_end.is_none_or(|last| hb.window_end > last) {
-            activity.last_heartbeat_end = Some(hb.window_end);
-            activity.heartbeat_overdue = overdue;
-            if let Some(at) = overdue {
-                self.deadlines.schedule(at, Due::Heartbeat(id.clone()));
-            }
-        }
         let window_end = hb.window_end;
         if !activity.queue_heartbeat(hb) {
             note.note = Some("too many heartbeats waiting for their flows; the oldest was dropped unchecked".into());
         }
         self.deadlines.schedule(window_end, Due::HeartbeatWindow(id));
         (note, Vec::new())
+    }
+
+    /// The agent was heard from up to `at`: the next heartbeat is due by `overdue`.
+    fn heard_from(&mut self, id: Rc<str>, at: Timestamp, overdue: Option<Timestamp>) {
+        let activity = self.activities.get_or_insert_with(id.clone(), Activity::default);
+        if activity.last_heartbeat_end.is_none_or(|last| at > last) {
+            activity.last_heartbeat_end = Some(at);
+            activity.heartbeat_overdue = overdue;
+            if let Some(due) = overdue {
+                self.deadlines.schedule(due, Due::Heartbeat(id));
+            }
+        }
     }
 
     fn judge_flow(&mut self, flow: &Flow) -> (Note, Vec<Finding>) {
