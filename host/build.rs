@@ -1,5 +1,6 @@
 //! Builds the detection engine as a wasm32-wasip2 component so the binary can
-//! embed it: a fresh checkout needs no separate wasm build step.
+//! embed it (a fresh checkout needs no separate wasm build step), and as the
+//! wasm32-wasip1 Fluent Bit filter module, for its tests.
 //!
 //! The component is built into `<target>/clawwatch-wasm`, shared by every
 //! profile, so debug, release and test builds compile it once.
@@ -22,19 +23,25 @@ fn main() {
     // A prebuilt component may be supplied (e.g. by a packager); otherwise build it.
     let built = match env::var_os("CLAWWATCH_COMPONENT") {
         Some(path) => PathBuf::from(path),
-        None => build_component(workspace, &out_dir),
+        None => build_engine(workspace, &out_dir, "wasm32-wasip2"),
     };
     std::fs::copy(&built, &embedded).unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), embedded.display()));
     println!("cargo:rustc-env=CLAWWATCH_COMPONENT_PATH={}", embedded.display());
+
+    // The Fluent Bit filter module: the same engine as a wasip1 core module.
+    // Not embedded; its tests find it here.
+    let filter = build_engine(workspace, &out_dir, "wasm32-wasip1");
+    println!("cargo:rustc-env=CLAWWATCH_FLUENT_BIT_MODULE_PATH={}", filter.display());
 }
 
-fn build_component(workspace: &Path, out_dir: &Path) -> PathBuf {
+/// Builds the engine crate for a wasm target; returns the `.wasm` path.
+fn build_engine(workspace: &Path, out_dir: &Path, target: &str) -> PathBuf {
     // OUT_DIR is <target>[/<triple>]/<profile>/build/<pkg>-<hash>/out.
     let target_root = out_dir.ancestors().nth(4).expect("OUT_DIR has the usual depth");
     let wasm_target_dir = target_root.join("clawwatch-wasm");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--package", "clawwatch-plugin", "--lib", "--target", "wasm32-wasip2", "--profile", "wasm", "--locked"])
+    cmd.args(["build", "--package", "clawwatch-plugin", "--lib", "--target", target, "--profile", "wasm", "--locked"])
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
@@ -43,12 +50,9 @@ fn build_component(workspace: &Path, out_dir: &Path) -> PathBuf {
     for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("running cargo to build the clawwatch component");
+    let status = cmd.status().expect("running cargo to build the clawwatch engine for WebAssembly");
     if !status.success() {
-        panic!(
-            "building the clawwatch engine component for wasm32-wasip2 failed ({status}). \
-             Is the target installed? Run `rustup target add wasm32-wasip2`."
-        );
+        panic!("building the clawwatch engine for {target} failed ({status}). Is the target installed? Run `rustup target add {target}`.");
     }
-    wasm_target_dir.join("wasm32-wasip2/wasm/clawwatch_plugin.wasm")
+    wasm_target_dir.join(target).join("wasm/clawwatch_plugin.wasm")
 }

@@ -158,6 +158,21 @@ impl Engine {
         self.run_due();
     }
 
+    /// [`Engine::process_record`] for a record of the format `stream` names
+    /// (unless the record names its own).
+    pub fn process_record_as(&mut self, record: &[u8], stream: Option<&str>, out: &mut Vec<u8>) {
+        self.stream_hint = stream.map(str::to_string);
+        self.process_record(record, out);
+    }
+
+    /// Forgets the incident/audit records produced so far, for carriers that
+    /// allow exactly one record out per record in; returns how many.
+    pub fn discard_emitted(&mut self) -> usize {
+        let n = self.emitted.len();
+        self.emitted.clear();
+        n
+    }
+
     /// Writes (and forgets) the incident/audit records produced so far, one per line.
     pub fn write_emitted(&mut self, out: &mut Vec<u8>) {
         for record in self.emitted.drain(..) {

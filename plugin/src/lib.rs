@@ -23,3 +23,6 @@ pub use policy::{Policy, PolicyError};
 
 #[cfg(all(target_arch = "wasm32", target_env = "p2"))]
 mod component;
+
+#[cfg(all(target_arch = "wasm32", target_env = "p1"))]
+mod fluent_bit;
