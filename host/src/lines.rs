@@ -177,24 +177,50 @@ pub struct IdlePolicy {
 
 /// Reads one input to its end through `splitter`, sending chunks as they form.
 pub async fn read_input<R: AsyncRead + Unpin>(input: R, splitter: &mut Splitter, tx: &mpsc::Sender<Chunk>, idle: IdlePolicy) -> anyhow::Result<()> {
+    read_input_until(input, splitter, tx, idle, std::future::pending()).await
+}
+
+/// [`read_input`] that also ends, sending what it has read, when `stop` completes.
+pub async fn read_input_until<R: AsyncRead + Unpin>(
+    input: R,
+    splitter: &mut Splitter,
+    tx: &mpsc::Sender<Chunk>,
+    idle: IdlePolicy,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut reader = BufReader::with_capacity(256 * 1024, input);
     let mut out = Vec::new();
+    tokio::pin!(stop);
     loop {
         let wait = if splitter.has_pending() { Some(idle.flush) } else { idle.advance };
-        let data = match wait {
-            Some(wait) => match tokio::time::timeout(wait, reader.fill_buf()).await {
-                Ok(read) => read?,
-                Err(_) => {
-                    if splitter.has_pending() {
-                        splitter.flush(&mut out);
-                    } else {
-                        out.push(Chunk::Idle);
-                    }
-                    send_all(&mut out, tx).await?;
-                    continue;
+        let read = tokio::select! {
+            biased;
+            _ = &mut stop => None,
+            read = async {
+                match wait {
+                    Some(wait) => tokio::time::timeout(wait, reader.fill_buf()).await.ok(),
+                    None => Some(reader.fill_buf().await),
                 }
-            },
-            None => reader.fill_buf().await?,
+            } => Some(read),
+        };
+        let data = match read {
+            // Stopped: what was read so far still goes out.
+            None => {
+                splitter.end_of_input(&mut out);
+                splitter.flush(&mut out);
+                send_all(&mut out, tx).await?;
+                return Ok(());
+            }
+            Some(None) => {
+                if splitter.has_pending() {
+                    splitter.flush(&mut out);
+                } else {
+                    out.push(Chunk::Idle);
+                }
+                send_all(&mut out, tx).await?;
+                continue;
+            }
+            Some(Some(read)) => read?,
         };
         if data.is_empty() {
             splitter.end_of_input(&mut out);

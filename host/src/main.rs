@@ -69,6 +69,13 @@ struct RunArgs {
     /// Input file of NDJSON records; repeat for several, read in order. Default: stdin.
     #[arg(long, short, value_name = "PATH")]
     input: Vec<PathBuf>,
+    /// Also accept NDJSON over TCP on this address (e.g. from Vector's `socket` sink), from any
+    /// number of connections, until interrupted.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Where enriched records go: "-" (stdout) or tcp://HOST:PORT (e.g. Vector's `socket` source).
+    #[arg(long, value_name = "DEST", default_value = "-")]
+    output: run::Output,
     /// The inputs' format, for records whose shape does not say (a record's own `stream`
     /// field still wins). Default: each record's format is recognised by its shape.
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(clawwatch_plugin::record::FORMAT_NAMES))]
@@ -155,13 +162,19 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(args) => {
             anyhow::ensure!(args.engine.batch_records > 0, "--batch-records must be at least 1");
             let (policy_name, policy_text) = args.engine.policy()?;
-            let inputs = if args.input.is_empty() { vec![run::Input::Stdin] } else { args.input.iter().cloned().map(run::Input::File).collect() };
+            let mut inputs: Vec<run::Input> = args.input.iter().cloned().map(run::Input::File).collect();
+            match &args.listen {
+                Some(addr) => inputs.push(run::Input::Listen(addr.clone())),
+                None if inputs.is_empty() => inputs.push(run::Input::Stdin),
+                None => {}
+            }
             let opts = run::RunOptions {
                 policy_name,
                 policy_text,
                 inputs,
                 alerts_only: false,
                 stream: args.format.clone(),
+                output: args.output.clone(),
                 component: args.engine.component.clone(),
                 cache_dir: args.engine.cache_dir(),
                 limits: args.engine.limits(),
@@ -183,6 +196,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 inputs: vec![run::Input::Embedded(SAMPLE_RECORDS)],
                 alerts_only: args.alerts_only,
                 stream: None,
+                output: run::Output::Stdout,
                 component: args.engine.component.clone(),
                 cache_dir: args.engine.cache_dir(),
                 limits: args.engine.limits(),

@@ -21,6 +21,32 @@ pub enum Input {
     File(PathBuf),
     /// Records built into the binary (the bundled sample).
     Embedded(&'static [u8]),
+    /// NDJSON over TCP (e.g. Vector's `socket` sink), from any number of
+    /// connections, until interrupted (Ctrl-C / SIGINT / SIGTERM).
+    Listen(String),
+}
+
+/// Where enriched records go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Stdout,
+    /// NDJSON over TCP (e.g. Vector's `socket` source): reconnects and resends
+    /// the batch in flight, so a restart downstream loses nothing (a batch may
+    /// arrive twice).
+    Tcp(String),
+}
+
+impl std::str::FromStr for Output {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Output, String> {
+        match s {
+            "-" | "stdout" => Ok(Output::Stdout),
+            _ => match s.strip_prefix("tcp://") {
+                Some(addr) if addr.contains(':') => Ok(Output::Tcp(addr.to_string())),
+                _ => Err(format!("`{s}` is not an output: use \"-\" (stdout) or tcp://HOST:PORT")),
+            },
+        }
+    }
 }
 
 pub struct RunOptions {
@@ -31,6 +57,7 @@ pub struct RunOptions {
     pub alerts_only: bool,
     /// The input format, when the operator named it.
     pub stream: Option<String>,
+    pub output: Output,
     pub component: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub limits: Limits,
@@ -83,15 +110,20 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         monitor
     });
 
+    let output = opts.output.clone();
     let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::BufWriter::with_capacity(1 << 20, tokio::io::stdout());
-        while let Some(buf) = out_rx.recv().await {
-            stdout.write_all(&buf).await?;
-            // Each batch goes out at once: downstream pipelines see records promptly.
-            stdout.flush().await?;
+        match output {
+            Output::Tcp(addr) => write_tcp(&addr, &mut out_rx).await,
+            Output::Stdout => {
+                let mut stdout = tokio::io::BufWriter::with_capacity(1 << 20, tokio::io::stdout());
+                while let Some(buf) = out_rx.recv().await {
+                    stdout.write_all(&buf).await?;
+                    // Each batch goes out at once: downstream pipelines see records promptly.
+                    stdout.flush().await?;
+                }
+                stdout.flush().await
+            }
         }
-        stdout.flush().await?;
-        Ok::<(), std::io::Error>(())
     });
 
     let mut splitter = Splitter::new(opts.batch.clone());
@@ -100,6 +132,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             match input {
                 Input::Stdin => lines::read_input(tokio::io::stdin(), &mut splitter, &in_tx, opts.idle).await.context("reading stdin")?,
                 Input::Embedded(bytes) => lines::read_input(*bytes, &mut splitter, &in_tx, opts.idle).await?,
+                Input::Listen(addr) => listen(addr, &opts.batch, opts.idle, &in_tx).await?,
                 Input::File(path) => {
                     let file = tokio::fs::File::open(path).await.with_context(|| format!("opening input {}", path.display()))?;
                     lines::read_input(file, &mut splitter, &in_tx, opts.idle).await.with_context(|| format!("reading input {}", path.display()))?;
@@ -153,4 +186,88 @@ fn keep_alerts(out: &[u8]) -> Vec<u8> {
         }
     }
     kept
+}
+
+/// Accepts NDJSON connections until interrupted. Each connection has its own
+/// splitter, so lines from different senders never mix; the bounded channel
+/// makes a busy engine slow the senders down (TCP backpressure).
+async fn listen(addr: &str, batch: &BatchLimits, idle: lines::IdlePolicy, tx: &mpsc::Sender<Chunk>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    eprintln!("clawwatch: listening on {}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let interrupted = interrupted();
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            _ = &mut interrupted => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = accepted.context("accepting a connection")?;
+                tracing::info!(%peer, "connection");
+                let (tx, limits, mut stop) = (tx.clone(), batch.clone(), stop_rx.clone());
+                connections.spawn(async move {
+                    let mut splitter = Splitter::new(limits);
+                    let stopped = async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                    };
+                    if let Err(e) = lines::read_input_until(stream, &mut splitter, &tx, idle, stopped).await {
+                        tracing::warn!(%peer, error = %format!("{e:#}"), "connection ended");
+                    }
+                });
+            }
+        }
+    }
+    // Every connection sends what it has read, then the run drains and ends.
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Writes batches to a TCP receiver, reconnecting with backoff; a batch whose
+/// write failed is sent again in full, so nothing is lost.
+async fn write_tcp(addr: &str, out_rx: &mut mpsc::Receiver<Vec<u8>>) -> std::io::Result<()> {
+    let mut conn: Option<tokio::net::TcpStream> = None;
+    let mut backoff = Duration::from_millis(100);
+    while let Some(buf) = out_rx.recv().await {
+        loop {
+            if conn.is_none() {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Ok(stream) => {
+                        conn = Some(stream);
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(e) => {
+                        tracing::warn!(addr, error = %e, "output unreachable; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            match conn.as_mut().expect("connected").write_all(&buf).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(addr, error = %e, "output connection lost; reconnecting");
+                    conn = None;
+                }
+            }
+        }
+    }
+    if let Some(mut c) = conn {
+        c.shutdown().await?;
+    }
+    Ok(())
 }

@@ -289,3 +289,59 @@ fn format_names_the_inputs_format_when_the_shape_does_not() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("syslog"), "{}", stderr(&bad));
 }
+
+#[test]
+fn ndjson_over_tcp_in_and_out_loses_nothing() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::net::{TcpListener, TcpStream};
+    // The receiver (Vector's socket source) picks its port; it starts accepting only later,
+    // so clawwatch's output must wait and retry.
+    let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
+    let out_addr = receiver.local_addr().unwrap();
+    let mut child = command(&["run", "--listen", "127.0.0.1:0", "--output", &format!("tcp://{out_addr}")]).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let listen_addr = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "clawwatch exited before listening");
+        if let Some(addr) = line.trim().strip_prefix("clawwatch: listening on ") {
+            break addr.to_string();
+        }
+    };
+    let stderr_rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    // Two senders at once, each with its half of the scenario.
+    let scenario = std::fs::read(repo().join(SCENARIO)).unwrap();
+    let lines: Vec<&[u8]> = scenario.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    let sent = lines.len();
+    let halves: Vec<Vec<u8>> = lines.chunks(sent.div_ceil(2)).map(|c| c.iter().flat_map(|l| l.iter().copied().chain([b'\n'])).collect()).collect();
+    let senders: Vec<_> = halves
+        .into_iter()
+        .map(|half| {
+            let addr = listen_addr.clone();
+            std::thread::spawn(move || {
+                let mut conn = TcpStream::connect(addr).unwrap();
+                conn.write_all(&half).unwrap();
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (conn, _) = receiver.accept().unwrap();
+    // Interrupt: clawwatch sends what it has read, drains, and exits.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let mut received = Vec::new();
+    for line in BufReader::new(conn).lines() {
+        received.push(serde_json::from_str::<Value>(&line.unwrap()).expect("JSON"));
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{}", stderr_rest.join().unwrap());
+    let per_input = received.iter().filter(|v| !is_emitted(v)).count();
+    assert_eq!(per_input, sent, "every record sent came back");
+    assert!(received.iter().any(|v| v["clawwatch"]["verdict"] == "alert"));
+}
