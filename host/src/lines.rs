@@ -21,6 +21,8 @@ pub enum Chunk {
     Passthrough(Vec<u8>),
     /// Input has been idle: event time may be advanced to the wall clock.
     Idle,
+    /// Records that came over the Fluent forward protocol.
+    Forward(crate::forward::Batch),
 }
 
 #[derive(Debug, Clone)]
@@ -276,7 +278,7 @@ mod tests {
             match c {
                 Chunk::Batch { bytes, .. } => text.extend_from_slice(bytes),
                 Chunk::Passthrough(b) => text.extend_from_slice(b),
-                Chunk::Idle => {}
+                Chunk::Idle | Chunk::Forward(_) => {}
             }
         }
         let lines: Vec<serde_json::Value> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();

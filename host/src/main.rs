@@ -3,6 +3,7 @@
 
 mod bench;
 mod cache;
+mod forward;
 mod component;
 mod lines;
 mod run;
@@ -11,6 +12,11 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The format named by a part of a forward tag (`agents.pmacct`), if any.
+pub(crate) fn forward_tag_format(tag: &str) -> Option<&'static str> {
+    tag.split('.').find_map(|part| clawwatch_plugin::record::FORMAT_NAMES.iter().copied().find(|name| *name == part))
+}
 
 /// The example policy bundled with clawwatch (testdata/policy.toml).
 const EXAMPLE_POLICY: &str = include_str!("../../testdata/policy.toml");
@@ -73,7 +79,12 @@ struct RunArgs {
     /// number of connections, until interrupted.
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<String>,
-    /// Where enriched records go: "-" (stdout) or tcp://HOST:PORT (e.g. Vector's `socket` source).
+    /// Also accept the Fluent forward protocol on this address (Fluent Bit's or Fluentd's
+    /// `forward` output), until interrupted; chunks are acked once their records are out.
+    #[arg(long, value_name = "HOST:PORT")]
+    forward_listen: Option<String>,
+    /// Where enriched records go: "-" (stdout), tcp://HOST:PORT (NDJSON, e.g. Vector's `socket`
+    /// source) or forward://HOST:PORT (Fluent forward, each chunk resent until acked).
     #[arg(long, value_name = "DEST", default_value = "-")]
     output: run::Output,
     /// The inputs' format, for records whose shape does not say (a record's own `stream`
@@ -163,10 +174,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             anyhow::ensure!(args.engine.batch_records > 0, "--batch-records must be at least 1");
             let (policy_name, policy_text) = args.engine.policy()?;
             let mut inputs: Vec<run::Input> = args.input.iter().cloned().map(run::Input::File).collect();
-            match &args.listen {
-                Some(addr) => inputs.push(run::Input::Listen(addr.clone())),
-                None if inputs.is_empty() => inputs.push(run::Input::Stdin),
-                None => {}
+            anyhow::ensure!(!(args.listen.is_some() && args.forward_listen.is_some()), "--listen and --forward-listen: run one clawwatch per listener");
+            match (&args.listen, &args.forward_listen) {
+                (Some(addr), _) => inputs.push(run::Input::Listen(addr.clone())),
+                (_, Some(addr)) => inputs.push(run::Input::Forward(addr.clone())),
+                _ if inputs.is_empty() => inputs.push(run::Input::Stdin),
+                _ => {}
             }
             let opts = run::RunOptions {
                 policy_name,

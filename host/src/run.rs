@@ -6,6 +6,7 @@
 //! thread, and a writer.
 
 use crate::component::{Limits, Monitor, Runtime};
+use crate::forward::Origin;
 use crate::lines::{self, BatchLimits, Chunk, Splitter};
 use anyhow::{Context, Result};
 use std::io::ErrorKind;
@@ -24,6 +25,9 @@ pub enum Input {
     /// NDJSON over TCP (e.g. Vector's `socket` sink), from any number of
     /// connections, until interrupted (Ctrl-C / SIGINT / SIGTERM).
     Listen(String),
+    /// The Fluent forward protocol (Fluent Bit's or Fluentd's `forward`
+    /// output), until interrupted; chunks are acked once safely out.
+    Forward(String),
 }
 
 /// Where enriched records go.
@@ -34,6 +38,9 @@ pub enum Output {
     /// the batch in flight, so a restart downstream loses nothing (a batch may
     /// arrive twice).
     Tcp(String),
+    /// The Fluent forward protocol (a `forward` input of Fluent Bit, Fluentd or
+    /// Vector's `fluent` source), each chunk resent until acked.
+    Forward(String),
 }
 
 impl std::str::FromStr for Output {
@@ -41,9 +48,10 @@ impl std::str::FromStr for Output {
     fn from_str(s: &str) -> Result<Output, String> {
         match s {
             "-" | "stdout" => Ok(Output::Stdout),
-            _ => match s.strip_prefix("tcp://") {
-                Some(addr) if addr.contains(':') => Ok(Output::Tcp(addr.to_string())),
-                _ => Err(format!("`{s}` is not an output: use \"-\" (stdout) or tcp://HOST:PORT")),
+            _ => match (s.strip_prefix("tcp://"), s.strip_prefix("forward://")) {
+                (Some(addr), _) if addr.contains(':') => Ok(Output::Tcp(addr.to_string())),
+                (_, Some(addr)) if addr.contains(':') => Ok(Output::Forward(addr.to_string())),
+                _ => Err(format!("`{s}` is not an output: use \"-\" (stdout), tcp://HOST:PORT or forward://HOST:PORT")),
             },
         }
     }
@@ -77,15 +85,27 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "engine ready");
 
     let (in_tx, mut in_rx) = mpsc::channel::<Chunk>(4);
-    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(4);
+    let (out_tx, mut out_rx) = mpsc::channel::<(Vec<u8>, Option<Origin>)>(4);
     let progress_every = opts.progress_every;
     let alerts_only = opts.alerts_only;
+    let monitor_stream = opts.stream.clone();
 
     let judge = tokio::task::spawn_blocking(move || {
         let mut last_report = Instant::now();
         let mut records = 0u64;
+        let default_stream = monitor_stream.clone();
         while let Some(chunk) = in_rx.blocking_recv() {
+            let mut origin = None;
             let out = match chunk {
+                Chunk::Forward(batch) => {
+                    records += batch.times.len() as u64;
+                    // A format named in the tag (`agents.pmacct`) says how to read the records.
+                    monitor.set_stream(crate::forward_tag_format(&batch.tag).map(str::to_string).or(default_stream.clone()));
+                    let out = monitor.process(&batch.ndjson);
+                    monitor.set_stream(default_stream.clone());
+                    origin = Some(Origin { tag: batch.tag, times: batch.times, ack: batch.ack });
+                    out
+                }
                 Chunk::Batch { bytes, records: n } => {
                     records += n as u64;
                     let out = monitor.process(&bytes);
@@ -99,7 +119,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     if alerts_only { keep_alerts(&out) } else { out }
                 }
             };
-            if out_tx.blocking_send(out).is_err() {
+            if out_tx.blocking_send((out, origin)).is_err() {
                 break;
             }
             if last_report.elapsed() >= progress_every {
@@ -114,12 +134,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let writer = tokio::spawn(async move {
         match output {
             Output::Tcp(addr) => write_tcp(&addr, &mut out_rx).await,
+            Output::Forward(addr) => {
+                write_forward(&addr, &mut out_rx).await;
+                Ok(())
+            }
             Output::Stdout => {
                 let mut stdout = tokio::io::BufWriter::with_capacity(1 << 20, tokio::io::stdout());
-                while let Some(buf) = out_rx.recv().await {
+                while let Some((buf, origin)) = out_rx.recv().await {
                     stdout.write_all(&buf).await?;
                     // Each batch goes out at once: downstream pipelines see records promptly.
                     stdout.flush().await?;
+                    if let Some(origin) = origin {
+                        origin.acknowledge().await;
+                    }
                 }
                 stdout.flush().await
             }
@@ -132,7 +159,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             match input {
                 Input::Stdin => lines::read_input(tokio::io::stdin(), &mut splitter, &in_tx, opts.idle).await.context("reading stdin")?,
                 Input::Embedded(bytes) => lines::read_input(*bytes, &mut splitter, &in_tx, opts.idle).await?,
-                Input::Listen(addr) => listen(addr, &opts.batch, opts.idle, &in_tx).await?,
+                Input::Listen(addr) => listen(addr, Protocol::Ndjson(opts.batch.clone(), opts.idle), &in_tx).await?,
+                Input::Forward(addr) => listen(addr, Protocol::Forward, &in_tx).await?,
                 Input::File(path) => {
                     let file = tokio::fs::File::open(path).await.with_context(|| format!("opening input {}", path.display()))?;
                     lines::read_input(file, &mut splitter, &in_tx, opts.idle).await.with_context(|| format!("reading input {}", path.display()))?;
@@ -188,12 +216,30 @@ fn keep_alerts(out: &[u8]) -> Vec<u8> {
     kept
 }
 
-/// Accepts NDJSON connections until interrupted. Each connection has its own
-/// splitter, so lines from different senders never mix; the bounded channel
-/// makes a busy engine slow the senders down (TCP backpressure).
-async fn listen(addr: &str, batch: &BatchLimits, idle: lines::IdlePolicy, tx: &mpsc::Sender<Chunk>) -> Result<()> {
+/// What a listener speaks.
+#[derive(Clone)]
+enum Protocol {
+    Ndjson(BatchLimits, lines::IdlePolicy),
+    Forward,
+}
+
+/// Accepts connections until interrupted. Each connection is read on its own
+/// (NDJSON: its own splitter, so lines from different senders never mix);
+/// the bounded channel makes a busy engine slow the senders down (TCP
+/// backpressure). On interrupt every connection sends what it has read.
+async fn listen(addr: &str, protocol: Protocol, tx: &mpsc::Sender<Chunk>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
-    eprintln!("clawwatch: listening on {}", listener.local_addr()?);
+    let local = listener.local_addr()?;
+    if let Protocol::Forward = protocol {
+        // Forward senders may send heartbeats over UDP to the same port.
+        match tokio::net::UdpSocket::bind(local).await {
+            Ok(socket) => {
+                tokio::spawn(crate::forward::answer_heartbeats(socket));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot answer forward heartbeats over UDP"),
+        }
+    }
+    eprintln!("clawwatch: listening on {local}");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     let interrupted = interrupted();
@@ -204,20 +250,22 @@ async fn listen(addr: &str, batch: &BatchLimits, idle: lines::IdlePolicy, tx: &m
             accepted = listener.accept() => {
                 let (stream, peer) = accepted.context("accepting a connection")?;
                 tracing::info!(%peer, "connection");
-                let (tx, limits, mut stop) = (tx.clone(), batch.clone(), stop_rx.clone());
+                let (tx, protocol, mut stop) = (tx.clone(), protocol.clone(), stop_rx.clone());
                 connections.spawn(async move {
-                    let mut splitter = Splitter::new(limits);
                     let stopped = async move {
                         let _ = stop.wait_for(|stopped| *stopped).await;
                     };
-                    if let Err(e) = lines::read_input_until(stream, &mut splitter, &tx, idle, stopped).await {
+                    let ended = match protocol {
+                        Protocol::Ndjson(limits, idle) => lines::read_input_until(stream, &mut Splitter::new(limits), &tx, idle, stopped).await,
+                        Protocol::Forward => crate::forward::serve_connection(stream, tx, stopped).await,
+                    };
+                    if let Err(e) = ended {
                         tracing::warn!(%peer, error = %format!("{e:#}"), "connection ended");
                     }
                 });
             }
         }
     }
-    // Every connection sends what it has read, then the run drains and ends.
     let _ = stop_tx.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
@@ -238,10 +286,10 @@ async fn interrupted() {
 
 /// Writes batches to a TCP receiver, reconnecting with backoff; a batch whose
 /// write failed is sent again in full, so nothing is lost.
-async fn write_tcp(addr: &str, out_rx: &mut mpsc::Receiver<Vec<u8>>) -> std::io::Result<()> {
+async fn write_tcp(addr: &str, out_rx: &mut mpsc::Receiver<(Vec<u8>, Option<Origin>)>) -> std::io::Result<()> {
     let mut conn: Option<tokio::net::TcpStream> = None;
     let mut backoff = Duration::from_millis(100);
-    while let Some(buf) = out_rx.recv().await {
+    while let Some((buf, origin)) = out_rx.recv().await {
         loop {
             if conn.is_none() {
                 match tokio::net::TcpStream::connect(addr).await {
@@ -258,7 +306,12 @@ async fn write_tcp(addr: &str, out_rx: &mut mpsc::Receiver<Vec<u8>>) -> std::io:
                 }
             }
             match conn.as_mut().expect("connected").write_all(&buf).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    if let Some(origin) = origin {
+                        origin.acknowledge().await;
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(addr, error = %e, "output connection lost; reconnecting");
                     conn = None;
@@ -270,4 +323,30 @@ async fn write_tcp(addr: &str, out_rx: &mut mpsc::Receiver<Vec<u8>>) -> std::io:
         c.shutdown().await?;
     }
     Ok(())
+}
+
+/// Forwards enriched records with their tags and times; incident and audit
+/// records go under the tag `clawwatch.incident`. The sender's chunk is acked
+/// once the receiver acked ours.
+async fn write_forward(addr: &str, out_rx: &mut mpsc::Receiver<(Vec<u8>, Option<Origin>)>) {
+    let mut sender = crate::forward::Sender::new(addr);
+    while let Some((buf, origin)) = out_rx.recv().await {
+        let (tag, times) = origin.as_ref().map_or(("clawwatch.records", &[][..]), |o| (o.tag.as_str(), &o.times[..]));
+        let (mut records, mut incidents) = (Vec::new(), Vec::new());
+        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(json) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+            let record = crate::forward::json_to_record(&json);
+            if matches!(json["clawwatch"]["stream"].as_str(), Some("incident" | "audit")) {
+                incidents.push((crate::forward::EventTime::now(), record));
+            } else {
+                let time = times.get(records.len()).copied().unwrap_or_else(crate::forward::EventTime::now);
+                records.push((time, record));
+            }
+        }
+        sender.send(tag, &records).await;
+        sender.send("clawwatch.incident", &incidents).await;
+        if let Some(origin) = origin {
+            origin.acknowledge().await;
+        }
+    }
 }

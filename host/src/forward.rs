@@ -1,0 +1,420 @@
+//! The Fluent forward protocol (v1): what Fluent Bit's and Fluentd's `forward`
+//! outputs send and what their `forward` inputs (and Vector's `fluent` source)
+//! receive. All four modes are read: Message, Forward, PackedForward and
+//! CompressedPackedForward (gzip); times as integers or EventTime (ext type 0);
+//! entries as `[time, record]` or Fluent Bit's `[[time, metadata], record]`.
+//! Chunks that ask for an ack are acked only once their records were written
+//! or forwarded (and acked) downstream, so a sender retries what was lost.
+
+use anyhow::{anyhow, bail, Context, Result};
+use rmpv::Value;
+use std::io::{Cursor, Read};
+
+/// Records of one forward message on their way through the engine.
+#[derive(Debug)]
+pub struct Batch {
+    pub tag: String,
+    /// Each record's time, in order: the enriched records keep them.
+    pub times: Vec<EventTime>,
+    /// The records as NDJSON, one line each.
+    pub ndjson: Vec<u8>,
+    /// Where to send the chunk id once the records are safely out.
+    pub ack: Option<(String, tokio::sync::mpsc::Sender<String>)>,
+}
+
+impl PartialEq for Batch {
+    fn eq(&self, other: &Batch) -> bool {
+        (&self.tag, &self.times, &self.ndjson, self.ack.as_ref().map(|a| &a.0)) == (&other.tag, &other.times, &other.ndjson, other.ack.as_ref().map(|a| &a.0))
+    }
+}
+
+/// Where enriched records came from, so a forward output keeps tags and times
+/// and the sender's chunk is acked only when they are safely out.
+#[derive(Debug)]
+pub struct Origin {
+    pub tag: String,
+    pub times: Vec<EventTime>,
+    pub ack: Option<(String, tokio::sync::mpsc::Sender<String>)>,
+}
+
+impl Origin {
+    /// Acks the sender's chunk, if it asked.
+    pub async fn acknowledge(self) {
+        if let Some((chunk, tx)) = self.ack {
+            let _ = tx.send(chunk).await;
+        }
+    }
+}
+
+/// Bounds one connection's unread bytes: a message larger than this is refused.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Serves one forward connection: messages in, acks out on the same socket.
+pub async fn serve_connection(stream: tokio::net::TcpStream, tx: tokio::sync::mpsc::Sender<crate::lines::Chunk>, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut reader, mut writer) = stream.into_split();
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<String>(64);
+    let acks = tokio::spawn(async move {
+        while let Some(chunk) = ack_rx.recv().await {
+            if writer.write_all(&encode_ack(&chunk)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = Vec::with_capacity(64 * 1024);
+    tokio::pin!(stop);
+    let result = loop {
+        let read = tokio::select! {
+            biased;
+            _ = &mut stop => break Ok(()),
+            read = reader.read_buf(&mut buf) => read,
+        };
+        match read {
+            Ok(0) => break Ok(()),
+            Ok(_) => {}
+            Err(e) => break Err(e.into()),
+        }
+        let mut failed = None;
+        loop {
+            match take_value(&mut buf) {
+                Ok(Some(v)) => match decode_message(v) {
+                    Ok(m) => {
+                        let mut ndjson = Vec::new();
+                        let mut times = Vec::with_capacity(m.entries.len());
+                        for (time, record) in &m.entries {
+                            serde_json::to_writer(&mut ndjson, &record_to_json(record)).expect("writing to a Vec");
+                            ndjson.push(b'\n');
+                            times.push(*time);
+                        }
+                        let ack = m.chunk.map(|c| (c, ack_tx.clone()));
+                        if tx.send(crate::lines::Chunk::Forward(Batch { tag: m.tag, times, ndjson, ack })).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            break Err(e.context("refusing the connection"));
+        }
+        if buf.len() > MAX_MESSAGE_BYTES {
+            break Err(anyhow!("a message longer than {MAX_MESSAGE_BYTES} bytes; refusing the connection"));
+        }
+    };
+    drop(ack_tx);
+    let _ = acks.await;
+    result
+}
+
+/// Answers forward heartbeats (UDP, same port) with the same bytes.
+pub async fn answer_heartbeats(socket: tokio::net::UdpSocket) {
+    let mut buf = [0u8; 64];
+    while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+        let _ = socket.send_to(&buf[..n], peer).await;
+    }
+}
+
+/// Sends records to a forward receiver and waits for its ack, reconnecting and
+/// resending until it comes: at least once, never lost.
+pub struct Sender {
+    addr: String,
+    conn: Option<tokio::net::TcpStream>,
+    next_chunk: u64,
+}
+
+impl Sender {
+    pub fn new(addr: &str) -> Sender {
+        Sender { addr: addr.to_string(), conn: None, next_chunk: 0 }
+    }
+
+    pub async fn send(&mut self, tag: &str, entries: &[(EventTime, Value)]) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if entries.is_empty() {
+            return;
+        }
+        self.next_chunk += 1;
+        let chunk = format!("clawwatch-{}-{}", std::process::id(), self.next_chunk);
+        let message = encode_forward(tag, entries, &chunk);
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            let attempt = async {
+                if self.conn.is_none() {
+                    self.conn = Some(tokio::net::TcpStream::connect(&self.addr).await?);
+                }
+                let conn = self.conn.as_mut().expect("connected");
+                conn.write_all(&message).await?;
+                let mut buf = Vec::new();
+                loop {
+                    if let Some(v) = take_value(&mut buf)? {
+                        if ack_of(&v) == Some(chunk.as_str()) {
+                            return Ok::<(), anyhow::Error>(());
+                        }
+                        continue;
+                    }
+                    if conn.read_buf(&mut buf).await? == 0 {
+                        bail!("the receiver closed the connection before acking");
+                    }
+                }
+            };
+            match tokio::time::timeout(std::time::Duration::from_secs(30), attempt).await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => tracing::warn!(addr = %self.addr, error = %format!("{e:#}"), "forward output failed; resending"),
+                Err(_) => tracing::warn!(addr = %self.addr, "no ack within 30 s; resending"),
+            }
+            self.conn = None;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+        }
+    }
+}
+
+/// Seconds and nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTime {
+    pub secs: u32,
+    pub nanos: u32,
+}
+
+impl EventTime {
+    pub fn now() -> EventTime {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        EventTime { secs: d.as_secs() as u32, nanos: d.subsec_nanos() }
+    }
+
+    fn decode(v: &Value) -> Result<EventTime> {
+        match v {
+            Value::Integer(i) => Ok(EventTime { secs: i.as_u64().and_then(|s| u32::try_from(s).ok()).ok_or_else(|| anyhow!("time {i} out of range"))?, nanos: 0 }),
+            Value::F64(f) if *f >= 0.0 => Ok(EventTime { secs: *f as u32, nanos: ((f.fract()) * 1e9) as u32 }),
+            Value::Ext(0, bytes) if bytes.len() == 8 => {
+                Ok(EventTime { secs: u32::from_be_bytes(bytes[0..4].try_into()?), nanos: u32::from_be_bytes(bytes[4..8].try_into()?) })
+            }
+            // Fluent Bit's v2 entries: [[time, metadata], record].
+            Value::Array(parts) if !parts.is_empty() => EventTime::decode(&parts[0]),
+            other => bail!("not an event time: {other}"),
+        }
+    }
+
+    fn encode(self) -> Value {
+        let mut bytes = self.secs.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&self.nanos.to_be_bytes());
+        Value::Ext(0, bytes)
+    }
+}
+
+/// One forward message, whatever its mode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub tag: String,
+    pub entries: Vec<(EventTime, Value)>,
+    /// The chunk id to ack, when the sender asked for an ack.
+    pub chunk: Option<String>,
+}
+
+/// Bounds a packed/compressed chunk once expanded, so a gzip bomb costs bounded memory.
+const MAX_EXPANDED: u64 = 256 << 20;
+
+pub fn decode_message(v: Value) -> Result<Message> {
+    let Value::Array(mut parts) = v else { bail!("a forward message is an array") };
+    if parts.len() < 2 {
+        bail!("a forward message has at least a tag and its events");
+    }
+    let tag = match &parts[0] {
+        Value::String(s) => s.as_str().ok_or_else(|| anyhow!("tag is not UTF-8"))?.to_string(),
+        other => bail!("tag must be a string, found {other}"),
+    };
+    let option_at = |parts: &[Value], i: usize| parts.get(i).cloned().unwrap_or(Value::Nil);
+    let (entries, option) = match &parts[1] {
+        Value::Array(items) => (items.iter().map(decode_entry).collect::<Result<Vec<_>>>()?, option_at(&parts, 2)),
+        Value::Binary(_) | Value::String(_) => {
+            let option = option_at(&parts, 2);
+            let packed = match std::mem::replace(&mut parts[1], Value::Nil) {
+                Value::Binary(b) => b,
+                Value::String(s) => s.into_bytes(),
+                _ => unreachable!(),
+            };
+            let raw = match map_get(&option, "compressed").and_then(Value::as_str) {
+                Some("gzip") => {
+                    let mut out = Vec::new();
+                    flate2::read::MultiGzDecoder::new(&packed[..]).take(MAX_EXPANDED).read_to_end(&mut out).context("gunzipping a CompressedPackedForward chunk")?;
+                    out
+                }
+                Some(other) => bail!("unknown compression `{other}`"),
+                None => packed,
+            };
+            (decode_stream(&raw)?, option)
+        }
+        _ => {
+            let time = EventTime::decode(&parts[1])?;
+            let record = parts.get(2).cloned().ok_or_else(|| anyhow!("a Message-mode event has no record"))?;
+            (vec![(time, record)], option_at(&parts, 3))
+        }
+    };
+    let chunk = map_get(&option, "chunk").and_then(Value::as_str).map(str::to_string);
+    Ok(Message { tag, entries, chunk })
+}
+
+fn decode_entry(v: &Value) -> Result<(EventTime, Value)> {
+    match v {
+        Value::Array(pair) if pair.len() == 2 => Ok((EventTime::decode(&pair[0])?, pair[1].clone())),
+        other => bail!("an entry is [time, record], found {other}"),
+    }
+}
+
+fn decode_stream(mut raw: &[u8]) -> Result<Vec<(EventTime, Value)>> {
+    let mut entries = Vec::new();
+    while !raw.is_empty() {
+        let mut cur = Cursor::new(raw);
+        let v = rmpv::decode::read_value(&mut cur).context("decoding a packed entry")?;
+        entries.push(decode_entry(&v)?);
+        raw = &raw[cur.position() as usize..];
+    }
+    Ok(entries)
+}
+
+fn map_get<'v>(map: &'v Value, key: &str) -> Option<&'v Value> {
+    map.as_map()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+}
+
+/// Takes one complete msgpack value off the front of `buf`, if it holds one.
+pub fn take_value(buf: &mut Vec<u8>) -> Result<Option<Value>> {
+    let mut cur = Cursor::new(&buf[..]);
+    match rmpv::decode::read_value(&mut cur) {
+        Ok(v) => {
+            let used = cur.position() as usize;
+            buf.drain(..used);
+            Ok(Some(v))
+        }
+        Err(rmpv::decode::Error::InvalidMarkerRead(e) | rmpv::decode::Error::InvalidDataRead(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(anyhow!("not msgpack: {e}")),
+    }
+}
+
+/// A msgpack record as the JSON object the engine reads.
+pub fn record_to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Nil => J::Null,
+        Value::Boolean(b) => J::Bool(*b),
+        Value::Integer(i) => i.as_u64().map(J::from).or_else(|| i.as_i64().map(J::from)).unwrap_or(J::Null),
+        Value::F32(f) => serde_json::Number::from_f64(f64::from(*f)).map_or(J::Null, J::Number),
+        Value::F64(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        Value::String(s) => J::String(s.as_str().map_or_else(|| String::from_utf8_lossy(s.as_bytes()).into_owned(), str::to_string)),
+        Value::Binary(b) => J::String(String::from_utf8_lossy(b).into_owned()),
+        Value::Array(items) => J::Array(items.iter().map(record_to_json).collect()),
+        Value::Map(entries) => J::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.as_str().map_or_else(|| k.to_string(), str::to_string), record_to_json(v)))
+                .collect(),
+        ),
+        Value::Ext(_, bytes) => J::String(String::from_utf8_lossy(bytes).into_owned()),
+    }
+}
+
+pub fn json_to_record(v: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Value::Nil,
+        J::Bool(b) => Value::Boolean(*b),
+        J::Number(n) => n.as_u64().map(Value::from).or_else(|| n.as_i64().map(Value::from)).unwrap_or_else(|| Value::F64(n.as_f64().unwrap_or(0.0))),
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(items) => Value::Array(items.iter().map(json_to_record).collect()),
+        J::Object(map) => Value::Map(map.iter().map(|(k, v)| (Value::from(k.as_str()), json_to_record(v))).collect()),
+    }
+}
+
+/// A Forward-mode message asking for an ack of `chunk`.
+pub fn encode_forward(tag: &str, entries: &[(EventTime, Value)], chunk: &str) -> Vec<u8> {
+    let events = entries.iter().map(|(t, r)| Value::Array(vec![t.encode(), r.clone()])).collect();
+    let option = Value::Map(vec![(Value::from("chunk"), Value::from(chunk)), (Value::from("size"), Value::from(entries.len() as u64))]);
+    let msg = Value::Array(vec![Value::from(tag), Value::Array(events), option]);
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &msg).expect("writing to a Vec");
+    out
+}
+
+/// `{"ack": chunk}`.
+pub fn encode_ack(chunk: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &Value::Map(vec![(Value::from("ack"), Value::from(chunk))])).expect("writing to a Vec");
+    out
+}
+
+/// The chunk id an ack response acknowledges.
+pub fn ack_of(v: &Value) -> Option<&str> {
+    map_get(v, "ack").and_then(Value::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, v).unwrap();
+        out
+    }
+
+    fn record(n: i64) -> Value {
+        Value::Map(vec![(Value::from("n"), Value::from(n))])
+    }
+
+    #[test]
+    fn every_mode_decodes_to_the_same_entries() {
+        let t = EventTime { secs: 1_795_530_600, nanos: 250 };
+        let expected = vec![(t, record(1)), (t, record(2))];
+        let forward = Value::Array(vec![Value::from("agents"), Value::Array(expected.iter().map(|(t, r)| Value::Array(vec![t.encode(), r.clone()])).collect())]);
+        assert_eq!(decode_message(forward).unwrap().entries, expected);
+        // Fluent Bit's [[time, metadata], record] entries, packed.
+        let mut packed = Vec::new();
+        for (t, r) in &expected {
+            packed.extend(pack(&Value::Array(vec![Value::Array(vec![t.encode(), Value::Map(vec![])]), r.clone()])));
+        }
+        let option = Value::Map(vec![(Value::from("chunk"), Value::from("c1"))]);
+        let m = decode_message(Value::Array(vec![Value::from("agents"), Value::Binary(packed.clone()), option])).unwrap();
+        assert_eq!((m.entries.clone(), m.chunk.as_deref()), (expected.clone(), Some("c1")));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &packed).unwrap();
+        let option = Value::Map(vec![(Value::from("compressed"), Value::from("gzip"))]);
+        assert_eq!(decode_message(Value::Array(vec![Value::from("agents"), Value::Binary(gz.finish().unwrap()), option])).unwrap().entries, expected);
+        // Message mode with an integer time.
+        let m = decode_message(Value::Array(vec![Value::from("agents"), Value::from(1_795_530_600u64), record(7)])).unwrap();
+        assert_eq!(m.entries, vec![(EventTime { secs: 1_795_530_600, nanos: 0 }, record(7))]);
+    }
+
+    #[test]
+    fn broken_messages_are_refused_with_a_reason() {
+        assert!(decode_message(Value::from(3)).unwrap_err().to_string().contains("array"));
+        assert!(decode_message(Value::Array(vec![Value::from(1), Value::Array(vec![])])).unwrap_err().to_string().contains("tag"));
+        let option = Value::Map(vec![(Value::from("compressed"), Value::from("zstd"))]);
+        assert!(decode_message(Value::Array(vec![Value::from("t"), Value::Binary(vec![1]), option])).unwrap_err().to_string().contains("zstd"));
+    }
+
+    #[test]
+    fn values_are_taken_whole_from_a_stream() {
+        let mut buf = pack(&record(1));
+        let tail = buf.split_off(3);
+        assert_eq!(take_value(&mut buf).unwrap(), None, "incomplete: wait for more");
+        buf.extend(tail);
+        assert_eq!(take_value(&mut buf).unwrap(), Some(record(1)));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let r = Value::Map(vec![(Value::from("a"), Value::from(-3)), (Value::from("b"), Value::Array(vec![Value::from("x"), Value::Nil, Value::F64(1.5)]))]);
+        assert_eq!(json_to_record(&record_to_json(&r)), r);
+        let bytes = encode_forward("t", &[(EventTime { secs: 5, nanos: 6 }, r.clone())], "k");
+        let back = decode_message(rmpv::decode::read_value(&mut &bytes[..]).unwrap()).unwrap();
+        assert_eq!((back.entries[0].1.clone(), back.entries[0].0, back.chunk.as_deref()), (r, EventTime { secs: 5, nanos: 6 }, Some("k")));
+    }
+}
