@@ -42,6 +42,9 @@ enum Command {
     /// Measure engine throughput natively and through the component on
     /// generated flow/DNS/control records, in one run, and print the ratio.
     Bench(BenchArgs),
+    /// Validate a policy and lint it. Exit status: 0 valid with no warnings,
+    /// 1 valid with warnings, 2 invalid (the error names the line and key).
+    Check(CheckArgs),
 }
 
 #[derive(Args)]
@@ -119,6 +122,20 @@ struct DemoArgs {
 }
 
 #[derive(Args)]
+struct CheckArgs {
+    /// The policy file (TOML).
+    #[arg(value_name = "POLICY")]
+    policy: PathBuf,
+    /// The agent types the fleet runs, comma-separated: profiles none of them uses, and
+    /// types without a profile, are reported.
+    #[arg(long, value_name = "TYPES", value_delimiter = ',')]
+    agent_types: Option<Vec<String>>,
+    /// Output: text for people, json for CI.
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// Records to generate.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
@@ -159,6 +176,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Check(args) = &cli.command {
+        return check(args);
+    }
     match dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -166,6 +186,45 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `clawwatch check`: its exit status is its answer, so it does not go through `dispatch`.
+fn check(args: &CheckArgs) -> std::process::ExitCode {
+    use clawwatch_plugin::policy::lint::{lint, Level};
+    let name = args.policy.display().to_string();
+    let result = std::fs::read_to_string(&args.policy)
+        .map_err(|e| (None, format!("cannot read it: {e}")))
+        .and_then(|text| clawwatch_plugin::Policy::from_toml(&text).map_err(|e| (Some(e.clone()), e.to_string())));
+    let json = args.format == "json";
+    let (status, output) = match result {
+        Err((error, message)) => {
+            let out = if json {
+                serde_json::json!({"policy": name, "valid": false, "error": {
+                    "line": error.as_ref().and_then(|e| e.line), "column": error.as_ref().and_then(|e| e.column),
+                    "table": error.as_ref().and_then(|e| e.table.clone()), "message": message,
+                }, "findings": []})
+                .to_string()
+            } else {
+                format!("{name}: invalid: {message}")
+            };
+            (2, out)
+        }
+        Ok(policy) => {
+            let lints = lint(&policy, args.agent_types.as_deref());
+            let warnings = lints.iter().filter(|l| l.level == Level::Warning).count();
+            let out = if json {
+                let findings: Vec<_> = lints.iter().map(|l| serde_json::json!({"level": l.level.as_str(), "code": l.code, "place": l.place, "message": l.message})).collect();
+                serde_json::json!({"policy": name, "valid": true, "warnings": warnings, "findings": findings}).to_string()
+            } else {
+                let mut text: Vec<String> = lints.iter().map(|l| l.to_string()).collect();
+                text.push(format!("{name}: valid, {warnings} warning(s), {} note(s)", lints.len() - warnings));
+                text.join("\n")
+            };
+            (u8::from(warnings > 0), out)
+        }
+    };
+    println!("{output}");
+    std::process::ExitCode::from(status)
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
@@ -219,6 +278,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             };
             tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(run::run(opts))
         }
+        Command::Check(_) => unreachable!("handled in main"),
         Command::Bench(args) => {
             let (_, policy_text) = args.engine.policy()?;
             bench::run(bench::BenchOptions {

@@ -345,3 +345,31 @@ fn ndjson_over_tcp_in_and_out_loses_nothing() {
     assert_eq!(per_input, sent, "every record sent came back");
     assert!(received.iter().any(|v| v["clawwatch"]["verdict"] == "alert"));
 }
+
+#[test]
+fn check_validates_and_lints_with_documented_exit_codes() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let ok = clawwatch(&["check", "testdata/policy.toml"], b"");
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("valid, 0 warning(s)"));
+
+    let broad = dir.join("broad-policy.toml");
+    std::fs::write(&broad, "[agent_profile.\"x\"]\nallowed_outbound = [{ protocol = \"TCP\", port = 443, destination = \"ANY\" }]\n").unwrap();
+    let out = clawwatch(&["check", broad.to_str().unwrap(), "--format", "json", "--agent-types", "x,y"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], true);
+    let codes: Vec<&str> = report["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
+    assert!(codes.contains(&"over-broad-destination") && codes.contains(&"missing-profile"), "{codes:?}");
+
+    let bad = dir.join("typo-policy.toml");
+    std::fs::write(&bad, "[agent_profile.\"x\"]\nallowed_outbond = []\n").unwrap();
+    let out = clawwatch(&["check", bad.to_str().unwrap(), "--format", "json"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["error"]["line"], 2);
+    assert!(report["error"]["message"].as_str().unwrap().contains("allowed_outbond"));
+    let out = clawwatch(&["check", "no/such.toml"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no/such.toml: invalid: cannot read it"));
+}

@@ -7,6 +7,7 @@
 pub mod config;
 mod destination;
 mod error;
+pub mod lint;
 
 pub use destination::{Destination, Ports, Protocol, Rule};
 pub use error::PolicyError;
@@ -165,6 +166,21 @@ impl Policy {
 
     pub fn profile_names(&self) -> impl Iterator<Item = &str> {
         self.profiles.keys().map(String::as_str)
+    }
+
+    /// Every profile as written and as each deployment context resolves it, in name order.
+    pub fn all_profiles(&self) -> Vec<&Profile> {
+        let mut names: Vec<&String> = self.profiles.keys().collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let entry = &self.profiles[name];
+            out.push(&entry.base);
+            let mut contexts: Vec<&String> = entry.contexts.keys().collect();
+            contexts.sort();
+            out.extend(contexts.into_iter().map(|c| &entry.contexts[c]));
+        }
+        out
     }
 }
 
