@@ -166,6 +166,16 @@ impl Monitor {
         Ok(Monitor { runtime, policy: policy.to_string(), limits, stream: None, store, instance, handle, restarts: 0 })
     }
 
+    /// Replaces the policy; the running one stays when the new one is rejected.
+    /// A later re-creation after a trap uses the new policy.
+    pub fn reload(&mut self, policy: &str) -> Result<(), CreateError> {
+        set_deadline(&mut self.store, &self.limits);
+        let reloaded = self.instance.clawwatch_monitor_engine().monitor().call_reload(&mut self.store, self.handle, policy).map_err(|e| CreateError::Runtime(e.into()))?;
+        reloaded.map_err(CreateError::Policy)?;
+        self.policy = policy.to_string();
+        Ok(())
+    }
+
     /// Names the format of the records to come (`None`: recognise each by its shape).
     pub fn set_stream(&mut self, stream: Option<String>) {
         self.stream = stream;

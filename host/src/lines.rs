@@ -23,6 +23,8 @@ pub enum Chunk {
     Idle,
     /// Records that came over the Fluent forward protocol.
     Forward(crate::forward::Batch),
+    /// A new policy text to apply before the next records (SIGHUP or file change).
+    Reload(String),
 }
 
 #[derive(Debug, Clone)]
@@ -278,7 +280,7 @@ mod tests {
             match c {
                 Chunk::Batch { bytes, .. } => text.extend_from_slice(bytes),
                 Chunk::Passthrough(b) => text.extend_from_slice(b),
-                Chunk::Idle | Chunk::Forward(_) => {}
+                Chunk::Idle | Chunk::Forward(_) | Chunk::Reload(_) => {}
             }
         }
         let lines: Vec<serde_json::Value> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();

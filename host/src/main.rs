@@ -49,7 +49,8 @@ enum Command {
 
 #[derive(Args)]
 struct EngineArgs {
-    /// Policy file (TOML). Without it, the bundled example policy is used.
+    /// Policy file (TOML). Without it, the bundled example policy is used. `run` re-reads it on
+    /// SIGHUP and when it changes; a policy that does not load is rejected and the running one stays.
     #[arg(long, value_name = "PATH")]
     policy: Option<PathBuf>,
     /// Load this engine component instead of the embedded one.
@@ -243,6 +244,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let opts = run::RunOptions {
                 policy_name,
                 policy_text,
+                policy_path: args.engine.policy.clone(),
                 inputs,
                 alerts_only: false,
                 stream: args.format.clone(),
@@ -265,6 +267,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let opts = run::RunOptions {
                 policy_name,
                 policy_text,
+                policy_path: None,
                 inputs: vec![run::Input::Embedded(SAMPLE_RECORDS)],
                 alerts_only: args.alerts_only,
                 stream: None,

@@ -60,6 +60,8 @@ impl std::str::FromStr for Output {
 pub struct RunOptions {
     pub policy_name: String,
     pub policy_text: String,
+    /// The policy file, watched for changes and re-read on SIGHUP.
+    pub policy_path: Option<PathBuf>,
     pub inputs: Vec<Input>,
     /// Write only records whose verdict is `alert` (the demo's digest view).
     pub alerts_only: bool,
@@ -97,6 +99,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         while let Some(chunk) = in_rx.blocking_recv() {
             let mut origin = None;
             let out = match chunk {
+                Chunk::Reload(text) => {
+                    match monitor.reload(&text) {
+                        Ok(()) => eprintln!("clawwatch: policy reloaded"),
+                        Err(e) => eprintln!("clawwatch: policy reload rejected, the running policy stays: {e}"),
+                    }
+                    Vec::new()
+                }
                 Chunk::Forward(batch) => {
                     records += batch.times.len() as u64;
                     // A format named in the tag (`agents.pmacct`) says how to read the records.
@@ -153,6 +162,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     });
 
+    let watcher = opts.policy_path.clone().map(|path| tokio::spawn(watch_policy(path, in_tx.clone())));
     let mut splitter = Splitter::new(opts.batch.clone());
     let read_result = async {
         for input in &opts.inputs {
@@ -170,6 +180,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         anyhow::Ok(())
     }
     .await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
     drop(in_tx);
 
     let mut monitor = judge.await.context("engine thread")?;
@@ -347,6 +360,46 @@ async fn write_forward(addr: &str, out_rx: &mut mpsc::Receiver<(Vec<u8>, Option<
         sender.send("clawwatch.incident", &incidents).await;
         if let Some(origin) = origin {
             origin.acknowledge().await;
+        }
+    }
+}
+
+/// Re-reads the policy on SIGHUP and when the file changes (checked every
+/// two seconds), and hands the text to the engine in order with the records.
+async fn watch_policy(path: PathBuf, tx: mpsc::Sender<Chunk>) {
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = modified(&path);
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<bool>();
+        let reason = tokio::select! {
+            _ = signalled => "SIGHUP",
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                let now = modified(&path);
+                if now == last {
+                    continue;
+                }
+                "file changed"
+            }
+        };
+        last = modified(&path);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                tracing::info!(reason, path = %path.display(), "reloading the policy");
+                if tx.send(Chunk::Reload(text)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => eprintln!("clawwatch: cannot re-read policy {}: {e}; the running policy stays", path.display()),
         }
     }
 }

@@ -373,3 +373,83 @@ fn check_validates_and_lints_with_documented_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no/such.toml: invalid: cannot read it"));
 }
+
+#[test]
+fn sighup_reloads_the_policy_keeps_state_and_a_bad_policy_keeps_the_old_one() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc::{channel, Receiver};
+    use std::time::Duration;
+    let policy = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reloaded-policy.toml");
+    let original = std::fs::read_to_string(repo().join("testdata/policy.toml")).unwrap();
+    std::fs::write(&policy, &original).unwrap();
+    let mut child = command(&["run", "--policy", policy.to_str().unwrap()]).spawn().unwrap();
+    let lines_of = |r: Box<dyn std::io::Read + Send>| -> Receiver<String> {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let out = lines_of(Box::new(child.stdout.take().unwrap()));
+    let err = lines_of(Box::new(child.stderr.take().unwrap()));
+    let mut stdin = child.stdin.take().unwrap();
+    let wait = Duration::from_secs(20);
+    let mut send = |line: &str| -> Value {
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        loop {
+            let v: Value = serde_json::from_str(&out.recv_timeout(wait).expect("an output line")).unwrap();
+            // Incident records follow the record that opened them: not the answer to this line.
+            if !is_emitted(&v) {
+                return v;
+            }
+        }
+    };
+    let hup_until = |needle: &str| {
+        Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+        loop {
+            let line = err.recv_timeout(wait).unwrap_or_else(|_| panic!("no `{needle}` on stderr"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    let spawn = r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","agent_type":"data_collector_v1","ip":"10.20.0.15"}"#;
+    let forbidden = r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.0.15","src_port":5,"dst_ip":"203.0.113.9","dst_port":8443,"proto":"TCP"}"#;
+    send(spawn);
+    assert_eq!(send(forbidden)["clawwatch"]["verdict"], "alert");
+
+    std::fs::write(&policy, "[agent_profile.\"x\"]\nbogus = 1\n").unwrap();
+    let rejected = hup_until("reload rejected");
+    assert!(rejected.contains("bogus"), "{rejected}");
+    assert_eq!(send(forbidden)["clawwatch"]["verdict"], "alert", "the running policy stays");
+
+    let wider = original.replace(
+        "{ protocol = \"UDP\", port = 53, destination = \"ANY\" },",
+        "{ protocol = \"UDP\", port = 53, destination = \"ANY\" },\n{ protocol = \"TCP\", port = 8443, destination = \"203.0.113.9\" },",
+    );
+    std::fs::write(&policy, wider).unwrap();
+    hup_until("policy reloaded");
+    let after = send(forbidden);
+    assert_eq!(after["clawwatch"]["verdict"], "allow", "{after}");
+    assert_eq!(after["clawwatch"]["agent"]["id"], "0x8a3f", "spawned before the reload, still known");
+
+    // A change of the file alone (no signal) is noticed too. Let the watcher's
+    // poll see the last write first, and forget what it said about it.
+    std::thread::sleep(Duration::from_millis(2500));
+    while err.try_recv().is_ok() {}
+    std::fs::write(&policy, &original).unwrap();
+    loop {
+        let line = err.recv_timeout(wait).expect("the file change was not noticed");
+        if line.contains("policy reloaded") {
+            break;
+        }
+    }
+    assert_eq!(send(forbidden)["clawwatch"]["verdict"], "alert", "back to the original policy");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}

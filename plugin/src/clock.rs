@@ -22,6 +22,11 @@ impl Clock {
         Clock { now: None, lateness_nanos: lateness_secs.saturating_mul(NANOS_PER_SEC), max_step_nanos: max_step_secs.saturating_mul(NANOS_PER_SEC) }
     }
 
+    pub fn set_lateness(&mut self, lateness_secs: i64, max_step_secs: i64) {
+        self.lateness_nanos = lateness_secs.saturating_mul(NANOS_PER_SEC);
+        self.max_step_nanos = max_step_secs.saturating_mul(NANOS_PER_SEC);
+    }
+
     /// Moves event time forward to `t` (never back), by at most one step: a
     /// single record stamped far in the future cannot expire everything.
     pub fn observe(&mut self, t: Timestamp) {

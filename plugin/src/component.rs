@@ -34,6 +34,10 @@ impl GuestMonitor for MonitorResource {
         out
     }
 
+    fn reload(&self, policy: String) -> Result<(), PolicyError> {
+        self.engine.borrow_mut().reload(&policy).map_err(|e| PolicyError { line: e.line, column: e.column, table: e.table, message: e.message })
+    }
+
     fn advance_to(&self, now_ns: i64) -> Vec<u8> {
         let mut out = Vec::new();
         self.engine.borrow_mut().advance_to(crate::time::Timestamp(now_ns), &mut out);

@@ -48,6 +48,10 @@ impl DnsMap {
         DnsMap { entries: BoundedMap::new(max_entries), grace_secs }
     }
 
+    pub fn set_grace(&mut self, grace_secs: i64) {
+        self.grace_secs = grace_secs;
+    }
+
     /// Learns the addresses in a query's answers. Both the queried name and any
     /// CNAME targets in the answer name the addresses.
     pub fn learn(&mut self, q: &DnsQuery) {

@@ -98,6 +98,20 @@ impl Engine {
         &self.policy
     }
 
+    /// Replaces the policy and keeps everything learnt (agents, DNS answers,
+    /// activity, baselines, incidents). A policy that does not load changes
+    /// nothing. Caps (`max_*`) keep the values the engine started with; the
+    /// timing settings (lateness, DNS grace, quiet period) follow the new policy.
+    pub fn reload(&mut self, policy_text: &str) -> Result<(), PolicyError> {
+        let policy = Policy::from_toml(policy_text)?;
+        let m = &policy.monitor;
+        self.clock.set_lateness(m.lateness_secs, m.max_clock_step_secs);
+        self.dns.set_grace(m.dns_ttl_grace_secs);
+        self.incidents.set_quiet(m.incident_quiet_secs);
+        self.policy = policy;
+        Ok(())
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             evictions: self.registry.evictions()

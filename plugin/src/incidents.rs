@@ -55,6 +55,10 @@ impl Incidents {
         Incidents { open: BoundedMap::new(max_incidents), quiet_nanos: quiet_secs.saturating_mul(crate::time::NANOS_PER_SEC), opened: 0, closed: 0 }
     }
 
+    pub fn set_quiet(&mut self, quiet_secs: i64) {
+        self.quiet_nanos = quiet_secs.saturating_mul(crate::time::NANOS_PER_SEC);
+    }
+
     /// Records `finding` at event time `t`; on a new incident also returns it.
     pub fn observe(&mut self, finding: &Finding, agent: Option<&AgentInfo>, t: Timestamp) -> (Occurrence, Option<Incident>) {
         if let Some(incident) = self.open.get_mut(finding.incident.as_str()) {

@@ -386,3 +386,19 @@ fn liveness_heartbeats_rearm_missing_and_never_count_as_traffic_reports() {
     e.advance_to(Timestamp::parse_rfc3339(&at(76.0)).unwrap(), &mut out);
     assert!(String::from_utf8(out).unwrap().contains("\"rule\":\"heartbeat.missing\""), "silent since minute 40: overdue at 70, judged at 75");
 }
+
+#[test]
+fn a_reload_changes_the_rules_keeps_the_state_and_a_bad_policy_changes_nothing() {
+    let mut e = Engine::new(POLICY).unwrap();
+    let forbidden = flow("2026-11-24T14:31:00Z", "10.20.0.15", "203.0.113.9", 8443, "TCP");
+    let out = run(&mut e, &[SPAWN, &forbidden].join("\n"));
+    assert_eq!(rules(&out[1]), ["egress.not_allowed"]);
+    let wider = POLICY.replace("{ protocol = \"UDP\", port = 53, destination = \"ANY\" },", "{ protocol = \"UDP\", port = 53, destination = \"ANY\" },\n{ protocol = \"TCP\", port = 8443, destination = \"203.0.113.9\" },");
+    assert!(e.reload("[agent_profile.\"x\"]\nbogus = 1\n").is_err());
+    let out = run(&mut e, &forbidden);
+    assert_eq!(rules(&out[0]), ["egress.not_allowed"], "the bad policy changed nothing");
+    e.reload(&wider).unwrap();
+    let out = run(&mut e, &forbidden);
+    assert_eq!(out[0]["clawwatch"]["verdict"], "allow", "the new rule applies");
+    assert_eq!(out[0]["clawwatch"]["agent"]["id"], "0x8a3f", "the agent spawned before the reload is still known");
+}
