@@ -10,10 +10,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("host/ sits in the workspace");
-    for watched in ["plugin/src", "plugin/Cargo.toml", "wit", "Cargo.lock", "Cargo.toml"] {
-        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+    for watched in [
+        "plugin/src",
+        "plugin/Cargo.toml",
+        "wit",
+        "Cargo.lock",
+        "Cargo.toml",
+    ] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(watched).display()
+        );
     }
     println!("cargo:rerun-if-env-changed=CLAWWATCH_COMPONENT");
 
@@ -25,34 +35,67 @@ fn main() {
         Some(path) => PathBuf::from(path),
         None => build_engine(workspace, &out_dir, "wasm32-wasip2"),
     };
-    std::fs::copy(&built, &embedded).unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), embedded.display()));
-    println!("cargo:rustc-env=CLAWWATCH_COMPONENT_PATH={}", embedded.display());
+    std::fs::copy(&built, &embedded)
+        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), embedded.display()));
+    println!(
+        "cargo:rustc-env=CLAWWATCH_COMPONENT_PATH={}",
+        embedded.display()
+    );
 
     // The Fluent Bit filter module: the same engine as a wasip1 core module.
     // Not embedded; its tests find it here.
     let filter = build_engine(workspace, &out_dir, "wasm32-wasip1");
-    println!("cargo:rustc-env=CLAWWATCH_FLUENT_BIT_MODULE_PATH={}", filter.display());
+    println!(
+        "cargo:rustc-env=CLAWWATCH_FLUENT_BIT_MODULE_PATH={}",
+        filter.display()
+    );
 }
 
 /// Builds the engine crate for a wasm target; returns the `.wasm` path.
 fn build_engine(workspace: &Path, out_dir: &Path, target: &str) -> PathBuf {
     // OUT_DIR is <target>[/<triple>]/<profile>/build/<pkg>-<hash>/out.
-    let target_root = out_dir.ancestors().nth(4).expect("OUT_DIR has the usual depth");
+    let target_root = out_dir
+        .ancestors()
+        .nth(4)
+        .expect("OUT_DIR has the usual depth");
     let wasm_target_dir = target_root.join("clawwatch-wasm");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--package", "clawwatch-plugin", "--lib", "--target", target, "--profile", "wasm", "--locked"])
-        .arg("--manifest-path")
-        .arg(workspace.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&wasm_target_dir);
+    cmd.args([
+        "build",
+        "--package",
+        "clawwatch-plugin",
+        "--lib",
+        "--target",
+        target,
+        "--profile",
+        "wasm",
+        "--locked",
+    ])
+    .arg("--manifest-path")
+    .arg(workspace.join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(&wasm_target_dir);
     // Flags meant for the host build (coverage, sanitizers, a host target) must not leak into the guest's.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("running cargo to build the clawwatch engine for WebAssembly");
+    let status = cmd
+        .status()
+        .expect("running cargo to build the clawwatch engine for WebAssembly");
     if !status.success() {
-        panic!("building the clawwatch engine for {target} failed ({status}). Is the target installed? Run `rustup target add {target}`.");
+        panic!(
+            "building the clawwatch engine for {target} failed ({status}). Is the target installed? Run `rustup target add {target}`."
+        );
     }
-    wasm_target_dir.join(target).join("wasm/clawwatch_plugin.wasm")
+    wasm_target_dir
+        .join(target)
+        .join("wasm/clawwatch_plugin.wasm")
 }

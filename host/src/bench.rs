@@ -3,14 +3,14 @@
 //! is meaningful on a noisy machine where absolute figures are not.
 
 use crate::component::{Limits, Monitor, Runtime};
-use anyhow::{ensure, Result};
+use anyhow::{Result, ensure};
 use clawwatch_plugin::Engine;
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct BenchOptions {
@@ -62,7 +62,14 @@ fn bytes_per_agent(policy_text: &str, agents: usize) -> Result<f64> {
             "{{\"type\":\"agent.spawn\",\"ts\":\"2026-11-24T14:00:00Z\",\"agent_id\":\"a-{i}\",\"agent_type\":\"data_collector_v1\",\"deployment\":\"staging\",\"ip\":\"{ip}\"}}\n\
              {{\"type\":\"agent.plan\",\"ts\":\"2026-11-24T14:00:01Z\",\"agent_id\":\"a-{i}\",\"actions\":[{{\"dest\":\"api.internal.example.net\",\"port\":443}}]}}\n"
         );
-        for (k, name) in ["api.internal.example.net", "cdn-{i}.example.net", "status.example.net"].iter().enumerate() {
+        for (k, name) in [
+            "api.internal.example.net",
+            "cdn-{i}.example.net",
+            "status.example.net",
+        ]
+        .iter()
+        .enumerate()
+        {
             batch.push_str(&format!(
                 "{{\"type\":\"dns\",\"ts\":\"2026-11-24T14:00:02Z\",\"client_ip\":\"{ip}\",\"resolver_ip\":\"10.0.0.53\",\"qname\":\"{}\",\"answers\":[{{\"data\":\"93.184.{k}.{}\",\"ttl\":3600}}]}}\n",
                 name.replace("{i}", &i.to_string()),
@@ -144,18 +151,46 @@ fn generate(records: usize, batch_records: usize) -> Vec<Vec<u8>> {
                 continue;
             }
             2 => {
-                lines.push(format!(r#"{{"message":"agent log line {t}","level":"info"}}"#));
+                lines.push(format!(
+                    r#"{{"message":"agent log line {t}","level":"info"}}"#
+                ));
                 continue;
             }
             3 => {
-                lines.push(format!(r#"{{"time_flow_start_ns":{t},"src_addr":"{agent}","dst_addr":"#));
+                lines.push(format!(
+                    r#"{{"time_flow_start_ns":{t},"src_addr":"{agent}","dst_addr":"#
+                ));
                 continue;
             }
-            4..=87 => (agent.clone(), "93.184.216.34".to_string(), sport, 443, "TCP"),
-            88..=91 => (agent.clone(), format!("203.0.113.{}", rng.below(8)), sport, 8443, "TCP"),
+            4..=87 => (
+                agent.clone(),
+                "93.184.216.34".to_string(),
+                sport,
+                443,
+                "TCP",
+            ),
+            88..=91 => (
+                agent.clone(),
+                format!("203.0.113.{}", rng.below(8)),
+                sport,
+                8443,
+                "TCP",
+            ),
             92..=95 => (agent.clone(), "10.0.0.53".to_string(), sport, 53, "UDP"),
-            96..=98 => ("93.184.216.34".to_string(), agent.clone(), 443, sport, "TCP"),
-            _ => (format!("10.20.200.{}", rng.below(200)), "198.51.100.7".to_string(), sport, 443, "TCP"),
+            96..=98 => (
+                "93.184.216.34".to_string(),
+                agent.clone(),
+                443,
+                sport,
+                "TCP",
+            ),
+            _ => (
+                format!("10.20.200.{}", rng.below(200)),
+                "198.51.100.7".to_string(),
+                sport,
+                443,
+                "TCP",
+            ),
         };
         let bytes = 200 + rng.below(60_000);
         lines.push(format!(
@@ -166,14 +201,17 @@ fn generate(records: usize, batch_records: usize) -> Vec<Vec<u8>> {
             bytes / 1200 + 1
         ));
     }
-    lines.chunks(batch_records).map(|chunk| {
-        let mut batch = Vec::with_capacity(chunk.iter().map(|l| l.len() + 1).sum());
-        for line in chunk {
-            batch.extend_from_slice(line.as_bytes());
-            batch.push(b'\n');
-        }
-        batch
-    }).collect()
+    lines
+        .chunks(batch_records)
+        .map(|chunk| {
+            let mut batch = Vec::with_capacity(chunk.iter().map(|l| l.len() + 1).sum());
+            for line in chunk {
+                batch.extend_from_slice(line.as_bytes());
+                batch.push(b'\n');
+            }
+            batch
+        })
+        .collect()
 }
 
 struct Measured {
@@ -196,15 +234,24 @@ fn measure(batches: &[Vec<u8>], mut process: impl FnMut(&[u8], &mut Vec<u8>)) ->
         elapsed += started.elapsed();
         out.hash(&mut hasher);
     }
-    Measured { elapsed, output_hash: hasher.finish() }
+    Measured {
+        elapsed,
+        output_hash: hasher.finish(),
+    }
 }
 
 pub fn run(opts: BenchOptions) -> Result<()> {
-    ensure!(opts.records > 0 && opts.batch_records > 0, "--records and --batch-records must be at least 1");
+    ensure!(
+        opts.records > 0 && opts.batch_records > 0,
+        "--records and --batch-records must be at least 1"
+    );
     eprintln!("generating {} records...", opts.records);
     let batches = generate(opts.records, opts.batch_records);
     let total_bytes: usize = batches.iter().map(Vec::len).sum();
-    let records = batches.iter().map(|b| b.iter().filter(|&&c| c == b'\n').count()).sum::<usize>();
+    let records = batches
+        .iter()
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .sum::<usize>();
 
     eprintln!("native engine...");
     let mut engine = Engine::new(&opts.policy_text).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
@@ -221,29 +268,87 @@ pub fn run(opts: BenchOptions) -> Result<()> {
     // The component as `run` uses it (CPU-bounded by epoch checks), and without
     // the bound, so the price of the bound is visible.
     let mut component_paths = Vec::new();
-    for (name, timeout) in [("component", opts.limits.batch_timeout.or(Some(Duration::from_secs(10)))), ("unbounded", None)] {
+    for (name, timeout) in [
+        (
+            "component",
+            opts.limits.batch_timeout.or(Some(Duration::from_secs(10))),
+        ),
+        ("unbounded", None),
+    ] {
         eprintln!("{name}...");
-        let runtime = Arc::new(Runtime::load(opts.component.as_deref(), opts.cache_dir.as_deref(), timeout.is_some())?);
-        let limits = Limits { batch_timeout: timeout, ..opts.limits.clone() };
-        let mut monitor = Monitor::new(runtime, &opts.policy_text, limits).map_err(|e| e.explain("policy"))?;
-        component_paths.push((name, measure(&batches, |batch, out| *out = monitor.process(batch))));
+        let runtime = Arc::new(Runtime::load(
+            opts.component.as_deref(),
+            opts.cache_dir.as_deref(),
+            timeout.is_some(),
+        )?);
+        let limits = Limits {
+            batch_timeout: timeout,
+            ..opts.limits.clone()
+        };
+        let mut monitor =
+            Monitor::new(runtime, &opts.policy_text, limits).map_err(|e| e.explain("policy"))?;
+        component_paths.push((
+            name,
+            measure(&batches, |batch, out| *out = monitor.process(batch)),
+        ));
     }
 
     let rate = |m: &Measured| records as f64 / m.elapsed.as_secs_f64();
     let mbps = |m: &Measured| total_bytes as f64 / m.elapsed.as_secs_f64() / 1e6;
     let mut report = String::new();
-    let _ = writeln!(report, "records: {records} ({:.1} MB, {} per batch; {} alerts, {} findings natively)", total_bytes as f64 / 1e6, opts.batch_records, native_stats.alerts, native_stats.findings);
-    let _ = writeln!(report, "{:<10} {:>14} {:>10} {:>10} {:>16}", "path", "records/s", "MB/s", "seconds", "time vs native");
-    let _ = writeln!(report, "{:<10} {:>14.0} {:>10.1} {:>10.3} {:>16}", "native", rate(&native), mbps(&native), native.elapsed.as_secs_f64(), "1.00x");
+    let _ = writeln!(
+        report,
+        "records: {records} ({:.1} MB, {} per batch; {} alerts, {} findings natively)",
+        total_bytes as f64 / 1e6,
+        opts.batch_records,
+        native_stats.alerts,
+        native_stats.findings
+    );
+    let _ = writeln!(
+        report,
+        "{:<10} {:>14} {:>10} {:>10} {:>16}",
+        "path", "records/s", "MB/s", "seconds", "time vs native"
+    );
+    let _ = writeln!(
+        report,
+        "{:<10} {:>14.0} {:>10.1} {:>10.3} {:>16}",
+        "native",
+        rate(&native),
+        mbps(&native),
+        native.elapsed.as_secs_f64(),
+        "1.00x"
+    );
     for (name, m) in &component_paths {
         let ratio = m.elapsed.as_secs_f64() / native.elapsed.as_secs_f64();
-        let _ = writeln!(report, "{name:<10} {:>14.0} {:>10.1} {:>10.3} {:>15.2}x", rate(m), mbps(m), m.elapsed.as_secs_f64(), ratio);
+        let _ = writeln!(
+            report,
+            "{name:<10} {:>14.0} {:>10.1} {:>10.3} {:>15.2}x",
+            rate(m),
+            mbps(m),
+            m.elapsed.as_secs_f64(),
+            ratio
+        );
     }
-    let _ = writeln!(report, "(component: CPU-bounded by --batch-timeout-ms, as `run` uses it; unbounded: --batch-timeout-ms 0)");
-    let _ = writeln!(report, "state: {per_agent:.0} bytes per active agent (native heap, {agents} agents with a plan, 3 DNS names, 30 connections and a heartbeat each)");
-    let identical = component_paths.iter().all(|(_, m)| m.output_hash == native.output_hash);
-    let _ = writeln!(report, "outputs identical: {}", if identical { "yes" } else { "NO" });
+    let _ = writeln!(
+        report,
+        "(component: CPU-bounded by --batch-timeout-ms, as `run` uses it; unbounded: --batch-timeout-ms 0)"
+    );
+    let _ = writeln!(
+        report,
+        "state: {per_agent:.0} bytes per active agent (native heap, {agents} agents with a plan, 3 DNS names, 30 connections and a heartbeat each)"
+    );
+    let identical = component_paths
+        .iter()
+        .all(|(_, m)| m.output_hash == native.output_hash);
+    let _ = writeln!(
+        report,
+        "outputs identical: {}",
+        if identical { "yes" } else { "NO" }
+    );
     print!("{report}");
-    ensure!(identical, "the component's output differs from the native engine's");
+    ensure!(
+        identical,
+        "the component's output differs from the native engine's"
+    );
     Ok(())
 }

@@ -4,12 +4,12 @@
 //! Entries are keyed by a hash of the component bytes and of every wasmtime
 //! setting that affects compiled code; a stale or corrupt entry is recompiled.
 
+use crate::component::anyhow_of;
 use anyhow::{Context, Result};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use wasmtime::component::Component;
 use wasmtime::Engine;
-use crate::component::anyhow_of;
+use wasmtime::component::Component;
 
 /// `$CLAWWATCH_CACHE_DIR`, else `$XDG_CACHE_HOME/clawwatch`, else `~/.cache/clawwatch`.
 pub fn default_dir() -> Option<PathBuf> {
@@ -46,7 +46,9 @@ pub fn load_or_compile(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> Resu
                 tracing::debug!(path = %path.display(), "loaded compiled component from cache");
                 return Ok(component);
             }
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cached component unusable; recompiling"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cached component unusable; recompiling")
+            }
         }
     }
     let component = anyhow_of(Component::new(engine, wasm)).context("compiling the component")?;

@@ -6,8 +6,8 @@
 use crate::cache;
 use anyhow::{Context, Result};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
@@ -17,8 +17,8 @@ mod bindings {
     wasmtime::component::bindgen!({ path: "../wit", world: "monitor" });
 }
 
-pub use bindings::exports::clawwatch::monitor::engine::Stats;
 use bindings::exports::clawwatch::monitor::engine::BatchFormat;
+pub use bindings::exports::clawwatch::monitor::engine::Stats;
 
 /// The component built from `plugin/` by the build script.
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(env!("CLAWWATCH_COMPONENT_PATH"));
@@ -59,7 +59,10 @@ struct GuestState {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -68,7 +71,9 @@ impl Runtime {
     /// `interruptible` compiles in the checks that let a batch deadline stop the guest.
     pub fn new(wasm: &[u8], cache_dir: Option<&Path>, interruptible: bool) -> Result<Runtime> {
         let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(interruptible);
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(interruptible);
         // `CLAWWATCH_PERFMAP=1 perf record ...` names the guest's functions in profiles.
         if std::env::var_os("CLAWWATCH_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
@@ -90,16 +95,27 @@ impl Runtime {
                 }
             })
             .context("starting the epoch ticker")?;
-        Ok(Runtime { engine, component, linker, ticker_stop })
+        Ok(Runtime {
+            engine,
+            component,
+            linker,
+            ticker_stop,
+        })
     }
 
     /// The embedded component, or the one at `path`.
-    pub fn load(path: Option<&Path>, cache_dir: Option<&Path>, interruptible: bool) -> Result<Runtime> {
+    pub fn load(
+        path: Option<&Path>,
+        cache_dir: Option<&Path>,
+        interruptible: bool,
+    ) -> Result<Runtime> {
         match path {
             None => Runtime::new(EMBEDDED_COMPONENT, cache_dir, interruptible),
             Some(path) => {
-                let wasm = std::fs::read(path).with_context(|| format!("reading component {}", path.display()))?;
-                Runtime::new(&wasm, cache_dir, interruptible).with_context(|| format!("loading component {}", path.display()))
+                let wasm = std::fs::read(path)
+                    .with_context(|| format!("reading component {}", path.display()))?;
+                Runtime::new(&wasm, cache_dir, interruptible)
+                    .with_context(|| format!("loading component {}", path.display()))
             }
         }
     }
@@ -141,7 +157,9 @@ impl CreateError {
     pub fn explain(self, policy_name: &str) -> anyhow::Error {
         match self {
             CreateError::Policy(_) => anyhow::anyhow!("policy {policy_name}: {self}"),
-            CreateError::Runtime(e) => e.context("starting the detection engine (see --guest-memory-mib and --batch-timeout-ms)"),
+            CreateError::Runtime(e) => e.context(
+                "starting the detection engine (see --guest-memory-mib and --batch-timeout-ms)",
+            ),
         }
     }
 }
@@ -161,16 +179,34 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn new(runtime: Arc<Runtime>, policy: &str, limits: Limits) -> Result<Monitor, CreateError> {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        policy: &str,
+        limits: Limits,
+    ) -> Result<Monitor, CreateError> {
         let (store, instance, handle) = instantiate(&runtime, policy, &limits)?;
-        Ok(Monitor { runtime, policy: policy.to_string(), limits, stream: None, store, instance, handle, restarts: 0 })
+        Ok(Monitor {
+            runtime,
+            policy: policy.to_string(),
+            limits,
+            stream: None,
+            store,
+            instance,
+            handle,
+            restarts: 0,
+        })
     }
 
     /// Replaces the policy; the running one stays when the new one is rejected.
     /// A later re-creation after a trap uses the new policy.
     pub fn reload(&mut self, policy: &str) -> Result<(), CreateError> {
         set_deadline(&mut self.store, &self.limits);
-        let reloaded = self.instance.clawwatch_monitor_engine().monitor().call_reload(&mut self.store, self.handle, policy).map_err(|e| CreateError::Runtime(e.into()))?;
+        let reloaded = self
+            .instance
+            .clawwatch_monitor_engine()
+            .monitor()
+            .call_reload(&mut self.store, self.handle, policy)
+            .map_err(|e| CreateError::Runtime(e.into()))?;
         reloaded.map_err(CreateError::Policy)?;
         self.policy = policy.to_string();
         Ok(())
@@ -188,7 +224,10 @@ impl Monitor {
         match self.try_process(batch) {
             Ok(out) => out,
             Err(trap) => {
-                let why = format!("the detection engine failed on this batch ({}); records passed through unjudged", first_line(&trap));
+                let why = format!(
+                    "the detection engine failed on this batch ({}); records passed through unjudged",
+                    first_line(&trap)
+                );
                 tracing::error!(error = %format!("{trap:#}"), "engine failed; re-creating it from the policy");
                 self.restart();
                 let mut out = Vec::with_capacity(batch.len() * 2);
@@ -203,7 +242,12 @@ impl Monitor {
     /// no input record is at stake.
     pub fn advance_to(&mut self, now_ns: i64) -> Vec<u8> {
         set_deadline(&mut self.store, &self.limits);
-        match self.instance.clawwatch_monitor_engine().monitor().call_advance_to(&mut self.store, self.handle, now_ns) {
+        match self
+            .instance
+            .clawwatch_monitor_engine()
+            .monitor()
+            .call_advance_to(&mut self.store, self.handle, now_ns)
+        {
             Ok(out) => out,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "engine failed while advancing time; re-creating it from the policy");
@@ -215,7 +259,17 @@ impl Monitor {
 
     fn try_process(&mut self, batch: &[u8]) -> Result<Vec<u8>> {
         set_deadline(&mut self.store, &self.limits);
-        let out = self.instance.clawwatch_monitor_engine().monitor().call_process(&mut self.store, self.handle, BatchFormat::Ndjson, batch, self.stream.as_deref())?;
+        let out = self
+            .instance
+            .clawwatch_monitor_engine()
+            .monitor()
+            .call_process(
+                &mut self.store,
+                self.handle,
+                BatchFormat::Ndjson,
+                batch,
+                self.stream.as_deref(),
+            )?;
         Ok(out)
     }
 
@@ -235,7 +289,12 @@ impl Monitor {
 
     pub fn stats(&mut self) -> Result<Stats> {
         set_deadline(&mut self.store, &self.limits);
-        anyhow_of(self.instance.clawwatch_monitor_engine().monitor().call_stats(&mut self.store, self.handle))
+        anyhow_of(
+            self.instance
+                .clawwatch_monitor_engine()
+                .monitor()
+                .call_stats(&mut self.store, self.handle),
+        )
     }
 
     /// Times the guest was re-created after a failure.
@@ -293,17 +352,32 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
     }
 }
 
-fn instantiate(runtime: &Runtime, policy: &str, limits: &Limits) -> Result<(Store<GuestState>, bindings::Monitor, ResourceAny), CreateError> {
+fn instantiate(
+    runtime: &Runtime,
+    policy: &str,
+    limits: &Limits,
+) -> Result<(Store<GuestState>, bindings::Monitor, ResourceAny), CreateError> {
     let state = GuestState {
         wasi: empty_wasi(),
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(8).tables(16).memories(4).trap_on_grow_failure(true).build(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .instances(8)
+            .tables(16)
+            .memories(4)
+            .trap_on_grow_failure(true)
+            .build(),
     };
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| &mut s.limits);
     set_deadline(&mut store, limits);
-    let instance = bindings::Monitor::instantiate(&mut store, &runtime.component, &runtime.linker).map_err(|e| CreateError::Runtime(e.into()))?;
-    let created = instance.clawwatch_monitor_engine().monitor().call_create(&mut store, policy).map_err(|e| CreateError::Runtime(e.into()))?;
+    let instance = bindings::Monitor::instantiate(&mut store, &runtime.component, &runtime.linker)
+        .map_err(|e| CreateError::Runtime(e.into()))?;
+    let created = instance
+        .clawwatch_monitor_engine()
+        .monitor()
+        .call_create(&mut store, policy)
+        .map_err(|e| CreateError::Runtime(e.into()))?;
     let handle = created.map_err(CreateError::Policy)?;
     Ok((store, instance, handle))
 }

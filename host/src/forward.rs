@@ -6,7 +6,7 @@
 //! Chunks that ask for an ack are acked only once their records were written
 //! or forwarded (and acked) downstream, so a sender retries what was lost.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use rmpv::Value;
 use std::io::{Cursor, Read};
 
@@ -24,7 +24,17 @@ pub struct Batch {
 
 impl PartialEq for Batch {
     fn eq(&self, other: &Batch) -> bool {
-        (&self.tag, &self.times, &self.ndjson, self.ack.as_ref().map(|a| &a.0)) == (&other.tag, &other.times, &other.ndjson, other.ack.as_ref().map(|a| &a.0))
+        (
+            &self.tag,
+            &self.times,
+            &self.ndjson,
+            self.ack.as_ref().map(|a| &a.0),
+        ) == (
+            &other.tag,
+            &other.times,
+            &other.ndjson,
+            other.ack.as_ref().map(|a| &a.0),
+        )
     }
 }
 
@@ -50,7 +60,11 @@ impl Origin {
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Serves one forward connection: messages in, acks out on the same socket.
-pub async fn serve_connection(stream: tokio::net::TcpStream, tx: tokio::sync::mpsc::Sender<crate::lines::Chunk>, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+pub async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    tx: tokio::sync::mpsc::Sender<crate::lines::Chunk>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut reader, mut writer) = stream.into_split();
     let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<String>(64);
@@ -82,12 +96,22 @@ pub async fn serve_connection(stream: tokio::net::TcpStream, tx: tokio::sync::mp
                         let mut ndjson = Vec::new();
                         let mut times = Vec::with_capacity(m.entries.len());
                         for (time, record) in &m.entries {
-                            serde_json::to_writer(&mut ndjson, &record_to_json(record)).expect("writing to a Vec");
+                            serde_json::to_writer(&mut ndjson, &record_to_json(record))
+                                .expect("writing to a Vec");
                             ndjson.push(b'\n');
                             times.push(*time);
                         }
                         let ack = m.chunk.map(|c| (c, ack_tx.clone()));
-                        if tx.send(crate::lines::Chunk::Forward(Batch { tag: m.tag, times, ndjson, ack })).await.is_err() {
+                        if tx
+                            .send(crate::lines::Chunk::Forward(Batch {
+                                tag: m.tag,
+                                times,
+                                ndjson,
+                                ack,
+                            }))
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -107,7 +131,9 @@ pub async fn serve_connection(stream: tokio::net::TcpStream, tx: tokio::sync::mp
             break Err(e.context("refusing the connection"));
         }
         if buf.len() > MAX_MESSAGE_BYTES {
-            break Err(anyhow!("a message longer than {MAX_MESSAGE_BYTES} bytes; refusing the connection"));
+            break Err(anyhow!(
+                "a message longer than {MAX_MESSAGE_BYTES} bytes; refusing the connection"
+            ));
         }
     };
     drop(ack_tx);
@@ -133,7 +159,11 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(addr: &str) -> Sender {
-        Sender { addr: addr.to_string(), conn: None, next_chunk: 0 }
+        Sender {
+            addr: addr.to_string(),
+            conn: None,
+            next_chunk: 0,
+        }
     }
 
     pub async fn send(&mut self, tag: &str, entries: &[(EventTime, Value)]) {
@@ -167,7 +197,9 @@ impl Sender {
             };
             match tokio::time::timeout(std::time::Duration::from_secs(30), attempt).await {
                 Ok(Ok(())) => return,
-                Ok(Err(e)) => tracing::warn!(addr = %self.addr, error = %format!("{e:#}"), "forward output failed; resending"),
+                Ok(Err(e)) => {
+                    tracing::warn!(addr = %self.addr, error = %format!("{e:#}"), "forward output failed; resending")
+                }
                 Err(_) => tracing::warn!(addr = %self.addr, "no ack within 30 s; resending"),
             }
             self.conn = None;
@@ -186,17 +218,32 @@ pub struct EventTime {
 
 impl EventTime {
     pub fn now() -> EventTime {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        EventTime { secs: d.as_secs() as u32, nanos: d.subsec_nanos() }
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        EventTime {
+            secs: d.as_secs() as u32,
+            nanos: d.subsec_nanos(),
+        }
     }
 
     fn decode(v: &Value) -> Result<EventTime> {
         match v {
-            Value::Integer(i) => Ok(EventTime { secs: i.as_u64().and_then(|s| u32::try_from(s).ok()).ok_or_else(|| anyhow!("time {i} out of range"))?, nanos: 0 }),
-            Value::F64(f) if *f >= 0.0 => Ok(EventTime { secs: *f as u32, nanos: ((f.fract()) * 1e9) as u32 }),
-            Value::Ext(0, bytes) if bytes.len() == 8 => {
-                Ok(EventTime { secs: u32::from_be_bytes(bytes[0..4].try_into()?), nanos: u32::from_be_bytes(bytes[4..8].try_into()?) })
-            }
+            Value::Integer(i) => Ok(EventTime {
+                secs: i
+                    .as_u64()
+                    .and_then(|s| u32::try_from(s).ok())
+                    .ok_or_else(|| anyhow!("time {i} out of range"))?,
+                nanos: 0,
+            }),
+            Value::F64(f) if *f >= 0.0 => Ok(EventTime {
+                secs: *f as u32,
+                nanos: ((f.fract()) * 1e9) as u32,
+            }),
+            Value::Ext(0, bytes) if bytes.len() == 8 => Ok(EventTime {
+                secs: u32::from_be_bytes(bytes[0..4].try_into()?),
+                nanos: u32::from_be_bytes(bytes[4..8].try_into()?),
+            }),
             // Fluent Bit's v2 entries: [[time, metadata], record].
             Value::Array(parts) if !parts.is_empty() => EventTime::decode(&parts[0]),
             other => bail!("not an event time: {other}"),
@@ -223,17 +270,25 @@ pub struct Message {
 const MAX_EXPANDED: u64 = 256 << 20;
 
 pub fn decode_message(v: Value) -> Result<Message> {
-    let Value::Array(mut parts) = v else { bail!("a forward message is an array") };
+    let Value::Array(mut parts) = v else {
+        bail!("a forward message is an array")
+    };
     if parts.len() < 2 {
         bail!("a forward message has at least a tag and its events");
     }
     let tag = match &parts[0] {
-        Value::String(s) => s.as_str().ok_or_else(|| anyhow!("tag is not UTF-8"))?.to_string(),
+        Value::String(s) => s
+            .as_str()
+            .ok_or_else(|| anyhow!("tag is not UTF-8"))?
+            .to_string(),
         other => bail!("tag must be a string, found {other}"),
     };
     let option_at = |parts: &[Value], i: usize| parts.get(i).cloned().unwrap_or(Value::Nil);
     let (entries, option) = match &parts[1] {
-        Value::Array(items) => (items.iter().map(decode_entry).collect::<Result<Vec<_>>>()?, option_at(&parts, 2)),
+        Value::Array(items) => (
+            items.iter().map(decode_entry).collect::<Result<Vec<_>>>()?,
+            option_at(&parts, 2),
+        ),
         Value::Binary(_) | Value::String(_) => {
             let option = option_at(&parts, 2);
             let packed = match std::mem::replace(&mut parts[1], Value::Nil) {
@@ -244,7 +299,10 @@ pub fn decode_message(v: Value) -> Result<Message> {
             let raw = match map_get(&option, "compressed").and_then(Value::as_str) {
                 Some("gzip") => {
                     let mut out = Vec::new();
-                    flate2::read::MultiGzDecoder::new(&packed[..]).take(MAX_EXPANDED).read_to_end(&mut out).context("gunzipping a CompressedPackedForward chunk")?;
+                    flate2::read::MultiGzDecoder::new(&packed[..])
+                        .take(MAX_EXPANDED)
+                        .read_to_end(&mut out)
+                        .context("gunzipping a CompressedPackedForward chunk")?;
                     out
                 }
                 Some(other) => bail!("unknown compression `{other}`"),
@@ -254,17 +312,28 @@ pub fn decode_message(v: Value) -> Result<Message> {
         }
         _ => {
             let time = EventTime::decode(&parts[1])?;
-            let record = parts.get(2).cloned().ok_or_else(|| anyhow!("a Message-mode event has no record"))?;
+            let record = parts
+                .get(2)
+                .cloned()
+                .ok_or_else(|| anyhow!("a Message-mode event has no record"))?;
             (vec![(time, record)], option_at(&parts, 3))
         }
     };
-    let chunk = map_get(&option, "chunk").and_then(Value::as_str).map(str::to_string);
-    Ok(Message { tag, entries, chunk })
+    let chunk = map_get(&option, "chunk")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(Message {
+        tag,
+        entries,
+        chunk,
+    })
 }
 
 fn decode_entry(v: &Value) -> Result<(EventTime, Value)> {
     match v {
-        Value::Array(pair) if pair.len() == 2 => Ok((EventTime::decode(&pair[0])?, pair[1].clone())),
+        Value::Array(pair) if pair.len() == 2 => {
+            Ok((EventTime::decode(&pair[0])?, pair[1].clone()))
+        }
         other => bail!("an entry is [time, record], found {other}"),
     }
 }
@@ -281,7 +350,10 @@ fn decode_stream(mut raw: &[u8]) -> Result<Vec<(EventTime, Value)>> {
 }
 
 fn map_get<'v>(map: &'v Value, key: &str) -> Option<&'v Value> {
-    map.as_map()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+    map.as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
 }
 
 /// Takes one complete msgpack value off the front of `buf`, if it holds one.
@@ -293,7 +365,9 @@ pub fn take_value(buf: &mut Vec<u8>) -> Result<Option<Value>> {
             buf.drain(..used);
             Ok(Some(v))
         }
-        Err(rmpv::decode::Error::InvalidMarkerRead(e) | rmpv::decode::Error::InvalidDataRead(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(
+            rmpv::decode::Error::InvalidMarkerRead(e) | rmpv::decode::Error::InvalidDataRead(e),
+        ) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(anyhow!("not msgpack: {e}")),
     }
 }
@@ -304,16 +378,28 @@ pub fn record_to_json(v: &Value) -> serde_json::Value {
     match v {
         Value::Nil => J::Null,
         Value::Boolean(b) => J::Bool(*b),
-        Value::Integer(i) => i.as_u64().map(J::from).or_else(|| i.as_i64().map(J::from)).unwrap_or(J::Null),
+        Value::Integer(i) => i
+            .as_u64()
+            .map(J::from)
+            .or_else(|| i.as_i64().map(J::from))
+            .unwrap_or(J::Null),
         Value::F32(f) => serde_json::Number::from_f64(f64::from(*f)).map_or(J::Null, J::Number),
         Value::F64(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-        Value::String(s) => J::String(s.as_str().map_or_else(|| String::from_utf8_lossy(s.as_bytes()).into_owned(), str::to_string)),
+        Value::String(s) => J::String(s.as_str().map_or_else(
+            || String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            str::to_string,
+        )),
         Value::Binary(b) => J::String(String::from_utf8_lossy(b).into_owned()),
         Value::Array(items) => J::Array(items.iter().map(record_to_json).collect()),
         Value::Map(entries) => J::Object(
             entries
                 .iter()
-                .map(|(k, v)| (k.as_str().map_or_else(|| k.to_string(), str::to_string), record_to_json(v)))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().map_or_else(|| k.to_string(), str::to_string),
+                        record_to_json(v),
+                    )
+                })
                 .collect(),
         ),
         Value::Ext(_, bytes) => J::String(String::from_utf8_lossy(bytes).into_owned()),
@@ -325,17 +411,31 @@ pub fn json_to_record(v: &serde_json::Value) -> Value {
     match v {
         J::Null => Value::Nil,
         J::Bool(b) => Value::Boolean(*b),
-        J::Number(n) => n.as_u64().map(Value::from).or_else(|| n.as_i64().map(Value::from)).unwrap_or_else(|| Value::F64(n.as_f64().unwrap_or(0.0))),
+        J::Number(n) => n
+            .as_u64()
+            .map(Value::from)
+            .or_else(|| n.as_i64().map(Value::from))
+            .unwrap_or_else(|| Value::F64(n.as_f64().unwrap_or(0.0))),
         J::String(s) => Value::from(s.as_str()),
         J::Array(items) => Value::Array(items.iter().map(json_to_record).collect()),
-        J::Object(map) => Value::Map(map.iter().map(|(k, v)| (Value::from(k.as_str()), json_to_record(v))).collect()),
+        J::Object(map) => Value::Map(
+            map.iter()
+                .map(|(k, v)| (Value::from(k.as_str()), json_to_record(v)))
+                .collect(),
+        ),
     }
 }
 
 /// A Forward-mode message asking for an ack of `chunk`.
 pub fn encode_forward(tag: &str, entries: &[(EventTime, Value)], chunk: &str) -> Vec<u8> {
-    let events = entries.iter().map(|(t, r)| Value::Array(vec![t.encode(), r.clone()])).collect();
-    let option = Value::Map(vec![(Value::from("chunk"), Value::from(chunk)), (Value::from("size"), Value::from(entries.len() as u64))]);
+    let events = entries
+        .iter()
+        .map(|(t, r)| Value::Array(vec![t.encode(), r.clone()]))
+        .collect();
+    let option = Value::Map(vec![
+        (Value::from("chunk"), Value::from(chunk)),
+        (Value::from("size"), Value::from(entries.len() as u64)),
+    ]);
     let msg = Value::Array(vec![Value::from(tag), Value::Array(events), option]);
     let mut out = Vec::new();
     rmpv::encode::write_value(&mut out, &msg).expect("writing to a Vec");
@@ -345,7 +445,11 @@ pub fn encode_forward(tag: &str, entries: &[(EventTime, Value)], chunk: &str) ->
 /// `{"ack": chunk}`.
 pub fn encode_ack(chunk: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, &Value::Map(vec![(Value::from("ack"), Value::from(chunk))])).expect("writing to a Vec");
+    rmpv::encode::write_value(
+        &mut out,
+        &Value::Map(vec![(Value::from("ack"), Value::from(chunk))]),
+    )
+    .expect("writing to a Vec");
     out
 }
 
@@ -370,40 +474,108 @@ mod tests {
 
     #[test]
     fn every_mode_decodes_to_the_same_entries() {
-        let t = EventTime { secs: 1_795_530_600, nanos: 250 };
+        let t = EventTime {
+            secs: 1_795_530_600,
+            nanos: 250,
+        };
         let expected = vec![(t, record(1)), (t, record(2))];
-        let forward = Value::Array(vec![Value::from("agents"), Value::Array(expected.iter().map(|(t, r)| Value::Array(vec![t.encode(), r.clone()])).collect())]);
+        let forward = Value::Array(vec![
+            Value::from("agents"),
+            Value::Array(
+                expected
+                    .iter()
+                    .map(|(t, r)| Value::Array(vec![t.encode(), r.clone()]))
+                    .collect(),
+            ),
+        ]);
         assert_eq!(decode_message(forward).unwrap().entries, expected);
         // Fluent Bit's [[time, metadata], record] entries, packed.
         let mut packed = Vec::new();
         for (t, r) in &expected {
-            packed.extend(pack(&Value::Array(vec![Value::Array(vec![t.encode(), Value::Map(vec![])]), r.clone()])));
+            packed.extend(pack(&Value::Array(vec![
+                Value::Array(vec![t.encode(), Value::Map(vec![])]),
+                r.clone(),
+            ])));
         }
         let option = Value::Map(vec![(Value::from("chunk"), Value::from("c1"))]);
-        let m = decode_message(Value::Array(vec![Value::from("agents"), Value::Binary(packed.clone()), option])).unwrap();
-        assert_eq!((m.entries.clone(), m.chunk.as_deref()), (expected.clone(), Some("c1")));
+        let m = decode_message(Value::Array(vec![
+            Value::from("agents"),
+            Value::Binary(packed.clone()),
+            option,
+        ]))
+        .unwrap();
+        assert_eq!(
+            (m.entries.clone(), m.chunk.as_deref()),
+            (expected.clone(), Some("c1"))
+        );
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut gz, &packed).unwrap();
         let option = Value::Map(vec![(Value::from("compressed"), Value::from("gzip"))]);
-        assert_eq!(decode_message(Value::Array(vec![Value::from("agents"), Value::Binary(gz.finish().unwrap()), option])).unwrap().entries, expected);
+        assert_eq!(
+            decode_message(Value::Array(vec![
+                Value::from("agents"),
+                Value::Binary(gz.finish().unwrap()),
+                option
+            ]))
+            .unwrap()
+            .entries,
+            expected
+        );
         // Message mode with an integer time.
-        let m = decode_message(Value::Array(vec![Value::from("agents"), Value::from(1_795_530_600u64), record(7)])).unwrap();
-        assert_eq!(m.entries, vec![(EventTime { secs: 1_795_530_600, nanos: 0 }, record(7))]);
+        let m = decode_message(Value::Array(vec![
+            Value::from("agents"),
+            Value::from(1_795_530_600u64),
+            record(7),
+        ]))
+        .unwrap();
+        assert_eq!(
+            m.entries,
+            vec![(
+                EventTime {
+                    secs: 1_795_530_600,
+                    nanos: 0
+                },
+                record(7)
+            )]
+        );
     }
 
     #[test]
     fn broken_messages_are_refused_with_a_reason() {
-        assert!(decode_message(Value::from(3)).unwrap_err().to_string().contains("array"));
-        assert!(decode_message(Value::Array(vec![Value::from(1), Value::Array(vec![])])).unwrap_err().to_string().contains("tag"));
+        assert!(
+            decode_message(Value::from(3))
+                .unwrap_err()
+                .to_string()
+                .contains("array")
+        );
+        assert!(
+            decode_message(Value::Array(vec![Value::from(1), Value::Array(vec![])]))
+                .unwrap_err()
+                .to_string()
+                .contains("tag")
+        );
         let option = Value::Map(vec![(Value::from("compressed"), Value::from("zstd"))]);
-        assert!(decode_message(Value::Array(vec![Value::from("t"), Value::Binary(vec![1]), option])).unwrap_err().to_string().contains("zstd"));
+        assert!(
+            decode_message(Value::Array(vec![
+                Value::from("t"),
+                Value::Binary(vec![1]),
+                option
+            ]))
+            .unwrap_err()
+            .to_string()
+            .contains("zstd")
+        );
     }
 
     #[test]
     fn values_are_taken_whole_from_a_stream() {
         let mut buf = pack(&record(1));
         let tail = buf.split_off(3);
-        assert_eq!(take_value(&mut buf).unwrap(), None, "incomplete: wait for more");
+        assert_eq!(
+            take_value(&mut buf).unwrap(),
+            None,
+            "incomplete: wait for more"
+        );
         buf.extend(tail);
         assert_eq!(take_value(&mut buf).unwrap(), Some(record(1)));
         assert!(buf.is_empty());
@@ -411,10 +583,23 @@ mod tests {
 
     #[test]
     fn records_round_trip_through_json() {
-        let r = Value::Map(vec![(Value::from("a"), Value::from(-3)), (Value::from("b"), Value::Array(vec![Value::from("x"), Value::Nil, Value::F64(1.5)]))]);
+        let r = Value::Map(vec![
+            (Value::from("a"), Value::from(-3)),
+            (
+                Value::from("b"),
+                Value::Array(vec![Value::from("x"), Value::Nil, Value::F64(1.5)]),
+            ),
+        ]);
         assert_eq!(json_to_record(&record_to_json(&r)), r);
         let bytes = encode_forward("t", &[(EventTime { secs: 5, nanos: 6 }, r.clone())], "k");
         let back = decode_message(rmpv::decode::read_value(&mut &bytes[..]).unwrap()).unwrap();
-        assert_eq!((back.entries[0].1.clone(), back.entries[0].0, back.chunk.as_deref()), (r, EventTime { secs: 5, nanos: 6 }, Some("k")));
+        assert_eq!(
+            (
+                back.entries[0].1.clone(),
+                back.entries[0].0,
+                back.chunk.as_deref()
+            ),
+            (r, EventTime { secs: 5, nanos: 6 }, Some("k"))
+        );
     }
 }

@@ -56,7 +56,14 @@ struct Oversize {
 
 impl Splitter {
     pub fn new(limits: BatchLimits) -> Splitter {
-        Splitter { batch: Vec::with_capacity(limits.bytes + 4096), limits, records: 0, line_start: 0, oversize: None, oversized_lines: 0 }
+        Splitter {
+            batch: Vec::with_capacity(limits.bytes + 4096),
+            limits,
+            records: 0,
+            line_start: 0,
+            oversize: None,
+            oversized_lines: 0,
+        }
     }
 
     /// Whether whole lines are waiting to be sent.
@@ -85,7 +92,8 @@ impl Splitter {
                     self.records += 1;
                     self.line_start = self.batch.len();
                     data = &data[i + 1..];
-                    if self.records >= self.limits.records || self.batch.len() >= self.limits.bytes {
+                    if self.records >= self.limits.records || self.batch.len() >= self.limits.bytes
+                    {
                         self.emit_batch(out);
                     }
                 }
@@ -126,7 +134,10 @@ impl Splitter {
         let partial = self.batch.split_off(self.line_start);
         let bytes = std::mem::replace(&mut self.batch, partial);
         self.batch.reserve(self.limits.bytes + 4096);
-        out.push(Chunk::Batch { bytes, records: self.records });
+        out.push(Chunk::Batch {
+            bytes,
+            records: self.records,
+        });
         self.records = 0;
         self.line_start = 0;
     }
@@ -136,7 +147,10 @@ impl Splitter {
         let partial = std::mem::take(&mut self.batch);
         self.line_start = 0;
         out.push(Chunk::Passthrough(b"{\"raw_base64\":\"".to_vec()));
-        self.oversize = Some(Oversize { total: 0, carry: Vec::new() });
+        self.oversize = Some(Oversize {
+            total: 0,
+            carry: Vec::new(),
+        });
         self.feed_oversize(&partial, out);
         self.feed_oversize(data, out);
     }
@@ -147,17 +161,26 @@ impl Splitter {
         o.carry.extend_from_slice(data);
         let whole = o.carry.len() / 3 * 3;
         if whole > 0 {
-            out.push(Chunk::Passthrough(base64::engine::general_purpose::STANDARD.encode(&o.carry[..whole]).into_bytes()));
+            out.push(Chunk::Passthrough(
+                base64::engine::general_purpose::STANDARD
+                    .encode(&o.carry[..whole])
+                    .into_bytes(),
+            ));
             o.carry.drain(..whole);
         }
     }
 
     fn finish_oversize(&mut self, out: &mut Vec<Chunk>) {
         let o = self.oversize.take().expect("in an oversized line");
-        let mut tail = base64::engine::general_purpose::STANDARD.encode(&o.carry).into_bytes();
+        let mut tail = base64::engine::general_purpose::STANDARD
+            .encode(&o.carry)
+            .into_bytes();
         tail.extend_from_slice(b"\",");
         let mut note = Note::new(Stream::Other, clawwatch_plugin::output::Verdict::Error);
-        note.error = Some(format!("line of {} bytes is over the {}-byte line limit (--max-line-bytes); original bytes in raw_base64", o.total, self.limits.line_bytes));
+        note.error = Some(format!(
+            "line of {} bytes is over the {}-byte line limit (--max-line-bytes); original bytes in raw_base64",
+            o.total, self.limits.line_bytes
+        ));
         note.write_member(&mut tail);
         tail.extend_from_slice(b"}\n");
         out.push(Chunk::Passthrough(tail));
@@ -180,7 +203,12 @@ pub struct IdlePolicy {
 }
 
 /// Reads one input to its end through `splitter`, sending chunks as they form.
-pub async fn read_input<R: AsyncRead + Unpin>(input: R, splitter: &mut Splitter, tx: &mpsc::Sender<Chunk>, idle: IdlePolicy) -> anyhow::Result<()> {
+pub async fn read_input<R: AsyncRead + Unpin>(
+    input: R,
+    splitter: &mut Splitter,
+    tx: &mpsc::Sender<Chunk>,
+    idle: IdlePolicy,
+) -> anyhow::Result<()> {
     read_input_until(input, splitter, tx, idle, std::future::pending()).await
 }
 
@@ -196,7 +224,11 @@ pub async fn read_input_until<R: AsyncRead + Unpin>(
     let mut out = Vec::new();
     tokio::pin!(stop);
     loop {
-        let wait = if splitter.has_pending() { Some(idle.flush) } else { idle.advance };
+        let wait = if splitter.has_pending() {
+            Some(idle.flush)
+        } else {
+            idle.advance
+        };
         let read = tokio::select! {
             biased;
             _ = &mut stop => None,
@@ -241,7 +273,9 @@ pub async fn read_input_until<R: AsyncRead + Unpin>(
 
 async fn send_all(out: &mut Vec<Chunk>, tx: &mpsc::Sender<Chunk>) -> anyhow::Result<()> {
     for chunk in out.drain(..) {
-        tx.send(chunk).await.map_err(|_| anyhow::anyhow!("output closed"))?;
+        tx.send(chunk)
+            .await
+            .map_err(|_| anyhow::anyhow!("output closed"))?;
     }
     Ok(())
 }
@@ -251,7 +285,11 @@ mod tests {
     use super::*;
 
     fn limits(records: usize, line_bytes: usize) -> BatchLimits {
-        BatchLimits { records, bytes: 1 << 20, line_bytes }
+        BatchLimits {
+            records,
+            bytes: 1 << 20,
+            line_bytes,
+        }
     }
 
     fn run(splitter: &mut Splitter, pieces: &[&[u8]]) -> Vec<Chunk> {
@@ -268,7 +306,19 @@ mod tests {
     fn lines_split_across_reads_are_joined_and_batches_respect_the_count() {
         let mut s = Splitter::new(limits(2, 100));
         let out = run(&mut s, &[b"{\"a\"", b":1}\n{\"b\":2}\n{\"c\"", b":3}"]);
-        assert_eq!(out, vec![Chunk::Batch { bytes: b"{\"a\":1}\n{\"b\":2}\n".to_vec(), records: 2 }, Chunk::Batch { bytes: b"{\"c\":3}\n".to_vec(), records: 1 }]);
+        assert_eq!(
+            out,
+            vec![
+                Chunk::Batch {
+                    bytes: b"{\"a\":1}\n{\"b\":2}\n".to_vec(),
+                    records: 2
+                },
+                Chunk::Batch {
+                    bytes: b"{\"c\":3}\n".to_vec(),
+                    records: 1
+                }
+            ]
+        );
     }
 
     #[test]
@@ -283,12 +333,23 @@ mod tests {
                 Chunk::Idle | Chunk::Forward(_) | Chunk::Reload(_) => {}
             }
         }
-        let lines: Vec<serde_json::Value> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["a"], 1);
-        let raw = base64::engine::general_purpose::STANDARD.decode(lines[1]["raw_base64"].as_str().unwrap()).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(lines[1]["raw_base64"].as_str().unwrap())
+            .unwrap();
         assert_eq!(raw, b"0123456789abcdef");
-        assert!(lines[1]["clawwatch"]["error"].as_str().unwrap().contains("line of 16 bytes"));
+        assert!(
+            lines[1]["clawwatch"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("line of 16 bytes")
+        );
         assert_eq!(lines[2]["b"], 2);
         assert_eq!(s.oversized_lines, 1);
     }

@@ -3,8 +3,8 @@
 
 mod bench;
 mod cache;
-mod forward;
 mod component;
+mod forward;
 mod lines;
 mod run;
 
@@ -15,7 +15,12 @@ use std::time::Duration;
 
 /// The format named by a part of a forward tag (`agents.pmacct`), if any.
 pub(crate) fn forward_tag_format(tag: &str) -> Option<&'static str> {
-    tag.split('.').find_map(|part| clawwatch_plugin::record::FORMAT_NAMES.iter().copied().find(|name| *name == part))
+    tag.split('.').find_map(|part| {
+        clawwatch_plugin::record::FORMAT_NAMES
+            .iter()
+            .copied()
+            .find(|name| *name == part)
+    })
 }
 
 /// The example policy bundled with clawwatch (testdata/policy.toml).
@@ -149,31 +154,41 @@ impl EngineArgs {
     fn policy(&self) -> Result<(String, String)> {
         match &self.policy {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading policy {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading policy {}", path.display()))?;
                 Ok((path.display().to_string(), text))
             }
             None => {
-                eprintln!("clawwatch: no --policy given; using the bundled example policy (testdata/policy.toml)");
+                eprintln!(
+                    "clawwatch: no --policy given; using the bundled example policy (testdata/policy.toml)"
+                );
                 Ok(("<bundled example>".into(), EXAMPLE_POLICY.to_string()))
             }
         }
     }
 
     fn cache_dir(&self) -> Option<PathBuf> {
-        if self.no_cache { None } else { self.cache_dir.clone().or_else(cache::default_dir) }
+        if self.no_cache {
+            None
+        } else {
+            self.cache_dir.clone().or_else(cache::default_dir)
+        }
     }
 
     fn limits(&self) -> component::Limits {
         component::Limits {
             memory_bytes: self.guest_memory_mib.saturating_mul(1 << 20),
-            batch_timeout: (self.batch_timeout_ms > 0).then(|| Duration::from_millis(self.batch_timeout_ms)),
+            batch_timeout: (self.batch_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.batch_timeout_ms)),
         }
     }
 }
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -191,11 +206,13 @@ fn main() -> std::process::ExitCode {
 
 /// `clawwatch check`: its exit status is its answer, so it does not go through `dispatch`.
 fn check(args: &CheckArgs) -> std::process::ExitCode {
-    use clawwatch_plugin::policy::lint::{lint, Level};
+    use clawwatch_plugin::policy::lint::{Level, lint};
     let name = args.policy.display().to_string();
     let result = std::fs::read_to_string(&args.policy)
         .map_err(|e| (None, format!("cannot read it: {e}")))
-        .and_then(|text| clawwatch_plugin::Policy::from_toml(&text).map_err(|e| (Some(e.clone()), e.to_string())));
+        .and_then(|text| {
+            clawwatch_plugin::Policy::from_toml(&text).map_err(|e| (Some(e.clone()), e.to_string()))
+        });
     let json = args.format == "json";
     let (status, output) = match result {
         Err((error, message)) => {
@@ -218,7 +235,10 @@ fn check(args: &CheckArgs) -> std::process::ExitCode {
                 serde_json::json!({"policy": name, "valid": true, "warnings": warnings, "findings": findings}).to_string()
             } else {
                 let mut text: Vec<String> = lints.iter().map(|l| l.to_string()).collect();
-                text.push(format!("{name}: valid, {warnings} warning(s), {} note(s)", lints.len() - warnings));
+                text.push(format!(
+                    "{name}: valid, {warnings} warning(s), {} note(s)",
+                    lints.len() - warnings
+                ));
                 text.join("\n")
             };
             (u8::from(warnings > 0), out)
@@ -231,10 +251,17 @@ fn check(args: &CheckArgs) -> std::process::ExitCode {
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => {
-            anyhow::ensure!(args.engine.batch_records > 0, "--batch-records must be at least 1");
+            anyhow::ensure!(
+                args.engine.batch_records > 0,
+                "--batch-records must be at least 1"
+            );
             let (policy_name, policy_text) = args.engine.policy()?;
-            let mut inputs: Vec<run::Input> = args.input.iter().cloned().map(run::Input::File).collect();
-            anyhow::ensure!(!(args.listen.is_some() && args.forward_listen.is_some()), "--listen and --forward-listen: run one clawwatch per listener");
+            let mut inputs: Vec<run::Input> =
+                args.input.iter().cloned().map(run::Input::File).collect();
+            anyhow::ensure!(
+                !(args.listen.is_some() && args.forward_listen.is_some()),
+                "--listen and --forward-listen: run one clawwatch per listener"
+            );
             match (&args.listen, &args.forward_listen) {
                 (Some(addr), _) => inputs.push(run::Input::Listen(addr.clone())),
                 (_, Some(addr)) => inputs.push(run::Input::Forward(addr.clone())),
@@ -252,18 +279,29 @@ fn dispatch(cli: Cli) -> Result<()> {
                 component: args.engine.component.clone(),
                 cache_dir: args.engine.cache_dir(),
                 limits: args.engine.limits(),
-                batch: lines::BatchLimits { records: args.engine.batch_records, bytes: 4 << 20, line_bytes: args.max_line_bytes.max(1) },
+                batch: lines::BatchLimits {
+                    records: args.engine.batch_records,
+                    bytes: 4 << 20,
+                    line_bytes: args.max_line_bytes.max(1),
+                },
                 idle: lines::IdlePolicy {
                     flush: Duration::from_millis(args.idle_flush_ms.max(1)),
-                    advance: (args.idle_advance_secs > 0).then(|| Duration::from_secs(args.idle_advance_secs)),
+                    advance: (args.idle_advance_secs > 0)
+                        .then(|| Duration::from_secs(args.idle_advance_secs)),
                 },
                 progress_every: Duration::from_secs(args.progress_secs.max(1)),
             };
-            tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(run::run(opts))
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?
+                .block_on(run::run(opts))
         }
         Command::Demo(args) => {
             let (policy_name, policy_text) = args.engine.policy()?;
-            eprintln!("clawwatch: running the bundled sample scenario (testdata/scenario/records.ndjson)");
+            eprintln!(
+                "clawwatch: running the bundled sample scenario (testdata/scenario/records.ndjson)"
+            );
             let opts = run::RunOptions {
                 policy_name,
                 policy_text,
@@ -275,11 +313,22 @@ fn dispatch(cli: Cli) -> Result<()> {
                 component: args.engine.component.clone(),
                 cache_dir: args.engine.cache_dir(),
                 limits: args.engine.limits(),
-                batch: lines::BatchLimits { records: args.engine.batch_records.max(1), bytes: 4 << 20, line_bytes: 1 << 20 },
-                idle: lines::IdlePolicy { flush: Duration::from_millis(200), advance: None },
+                batch: lines::BatchLimits {
+                    records: args.engine.batch_records.max(1),
+                    bytes: 4 << 20,
+                    line_bytes: 1 << 20,
+                },
+                idle: lines::IdlePolicy {
+                    flush: Duration::from_millis(200),
+                    advance: None,
+                },
                 progress_every: Duration::from_secs(10),
             };
-            tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(run::run(opts))
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?
+                .block_on(run::run(opts))
         }
         Command::Check(_) => unreachable!("handled in main"),
         Command::Bench(args) => {

@@ -51,7 +51,9 @@ impl std::str::FromStr for Output {
             _ => match (s.strip_prefix("tcp://"), s.strip_prefix("forward://")) {
                 (Some(addr), _) if addr.contains(':') => Ok(Output::Tcp(addr.to_string())),
                 (_, Some(addr)) if addr.contains(':') => Ok(Output::Forward(addr.to_string())),
-                _ => Err(format!("`{s}` is not an output: use \"-\" (stdout), tcp://HOST:PORT or forward://HOST:PORT")),
+                _ => Err(format!(
+                    "`{s}` is not an output: use \"-\" (stdout), tcp://HOST:PORT or forward://HOST:PORT"
+                )),
             },
         }
     }
@@ -80,11 +82,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let started = Instant::now();
     let (component, cache_dir) = (opts.component.clone(), opts.cache_dir.clone());
     let interruptible = opts.limits.batch_timeout.is_some();
-    let runtime = tokio::task::spawn_blocking(move || Runtime::load(component.as_deref(), cache_dir.as_deref(), interruptible)).await??;
+    let runtime = tokio::task::spawn_blocking(move || {
+        Runtime::load(component.as_deref(), cache_dir.as_deref(), interruptible)
+    })
+    .await??;
     let policy_name = opts.policy_name.clone();
-    let mut monitor = Monitor::new(Arc::new(runtime), &opts.policy_text, opts.limits.clone()).map_err(|e| e.explain(&policy_name))?;
+    let mut monitor = Monitor::new(Arc::new(runtime), &opts.policy_text, opts.limits.clone())
+        .map_err(|e| e.explain(&policy_name))?;
     monitor.set_stream(opts.stream.clone());
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "engine ready");
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "engine ready"
+    );
 
     let (in_tx, mut in_rx) = mpsc::channel::<Chunk>(4);
     let (out_tx, mut out_rx) = mpsc::channel::<(Vec<u8>, Option<Origin>)>(4);
@@ -102,17 +111,27 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 Chunk::Reload(text) => {
                     match monitor.reload(&text) {
                         Ok(()) => eprintln!("clawwatch: policy reloaded"),
-                        Err(e) => eprintln!("clawwatch: policy reload rejected, the running policy stays: {e}"),
+                        Err(e) => eprintln!(
+                            "clawwatch: policy reload rejected, the running policy stays: {e}"
+                        ),
                     }
                     Vec::new()
                 }
                 Chunk::Forward(batch) => {
                     records += batch.times.len() as u64;
                     // A format named in the tag (`agents.pmacct`) says how to read the records.
-                    monitor.set_stream(crate::forward_tag_format(&batch.tag).map(str::to_string).or(default_stream.clone()));
+                    monitor.set_stream(
+                        crate::forward_tag_format(&batch.tag)
+                            .map(str::to_string)
+                            .or(default_stream.clone()),
+                    );
                     let out = monitor.process(&batch.ndjson);
                     monitor.set_stream(default_stream.clone());
-                    origin = Some(Origin { tag: batch.tag, times: batch.times, ack: batch.ack });
+                    origin = Some(Origin {
+                        tag: batch.tag,
+                        times: batch.times,
+                        ack: batch.ack,
+                    });
                     out
                 }
                 Chunk::Batch { bytes, records: n } => {
@@ -123,7 +142,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 Chunk::Passthrough(bytes) if !alerts_only => bytes,
                 Chunk::Passthrough(_) => Vec::new(),
                 Chunk::Idle => {
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as i64);
                     let out = monitor.advance_to(now);
                     if alerts_only { keep_alerts(&out) } else { out }
                 }
@@ -162,18 +183,38 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     });
 
-    let watcher = opts.policy_path.clone().map(|path| tokio::spawn(watch_policy(path, in_tx.clone())));
+    let watcher = opts
+        .policy_path
+        .clone()
+        .map(|path| tokio::spawn(watch_policy(path, in_tx.clone())));
     let mut splitter = Splitter::new(opts.batch.clone());
     let read_result = async {
         for input in &opts.inputs {
             match input {
-                Input::Stdin => lines::read_input(tokio::io::stdin(), &mut splitter, &in_tx, opts.idle).await.context("reading stdin")?,
-                Input::Embedded(bytes) => lines::read_input(*bytes, &mut splitter, &in_tx, opts.idle).await?,
-                Input::Listen(addr) => listen(addr, Protocol::Ndjson(opts.batch.clone(), opts.idle), &in_tx).await?,
+                Input::Stdin => {
+                    lines::read_input(tokio::io::stdin(), &mut splitter, &in_tx, opts.idle)
+                        .await
+                        .context("reading stdin")?
+                }
+                Input::Embedded(bytes) => {
+                    lines::read_input(*bytes, &mut splitter, &in_tx, opts.idle).await?
+                }
+                Input::Listen(addr) => {
+                    listen(
+                        addr,
+                        Protocol::Ndjson(opts.batch.clone(), opts.idle),
+                        &in_tx,
+                    )
+                    .await?
+                }
                 Input::Forward(addr) => listen(addr, Protocol::Forward, &in_tx).await?,
                 Input::File(path) => {
-                    let file = tokio::fs::File::open(path).await.with_context(|| format!("opening input {}", path.display()))?;
-                    lines::read_input(file, &mut splitter, &in_tx, opts.idle).await.with_context(|| format!("reading input {}", path.display()))?;
+                    let file = tokio::fs::File::open(path)
+                        .await
+                        .with_context(|| format!("opening input {}", path.display()))?;
+                    lines::read_input(file, &mut splitter, &in_tx, opts.idle)
+                        .await
+                        .with_context(|| format!("reading input {}", path.display()))?;
                 }
             }
         }
@@ -209,8 +250,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         stats.unattributed,
         stats.not_applicable,
         stats.errors + splitter.oversized_lines,
-        if stats.evictions > 0 { format!("; {} entries evicted from bounded state", stats.evictions) } else { String::new() },
-        if monitor.restarts() > 0 { format!("; engine re-created {} times after failures", monitor.restarts()) } else { String::new() },
+        if stats.evictions > 0 {
+            format!("; {} entries evicted from bounded state", stats.evictions)
+        } else {
+            String::new()
+        },
+        if monitor.restarts() > 0 {
+            format!(
+                "; engine re-created {} times after failures",
+                monitor.restarts()
+            )
+        } else {
+            String::new()
+        },
     );
     Ok(())
 }
@@ -241,7 +293,9 @@ enum Protocol {
 /// the bounded channel makes a busy engine slow the senders down (TCP
 /// backpressure). On interrupt every connection sends what it has read.
 async fn listen(addr: &str, protocol: Protocol, tx: &mpsc::Sender<Chunk>) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
     let local = listener.local_addr()?;
     if let Protocol::Forward = protocol {
         // Forward senders may send heartbeats over UDP to the same port.
@@ -287,7 +341,8 @@ async fn listen(addr: &str, protocol: Protocol, tx: &mpsc::Sender<Chunk>) -> Res
 async fn interrupted() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -299,7 +354,10 @@ async fn interrupted() {
 
 /// Writes batches to a TCP receiver, reconnecting with backoff; a batch whose
 /// write failed is sent again in full, so nothing is lost.
-async fn write_tcp(addr: &str, out_rx: &mut mpsc::Receiver<(Vec<u8>, Option<Origin>)>) -> std::io::Result<()> {
+async fn write_tcp(
+    addr: &str,
+    out_rx: &mut mpsc::Receiver<(Vec<u8>, Option<Origin>)>,
+) -> std::io::Result<()> {
     let mut conn: Option<tokio::net::TcpStream> = None;
     let mut backoff = Duration::from_millis(100);
     while let Some((buf, origin)) = out_rx.recv().await {
@@ -344,15 +402,25 @@ async fn write_tcp(addr: &str, out_rx: &mut mpsc::Receiver<(Vec<u8>, Option<Orig
 async fn write_forward(addr: &str, out_rx: &mut mpsc::Receiver<(Vec<u8>, Option<Origin>)>) {
     let mut sender = crate::forward::Sender::new(addr);
     while let Some((buf, origin)) = out_rx.recv().await {
-        let (tag, times) = origin.as_ref().map_or(("clawwatch.records", &[][..]), |o| (o.tag.as_str(), &o.times[..]));
+        let (tag, times) = origin.as_ref().map_or(("clawwatch.records", &[][..]), |o| {
+            (o.tag.as_str(), &o.times[..])
+        });
         let (mut records, mut incidents) = (Vec::new(), Vec::new());
         for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let Ok(json) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+            let Ok(json) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
             let record = crate::forward::json_to_record(&json);
-            if matches!(json["clawwatch"]["stream"].as_str(), Some("incident" | "audit")) {
+            if matches!(
+                json["clawwatch"]["stream"].as_str(),
+                Some("incident" | "audit")
+            ) {
                 incidents.push((crate::forward::EventTime::now(), record));
             } else {
-                let time = times.get(records.len()).copied().unwrap_or_else(crate::forward::EventTime::now);
+                let time = times
+                    .get(records.len())
+                    .copied()
+                    .unwrap_or_else(crate::forward::EventTime::now);
                 records.push((time, record));
             }
         }
@@ -399,7 +467,10 @@ async fn watch_policy(path: PathBuf, tx: mpsc::Sender<Chunk>) {
                     return;
                 }
             }
-            Err(e) => eprintln!("clawwatch: cannot re-read policy {}: {e}; the running policy stays", path.display()),
+            Err(e) => eprintln!(
+                "clawwatch: cannot re-read policy {}: {e}; the running policy stays",
+                path.display()
+            ),
         }
     }
 }

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The built binary, run from the repository root with a test-local cache.
@@ -14,7 +17,10 @@ fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clawwatch"));
     cmd.args(args)
         .current_dir(repo())
-        .env("CLAWWATCH_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"))
+        .env(
+            "CLAWWATCH_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -35,16 +41,26 @@ fn clawwatch(args: &[&str], stdin: &[u8]) -> Output {
 
 /// Every output line, incident and audit records included.
 fn all_lines(out: &Output) -> Vec<Value> {
-    String::from_utf8(out.stdout.clone()).expect("UTF-8 output").lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    String::from_utf8(out.stdout.clone())
+        .expect("UTF-8 output")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }
 
 fn is_emitted(v: &Value) -> bool {
-    matches!(v["clawwatch"]["stream"].as_str(), Some("incident" | "audit"))
+    matches!(
+        v["clawwatch"]["stream"].as_str(),
+        Some("incident" | "audit")
+    )
 }
 
 /// The output lines that stand for input lines, in order.
 fn lines(out: &Output) -> Vec<Value> {
-    all_lines(out).into_iter().filter(|v| !is_emitted(v)).collect()
+    all_lines(out)
+        .into_iter()
+        .filter(|v| !is_emitted(v))
+        .collect()
 }
 
 fn stderr(out: &Output) -> String {
@@ -55,7 +71,18 @@ const SCENARIO: &str = "testdata/scenario/records.ndjson";
 
 #[test]
 fn scenario_through_the_component_matches_the_native_snapshot() {
-    let out = clawwatch(&["run", "--policy", "testdata/policy.toml", "--input", SCENARIO, "--batch-records", "50"], b"");
+    let out = clawwatch(
+        &[
+            "run",
+            "--policy",
+            "testdata/policy.toml",
+            "--input",
+            SCENARIO,
+            "--batch-records",
+            "50",
+        ],
+        b"",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     let mut settings = insta::Settings::clone_current();
@@ -65,11 +92,16 @@ fn scenario_through_the_component_matches_the_native_snapshot() {
 }
 
 fn find<'a>(out: &'a [Value], pred: impl Fn(&Value) -> bool) -> &'a Value {
-    out.iter().find(|v| pred(v)).expect("a matching output record")
+    out.iter()
+        .find(|v| pred(v))
+        .expect("a matching output record")
 }
 
 fn rules(v: &Value) -> Vec<&str> {
-    v["clawwatch"]["findings"].as_array().map(|f| f.iter().map(|f| f["rule"].as_str().unwrap()).collect()).unwrap_or_default()
+    v["clawwatch"]["findings"]
+        .as_array()
+        .map(|f| f.iter().map(|f| f["rule"].as_str().unwrap()).collect())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -81,18 +113,37 @@ fn verdicts_through_the_component() {
     let out = lines(&out);
     assert_eq!(out.len(), input.split(|b| *b == b'\n').count() - 1);
     // Each incident of the scenario is one `incident` record with status open.
-    let opened: Vec<&str> = all.iter().filter(|v| v["clawwatch"]["stream"] == "incident").map(|v| v["clawwatch"]["incident"]["id"].as_str().unwrap()).collect();
-    assert!(opened.contains(&"0x8a40/egress.not_allowed/203.0.113.9:8443"), "{opened:?}");
-    assert_eq!(opened.iter().filter(|id| **id == "0x8a40/egress.not_allowed/203.0.113.9:8443").count(), 1, "three findings, one incident record");
+    let opened: Vec<&str> = all
+        .iter()
+        .filter(|v| v["clawwatch"]["stream"] == "incident")
+        .map(|v| v["clawwatch"]["incident"]["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        opened.contains(&"0x8a40/egress.not_allowed/203.0.113.9:8443"),
+        "{opened:?}"
+    );
+    assert_eq!(
+        opened
+            .iter()
+            .filter(|id| **id == "0x8a40/egress.not_allowed/203.0.113.9:8443")
+            .count(),
+        1,
+        "three findings, one incident record"
+    );
 
     // Allowed through a prior DNS answer (FQDN rule, IP-level flow).
-    let allowed = find(&out, |v| v["src_ip"] == "10.20.0.16" && v["dst_ip"] == "93.184.216.34");
+    let allowed = find(&out, |v| {
+        v["src_ip"] == "10.20.0.16" && v["dst_ip"] == "93.184.216.34"
+    });
     assert_eq!(allowed["clawwatch"]["verdict"], "allow");
     assert_eq!(allowed["clawwatch"]["agent"]["id"], "0x8a40");
 
     let forbidden = find(&out, |v| v["dst_ip"] == "203.0.113.9");
     assert_eq!(forbidden["clawwatch"]["verdict"], "alert");
-    assert_eq!(forbidden["clawwatch"]["findings"][0]["rule"], "egress.not_allowed");
+    assert_eq!(
+        forbidden["clawwatch"]["findings"][0]["rule"],
+        "egress.not_allowed"
+    );
     assert_eq!(forbidden["clawwatch"]["findings"][0]["severity"], "high");
 
     let unknown = find(&out, |v| v["src_addr"] == "10.20.9.99");
@@ -102,11 +153,16 @@ fn verdicts_through_the_component() {
     assert_eq!(rules(foreign), ["dns.foreign_resolver"]);
 
     // After agent.terminate the address no longer maps to the agent...
-    let after = find(&out, |v| v["src_addr"] == "10.20.0.15" && v["time_flow_start_ns"].as_u64() > Some(1_795_533_600_000_000_000));
+    let after = find(&out, |v| {
+        v["src_addr"] == "10.20.0.15"
+            && v["time_flow_start_ns"].as_u64() > Some(1_795_533_600_000_000_000)
+    });
     assert!(after["clawwatch"].get("agent").is_none());
     assert_eq!(rules(after), ["egress.unknown_agent"]);
     // ...but a late record of a flow that started before it still does.
-    let late = find(&out, |v| v["src_ip"] == "10.20.0.15" && v["ts"] == "2026-11-24T15:28:00Z");
+    let late = find(&out, |v| {
+        v["src_ip"] == "10.20.0.15" && v["ts"] == "2026-11-24T15:28:00Z"
+    });
     assert_eq!(late["clawwatch"]["agent"]["id"], "0x8a3f");
 }
 
@@ -129,7 +185,11 @@ fn garbage_in_gives_one_tagged_line_out_per_line_in() {
     let out = lines(&out);
     assert_eq!(out.len(), 3000);
     for (i, v) in out.iter().enumerate() {
-        let expected = if i % 6 == 4 { "not_applicable" } else { "error" };
+        let expected = if i % 6 == 4 {
+            "not_applicable"
+        } else {
+            "error"
+        };
         assert_eq!(v["clawwatch"]["verdict"], expected, "line {i}: {v}");
     }
     assert_eq!(out[4]["n"], 4);
@@ -144,7 +204,12 @@ fn oversized_lines_pass_through_without_loss() {
     let out = lines(&out);
     assert_eq!(out.len(), 3);
     assert_eq!(out[0]["a"], 1);
-    assert!(out[1]["clawwatch"]["error"].as_str().unwrap().contains("line of 5011 bytes"));
+    assert!(
+        out[1]["clawwatch"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("line of 5011 bytes")
+    );
     assert!(out[1]["raw_base64"].as_str().unwrap().len() > 6000);
     assert_eq!(out[2]["b"], 2);
 }
@@ -155,12 +220,22 @@ fn a_guest_out_of_memory_loses_no_record_and_the_host_survives() {
     // the guest; every record must still come out, tagged.
     let line = format!("{{\"type\":\"flow\",\"pad\":\"{}\"}}\n", "z".repeat(4000));
     let input = line.repeat(2000);
-    let out = clawwatch(&["run", "--guest-memory-mib", "4", "--batch-records", "1000"], input.as_bytes());
+    let out = clawwatch(
+        &["run", "--guest-memory-mib", "4", "--batch-records", "1000"],
+        input.as_bytes(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let out = lines(&out);
     assert_eq!(out.len(), 2000);
     assert!(out.iter().all(|v| v["clawwatch"]["verdict"] == "error"));
-    assert!(out[0]["clawwatch"]["error"].as_str().unwrap().contains("detection engine failed"), "{}", out[0]);
+    assert!(
+        out[0]["clawwatch"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("detection engine failed"),
+        "{}",
+        out[0]
+    );
     assert_eq!(out[1999]["pad"].as_str().unwrap().len(), 4000);
 }
 
@@ -182,10 +257,18 @@ fn a_bad_policy_is_rejected_with_file_line_and_key() {
 fn missing_inputs_and_policies_are_named() {
     let out = clawwatch(&["run", "--input", "no/such/file.ndjson"], b"");
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no/such/file.ndjson"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no/such/file.ndjson"),
+        "{}",
+        stderr(&out)
+    );
     let out = clawwatch(&["run", "--policy", "no/such/policy.toml"], b"");
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no/such/policy.toml"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no/such/policy.toml"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -193,7 +276,14 @@ fn bench_reports_both_paths_and_their_ratio() {
     let out = clawwatch(&["bench", "--records", "20000"], b"");
     assert!(out.status.success(), "{}", stderr(&out));
     let report = String::from_utf8(out.stdout).unwrap();
-    for needle in ["native", "component", "unbounded", "time vs native", "bytes per active agent", "outputs identical: yes"] {
+    for needle in [
+        "native",
+        "component",
+        "unbounded",
+        "time vs native",
+        "bytes per active agent",
+        "outputs identical: yes",
+    ] {
         assert!(report.contains(needle), "{report}");
     }
 }
@@ -204,10 +294,19 @@ fn demo_runs_the_bundled_sample_and_can_show_only_alerts() {
     assert!(all.status.success(), "{}", stderr(&all));
     let all = all_lines(&all);
     let per_input = all.iter().filter(|v| !is_emitted(v)).count();
-    assert_eq!(per_input, include_bytes!("../../testdata/scenario/records.ndjson").split(|b| *b == b'\n').count() - 1);
+    assert_eq!(
+        per_input,
+        include_bytes!("../../testdata/scenario/records.ndjson")
+            .split(|b| *b == b'\n')
+            .count()
+            - 1
+    );
     let alerts = clawwatch(&["demo", "--alerts-only"], b"");
     let alerts = all_lines(&alerts);
-    let expected = all.iter().filter(|v| v["clawwatch"]["verdict"] == "alert").count();
+    let expected = all
+        .iter()
+        .filter(|v| v["clawwatch"]["verdict"] == "alert")
+        .count();
     assert!(expected > 0);
     assert_eq!(alerts.len(), expected);
     assert!(alerts.iter().all(|v| v["clawwatch"]["verdict"] == "alert"));
@@ -220,8 +319,16 @@ fn compiled_component_is_cached_and_another_component_can_be_loaded() {
     let cache_arg = cache.to_str().unwrap();
     let out = clawwatch(&["run", "--cache-dir", cache_arg], b"{}\n");
     assert!(out.status.success(), "{}", stderr(&out));
-    let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    assert!(cached.iter().any(|n| n.starts_with("component-") && n.ends_with(".cwasm")), "{cached:?}");
+    let cached: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        cached
+            .iter()
+            .any(|n| n.starts_with("component-") && n.ends_with(".cwasm")),
+        "{cached:?}"
+    );
     // A second start loads the cached code and gives the same output.
     let again = clawwatch(&["run", "--cache-dir", cache_arg], b"{}\n");
     assert_eq!(again.stdout, out.stdout);
@@ -229,22 +336,40 @@ fn compiled_component_is_cached_and_another_component_can_be_loaded() {
     // --component: the same engine from a file, then something that is not a component.
     let copy = Path::new(env!("CARGO_TARGET_TMPDIR")).join("engine-copy.wasm");
     std::fs::copy(env!("CLAWWATCH_COMPONENT_PATH"), &copy).unwrap();
-    let from_file = clawwatch(&["run", "--no-cache", "--component", copy.to_str().unwrap()], b"{}\n");
+    let from_file = clawwatch(
+        &["run", "--no-cache", "--component", copy.to_str().unwrap()],
+        b"{}\n",
+    );
     assert!(from_file.status.success(), "{}", stderr(&from_file));
     assert_eq!(from_file.stdout, out.stdout);
     let bogus = Path::new(env!("CARGO_TARGET_TMPDIR")).join("not-a-component.wasm");
     std::fs::write(&bogus, b"hello").unwrap();
-    let failed = clawwatch(&["run", "--no-cache", "--component", bogus.to_str().unwrap()], b"{}\n");
+    let failed = clawwatch(
+        &["run", "--no-cache", "--component", bogus.to_str().unwrap()],
+        b"{}\n",
+    );
     assert!(!failed.status.success());
-    assert!(stderr(&failed).contains("not-a-component.wasm"), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("not-a-component.wasm"),
+        "{}",
+        stderr(&failed)
+    );
 }
 
 #[test]
 fn idle_input_advances_event_time_so_silent_agents_are_noticed() {
     // An agent spawned three hours ago with a 120 (+15) minute lifetime, then silence.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let spawn = format!(r#"{{"type":"agent.spawn","ts":{},"agent_id":"sleepy","agent_type":"data_collector_v1","ip":"10.20.0.99"}}"#, now - 3 * 3600);
-    let mut child = command(&["run", "--idle-advance-secs", "1"]).spawn().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let spawn = format!(
+        r#"{{"type":"agent.spawn","ts":{},"agent_id":"sleepy","agent_type":"data_collector_v1","ip":"10.20.0.99"}}"#,
+        now - 3 * 3600
+    );
+    let mut child = command(&["run", "--idle-advance-secs", "1"])
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(format!("{spawn}\n").as_bytes()).unwrap();
     stdin.flush().unwrap();
@@ -253,19 +378,43 @@ fn idle_input_advances_event_time_so_silent_agents_are_noticed() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let all = all_lines(&out);
-    let lifetime: Vec<&Value> = all.iter().filter(|v| v["clawwatch"]["incident"]["rule"] == "lifetime.exceeded").collect();
+    let lifetime: Vec<&Value> = all
+        .iter()
+        .filter(|v| v["clawwatch"]["incident"]["rule"] == "lifetime.exceeded")
+        .collect();
     assert_eq!(lifetime.len(), 1, "{all:?}");
     assert_eq!(lifetime[0]["clawwatch"]["agent"]["id"], "sleepy");
-    assert!(lifetime[0]["clawwatch"]["incident"]["summary"].as_str().unwrap().contains("is still alive"));
+    assert!(
+        lifetime[0]["clawwatch"]["incident"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("is still alive")
+    );
 }
 
 #[test]
 fn rule_cases_through_the_component_match_the_native_snapshots() {
     // A representative subset: record-driven, time-driven, stateful and audit rules.
-    for rule in ["egress.not_allowed", "dns.tunneling", "rate.runaway", "heartbeat.mismatch", "heartbeat.missing", "approval.granted"] {
+    for rule in [
+        "egress.not_allowed",
+        "dns.tunneling",
+        "rate.runaway",
+        "heartbeat.mismatch",
+        "heartbeat.missing",
+        "approval.granted",
+    ] {
         for case in ["fires", "near_miss"] {
             let input = format!("testdata/cases/{rule}/{case}.ndjson");
-            let out = clawwatch(&["run", "--policy", "testdata/cases/policy.toml", "--input", &input], b"");
+            let out = clawwatch(
+                &[
+                    "run",
+                    "--policy",
+                    "testdata/cases/policy.toml",
+                    "--input",
+                    &input,
+                ],
+                b"",
+            );
             assert!(out.status.success(), "{rule}/{case}: {}", stderr(&out));
             let text = String::from_utf8(out.stdout).unwrap();
             let mut settings = insta::Settings::clone_current();
@@ -284,7 +433,12 @@ fn format_names_the_inputs_format_when_the_shape_does_not() {
     assert_eq!(plain[0]["clawwatch"]["verdict"], "not_applicable");
     let named = lines(&clawwatch(&["run", "--format", "pmacct"], line));
     assert_eq!(named[0]["clawwatch"]["verdict"], "error");
-    assert!(named[0]["clawwatch"]["error"].as_str().unwrap().contains("pmacct record: field `ip_dst` is missing"));
+    assert!(
+        named[0]["clawwatch"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("pmacct record: field `ip_dst` is missing")
+    );
     let bad = clawwatch(&["run", "--format", "syslog"], line);
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("syslog"), "{}", stderr(&bad));
@@ -298,11 +452,22 @@ fn ndjson_over_tcp_in_and_out_loses_nothing() {
     // so clawwatch's output must wait and retry.
     let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
     let out_addr = receiver.local_addr().unwrap();
-    let mut child = command(&["run", "--listen", "127.0.0.1:0", "--output", &format!("tcp://{out_addr}")]).spawn().unwrap();
+    let mut child = command(&[
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--output",
+        &format!("tcp://{out_addr}"),
+    ])
+    .spawn()
+    .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let listen_addr = loop {
         let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "clawwatch exited before listening");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "clawwatch exited before listening"
+        );
         if let Some(addr) = line.trim().strip_prefix("clawwatch: listening on ") {
             break addr.to_string();
         }
@@ -314,9 +479,19 @@ fn ndjson_over_tcp_in_and_out_loses_nothing() {
     });
     // Two senders at once, each with its half of the scenario.
     let scenario = std::fs::read(repo().join(SCENARIO)).unwrap();
-    let lines: Vec<&[u8]> = scenario.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&[u8]> = scenario
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
     let sent = lines.len();
-    let halves: Vec<Vec<u8>> = lines.chunks(sent.div_ceil(2)).map(|c| c.iter().flat_map(|l| l.iter().copied().chain([b'\n'])).collect()).collect();
+    let halves: Vec<Vec<u8>> = lines
+        .chunks(sent.div_ceil(2))
+        .map(|c| {
+            c.iter()
+                .flat_map(|l| l.iter().copied().chain([b'\n']))
+                .collect()
+        })
+        .collect();
     let senders: Vec<_> = halves
         .into_iter()
         .map(|half| {
@@ -334,7 +509,10 @@ fn ndjson_over_tcp_in_and_out_loses_nothing() {
     let (conn, _) = receiver.accept().unwrap();
     // Interrupt: clawwatch sends what it has read, drains, and exits.
     std::thread::sleep(std::time::Duration::from_millis(500));
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let mut received = Vec::new();
     for line in BufReader::new(conn).lines() {
         received.push(serde_json::from_str::<Value>(&line.unwrap()).expect("JSON"));
@@ -343,24 +521,51 @@ fn ndjson_over_tcp_in_and_out_loses_nothing() {
     assert!(status.success(), "{}", stderr_rest.join().unwrap());
     let per_input = received.iter().filter(|v| !is_emitted(v)).count();
     assert_eq!(per_input, sent, "every record sent came back");
-    assert!(received.iter().any(|v| v["clawwatch"]["verdict"] == "alert"));
+    assert!(
+        received
+            .iter()
+            .any(|v| v["clawwatch"]["verdict"] == "alert")
+    );
 }
 
 #[test]
 fn check_validates_and_lints_with_documented_exit_codes() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let ok = clawwatch(&["check", "testdata/policy.toml"], b"");
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("valid, 0 warning(s)"));
 
     let broad = dir.join("broad-policy.toml");
     std::fs::write(&broad, "[agent_profile.\"x\"]\nallowed_outbound = [{ protocol = \"TCP\", port = 443, destination = \"ANY\" }]\n").unwrap();
-    let out = clawwatch(&["check", broad.to_str().unwrap(), "--format", "json", "--agent-types", "x,y"], b"");
+    let out = clawwatch(
+        &[
+            "check",
+            broad.to_str().unwrap(),
+            "--format",
+            "json",
+            "--agent-types",
+            "x,y",
+        ],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["valid"], true);
-    let codes: Vec<&str> = report["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
-    assert!(codes.contains(&"over-broad-destination") && codes.contains(&"missing-profile"), "{codes:?}");
+    let codes: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert!(
+        codes.contains(&"over-broad-destination") && codes.contains(&"missing-profile"),
+        "{codes:?}"
+    );
 
     let bad = dir.join("typo-policy.toml");
     std::fs::write(&bad, "[agent_profile.\"x\"]\nallowed_outbond = []\n").unwrap();
@@ -368,7 +573,12 @@ fn check_validates_and_lints_with_documented_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["error"]["line"], 2);
-    assert!(report["error"]["message"].as_str().unwrap().contains("allowed_outbond"));
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowed_outbond")
+    );
     let out = clawwatch(&["check", "no/such.toml"], b"");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no/such.toml: invalid: cannot read it"));
@@ -377,12 +587,14 @@ fn check_validates_and_lints_with_documented_exit_codes() {
 #[test]
 fn sighup_reloads_the_policy_keeps_state_and_a_bad_policy_keeps_the_old_one() {
     use std::io::{BufRead, BufReader};
-    use std::sync::mpsc::{channel, Receiver};
+    use std::sync::mpsc::{Receiver, channel};
     use std::time::Duration;
     let policy = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reloaded-policy.toml");
     let original = std::fs::read_to_string(repo().join("testdata/policy.toml")).unwrap();
     std::fs::write(&policy, &original).unwrap();
-    let mut child = command(&["run", "--policy", policy.to_str().unwrap()]).spawn().unwrap();
+    let mut child = command(&["run", "--policy", policy.to_str().unwrap()])
+        .spawn()
+        .unwrap();
     let lines_of = |r: Box<dyn std::io::Read + Send>| -> Receiver<String> {
         let (tx, rx) = channel();
         std::thread::spawn(move || {
@@ -402,7 +614,8 @@ fn sighup_reloads_the_policy_keeps_state_and_a_bad_policy_keeps_the_old_one() {
         stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
         stdin.flush().unwrap();
         loop {
-            let v: Value = serde_json::from_str(&out.recv_timeout(wait).expect("an output line")).unwrap();
+            let v: Value =
+                serde_json::from_str(&out.recv_timeout(wait).expect("an output line")).unwrap();
             // Incident records follow the record that opened them: not the answer to this line.
             if !is_emitted(&v) {
                 return v;
@@ -410,9 +623,14 @@ fn sighup_reloads_the_policy_keeps_state_and_a_bad_policy_keeps_the_old_one() {
         }
     };
     let hup_until = |needle: &str| {
-        Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
         loop {
-            let line = err.recv_timeout(wait).unwrap_or_else(|_| panic!("no `{needle}` on stderr"));
+            let line = err
+                .recv_timeout(wait)
+                .unwrap_or_else(|_| panic!("no `{needle}` on stderr"));
             if line.contains(needle) {
                 return line;
             }
@@ -426,7 +644,11 @@ fn sighup_reloads_the_policy_keeps_state_and_a_bad_policy_keeps_the_old_one() {
     std::fs::write(&policy, "[agent_profile.\"x\"]\nbogus = 1\n").unwrap();
     let rejected = hup_until("reload rejected");
     assert!(rejected.contains("bogus"), "{rejected}");
-    assert_eq!(send(forbidden)["clawwatch"]["verdict"], "alert", "the running policy stays");
+    assert_eq!(
+        send(forbidden)["clawwatch"]["verdict"],
+        "alert",
+        "the running policy stays"
+    );
 
     let wider = original.replace(
         "{ protocol = \"UDP\", port = 53, destination = \"ANY\" },",
@@ -436,7 +658,10 @@ fn sighup_reloads_the_policy_keeps_state_and_a_bad_policy_keeps_the_old_one() {
     hup_until("policy reloaded");
     let after = send(forbidden);
     assert_eq!(after["clawwatch"]["verdict"], "allow", "{after}");
-    assert_eq!(after["clawwatch"]["agent"]["id"], "0x8a3f", "spawned before the reload, still known");
+    assert_eq!(
+        after["clawwatch"]["agent"]["id"], "0x8a3f",
+        "spawned before the reload, still known"
+    );
 
     // A change of the file alone (no signal) is noticed too. Let the watcher's
     // poll see the last write first, and forget what it said about it.
@@ -444,12 +669,18 @@ fn sighup_reloads_the_policy_keeps_state_and_a_bad_policy_keeps_the_old_one() {
     while err.try_recv().is_ok() {}
     std::fs::write(&policy, &original).unwrap();
     loop {
-        let line = err.recv_timeout(wait).expect("the file change was not noticed");
+        let line = err
+            .recv_timeout(wait)
+            .expect("the file change was not noticed");
         if line.contains("policy reloaded") {
             break;
         }
     }
-    assert_eq!(send(forbidden)["clawwatch"]["verdict"], "alert", "back to the original policy");
+    assert_eq!(
+        send(forbidden)["clawwatch"]["verdict"],
+        "alert",
+        "back to the original policy"
+    );
     drop(stdin);
     assert!(child.wait().unwrap().success());
 }

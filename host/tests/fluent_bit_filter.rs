@@ -25,41 +25,78 @@ impl Filter {
         let engine = Wasmtime::default();
         let module = Module::from_file(&engine, env!("CLAWWATCH_FLUENT_BIT_MODULE_PATH")).unwrap();
         let names: Vec<&str> = module.exports().map(|e| e.name()).collect();
-        for needed in ["_initialize", "malloc", "free", "clawwatch_filter", "memory"] {
-            assert!(names.contains(&needed), "the module must export {needed}: {names:?}");
+        for needed in [
+            "_initialize",
+            "malloc",
+            "free",
+            "clawwatch_filter",
+            "memory",
+        ] {
+            assert!(
+                names.contains(&needed),
+                "the module must export {needed}: {names:?}"
+            );
         }
         assert!(!names.contains(&"_start"), "a reactor, not a command");
         let mut wasi = WasiCtxBuilder::new();
         if let Some(dir) = policy_dir {
-            wasi.preopened_dir(dir, "/etc/clawwatch", FsPerms::ReadOnly).unwrap();
+            wasi.preopened_dir(dir, "/etc/clawwatch", FsPerms::ReadOnly)
+                .unwrap();
         }
         let mut store = Store::new(&engine, wasi.build_p1());
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| s).unwrap();
         let instance: Instance = linker.instantiate(&mut store, &module).unwrap();
-        instance.get_typed_func::<(), ()>(&mut store, "_initialize").unwrap().call(&mut store, ()).unwrap();
+        instance
+            .get_typed_func::<(), ()>(&mut store, "_initialize")
+            .unwrap()
+            .call(&mut store, ())
+            .unwrap();
         Filter {
             memory: instance.get_memory(&mut store, "memory").unwrap(),
             malloc: instance.get_typed_func(&mut store, "malloc").unwrap(),
             free: instance.get_typed_func(&mut store, "free").unwrap(),
-            filter: instance.get_typed_func(&mut store, "clawwatch_filter").unwrap(),
+            filter: instance
+                .get_typed_func(&mut store, "clawwatch_filter")
+                .unwrap(),
             store,
         }
     }
 
     fn copy_in(&mut self, bytes: &[u8]) -> i32 {
-        let ptr = self.malloc.call(&mut self.store, bytes.len() as i32 + 1).unwrap();
+        let ptr = self
+            .malloc
+            .call(&mut self.store, bytes.len() as i32 + 1)
+            .unwrap();
         let mut with_nul = bytes.to_vec();
         with_nul.push(0);
-        self.memory.write(&mut self.store, ptr as usize, &with_nul).unwrap();
+        self.memory
+            .write(&mut self.store, ptr as usize, &with_nul)
+            .unwrap();
         ptr
     }
 
     fn call(&mut self, tag: &str, record: &[u8]) -> String {
         let (t, r) = (self.copy_in(tag.as_bytes()), self.copy_in(record));
-        let out = self.filter.call(&mut self.store, (t, tag.len() as i32, 1_795_530_600, 0, r, record.len() as i32)).unwrap() as usize;
+        let out = self
+            .filter
+            .call(
+                &mut self.store,
+                (
+                    t,
+                    tag.len() as i32,
+                    1_795_530_600,
+                    0,
+                    r,
+                    record.len() as i32,
+                ),
+            )
+            .unwrap() as usize;
         let data = self.memory.data(&self.store);
-        let end = data[out..].iter().position(|b| *b == 0).expect("NUL-terminated");
+        let end = data[out..]
+            .iter()
+            .position(|b| *b == 0)
+            .expect("NUL-terminated");
         let result = String::from_utf8(data[out..out + end].to_vec()).expect("UTF-8");
         self.free.call(&mut self.store, t).unwrap();
         self.free.call(&mut self.store, r).unwrap();
@@ -75,9 +112,15 @@ fn repo() -> &'static Path {
 fn the_filter_module_agrees_with_the_native_engine_record_by_record() {
     let policy_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fluent-bit-policy");
     std::fs::create_dir_all(&policy_dir).unwrap();
-    std::fs::copy(repo().join("testdata/policy.toml"), policy_dir.join("policy.toml")).unwrap();
+    std::fs::copy(
+        repo().join("testdata/policy.toml"),
+        policy_dir.join("policy.toml"),
+    )
+    .unwrap();
     let mut filter = Filter::new(Some(&policy_dir));
-    let mut native = Engine::new(&std::fs::read_to_string(repo().join("testdata/policy.toml")).unwrap()).unwrap();
+    let mut native =
+        Engine::new(&std::fs::read_to_string(repo().join("testdata/policy.toml")).unwrap())
+            .unwrap();
     let records = std::fs::read(repo().join("testdata/scenario/records.ndjson")).unwrap();
     let mut compared = 0;
     let mut alerts = 0;
@@ -103,20 +146,38 @@ fn the_filter_module_agrees_with_the_native_engine_record_by_record() {
 fn the_tag_names_the_format_when_the_record_does_not() {
     let policy_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fluent-bit-policy-tag");
     std::fs::create_dir_all(&policy_dir).unwrap();
-    std::fs::copy(repo().join("testdata/policy.toml"), policy_dir.join("policy.toml")).unwrap();
+    std::fs::copy(
+        repo().join("testdata/policy.toml"),
+        policy_dir.join("policy.toml"),
+    )
+    .unwrap();
     let mut filter = Filter::new(Some(&policy_dir));
     let record = br#"{"ip_src":"10.20.0.15","port_src":1,"port_dst":2,"ip_proto":"tcp","timestamp_start":"2026-11-24 14:31:00"}"#;
     let plain: serde_json::Value = serde_json::from_str(&filter.call("flows", record)).unwrap();
     assert_eq!(plain["clawwatch"]["verdict"], "not_applicable");
-    let named: serde_json::Value = serde_json::from_str(&filter.call("clawwatch.pmacct", record)).unwrap();
-    assert!(named["clawwatch"]["error"].as_str().unwrap().contains("pmacct record: field `ip_dst` is missing"), "{named}");
+    let named: serde_json::Value =
+        serde_json::from_str(&filter.call("clawwatch.pmacct", record)).unwrap();
+    assert!(
+        named["clawwatch"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("pmacct record: field `ip_dst` is missing"),
+        "{named}"
+    );
 }
 
 #[test]
 fn without_a_policy_every_record_still_comes_back_tagged() {
     let mut filter = Filter::new(None);
-    let out: serde_json::Value = serde_json::from_str(&filter.call("agents", br#"{"a":1}"#)).unwrap();
+    let out: serde_json::Value =
+        serde_json::from_str(&filter.call("agents", br#"{"a":1}"#)).unwrap();
     assert_eq!(out["a"], 1);
     assert_eq!(out["clawwatch"]["verdict"], "error");
-    assert!(out["clawwatch"]["error"].as_str().unwrap().contains("/etc/clawwatch/policy.toml"), "{out}");
+    assert!(
+        out["clawwatch"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("/etc/clawwatch/policy.toml"),
+        "{out}"
+    );
 }

@@ -17,7 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn python_ready() -> bool {
-    Command::new("python3").args(["-c", "import fluent.sender, msgpack"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("python3")
+        .args(["-c", "import fluent.sender, msgpack"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn repo() -> &'static Path {
@@ -48,7 +52,9 @@ fn receiver(refuse: usize) -> (String, Received) {
                 buf.extend_from_slice(&chunk[..n]);
                 loop {
                     let mut cur = std::io::Cursor::new(&buf[..]);
-                    let Ok(v) = rmpv::decode::read_value(&mut cur) else { break };
+                    let Ok(v) = rmpv::decode::read_value(&mut cur) else {
+                        break;
+                    };
                     buf.drain(..cur.position() as usize);
                     if refused < refuse {
                         refused += 1;
@@ -61,9 +67,25 @@ fn receiver(refuse: usize) -> (String, Received) {
                         let json: Json = serde_json::from_str(&rmpv_json(record)).unwrap();
                         store.lock().unwrap().push((tag.clone(), json));
                     }
-                    let chunk_id = parts[2].as_map().unwrap().iter().find(|(k, _)| k.as_str() == Some("chunk")).unwrap().1.as_str().unwrap().to_string();
+                    let chunk_id = parts[2]
+                        .as_map()
+                        .unwrap()
+                        .iter()
+                        .find(|(k, _)| k.as_str() == Some("chunk"))
+                        .unwrap()
+                        .1
+                        .as_str()
+                        .unwrap()
+                        .to_string();
                     let mut ack = Vec::new();
-                    rmpv::encode::write_value(&mut ack, &rmpv::Value::Map(vec![(rmpv::Value::from("ack"), rmpv::Value::from(chunk_id))])).unwrap();
+                    rmpv::encode::write_value(
+                        &mut ack,
+                        &rmpv::Value::Map(vec![(
+                            rmpv::Value::from("ack"),
+                            rmpv::Value::from(chunk_id),
+                        )]),
+                    )
+                    .unwrap();
                     conn.write_all(&ack).unwrap();
                 }
             }
@@ -75,8 +97,22 @@ fn receiver(refuse: usize) -> (String, Received) {
 /// A msgpack value as JSON text (records hold only JSON-like values here).
 fn rmpv_json(v: &rmpv::Value) -> String {
     match v {
-        rmpv::Value::Map(entries) => format!("{{{}}}", entries.iter().map(|(k, v)| format!("{}:{}", serde_json::to_string(k.as_str().unwrap()).unwrap(), rmpv_json(v))).collect::<Vec<_>>().join(",")),
-        rmpv::Value::Array(items) => format!("[{}]", items.iter().map(rmpv_json).collect::<Vec<_>>().join(",")),
+        rmpv::Value::Map(entries) => format!(
+            "{{{}}}",
+            entries
+                .iter()
+                .map(|(k, v)| format!(
+                    "{}:{}",
+                    serde_json::to_string(k.as_str().unwrap()).unwrap(),
+                    rmpv_json(v)
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        rmpv::Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(rmpv_json).collect::<Vec<_>>().join(",")
+        ),
         rmpv::Value::String(s) => serde_json::to_string(s.as_str().unwrap()).unwrap(),
         rmpv::Value::Nil => "null".into(),
         other => other.to_string(),
@@ -85,9 +121,20 @@ fn rmpv_json(v: &rmpv::Value) -> String {
 
 fn start(out: &str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
-        .args(["run", "--policy", "testdata/policy.toml", "--forward-listen", "127.0.0.1:0", "--output", &format!("forward://{out}")])
+        .args([
+            "run",
+            "--policy",
+            "testdata/policy.toml",
+            "--forward-listen",
+            "127.0.0.1:0",
+            "--output",
+            &format!("forward://{out}"),
+        ])
         .current_dir(repo())
-        .env("CLAWWATCH_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"))
+        .env(
+            "CLAWWATCH_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -96,7 +143,10 @@ fn start(out: &str) -> (Child, String) {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     loop {
         let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "clawwatch exited before listening");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "clawwatch exited before listening"
+        );
         if let Some(addr) = line.trim().strip_prefix("clawwatch: listening on ") {
             std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
             return (child, addr.to_string());
@@ -105,13 +155,23 @@ fn start(out: &str) -> (Child, String) {
 }
 
 fn stop(mut child: Child) {
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(child.wait().unwrap().success());
 }
 
 fn wait_for(got: &Received, n: usize) {
     for _ in 0..100 {
-        if got.lock().unwrap().iter().filter(|(t, _)| t != "clawwatch.incident").count() >= n {
+        if got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t != "clawwatch.incident")
+            .count()
+            >= n
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -123,8 +183,13 @@ fn skip() -> bool {
     if python_ready() {
         return false;
     }
-    assert!(std::env::var_os("CI").is_none(), "CI must install fluent-logger and msgpack");
-    eprintln!("SKIPPED: python3 with fluent-logger and msgpack missing (pip install fluent-logger msgpack)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must install fluent-logger and msgpack"
+    );
+    eprintln!(
+        "SKIPPED: python3 with fluent-logger and msgpack missing (pip install fluent-logger msgpack)"
+    );
     true
 }
 
@@ -137,8 +202,14 @@ fn fluent_logger_records_arrive_enriched_and_in_order() {
     let (child, addr) = start(&out);
     let (host, port) = addr.rsplit_once(':').unwrap();
     // The scenario holds a non-UTF-8 line on purpose; a forward sender only sends records.
-    let scenario = String::from_utf8_lossy(&std::fs::read(repo().join("testdata/scenario/records.ndjson")).unwrap()).into_owned();
-    let records: Vec<&str> = scenario.lines().filter(|l| serde_json::from_str::<serde_json::Map<String, Json>>(l).is_ok()).collect();
+    let scenario = String::from_utf8_lossy(
+        &std::fs::read(repo().join("testdata/scenario/records.ndjson")).unwrap(),
+    )
+    .into_owned();
+    let records: Vec<&str> = scenario
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Map<String, Json>>(l).is_ok())
+        .collect();
     assert!(records.len() > 250, "{}", records.len());
     let input = records.join("\n");
     // fluent-logger reads its records from stdin.
@@ -149,12 +220,20 @@ fn fluent_logger_records_arrive_enriched_and_in_order() {
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    feed.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    feed.stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     assert!(feed.wait().unwrap().success());
     wait_for(&got, records.len());
     stop(child);
     let got = got.lock().unwrap();
-    let enriched: Vec<&Json> = got.iter().filter(|(t, _)| t == "agents.scenario").map(|(_, r)| r).collect();
+    let enriched: Vec<&Json> = got
+        .iter()
+        .filter(|(t, _)| t == "agents.scenario")
+        .map(|(_, r)| r)
+        .collect();
     assert_eq!(enriched.len(), records.len());
     for (sent, back) in records.iter().zip(&enriched) {
         let sent: Json = serde_json::from_str(sent).unwrap();
@@ -163,8 +242,15 @@ fn fluent_logger_records_arrive_enriched_and_in_order() {
         assert!(back.as_object_mut().unwrap().remove("clawwatch").is_some());
         assert_eq!(back, sent);
     }
-    assert!(enriched.iter().any(|r| r["clawwatch"]["verdict"] == "alert"));
-    assert!(got.iter().any(|(t, r)| t == "clawwatch.incident" && r["clawwatch"]["stream"] == "incident"));
+    assert!(
+        enriched
+            .iter()
+            .any(|r| r["clawwatch"]["verdict"] == "alert")
+    );
+    assert!(
+        got.iter()
+            .any(|(t, r)| t == "clawwatch.incident" && r["clawwatch"]["stream"] == "incident")
+    );
 }
 
 /// Sends one PackedForward chunk (gzip or not) built by Python's msgpack and
@@ -196,8 +282,20 @@ while True:
 
 fn send_packed(addr: &str, compress: bool, lines: &[&str]) -> String {
     let (host, port) = addr.rsplit_once(':').unwrap();
-    let mut child = Command::new("python3").arg("-c").arg(PACKED).args([host, port, if compress { "gzip" } else { "plain" }]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(lines.join("\n").as_bytes()).unwrap();
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(PACKED)
+        .args([host, port, if compress { "gzip" } else { "plain" }])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.join("\n").as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -220,9 +318,16 @@ fn packed_and_gzip_chunks_are_acked_after_the_receiver_acks() {
     wait_for(&got, 4);
     stop(child);
     let got = got.lock().unwrap();
-    let flows: Vec<&Json> = got.iter().filter(|(t, r)| t == "agents.flows" && r["type"] == "flow").map(|(_, r)| r).collect();
+    let flows: Vec<&Json> = got
+        .iter()
+        .filter(|(t, r)| t == "agents.flows" && r["type"] == "flow")
+        .map(|(_, r)| r)
+        .collect();
     assert_eq!(flows.len(), 2);
-    assert_eq!(flows[0]["clawwatch"]["findings"][0]["rule"], "egress.not_allowed");
+    assert_eq!(
+        flows[0]["clawwatch"]["findings"][0]["rule"],
+        "egress.not_allowed"
+    );
 }
 
 #[test]
@@ -233,10 +338,21 @@ fn a_receiver_failing_mid_stream_gets_the_chunk_again_and_nothing_is_lost() {
     // The receiver drops the first message it reads without acking.
     let (out, got) = receiver(1);
     let (child, addr) = start(&out);
-    assert_eq!(send_packed(&addr, true, FLOWS), "chunk-from-python", "acked only once the resend was acked");
+    assert_eq!(
+        send_packed(&addr, true, FLOWS),
+        "chunk-from-python",
+        "acked only once the resend was acked"
+    );
     wait_for(&got, 2);
     stop(child);
-    assert_eq!(got.lock().unwrap().iter().filter(|(t, _)| t == "agents.flows").count(), 2);
+    assert_eq!(
+        got.lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == "agents.flows")
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -244,7 +360,9 @@ fn forward_heartbeats_are_answered() {
     let (out, _) = receiver(0);
     let (child, addr) = start(&out);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     socket.send_to(&[0], &addr).unwrap();
     let mut buf = [9u8; 8];
     let (n, _) = socket.recv_from(&mut buf).unwrap();

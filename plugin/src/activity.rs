@@ -7,7 +7,7 @@
 //! [`MAX_GRANTS`] grants and one plan of at most 64 actions.
 
 use crate::record::{Grant, Heartbeat, PlannedAction, Proto};
-use crate::time::{Timestamp, NANOS_PER_SEC};
+use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::net::IpAddr;
 
 /// Distinct destinations remembered per agent for heartbeat comparison.
@@ -40,7 +40,11 @@ pub struct HourTotals {
 
 impl Default for VolumeHour {
     fn default() -> Self {
-        VolumeHour { head_minute: None, connections: [0; 60], bytes: [0; 60] }
+        VolumeHour {
+            head_minute: None,
+            connections: [0; 60],
+            bytes: [0; 60],
+        }
     }
 }
 
@@ -74,7 +78,10 @@ impl VolumeHour {
     }
 
     pub fn totals(&self) -> HourTotals {
-        HourTotals { connections: self.connections.iter().map(|&c| u64::from(c)).sum(), bytes: self.bytes.iter().sum() }
+        HourTotals {
+            connections: self.connections.iter().map(|&c| u64::from(c)).sum(),
+            bytes: self.bytes.iter().sum(),
+        }
     }
 }
 
@@ -96,7 +103,11 @@ impl ObservedDestination {
         let top = self.base_minute + OBSERVED_MINUTES - 1;
         if m > top {
             let shift = m - top;
-            self.minutes = if shift >= OBSERVED_MINUTES { 0 } else { self.minutes >> shift };
+            self.minutes = if shift >= OBSERVED_MINUTES {
+                0
+            } else {
+                self.minutes >> shift
+            };
             self.base_minute += shift;
         }
         if m >= self.base_minute {
@@ -106,7 +117,10 @@ impl ObservedDestination {
 
     /// Whether reached in any minute of [from, to).
     pub fn seen_in(&self, from: Timestamp, to: Timestamp) -> bool {
-        let (from, to) = (minute_of(from).max(self.base_minute), minute_of(Timestamp(to.0 - 1)).min(self.base_minute + OBSERVED_MINUTES - 1));
+        let (from, to) = (
+            minute_of(from).max(self.base_minute),
+            minute_of(Timestamp(to.0 - 1)).min(self.base_minute + OBSERVED_MINUTES - 1),
+        );
         (from..=to).any(|m| self.minutes >> (m - self.base_minute) & 1 == 1)
     }
 }
@@ -127,9 +141,20 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub fn observe(&mut self, t: Timestamp, dst: IpAddr, port: u16, proto: Proto, name: Option<&str>) {
+    pub fn observe(
+        &mut self,
+        t: Timestamp,
+        dst: IpAddr,
+        port: u16,
+        proto: Proto,
+        name: Option<&str>,
+    ) {
         let m = minute_of(t);
-        if let Some(d) = self.observed.iter_mut().find(|d| d.dst == dst && d.port == port && d.proto == proto) {
+        if let Some(d) = self
+            .observed
+            .iter_mut()
+            .find(|d| d.dst == dst && d.port == port && d.proto == proto)
+        {
             if d.name.is_none() {
                 d.name = name.map(Into::into);
             }
@@ -138,11 +163,27 @@ impl Activity {
         }
         if self.observed.len() >= MAX_OBSERVED_DESTINATIONS {
             // Forget the destination reached least recently.
-            let stalest = self.observed.iter().enumerate().min_by_key(|(_, d)| d.base_minute + 127 - d.minutes.leading_zeros() as i64).map(|(i, _)| i).unwrap_or(0);
+            let stalest = self
+                .observed
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, d)| d.base_minute + 127 - d.minutes.leading_zeros() as i64)
+                .map(|(i, _)| i)
+                .unwrap_or(0);
             self.observed.swap_remove(stalest);
-            self.observed_incomplete_since = Some(self.observed_incomplete_since.map_or(t, |since| since.max(t)));
+            self.observed_incomplete_since = Some(
+                self.observed_incomplete_since
+                    .map_or(t, |since| since.max(t)),
+            );
         }
-        let mut d = ObservedDestination { dst, port, proto, name: name.map(Into::into), base_minute: m - (OBSERVED_MINUTES - 1), minutes: 0 };
+        let mut d = ObservedDestination {
+            dst,
+            port,
+            proto,
+            name: name.map(Into::into),
+            base_minute: m - (OBSERVED_MINUTES - 1),
+            minutes: 0,
+        };
         d.mark(m);
         self.observed.push(d);
     }
@@ -182,10 +223,26 @@ mod tests {
         for m in 0..30 {
             v.add(t(m), 100);
         }
-        assert_eq!(v.totals(), HourTotals { connections: 30, bytes: 3000 });
+        assert_eq!(
+            v.totals(),
+            HourTotals {
+                connections: 30,
+                bytes: 3000
+            }
+        );
         let (now, completed) = v.add(t(70), 1);
-        assert_eq!(completed, Some(HourTotals { connections: 30, bytes: 3000 }), "moved into the next clock hour");
-        assert_eq!(now.connections, 20, "minutes 11..29 and 70 are within the last hour");
+        assert_eq!(
+            completed,
+            Some(HourTotals {
+                connections: 30,
+                bytes: 3000
+            }),
+            "moved into the next clock hour"
+        );
+        assert_eq!(
+            now.connections, 20,
+            "minutes 11..29 and 70 are within the last hour"
+        );
         let (now, _) = v.add(t(5), 1);
         assert_eq!(now.connections, 20, "older than an hour: ignored");
     }
@@ -202,14 +259,23 @@ mod tests {
         assert!(d.seen_in(t(11), t(51)));
         assert_eq!(d.name.as_deref(), Some("api.example"));
         a.observe(t(300), ip, 443, Proto::Tcp, None);
-        assert!(!a.observed[0].seen_in(t(0), t(60)), "older than the history: forgotten");
+        assert!(
+            !a.observed[0].seen_in(t(0), t(60)),
+            "older than the history: forgotten"
+        );
     }
 
     #[test]
     fn destinations_are_capped_and_the_gap_is_remembered() {
         let mut a = Activity::default();
         for i in 0..(MAX_OBSERVED_DESTINATIONS as u32 + 5) {
-            a.observe(t(i as i64), IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), 443, Proto::Tcp, None);
+            a.observe(
+                t(i as i64),
+                IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)),
+                443,
+                Proto::Tcp,
+                None,
+            );
         }
         assert_eq!(a.observed.len(), MAX_OBSERVED_DESTINATIONS);
         assert!(a.observed_incomplete_since.is_some());

@@ -20,7 +20,11 @@ pub struct BoundedMap<K: Hash + Eq, V> {
 impl<K: Hash + Eq, V> BoundedMap<K, V> {
     pub fn new(capacity: usize) -> Self {
         let cap = NonZeroUsize::new(capacity.max(1)).expect("capacity is at least 1");
-        BoundedMap { inner: LruCache::unbounded_with_hasher(FxBuildHasher), cap, evictions: 0 }
+        BoundedMap {
+            inner: LruCache::unbounded_with_hasher(FxBuildHasher),
+            cap,
+            evictions: 0,
+        }
     }
 
     /// Makes room for one new key by forgetting the least recently used.

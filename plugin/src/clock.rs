@@ -6,7 +6,7 @@
 //! heartbeat window compared with its flows, a quiet incident closing) judge a
 //! moment only once the watermark has passed it, so late records are counted.
 
-use crate::time::{Timestamp, NANOS_PER_SEC};
+use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::rc::Rc;
@@ -19,7 +19,11 @@ pub struct Clock {
 
 impl Clock {
     pub fn new(lateness_secs: i64, max_step_secs: i64) -> Clock {
-        Clock { now: None, lateness_nanos: lateness_secs.saturating_mul(NANOS_PER_SEC), max_step_nanos: max_step_secs.saturating_mul(NANOS_PER_SEC) }
+        Clock {
+            now: None,
+            lateness_nanos: lateness_secs.saturating_mul(NANOS_PER_SEC),
+            max_step_nanos: max_step_secs.saturating_mul(NANOS_PER_SEC),
+        }
     }
 
     pub fn set_lateness(&mut self, lateness_secs: i64, max_step_secs: i64) {
@@ -32,7 +36,9 @@ impl Clock {
     pub fn observe(&mut self, t: Timestamp) {
         self.now = Some(match self.now {
             None => t,
-            Some(now) if t > now => Timestamp(now.0.saturating_add((t.0 - now.0).min(self.max_step_nanos))),
+            Some(now) if t > now => {
+                Timestamp(now.0.saturating_add((t.0 - now.0).min(self.max_step_nanos)))
+            }
             Some(now) => now,
         });
     }
@@ -47,7 +53,8 @@ impl Clock {
 
     /// Until this moment every record has (probably) arrived.
     pub fn watermark(&self) -> Option<Timestamp> {
-        self.now.map(|now| Timestamp(now.0.saturating_sub(self.lateness_nanos)))
+        self.now
+            .map(|now| Timestamp(now.0.saturating_sub(self.lateness_nanos)))
     }
 }
 
@@ -75,7 +82,11 @@ pub struct Deadlines {
 
 impl Deadlines {
     pub fn new(cap: usize) -> Deadlines {
-        Deadlines { heap: BinaryHeap::new(), cap: cap.max(16), forced: 0 }
+        Deadlines {
+            heap: BinaryHeap::new(),
+            cap: cap.max(16),
+            forced: 0,
+        }
     }
 
     pub fn schedule(&mut self, at: Timestamp, due: Due) {
@@ -120,7 +131,11 @@ mod tests {
         c.observe(t(60 * 24 * 365));
         assert_eq!(c.watermark(), Some(t(60)));
         c.advance_to(t(600));
-        assert_eq!(c.watermark(), Some(t(600)), "an explicit advance is not bounded");
+        assert_eq!(
+            c.watermark(),
+            Some(t(600)),
+            "an explicit advance is not bounded"
+        );
     }
 
     #[test]

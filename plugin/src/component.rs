@@ -6,7 +6,9 @@ use std::cell::RefCell;
 
 wit_bindgen::generate!({ path: "../wit", world: "monitor" });
 
-use exports::clawwatch::monitor::engine::{BatchFormat, Guest, GuestMonitor, Monitor, PolicyError, Stats};
+use exports::clawwatch::monitor::engine::{
+    BatchFormat, Guest, GuestMonitor, Monitor, PolicyError, Stats,
+};
 
 struct Component;
 
@@ -21,26 +23,47 @@ struct MonitorResource {
 impl GuestMonitor for MonitorResource {
     fn create(policy: String) -> Result<Monitor, PolicyError> {
         match Engine::new(&policy) {
-            Ok(engine) => Ok(Monitor::new(MonitorResource { engine: RefCell::new(engine) })),
-            Err(e) => Err(PolicyError { line: e.line, column: e.column, table: e.table, message: e.message }),
+            Ok(engine) => Ok(Monitor::new(MonitorResource {
+                engine: RefCell::new(engine),
+            })),
+            Err(e) => Err(PolicyError {
+                line: e.line,
+                column: e.column,
+                table: e.table,
+                message: e.message,
+            }),
         }
     }
 
     fn process(&self, format: BatchFormat, batch: Vec<u8>, stream: Option<String>) -> Vec<u8> {
         let mut out = Vec::new();
         match format {
-            BatchFormat::Ndjson => self.engine.borrow_mut().process_ndjson_as(&batch, stream.as_deref(), &mut out),
+            BatchFormat::Ndjson => {
+                self.engine
+                    .borrow_mut()
+                    .process_ndjson_as(&batch, stream.as_deref(), &mut out)
+            }
         }
         out
     }
 
     fn reload(&self, policy: String) -> Result<(), PolicyError> {
-        self.engine.borrow_mut().reload(&policy).map_err(|e| PolicyError { line: e.line, column: e.column, table: e.table, message: e.message })
+        self.engine
+            .borrow_mut()
+            .reload(&policy)
+            .map_err(|e| PolicyError {
+                line: e.line,
+                column: e.column,
+                table: e.table,
+                message: e.message,
+            })
     }
 
     fn advance_to(&self, now_ns: i64) -> Vec<u8> {
         let mut out = Vec::new();
-        self.engine.borrow_mut().advance_to(crate::time::Timestamp(now_ns), &mut out);
+        self.engine
+            .borrow_mut()
+            .advance_to(crate::time::Timestamp(now_ns), &mut out);
         out
     }
 

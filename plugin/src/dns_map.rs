@@ -7,7 +7,7 @@
 
 use crate::bounded::BoundedMap;
 use crate::record::DnsQuery;
-use crate::time::{Timestamp, NANOS_PER_SEC};
+use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::net::IpAddr;
 
 /// Names kept per (client, address): CDNs put many names on one address.
@@ -45,7 +45,10 @@ pub struct DnsMap {
 
 impl DnsMap {
     pub fn new(max_entries: usize, grace_secs: i64) -> DnsMap {
-        DnsMap { entries: BoundedMap::new(max_entries), grace_secs }
+        DnsMap {
+            entries: BoundedMap::new(max_entries),
+            grace_secs,
+        }
     }
 
     pub fn set_grace(&mut self, grace_secs: i64) {
@@ -57,14 +60,21 @@ impl DnsMap {
     pub fn learn(&mut self, q: &DnsQuery) {
         let mut names: Vec<&str> = vec![q.qname.as_str()];
         for a in &q.answers {
-            if a.data.parse::<IpAddr>().is_err() && !a.data.is_empty() && names.len() < NAMES_PER_ADDRESS {
+            if a.data.parse::<IpAddr>().is_err()
+                && !a.data.is_empty()
+                && names.len() < NAMES_PER_ADDRESS
+            {
                 names.push(a.data.trim_end_matches('.'));
             }
         }
         for a in &q.answers {
-            let Ok(ip) = a.data.parse::<IpAddr>() else { continue };
+            let Ok(ip) = a.data.parse::<IpAddr>() else {
+                continue;
+            };
             let valid_until = q.ts.plus_secs(i64::from(a.ttl) + self.grace_secs);
-            let list = self.entries.get_or_insert_with((q.client, ip.to_canonical()), Vec::new);
+            let list = self
+                .entries
+                .get_or_insert_with((q.client, ip.to_canonical()), Vec::new);
             for name in &names {
                 let name = name.to_ascii_lowercase();
                 match list.iter_mut().find(|e| *e.name == *name) {
@@ -75,10 +85,19 @@ impl DnsMap {
                     None => {
                         if list.len() == NAMES_PER_ADDRESS {
                             // Forget the entry that expires first.
-                            let oldest = list.iter().enumerate().min_by_key(|(_, e)| e.valid_until).map(|(i, _)| i).unwrap_or(0);
+                            let oldest = list
+                                .iter()
+                                .enumerate()
+                                .min_by_key(|(_, e)| e.valid_until)
+                                .map(|(i, _)| i)
+                                .unwrap_or(0);
                             list.remove(oldest);
                         }
-                        list.push(NameEntry { name: name.into(), answered: q.ts, valid_until });
+                        list.push(NameEntry {
+                            name: name.into(),
+                            answered: q.ts,
+                            valid_until,
+                        });
                     }
                 }
             }
@@ -87,9 +106,15 @@ impl DnsMap {
 
     /// Names `client` had for `ip` at time `t`.
     pub fn names_at(&mut self, client: IpAddr, ip: IpAddr, t: Timestamp) -> Names<'_> {
-        let mut names = Names { names: [""; NAMES_PER_ADDRESS], len: 0 };
+        let mut names = Names {
+            names: [""; NAMES_PER_ADDRESS],
+            len: 0,
+        };
         if let Some(list) = self.entries.get(&(client, ip)) {
-            for e in list.iter().filter(|e| e.answered.0 - ANSWER_SKEW_NANOS <= t.0 && t <= e.valid_until) {
+            for e in list
+                .iter()
+                .filter(|e| e.answered.0 - ANSWER_SKEW_NANOS <= t.0 && t <= e.valid_until)
+            {
                 names.names[names.len] = &e.name;
                 names.len += 1;
             }
@@ -123,27 +148,73 @@ mod tests {
             qname: name.into(),
             qtype: Some("A".into()),
             rcode: None,
-            answers: answers.iter().map(|(d, ttl)| DnsAnswer { data: d.to_string(), ttl: *ttl }).collect(),
+            answers: answers
+                .iter()
+                .map(|(d, ttl)| DnsAnswer {
+                    data: d.to_string(),
+                    ttl: *ttl,
+                })
+                .collect(),
         }
     }
 
     #[test]
     fn answers_name_addresses_per_client_within_ttl_and_grace() {
         let mut m = DnsMap::new(64, 300);
-        m.learn(&query("10.20.0.15", "api.internal.example.net", "2026-11-24T10:00:00Z", &[("93.184.216.34", 60)]));
-        let (client, ip) = ("10.20.0.15".parse().unwrap(), "93.184.216.34".parse().unwrap());
-        assert_eq!(*m.names_at(client, ip, ts("2026-11-24T10:00:30Z")), ["api.internal.example.net"]);
-        assert_eq!(*m.names_at(client, ip, ts("2026-11-24T10:06:00Z")), ["api.internal.example.net"], "within grace");
-        assert!(m.names_at(client, ip, ts("2026-11-24T10:06:01Z")).is_empty(), "after ttl + grace");
-        assert!(m.names_at(client, ip, ts("2026-11-24T09:59:00Z")).is_empty(), "before the answer");
-        assert!(m.names_at("10.20.0.16".parse().unwrap(), ip, ts("2026-11-24T10:00:30Z")).is_empty(), "another client's answer");
+        m.learn(&query(
+            "10.20.0.15",
+            "api.internal.example.net",
+            "2026-11-24T10:00:00Z",
+            &[("93.184.216.34", 60)],
+        ));
+        let (client, ip) = (
+            "10.20.0.15".parse().unwrap(),
+            "93.184.216.34".parse().unwrap(),
+        );
+        assert_eq!(
+            *m.names_at(client, ip, ts("2026-11-24T10:00:30Z")),
+            ["api.internal.example.net"]
+        );
+        assert_eq!(
+            *m.names_at(client, ip, ts("2026-11-24T10:06:00Z")),
+            ["api.internal.example.net"],
+            "within grace"
+        );
+        assert!(
+            m.names_at(client, ip, ts("2026-11-24T10:06:01Z"))
+                .is_empty(),
+            "after ttl + grace"
+        );
+        assert!(
+            m.names_at(client, ip, ts("2026-11-24T09:59:00Z"))
+                .is_empty(),
+            "before the answer"
+        );
+        assert!(
+            m.names_at(
+                "10.20.0.16".parse().unwrap(),
+                ip,
+                ts("2026-11-24T10:00:30Z")
+            )
+            .is_empty(),
+            "another client's answer"
+        );
     }
 
     #[test]
     fn cname_targets_also_name_the_address() {
         let mut m = DnsMap::new(64, 0);
-        m.learn(&query("10.20.0.15", "www.example.org", "2026-11-24T10:00:00Z", &[("edge.cdn.example.", 30), ("198.51.100.7", 30)]));
-        let names = m.names_at("10.20.0.15".parse().unwrap(), "198.51.100.7".parse().unwrap(), ts("2026-11-24T10:00:10Z"));
+        m.learn(&query(
+            "10.20.0.15",
+            "www.example.org",
+            "2026-11-24T10:00:00Z",
+            &[("edge.cdn.example.", 30), ("198.51.100.7", 30)],
+        ));
+        let names = m.names_at(
+            "10.20.0.15".parse().unwrap(),
+            "198.51.100.7".parse().unwrap(),
+            ts("2026-11-24T10:00:10Z"),
+        );
         assert_eq!(*names, ["www.example.org", "edge.cdn.example"]);
     }
 
@@ -152,7 +223,12 @@ mod tests {
         let mut m = DnsMap::new(100, 0);
         for i in 0..10_000u32 {
             let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
-            m.learn(&query("10.20.0.15", &format!("n{i}.example"), "2026-11-24T10:00:00Z", &[(&ip, 30)]));
+            m.learn(&query(
+                "10.20.0.15",
+                &format!("n{i}.example"),
+                "2026-11-24T10:00:00Z",
+                &[(&ip, 30)],
+            ));
         }
         assert_eq!(m.len(), 100);
         assert_eq!(m.evictions(), 9_900);

@@ -15,14 +15,17 @@ use crate::incidents::{Closing, Incidents};
 use crate::output::{AgentInfo, IncidentRecord, IncidentStatus, Note, Reported, Verdict};
 use crate::policy::{Policy, PolicyError, Profile};
 use crate::record::fields::Fields;
-use crate::record::{recognize_with, DnsQuery, Event, Flow, Heartbeat, ProxiedCall, Recognized, Stream};
+use crate::record::{
+    DnsQuery, Event, Flow, Heartbeat, ProxiedCall, Recognized, Stream, recognize_with,
+};
 use crate::registry::{Agent, Registry, Update};
 use crate::rules::dns_tunneling::TunnelWindows;
 use crate::rules::rate_runaway::RateWindows;
 use crate::rules::volume_anomaly::Baselines;
 use crate::rules::{
-    approval_granted, dns_foreign_resolver, dns_high_entropy, egress_not_allowed, egress_unknown_agent, heartbeat_mismatch, heartbeat_missing, lifetime_exceeded, plan_undeclared, schedule_deviation,
-    volume_anomaly, Finding, Subject,
+    Finding, Subject, approval_granted, dns_foreign_resolver, dns_high_entropy, egress_not_allowed,
+    egress_unknown_agent, heartbeat_mismatch, heartbeat_missing, lifetime_exceeded,
+    plan_undeclared, schedule_deviation, volume_anomaly,
 };
 use crate::time::Timestamp;
 use std::net::IpAddr;
@@ -86,7 +89,11 @@ impl Engine {
             rates: RateWindows::new(m.max_agents.saturating_mul(4)),
             tunnels: TunnelWindows::new(m.max_agents.saturating_mul(4)),
             clock: Clock::new(m.lateness_secs, m.max_clock_step_secs),
-            deadlines: Deadlines::new(m.max_agents.saturating_mul(4).saturating_add(m.max_incidents)),
+            deadlines: Deadlines::new(
+                m.max_agents
+                    .saturating_mul(4)
+                    .saturating_add(m.max_incidents),
+            ),
             emitted: Vec::new(),
             stream_hint: None,
             policy,
@@ -105,7 +112,8 @@ impl Engine {
     pub fn reload(&mut self, policy_text: &str) -> Result<(), PolicyError> {
         let policy = Policy::from_toml(policy_text)?;
         let m = &policy.monitor;
-        self.clock.set_lateness(m.lateness_secs, m.max_clock_step_secs);
+        self.clock
+            .set_lateness(m.lateness_secs, m.max_clock_step_secs);
         self.dns.set_grace(m.dns_ttl_grace_secs);
         self.incidents.set_quiet(m.incident_quiet_secs);
         self.policy = policy;
@@ -217,10 +225,22 @@ impl Engine {
         }
         let max = self.policy.monitor.max_record_bytes;
         if record.len() > max {
-            return fail(format!("record of {} bytes is over max_record_bytes ({max}); passed through unparsed", record.len()), out);
+            return fail(
+                format!(
+                    "record of {} bytes is over max_record_bytes ({max}); passed through unparsed",
+                    record.len()
+                ),
+                out,
+            );
         }
         if let Err(e) = std::str::from_utf8(trimmed) {
-            return fail(format!("not UTF-8 (invalid byte at offset {}); original bytes in raw_base64", e.valid_up_to()), out);
+            return fail(
+                format!(
+                    "not UTF-8 (invalid byte at offset {}); original bytes in raw_base64",
+                    e.valid_up_to()
+                ),
+                out,
+            );
         }
         let fields = match Fields::parse(trimmed) {
             Ok(fields) => fields,
@@ -252,17 +272,26 @@ impl Engine {
                 self.registry.spawn(&s);
                 let mut note = Note::new(Stream::Control, Verdict::Allow);
                 if let Some(agent) = self.registry.agent(&s.agent_id) {
-                    let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
+                    let profile = self
+                        .policy
+                        .profile(&agent.profile, agent.deployment.as_deref());
                     if profile.is_none() {
-                        note.note = Some(format!("profile \"{}\" is not in the policy: this agent is allowed no traffic", agent.profile));
+                        note.note = Some(format!(
+                            "profile \"{}\" is not in the policy: this agent is allowed no traffic",
+                            agent.profile
+                        ));
                     }
                     if let Some(deadline) = lifetime_exceeded::deadline(agent, profile) {
-                        self.deadlines.schedule(deadline, Due::Lifetime(agent.id.clone()));
+                        self.deadlines
+                            .schedule(deadline, Due::Lifetime(agent.id.clone()));
                     }
                     let mut activity = Activity::default();
-                    if let Some(overdue) = heartbeat_missing::overdue_at(profile, agent.spawned, None) {
+                    if let Some(overdue) =
+                        heartbeat_missing::overdue_at(profile, agent.spawned, None)
+                    {
                         activity.heartbeat_overdue = Some(overdue);
-                        self.deadlines.schedule(overdue, Due::Heartbeat(agent.id.clone()));
+                        self.deadlines
+                            .schedule(overdue, Due::Heartbeat(agent.id.clone()));
                     }
                     self.activities.insert(agent.id.clone(), activity);
                     note.agent = Some(AgentInfo::from(agent));
@@ -276,22 +305,33 @@ impl Engine {
             Event::PolicyChange(c) => {
                 let update = self.registry.change_policy(&c);
                 if let Some(agent) = self.registry.agent(&c.agent_id) {
-                    let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
+                    let profile = self
+                        .policy
+                        .profile(&agent.profile, agent.deployment.as_deref());
                     if let Some(deadline) = lifetime_exceeded::deadline(agent, profile) {
-                        self.deadlines.schedule(deadline, Due::Lifetime(agent.id.clone()));
+                        self.deadlines
+                            .schedule(deadline, Due::Lifetime(agent.id.clone()));
                     }
                 }
                 (self.control_note(&c.agent_id, update), Vec::new())
             }
             Event::Plan(plan) => {
-                let update = if self.registry.agent(&plan.agent_id).is_some() { Update::Applied } else { Update::UnknownAgent };
+                let update = if self.registry.agent(&plan.agent_id).is_some() {
+                    Update::Applied
+                } else {
+                    Update::UnknownAgent
+                };
                 if let Some(activity) = self.activities.get_mut(plan.agent_id.as_str()) {
                     activity.plan = Some(plan.actions);
                 }
                 (self.control_note(&plan.agent_id, update), Vec::new())
             }
             Event::Grant(grant) => {
-                let update = if self.registry.agent(&grant.agent_id).is_some() { Update::Applied } else { Update::UnknownAgent };
+                let update = if self.registry.agent(&grant.agent_id).is_some() {
+                    Update::Applied
+                } else {
+                    Update::UnknownAgent
+                };
                 let agent_id = grant.agent_id.clone();
                 if let Some(activity) = self.activities.get_mut(agent_id.as_str()) {
                     activity.add_grant(grant);
@@ -299,18 +339,30 @@ impl Engine {
                 (self.control_note(&agent_id, update), Vec::new())
             }
             Event::Intent(intent) => {
-                let update = if self.registry.agent(&intent.agent_id).is_some() { Update::Applied } else { Update::UnknownAgent };
+                let update = if self.registry.agent(&intent.agent_id).is_some() {
+                    Update::Applied
+                } else {
+                    Update::UnknownAgent
+                };
                 let mut note = self.control_note(&intent.agent_id, update);
                 // A tool's announced call joins the declared plan; an agent
                 // without one is not judged against intents alone.
-                match self.activities.get_mut(intent.agent_id.as_str()).and_then(|a| a.plan.as_mut()) {
+                match self
+                    .activities
+                    .get_mut(intent.agent_id.as_str())
+                    .and_then(|a| a.plan.as_mut())
+                {
                     Some(plan) => {
                         if plan.len() >= crate::record::MAX_PLANNED_ACTIONS {
                             plan.remove(0);
                         }
                         plan.push(intent.action);
                     }
-                    None if note.agent.is_some() => note.note = Some("no declared plan: the intent is recorded for attribution only".into()),
+                    None if note.agent.is_some() => {
+                        note.note = Some(
+                            "no declared plan: the intent is recorded for attribution only".into(),
+                        )
+                    }
                     None => {}
                 }
                 (note, Vec::new())
@@ -324,10 +376,18 @@ impl Engine {
                 let mut note = Note::new(Stream::Heartbeat, Verdict::Allow);
                 note.agent = Some(AgentInfo::from(agent));
                 if let Some(status) = live.status.as_deref().filter(|s| *s != "ok") {
-                    note.note = Some(format!("the agent reports status {status}{}", live.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()));
+                    note.note = Some(format!(
+                        "the agent reports status {status}{}",
+                        live.reason
+                            .as_deref()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default()
+                    ));
                 }
                 let id = agent.id.clone();
-                let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
+                let profile = self
+                    .policy
+                    .profile(&agent.profile, agent.deployment.as_deref());
                 let overdue = heartbeat_missing::overdue_at(profile, live.ts, None);
                 self.heard_from(id, live.ts, overdue);
                 (note, Vec::new())
@@ -345,7 +405,11 @@ impl Engine {
         note.findings = self.report(findings, note.agent.as_ref(), ts);
         if note.findings.iter().any(|r| r.finding.alerting) {
             note.verdict = Verdict::Alert;
-        } else if note.findings.iter().any(|r| r.finding.rule.id == approval_granted::RULE.id) {
+        } else if note
+            .findings
+            .iter()
+            .any(|r| r.finding.rule.id == approval_granted::RULE.id)
+        {
             note.verdict = Verdict::Approved;
         }
         note
@@ -360,7 +424,9 @@ impl Engine {
             }
             _ => {
                 let mut note = Note::new(Stream::Control, Verdict::Unattributed);
-                note.note = Some(format!("agent \"{agent_id}\" is not known (never spawned, or forgotten under max_agents)"));
+                note.note = Some(format!(
+                    "agent \"{agent_id}\" is not known (never spawned, or forgotten under max_agents)"
+                ));
                 note
             }
         }
@@ -368,26 +434,43 @@ impl Engine {
 
     fn judge_heartbeat(&mut self, hb: Heartbeat) -> (Note, Vec<Finding>) {
         let Some(agent) = self.registry.agent(&hb.agent_id) else {
-            return (self.control_note(&hb.agent_id, Update::UnknownAgent), Vec::new());
+            return (
+                self.control_note(&hb.agent_id, Update::UnknownAgent),
+                Vec::new(),
+            );
         };
         let mut note = Note::new(Stream::Heartbeat, Verdict::Allow);
         note.agent = Some(AgentInfo::from(agent));
         let id = agent.id.clone();
-        let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
-        let overdue = heartbeat_missing::overdue_at(profile, hb.window_end, Some(hb.window_end.0 - hb.window_start.0));
+        let profile = self
+            .policy
+            .profile(&agent.profile, agent.deployment.as_deref());
+        let overdue = heartbeat_missing::overdue_at(
+            profile,
+            hb.window_end,
+            Some(hb.window_end.0 - hb.window_start.0),
+        );
         self.heard_from(id.clone(), hb.window_end, overdue);
-        let activity = self.activities.get_or_insert_with(id.clone(), Activity::default);
+        let activity = self
+            .activities
+            .get_or_insert_with(id.clone(), Activity::default);
         let window_end = hb.window_end;
         if !activity.queue_heartbeat(hb) {
-            note.note = Some("too many heartbeats waiting for their flows; the oldest was dropped unchecked".into());
+            note.note = Some(
+                "too many heartbeats waiting for their flows; the oldest was dropped unchecked"
+                    .into(),
+            );
         }
-        self.deadlines.schedule(window_end, Due::HeartbeatWindow(id));
+        self.deadlines
+            .schedule(window_end, Due::HeartbeatWindow(id));
         (note, Vec::new())
     }
 
     /// The agent was heard from up to `at`: the next heartbeat is due by `overdue`.
     fn heard_from(&mut self, id: Rc<str>, at: Timestamp, overdue: Option<Timestamp>) {
-        let activity = self.activities.get_or_insert_with(id.clone(), Activity::default);
+        let activity = self
+            .activities
+            .get_or_insert_with(id.clone(), Activity::default);
         if activity.last_heartbeat_end.is_none_or(|last| at > last) {
             activity.last_heartbeat_end = Some(at);
             activity.heartbeat_overdue = overdue;
@@ -404,14 +487,22 @@ impl Engine {
         if let Some(agent) = self.registry.agent_at(flow.src, flow.ts) {
             note.agent = Some(AgentInfo::from(agent));
             note.verdict = Verdict::Allow;
-            if self.inbound.peek(&(flow.src, flow.src_port, flow.dst, flow.dst_port)).is_some() {
+            if self
+                .inbound
+                .peek(&(flow.src, flow.src_port, flow.dst, flow.dst_port))
+                .is_some()
+            {
                 note.direction = Some("return");
                 return (note, findings);
             }
             note.direction = Some("outbound");
             let names = self.dns.names_at(flow.src, flow.dst, flow.ts);
-            let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
-            let activity = self.activities.get_or_insert_with(agent.id.clone(), Activity::default);
+            let profile = self
+                .policy
+                .profile(&agent.profile, agent.deployment.as_deref());
+            let activity = self
+                .activities
+                .get_or_insert_with(agent.id.clone(), Activity::default);
             // DNS to a corporate resolver is infrastructure: never an action, never volume.
             let corp_dns = flow.dst_port == 53 && monitor.is_corp_resolver(flow.dst);
 
@@ -423,38 +514,68 @@ impl Engine {
                     undeclared = plan_undeclared::check(agent, plan, flow, &names);
                 } else {
                     let variance = profile.map_or(0, Profile::variance_secs);
-                    findings.extend(schedule_deviation::check(agent, &covering, flow, variance, &names));
+                    findings.extend(schedule_deviation::check(
+                        agent, &covering, flow, variance, &names,
+                    ));
                 }
             }
             if not_allowed.is_some() || undeclared.is_some() {
-                if let Some(approval) = approval_granted::find(&self.policy.approvals, &activity.grants, flow, &names) {
+                if let Some(approval) =
+                    approval_granted::find(&self.policy.approvals, &activity.grants, flow, &names)
+                {
                     let unplanned = match (&not_allowed, &undeclared) {
                         (Some(_), Some(_)) => "outside allowed_outbound and its plan",
                         (Some(_), None) => "outside allowed_outbound",
                         _ => "outside its plan",
                     };
-                    findings.push(approval_granted::finding(agent, flow, &names, &approval, unplanned));
+                    findings.push(approval_granted::finding(
+                        agent, flow, &names, &approval, unplanned,
+                    ));
                     (not_allowed, undeclared) = (None, None);
                 }
             }
             findings.extend(not_allowed);
             findings.extend(undeclared);
-            findings.extend(dns_foreign_resolver::check_flow(flow, &Subject::Agent(agent), monitor));
+            findings.extend(dns_foreign_resolver::check_flow(
+                flow,
+                &Subject::Agent(agent),
+                monitor,
+            ));
             let what = || match names.first() {
-                Some(name) => format!("connected to {}/{}", crate::rules::endpoint(name, flow.dst_port), flow.proto),
-                None => format!("connected to {}/{}", crate::rules::endpoint(&flow.dst.to_string(), flow.dst_port), flow.proto),
+                Some(name) => format!(
+                    "connected to {}/{}",
+                    crate::rules::endpoint(name, flow.dst_port),
+                    flow.proto
+                ),
+                None => format!(
+                    "connected to {}/{}",
+                    crate::rules::endpoint(&flow.dst.to_string(), flow.dst_port),
+                    flow.proto
+                ),
             };
-            findings.extend(lifetime_exceeded::check_activity(agent, profile, flow.ts, what));
+            findings.extend(lifetime_exceeded::check_activity(
+                agent, profile, flow.ts, what,
+            ));
 
-            activity.observe(flow.ts, flow.dst, flow.dst_port, flow.proto, names.first().copied());
+            activity.observe(
+                flow.ts,
+                flow.dst,
+                flow.dst_port,
+                flow.proto,
+                names.first().copied(),
+            );
             if !corp_dns {
                 let (hour, completed) = activity.volume.add(flow.ts, flow.bytes);
                 if let Some(profile) = profile {
                     if let Some(done) = completed {
-                        self.baselines.learn(profile, done, monitor.baseline_max_drift);
+                        self.baselines
+                            .learn(profile, done, monitor.baseline_max_drift);
                     }
                     findings.extend(volume_anomaly::check(agent, profile, &self.baselines, hour));
-                    findings.extend(self.rates.check(agent, profile, flow, names.first().copied()));
+                    findings.extend(
+                        self.rates
+                            .check(agent, profile, flow, names.first().copied()),
+                    );
                 }
             }
         } else if let Some(agent) = self.registry.agent_at(flow.dst, flow.ts) {
@@ -467,7 +588,8 @@ impl Engine {
             // never excuse that call.
             if flow.dst_port < flow.src_port {
                 note.direction = Some("inbound");
-                self.inbound.insert((flow.dst, flow.dst_port, flow.src, flow.src_port), ());
+                self.inbound
+                    .insert((flow.dst, flow.dst_port, flow.src, flow.src_port), ());
             } else {
                 note.direction = Some("return");
             }
@@ -475,7 +597,11 @@ impl Engine {
             let what = egress_unknown_agent::describe_flow(flow.dst, flow.dst_port, flow.proto);
             findings.extend(egress_unknown_agent::check(flow.src, monitor, &what));
             if monitor.in_agent_subnet(flow.src) {
-                findings.extend(dns_foreign_resolver::check_flow(flow, &Subject::Address(flow.src), monitor));
+                findings.extend(dns_foreign_resolver::check_flow(
+                    flow,
+                    &Subject::Address(flow.src),
+                    monitor,
+                ));
             }
         }
         (note, findings)
@@ -486,7 +612,10 @@ impl Engine {
     fn judge_proxied(&mut self, call: &ProxiedCall) -> (Note, Vec<Finding>) {
         let Some(agent) = self.registry.agent(&call.agent_id) else {
             let mut note = Note::new(Stream::Proxy, Verdict::Unattributed);
-            note.note = Some(format!("agent \"{}\" is not known (never spawned, or forgotten under max_agents)", call.agent_id));
+            note.note = Some(format!(
+                "agent \"{}\" is not known (never spawned, or forgotten under max_agents)",
+                call.agent_id
+            ));
             return (note, Vec::new());
         };
         let mut note = Note::new(Stream::Proxy, Verdict::Allow);
@@ -495,7 +624,11 @@ impl Engine {
         let flow = Flow {
             ts: call.ts,
             end: None,
-            src: agent.ips.first().copied().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            src: agent
+                .ips
+                .first()
+                .copied()
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
             // No address: only name rules can admit it.
             dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             src_port: 0,
@@ -504,17 +637,32 @@ impl Engine {
             bytes: 0,
             packets: 0,
         };
-        let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
-        let activity = self.activities.get_or_insert_with(agent.id.clone(), Activity::default);
+        let profile = self
+            .policy
+            .profile(&agent.profile, agent.deployment.as_deref());
+        let activity = self
+            .activities
+            .get_or_insert_with(agent.id.clone(), Activity::default);
         let mut findings = Vec::new();
         for host in &call.hosts {
             let names = [host.as_str()];
             let not_allowed = egress_not_allowed::check(&flow, agent, profile, &names);
-            let undeclared = activity.plan.as_ref().and_then(|plan| plan_undeclared::check(agent, plan, &flow, &names));
+            let undeclared = activity
+                .plan
+                .as_ref()
+                .and_then(|plan| plan_undeclared::check(agent, plan, &flow, &names));
             if not_allowed.is_some() || undeclared.is_some() {
-                if let Some(approval) = approval_granted::find(&self.policy.approvals, &activity.grants, &flow, &names) {
-                    let unplanned = if not_allowed.is_some() { "outside allowed_outbound" } else { "outside its plan" };
-                    findings.push(approval_granted::finding(agent, &flow, &names, &approval, unplanned));
+                if let Some(approval) =
+                    approval_granted::find(&self.policy.approvals, &activity.grants, &flow, &names)
+                {
+                    let unplanned = if not_allowed.is_some() {
+                        "outside allowed_outbound"
+                    } else {
+                        "outside its plan"
+                    };
+                    findings.push(approval_granted::finding(
+                        agent, &flow, &names, &approval, unplanned,
+                    ));
                     continue;
                 }
             }
@@ -522,7 +670,9 @@ impl Engine {
             findings.extend(undeclared);
         }
         let what = || format!("asked its proxy for {}:{}", call.hosts[0], call.port);
-        findings.extend(lifetime_exceeded::check_activity(agent, profile, call.ts, what));
+        findings.extend(lifetime_exceeded::check_activity(
+            agent, profile, call.ts, what,
+        ));
         if let Some(by) = &call.rejected_by {
             note.note = Some(format!("the proxy refused it ({by})"));
         }
@@ -537,19 +687,58 @@ impl Engine {
         if let Some(agent) = self.registry.agent_at(query.client, query.ts) {
             note.agent = Some(AgentInfo::from(agent));
             note.verdict = Verdict::Allow;
-            let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref());
-            findings.extend(dns_foreign_resolver::check_query(&query.qname, query.resolver, &Subject::Agent(agent), monitor));
+            let profile = self
+                .policy
+                .profile(&agent.profile, agent.deployment.as_deref());
+            findings.extend(dns_foreign_resolver::check_query(
+                &query.qname,
+                query.resolver,
+                &Subject::Agent(agent),
+                monitor,
+            ));
             // A name the agent may reach is not judged for looking random (CDNs, cloud hosts).
-            let allowed = profile.is_some_and(|p| p.allowed_outbound.iter().any(|r| r.destination.is_name() && r.destination.matches_name(&query.qname)))
-                || self.policy.approvals.iter().any(|r| r.destination.is_name() && r.destination.matches_name(&query.qname))
-                || self.activities.peek(&agent.id).is_some_and(|a| a.grants.iter().any(|g| g.dest.is_name() && g.dest.matches_name(&query.qname) && g.expires.is_none_or(|e| query.ts < e)));
+            let allowed = profile.is_some_and(|p| {
+                p.allowed_outbound
+                    .iter()
+                    .any(|r| r.destination.is_name() && r.destination.matches_name(&query.qname))
+            }) || self
+                .policy
+                .approvals
+                .iter()
+                .any(|r| r.destination.is_name() && r.destination.matches_name(&query.qname))
+                || self.activities.peek(&agent.id).is_some_and(|a| {
+                    a.grants.iter().any(|g| {
+                        g.dest.is_name()
+                            && g.dest.matches_name(&query.qname)
+                            && g.expires.is_none_or(|e| query.ts < e)
+                    })
+                });
             findings.extend(dns_high_entropy::check(agent, &query.qname, allowed));
-            findings.extend(self.tunnels.check(agent, &query.qname, query.qtype.as_deref(), query.ts));
-            findings.extend(lifetime_exceeded::check_activity(agent, profile, query.ts, || format!("resolved {}", query.qname)));
+            findings.extend(self.tunnels.check(
+                agent,
+                &query.qname,
+                query.qtype.as_deref(),
+                query.ts,
+            ));
+            findings.extend(lifetime_exceeded::check_activity(
+                agent,
+                profile,
+                query.ts,
+                || format!("resolved {}", query.qname),
+            ));
         } else {
-            findings.extend(egress_unknown_agent::check(query.client, monitor, &format!("resolved {}", query.qname)));
+            findings.extend(egress_unknown_agent::check(
+                query.client,
+                monitor,
+                &format!("resolved {}", query.qname),
+            ));
             if monitor.in_agent_subnet(query.client) {
-                findings.extend(dns_foreign_resolver::check_query(&query.qname, query.resolver, &Subject::Address(query.client), monitor));
+                findings.extend(dns_foreign_resolver::check_query(
+                    &query.qname,
+                    query.resolver,
+                    &Subject::Address(query.client),
+                    monitor,
+                ));
             }
         }
         (note, findings)
@@ -557,7 +746,12 @@ impl Engine {
 
     /// Files findings into incidents; new incidents (and approvals) also
     /// become records of their own.
-    fn report(&mut self, findings: Vec<Finding>, agent: Option<&AgentInfo>, ts: Timestamp) -> Vec<Reported> {
+    fn report(
+        &mut self,
+        findings: Vec<Finding>,
+        agent: Option<&AgentInfo>,
+        ts: Timestamp,
+    ) -> Vec<Reported> {
         self.stats.findings += findings.len() as u64;
         findings
             .into_iter()
@@ -565,20 +759,31 @@ impl Engine {
                 let (occurrence, opened) = self.incidents.observe(&finding, agent, ts);
                 if let Some(incident) = opened {
                     if let Some(at) = self.incidents.quiet_at(&incident.id) {
-                        self.deadlines.schedule(at, Due::IncidentQuiet(incident.id.clone()));
+                        self.deadlines
+                            .schedule(at, Due::IncidentQuiet(incident.id.clone()));
                     }
                     if incident.alerting || incident.rule.id == approval_granted::RULE.id {
-                        self.emitted.push(IncidentRecord { incident, status: IncidentStatus::Open, ts });
+                        self.emitted.push(IncidentRecord {
+                            incident,
+                            status: IncidentStatus::Open,
+                            ts,
+                        });
                     }
                 }
-                Reported { finding, new: occurrence.new, count: occurrence.count }
+                Reported {
+                    finding,
+                    new: occurrence.new,
+                    count: occurrence.count,
+                }
             })
             .collect()
     }
 
     /// Handles every deadline the watermark has passed.
     fn run_due(&mut self) {
-        let Some(watermark) = self.clock.watermark() else { return };
+        let Some(watermark) = self.clock.watermark() else {
+            return;
+        };
         while let Some((at, due)) = self.deadlines.pop_due(watermark) {
             match due {
                 Due::Lifetime(id) => self.lifetime_due(&id, at, watermark),
@@ -588,10 +793,16 @@ impl Engine {
                     Closing::Closed(incident) => {
                         if incident.alerting {
                             let ts = self.incidents_quiet_end(&incident);
-                            self.emitted.push(IncidentRecord { incident, status: IncidentStatus::Closed, ts });
+                            self.emitted.push(IncidentRecord {
+                                incident,
+                                status: IncidentStatus::Closed,
+                                ts,
+                            });
                         }
                     }
-                    Closing::NotBefore(next) => self.deadlines.schedule(next, Due::IncidentQuiet(id)),
+                    Closing::NotBefore(next) => {
+                        self.deadlines.schedule(next, Due::IncidentQuiet(id))
+                    }
                     Closing::Gone => {}
                 },
             }
@@ -599,43 +810,64 @@ impl Engine {
     }
 
     fn incidents_quiet_end(&self, incident: &crate::incidents::Incident) -> Timestamp {
-        incident.last_seen.plus_secs(self.policy.monitor.incident_quiet_secs)
+        incident
+            .last_seen
+            .plus_secs(self.policy.monitor.incident_quiet_secs)
     }
 
     fn agent_and_profile(&mut self, id: &str) -> Option<(Agent, Option<Profile>)> {
         let agent = self.registry.agent(id)?.clone();
-        let profile = self.policy.profile(&agent.profile, agent.deployment.as_deref()).cloned();
+        let profile = self
+            .policy
+            .profile(&agent.profile, agent.deployment.as_deref())
+            .cloned();
         Some((agent, profile))
     }
 
     fn lifetime_due(&mut self, id: &str, at: Timestamp, watermark: Timestamp) {
-        let Some((agent, profile)) = self.agent_and_profile(id) else { return };
-        let Some(deadline) = lifetime_exceeded::deadline(&agent, profile.as_ref()) else { return };
+        let Some((agent, profile)) = self.agent_and_profile(id) else {
+            return;
+        };
+        let Some(deadline) = lifetime_exceeded::deadline(&agent, profile.as_ref()) else {
+            return;
+        };
         if deadline != at {
             return; // superseded: an extension scheduled the new deadline
         }
-        if let Some(finding) = lifetime_exceeded::check_silent(&agent, profile.as_ref(), watermark) {
+        if let Some(finding) = lifetime_exceeded::check_silent(&agent, profile.as_ref(), watermark)
+        {
             self.report(vec![finding], Some(&AgentInfo::from(&agent)), deadline);
         }
     }
 
     fn heartbeat_due(&mut self, id: &str, at: Timestamp) {
-        let Some(activity) = self.activities.peek_mut(id) else { return };
+        let Some(activity) = self.activities.peek_mut(id) else {
+            return;
+        };
         if activity.heartbeat_overdue != Some(at) {
             return; // superseded by a later heartbeat
         }
         activity.heartbeat_overdue = None;
         let last = activity.last_heartbeat_end;
-        let Some((agent, _)) = self.agent_and_profile(id) else { return };
+        let Some((agent, _)) = self.agent_and_profile(id) else {
+            return;
+        };
         if let Some(finding) = heartbeat_missing::check(&agent, last, at) {
             self.report(vec![finding], Some(&AgentInfo::from(&agent)), at);
         }
     }
 
     fn heartbeat_window_due(&mut self, id: &str, watermark: Timestamp) {
-        let Some((agent, _)) = self.agent_and_profile(id) else { return };
-        let Some(activity) = self.activities.peek_mut(id) else { return };
-        let (ready, waiting): (Vec<Heartbeat>, Vec<Heartbeat>) = std::mem::take(&mut activity.pending_heartbeats).into_iter().partition(|hb| hb.window_end <= watermark);
+        let Some((agent, _)) = self.agent_and_profile(id) else {
+            return;
+        };
+        let Some(activity) = self.activities.peek_mut(id) else {
+            return;
+        };
+        let (ready, waiting): (Vec<Heartbeat>, Vec<Heartbeat>) =
+            std::mem::take(&mut activity.pending_heartbeats)
+                .into_iter()
+                .partition(|hb| hb.window_end <= watermark);
         activity.pending_heartbeats = waiting;
         let activity = activity.clone();
         for hb in ready {

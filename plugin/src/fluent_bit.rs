@@ -14,7 +14,7 @@
 //! `error` with the reason.
 
 use crate::engine::Engine;
-use crate::output::{tag_ndjson_as_error, Note};
+use crate::output::{Note, tag_ndjson_as_error};
 use std::cell::RefCell;
 
 /// Where the policy is looked for, in order (guest paths).
@@ -31,9 +31,17 @@ impl Filter {
         let engine = POLICY_PATHS
             .iter()
             .find_map(|path| std::fs::read_to_string(path).ok().map(|text| (path, text)))
-            .ok_or_else(|| format!("no clawwatch policy at {}: add its directory to accessible_paths", POLICY_PATHS[0]))
+            .ok_or_else(|| {
+                format!(
+                    "no clawwatch policy at {}: add its directory to accessible_paths",
+                    POLICY_PATHS[0]
+                )
+            })
             .and_then(|(path, text)| Engine::new(&text).map_err(|e| format!("policy {path}: {e}")));
-        Filter { engine, out: Vec::with_capacity(4096) }
+        Filter {
+            engine,
+            out: Vec::with_capacity(4096),
+        }
     }
 }
 
@@ -57,16 +65,33 @@ thread_local! {
 /// A format named by a component of the tag (`clawwatch.pmacct`, `zeek_dns.main`).
 fn format_of_tag(tag: &[u8]) -> Option<&'static str> {
     let tag = std::str::from_utf8(tag).ok()?;
-    tag.split('.').find_map(|part| crate::record::FORMAT_NAMES.iter().copied().find(|name| *name == part))
+    tag.split('.').find_map(|part| {
+        crate::record::FORMAT_NAMES
+            .iter()
+            .copied()
+            .find(|name| *name == part)
+    })
 }
 
 /// # Safety
 /// `tag` and `record` must point to `tag_len` and `record_len` readable bytes
 /// in this module's memory, as Fluent Bit's filter_wasm guarantees.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn clawwatch_filter(tag: *const u8, tag_len: u32, _sec: u32, _nsec: u32, record: *const u8, record_len: u32) -> *const u8 {
+pub unsafe extern "C" fn clawwatch_filter(
+    tag: *const u8,
+    tag_len: u32,
+    _sec: u32,
+    _nsec: u32,
+    record: *const u8,
+    record_len: u32,
+) -> *const u8 {
     // SAFETY: the caller passes buffers of these lengths (see above).
-    let (tag, record) = unsafe { (std::slice::from_raw_parts(tag, tag_len as usize), std::slice::from_raw_parts(record, record_len as usize)) };
+    let (tag, record) = unsafe {
+        (
+            std::slice::from_raw_parts(tag, tag_len as usize),
+            std::slice::from_raw_parts(record, record_len as usize),
+        )
+    };
     FILTER.with(|cell| {
         let mut slot = cell.borrow_mut();
         let filter = slot.get_or_insert_with(Filter::load);
@@ -84,7 +109,8 @@ pub unsafe extern "C" fn clawwatch_filter(tag: *const u8, tag_len: u32, _sec: u3
         }
         if filter.out.is_empty() {
             // Cannot happen (every record gets a note), but an empty string would drop the record.
-            Note::new(crate::record::Stream::Other, crate::output::Verdict::Error).wrap_raw(record, &mut filter.out);
+            Note::new(crate::record::Stream::Other, crate::output::Verdict::Error)
+                .wrap_raw(record, &mut filter.out);
         }
         // The JSON has no NUL of its own: strings escape control characters.
         filter.out.push(0);

@@ -52,7 +52,12 @@ pub struct Incidents {
 
 impl Incidents {
     pub fn new(max_incidents: usize, quiet_secs: i64) -> Incidents {
-        Incidents { open: BoundedMap::new(max_incidents), quiet_nanos: quiet_secs.saturating_mul(crate::time::NANOS_PER_SEC), opened: 0, closed: 0 }
+        Incidents {
+            open: BoundedMap::new(max_incidents),
+            quiet_nanos: quiet_secs.saturating_mul(crate::time::NANOS_PER_SEC),
+            opened: 0,
+            closed: 0,
+        }
     }
 
     pub fn set_quiet(&mut self, quiet_secs: i64) {
@@ -60,14 +65,25 @@ impl Incidents {
     }
 
     /// Records `finding` at event time `t`; on a new incident also returns it.
-    pub fn observe(&mut self, finding: &Finding, agent: Option<&AgentInfo>, t: Timestamp) -> (Occurrence, Option<Incident>) {
+    pub fn observe(
+        &mut self,
+        finding: &Finding,
+        agent: Option<&AgentInfo>,
+        t: Timestamp,
+    ) -> (Occurrence, Option<Incident>) {
         if let Some(incident) = self.open.get_mut(finding.incident.as_str()) {
             if t.0.saturating_sub(incident.last_seen.0) <= self.quiet_nanos {
                 incident.count += 1;
                 // Late records must not move the incident back in time.
                 incident.last_seen = incident.last_seen.max(t);
                 incident.first_seen = incident.first_seen.min(t);
-                return (Occurrence { new: false, count: incident.count }, None);
+                return (
+                    Occurrence {
+                        new: false,
+                        count: incident.count,
+                    },
+                    None,
+                );
             }
             self.closed += 1;
         }
@@ -84,12 +100,20 @@ impl Incidents {
         };
         self.open.insert(incident.id.clone(), incident.clone());
         self.opened += 1;
-        (Occurrence { new: true, count: 1 }, Some(incident))
+        (
+            Occurrence {
+                new: true,
+                count: 1,
+            },
+            Some(incident),
+        )
     }
 
     /// When an incident's quiet period would end, if it is open.
     pub fn quiet_at(&self, id: &str) -> Option<Timestamp> {
-        self.open.peek(id).map(|i| Timestamp(i.last_seen.0.saturating_add(self.quiet_nanos)))
+        self.open
+            .peek(id)
+            .map(|i| Timestamp(i.last_seen.0.saturating_add(self.quiet_nanos)))
     }
 
     /// Closes the incident if it has been quiet up to `watermark`.
@@ -127,17 +151,55 @@ mod tests {
     }
 
     fn finding(id: &str) -> Finding {
-        Finding { rule: &RULE, severity: Severity::High, alerting: true, incident: id.into(), summary: "s".into() }
+        Finding {
+            rule: &RULE,
+            severity: Severity::High,
+            alerting: true,
+            incident: id.into(),
+            summary: "s".into(),
+        }
     }
 
     #[test]
     fn repeats_count_and_quiet_period_reopens() {
         let mut i = Incidents::new(16, 3600);
-        assert_eq!(i.observe(&finding("a/r/x"), None, t(0)).0, Occurrence { new: true, count: 1 });
-        assert_eq!(i.observe(&finding("a/r/x"), None, t(30)).0, Occurrence { new: false, count: 2 });
-        assert_eq!(i.observe(&finding("a/r/x"), None, t(5)).0, Occurrence { new: false, count: 3 }, "late record joins");
-        assert_eq!(i.observe(&finding("a/r/y"), None, t(31)).0, Occurrence { new: true, count: 1 });
-        assert_eq!(i.observe(&finding("a/r/x"), None, t(91)).0, Occurrence { new: true, count: 1 }, "quiet for 61 minutes");
+        assert_eq!(
+            i.observe(&finding("a/r/x"), None, t(0)).0,
+            Occurrence {
+                new: true,
+                count: 1
+            }
+        );
+        assert_eq!(
+            i.observe(&finding("a/r/x"), None, t(30)).0,
+            Occurrence {
+                new: false,
+                count: 2
+            }
+        );
+        assert_eq!(
+            i.observe(&finding("a/r/x"), None, t(5)).0,
+            Occurrence {
+                new: false,
+                count: 3
+            },
+            "late record joins"
+        );
+        assert_eq!(
+            i.observe(&finding("a/r/y"), None, t(31)).0,
+            Occurrence {
+                new: true,
+                count: 1
+            }
+        );
+        assert_eq!(
+            i.observe(&finding("a/r/x"), None, t(91)).0,
+            Occurrence {
+                new: true,
+                count: 1
+            },
+            "quiet for 61 minutes"
+        );
         assert_eq!(i.opened(), 3);
     }
 
@@ -148,7 +210,9 @@ mod tests {
         i.observe(&finding("a/r/x"), None, t(10));
         assert_eq!(i.close_if_quiet("a/r/x", t(60)), Closing::NotBefore(t(70)));
         match i.close_if_quiet("a/r/x", t(70)) {
-            Closing::Closed(inc) => assert_eq!((inc.count, inc.first_seen, inc.last_seen), (2, t(0), t(10))),
+            Closing::Closed(inc) => {
+                assert_eq!((inc.count, inc.first_seen, inc.last_seen), (2, t(0), t(10)))
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(i.close_if_quiet("a/r/x", t(80)), Closing::Gone);

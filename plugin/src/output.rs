@@ -45,7 +45,12 @@ pub struct AgentInfo {
 
 impl From<&Agent> for AgentInfo {
     fn from(a: &Agent) -> Self {
-        AgentInfo { id: a.id.clone(), agent_type: a.agent_type.clone(), deployment: a.deployment.clone(), profile: a.profile.clone() }
+        AgentInfo {
+            id: a.id.clone(),
+            agent_type: a.agent_type.clone(),
+            deployment: a.deployment.clone(),
+            profile: a.profile.clone(),
+        }
     }
 }
 
@@ -75,7 +80,16 @@ pub struct Note {
 
 impl Note {
     pub fn new(stream: Stream, verdict: Verdict) -> Note {
-        Note { stream, ts: None, agent: None, direction: None, verdict, findings: Vec::new(), error: None, note: None }
+        Note {
+            stream,
+            ts: None,
+            agent: None,
+            direction: None,
+            verdict,
+            findings: Vec::new(),
+            error: None,
+            note: None,
+        }
     }
 
     /// Writes `"clawwatch":{...}` (without surrounding braces or commas).
@@ -121,7 +135,11 @@ impl Note {
                 out.extend_from_slice(r.finding.severity.as_str().as_bytes());
                 out.extend_from_slice(b"\",\"incident\":");
                 write_str(out, &r.finding.incident);
-                out.extend_from_slice(if r.new { b",\"new\":true,\"count\":" } else { b",\"new\":false,\"count\":" });
+                out.extend_from_slice(if r.new {
+                    b",\"new\":true,\"count\":"
+                } else {
+                    b",\"new\":false,\"count\":"
+                });
                 write_u64(out, r.count);
                 out.extend_from_slice(b",\"summary\":");
                 write_str(out, &r.finding.summary);
@@ -149,13 +167,20 @@ impl Note {
         if replaces_existing {
             // Rare (a record that passed through clawwatch before): rebuild it so
             // the object does not carry two `clawwatch` keys.
-            if let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice::<serde_json::Value>(record) {
+            if let Ok(serde_json::Value::Object(mut map)) =
+                serde_json::from_slice::<serde_json::Value>(record)
+            {
                 map.remove("clawwatch");
                 let mut member = Vec::new();
                 self.write_member(&mut member);
                 let body = serde_json::to_vec(&map).unwrap_or_default();
                 out.extend_from_slice(&body[..body.len() - 1]);
-                if map.is_empty() { out.extend_from_slice(&member) } else { out.push(b','); out.extend_from_slice(&member) }
+                if map.is_empty() {
+                    out.extend_from_slice(&member)
+                } else {
+                    out.push(b',');
+                    out.extend_from_slice(&member)
+                }
                 out.push(b'}');
                 return;
             }
@@ -181,7 +206,11 @@ impl Note {
             }
             Err(_) => {
                 out.extend_from_slice(b"{\"raw_base64\":\"");
-                out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(record).as_bytes());
+                out.extend_from_slice(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(record)
+                        .as_bytes(),
+                );
                 out.push(b'"');
             }
         }
@@ -225,7 +254,11 @@ pub struct IncidentRecord {
 impl IncidentRecord {
     /// Audit records are approvals; everything else is an incident.
     pub fn stream(&self) -> Stream {
-        if self.incident.rule.id == crate::rules::approval_granted::RULE.id { Stream::Audit } else { Stream::Incident }
+        if self.incident.rule.id == crate::rules::approval_granted::RULE.id {
+            Stream::Audit
+        } else {
+            Stream::Incident
+        }
     }
 
     pub fn write(&self, out: &mut Vec<u8>) {
@@ -297,24 +330,38 @@ mod tests {
     use super::*;
 
     fn parse(bytes: &[u8]) -> serde_json::Value {
-        serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
+        serde_json::from_slice(bytes)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
     }
 
     #[test]
     fn escapes_control_characters_and_quotes() {
         let mut out = Vec::new();
         write_str(&mut out, "a\"b\\c\nd\u{1}é");
-        assert_eq!(parse(&out), serde_json::Value::String("a\"b\\c\nd\u{1}é".into()));
+        assert_eq!(
+            parse(&out),
+            serde_json::Value::String("a\"b\\c\nd\u{1}é".into())
+        );
     }
 
     #[test]
     fn appends_to_objects_of_any_shape() {
         let note = Note::new(Stream::Other, Verdict::NotApplicable);
-        for record in [&br#"{"a":1}"#[..], b"{}", b"{ }", br#"{"clawwatch":{"old":true},"b":[1]}"#] {
+        for record in [
+            &br#"{"a":1}"#[..],
+            b"{}",
+            b"{ }",
+            br#"{"clawwatch":{"old":true},"b":[1]}"#,
+        ] {
             let mut out = Vec::new();
             note.append_to(record, record.starts_with(b"{\"clawwatch"), &mut out);
             let v = parse(&out);
-            assert_eq!(v["clawwatch"]["verdict"], "not_applicable", "{}", String::from_utf8_lossy(&out));
+            assert_eq!(
+                v["clawwatch"]["verdict"],
+                "not_applicable",
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
             assert!(v["clawwatch"].get("old").is_none());
         }
     }
@@ -344,9 +391,11 @@ pub fn tag_ndjson_as_error(batch: &[u8], why: &str, out: &mut Vec<u8>) {
             None => (rest, &rest[rest.len()..]),
         };
         let trimmed = line.trim_ascii();
-        let is_object = trimmed.first() == Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok();
+        let is_object = trimmed.first() == Some(&b'{')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok();
         if is_object {
-            let has_clawwatch = crate::record::fields::Fields::parse(trimmed).is_ok_and(|f| f.has_clawwatch);
+            let has_clawwatch =
+                crate::record::fields::Fields::parse(trimmed).is_ok_and(|f| f.has_clawwatch);
             note.append_to(trimmed, has_clawwatch, out);
         } else {
             note.wrap_raw(line, out);
@@ -361,10 +410,21 @@ mod pass_through_tests {
     #[test]
     fn every_line_is_tagged_and_kept() {
         let mut out = Vec::new();
-        super::tag_ndjson_as_error(b"{\"a\":1}\nnot json\n\n{\"b\":2}", "engine trapped", &mut out);
-        let lines: Vec<serde_json::Value> = out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        super::tag_ndjson_as_error(
+            b"{\"a\":1}\nnot json\n\n{\"b\":2}",
+            "engine trapped",
+            &mut out,
+        );
+        let lines: Vec<serde_json::Value> = out
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 4);
-        assert!(lines.iter().all(|l| l["clawwatch"]["verdict"] == "error" && l["clawwatch"]["error"] == "engine trapped"));
+        assert!(
+            lines.iter().all(|l| l["clawwatch"]["verdict"] == "error"
+                && l["clawwatch"]["error"] == "engine trapped")
+        );
         assert_eq!(lines[0]["a"], 1);
         assert_eq!(lines[1]["raw"], "not json");
     }

@@ -80,10 +80,17 @@ impl Registry {
         for ip in &s.ips {
             let history = self.bindings.get_or_insert_with(*ip, Vec::new);
             // Whoever held the address without a terminate loses it now.
-            for b in history.iter_mut().filter(|b| b.until.is_none_or(|u| u > s.ts) && b.from <= s.ts) {
+            for b in history
+                .iter_mut()
+                .filter(|b| b.until.is_none_or(|u| u > s.ts) && b.from <= s.ts)
+            {
                 b.until = Some(s.ts);
             }
-            history.push(Binding { agent_id: id.clone(), from: s.ts, until: None });
+            history.push(Binding {
+                agent_id: id.clone(),
+                from: s.ts,
+                until: None,
+            });
             history.sort_by_key(|b| b.from);
             if history.len() > BINDINGS_PER_ADDRESS {
                 history.remove(0);
@@ -105,7 +112,9 @@ impl Registry {
     }
 
     pub fn terminate(&mut self, t: &Terminate) -> Update {
-        let Some(agent) = self.agents.get_mut(t.agent_id.as_str()) else { return Update::UnknownAgent };
+        let Some(agent) = self.agents.get_mut(t.agent_id.as_str()) else {
+            return Update::UnknownAgent;
+        };
         agent.terminated = Some(agent.terminated.map_or(t.ts, |old| old.min(t.ts)));
         let (id, ips) = (agent.id.clone(), agent.ips.clone());
         for ip in ips {
@@ -115,17 +124,24 @@ impl Registry {
     }
 
     pub fn change_policy(&mut self, c: &PolicyChange) -> Update {
-        let Some(agent) = self.agents.get_mut(c.agent_id.as_str()) else { return Update::UnknownAgent };
+        let Some(agent) = self.agents.get_mut(c.agent_id.as_str()) else {
+            return Update::UnknownAgent;
+        };
         if let Some(profile) = &c.profile {
             agent.profile = Rc::from(profile.as_str());
         }
-        agent.extended_minutes = agent.extended_minutes.saturating_add(c.extend_minutes.unwrap_or(0));
+        agent.extended_minutes = agent
+            .extended_minutes
+            .saturating_add(c.extend_minutes.unwrap_or(0));
         Update::Applied
     }
 
     fn close(&mut self, ip: IpAddr, id: &Rc<str>, at: Timestamp) {
         if let Some(history) = self.bindings.peek_mut(&ip) {
-            for b in history.iter_mut().filter(|b| b.agent_id == *id && b.until.is_none_or(|u| u > at)) {
+            for b in history
+                .iter_mut()
+                .filter(|b| b.agent_id == *id && b.until.is_none_or(|u| u > at))
+            {
                 b.until = Some(at);
             }
         }
@@ -134,7 +150,10 @@ impl Registry {
     /// The agent that held `ip` at time `t`, if any.
     pub fn agent_at(&mut self, ip: IpAddr, t: Timestamp) -> Option<&Agent> {
         let history = self.bindings.peek(&ip)?;
-        let binding = history.iter().rev().find(|b| b.from.0 - SPAWN_SKEW_NANOS <= t.0 && b.until.is_none_or(|u| t < u))?;
+        let binding = history
+            .iter()
+            .rev()
+            .find(|b| b.from.0 - SPAWN_SKEW_NANOS <= t.0 && b.until.is_none_or(|u| t < u))?;
         let id = binding.agent_id.clone();
         self.agents.get(&id)
     }
@@ -174,19 +193,30 @@ mod tests {
     }
 
     fn holder(r: &mut Registry, ip: &str, at: &str) -> Option<String> {
-        r.agent_at(ip.parse().unwrap(), ts(at)).map(|a| a.id.to_string())
+        r.agent_at(ip.parse().unwrap(), ts(at))
+            .map(|a| a.id.to_string())
     }
 
     #[test]
     fn late_flows_are_attributed_by_their_own_start_time() {
         let mut r = Registry::new(16);
         r.spawn(&spawn("a", "10.20.0.5", "2026-11-24T10:00:00Z"));
-        r.terminate(&Terminate { ts: ts("2026-11-24T10:30:00Z"), agent_id: "a".into(), reason: None });
+        r.terminate(&Terminate {
+            ts: ts("2026-11-24T10:30:00Z"),
+            agent_id: "a".into(),
+            reason: None,
+        });
         r.spawn(&spawn("b", "10.20.0.5", "2026-11-24T10:32:00Z"));
         // A flow record for 10:20 arriving after b took the address still belongs to a.
-        assert_eq!(holder(&mut r, "10.20.0.5", "2026-11-24T10:20:00Z").as_deref(), Some("a"));
+        assert_eq!(
+            holder(&mut r, "10.20.0.5", "2026-11-24T10:20:00Z").as_deref(),
+            Some("a")
+        );
         assert_eq!(holder(&mut r, "10.20.0.5", "2026-11-24T10:31:00Z"), None);
-        assert_eq!(holder(&mut r, "10.20.0.5", "2026-11-24T10:33:00Z").as_deref(), Some("b"));
+        assert_eq!(
+            holder(&mut r, "10.20.0.5", "2026-11-24T10:33:00Z").as_deref(),
+            Some("b")
+        );
         assert_eq!(holder(&mut r, "10.20.0.5", "2026-11-24T09:00:00Z"), None);
     }
 
@@ -195,30 +225,54 @@ mod tests {
         let mut r = Registry::new(16);
         r.spawn(&spawn("a", "10.20.0.5", "2026-11-24T10:00:00Z"));
         r.spawn(&spawn("b", "10.20.0.5", "2026-11-24T11:00:00Z"));
-        assert_eq!(holder(&mut r, "10.20.0.5", "2026-11-24T10:59:00Z").as_deref(), Some("a"));
-        assert_eq!(holder(&mut r, "10.20.0.5", "2026-11-24T11:01:00Z").as_deref(), Some("b"));
+        assert_eq!(
+            holder(&mut r, "10.20.0.5", "2026-11-24T10:59:00Z").as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            holder(&mut r, "10.20.0.5", "2026-11-24T11:01:00Z").as_deref(),
+            Some("b")
+        );
     }
 
     #[test]
     fn policy_changes_apply_and_unknown_agents_are_reported() {
         let mut r = Registry::new(16);
         r.spawn(&spawn("a", "10.20.0.5", "2026-11-24T10:00:00Z"));
-        let change = PolicyChange { ts: ts("2026-11-24T10:10:00Z"), agent_id: "a".into(), profile: Some("p2".into()), extend_minutes: Some(30) };
+        let change = PolicyChange {
+            ts: ts("2026-11-24T10:10:00Z"),
+            agent_id: "a".into(),
+            profile: Some("p2".into()),
+            extend_minutes: Some(30),
+        };
         assert_eq!(r.change_policy(&change), Update::Applied);
         assert_eq!(&*r.agent("a").unwrap().profile, "p2");
         assert_eq!(r.agent("a").unwrap().extended_minutes, 30);
-        assert_eq!(r.change_policy(&PolicyChange { agent_id: "zz".into(), ..change }), Update::UnknownAgent);
+        assert_eq!(
+            r.change_policy(&PolicyChange {
+                agent_id: "zz".into(),
+                ..change
+            }),
+            Update::UnknownAgent
+        );
     }
 
     #[test]
     fn memory_is_bounded_by_the_agent_cap() {
         let mut r = Registry::new(4);
         for i in 0..100 {
-            r.spawn(&spawn(&format!("a{i}"), &format!("10.20.1.{i}"), "2026-11-24T10:00:00Z"));
+            r.spawn(&spawn(
+                &format!("a{i}"),
+                &format!("10.20.1.{i}"),
+                "2026-11-24T10:00:00Z",
+            ));
         }
         assert_eq!(r.len(), 4);
         assert!(r.evictions() >= 96);
-        assert_eq!(holder(&mut r, "10.20.1.99", "2026-11-24T10:01:00Z").as_deref(), Some("a99"));
+        assert_eq!(
+            holder(&mut r, "10.20.1.99", "2026-11-24T10:01:00Z").as_deref(),
+            Some("a99")
+        );
         assert_eq!(holder(&mut r, "10.20.1.0", "2026-11-24T10:01:00Z"), None);
     }
 }

@@ -79,12 +79,23 @@ impl Timestamp {
             }
             Some(v)
         };
-        if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        if b[4] != b'-'
+            || b[7] != b'-'
+            || !matches!(b[10], b'T' | b't' | b' ')
+            || b[13] != b':'
+            || b[16] != b':'
+        {
             return None;
         }
         let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
         let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60 {
+        if !(1..=12).contains(&month)
+            || day < 1
+            || day > days_in_month(year, month)
+            || hour > 23
+            || minute > 59
+            || second > 60
+        {
             return None;
         }
         let mut i = 19;
@@ -122,7 +133,9 @@ impl Timestamp {
         };
         let days = days_from_civil(year, month, day);
         let secs = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset_secs;
-        Some(Timestamp(secs.checked_mul(NANOS_PER_SEC)?.checked_add(frac_nanos)?))
+        Some(Timestamp(
+            secs.checked_mul(NANOS_PER_SEC)?.checked_add(frac_nanos)?,
+        ))
     }
 
     /// RFC 3339 in UTC with the shortest exact fraction (none, ms, µs or ns).
@@ -131,7 +144,13 @@ impl Timestamp {
         let nanos = self.0.rem_euclid(NANOS_PER_SEC);
         let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
         let tod = secs.rem_euclid(86_400);
-        let _ = write!(out, "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", tod / 3600, tod / 60 % 60, tod % 60);
+        let _ = write!(
+            out,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+            tod / 3600,
+            tod / 60 % 60,
+            tod % 60
+        );
         if nanos != 0 {
             if nanos % 1_000_000 == 0 {
                 let _ = write!(out, ".{:03}", nanos / 1_000_000);
@@ -164,8 +183,25 @@ impl Timestamp {
         let [n0, n1] = two(tod / 60 % 60);
         let [s0, s1] = two(tod % 60);
         out.extend_from_slice(&[
-            b'0' + (y / 1000) as u8, b'0' + (y / 100 % 10) as u8, b'0' + (y / 10 % 10) as u8, b'0' + (y % 10) as u8,
-            b'-', m0, m1, b'-', d0, d1, b'T', h0, h1, b':', n0, n1, b':', s0, s1,
+            b'0' + (y / 1000) as u8,
+            b'0' + (y / 100 % 10) as u8,
+            b'0' + (y / 10 % 10) as u8,
+            b'0' + (y % 10) as u8,
+            b'-',
+            m0,
+            m1,
+            b'-',
+            d0,
+            d1,
+            b'T',
+            h0,
+            h1,
+            b':',
+            n0,
+            n1,
+            b':',
+            s0,
+            s1,
         ]);
         if nanos != 0 {
             // The shortest exact fraction: milliseconds, microseconds or nanoseconds.
@@ -250,12 +286,23 @@ mod tests {
         let t = Timestamp::parse_rfc3339("2026-11-24 14:30:00.123456").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-11-24T14:30:00.123456Z");
         let t = Timestamp::parse_rfc3339("2026-11-24T15:30:00.123456+0100").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-11-24T14:30:00.123456Z", "Suricata's offsets");
+        assert_eq!(
+            t.to_rfc3339(),
+            "2026-11-24T14:30:00.123456Z",
+            "Suricata's offsets"
+        );
     }
 
     #[test]
     fn rejects_malformed_dates() {
-        for bad in ["2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-11-24T14:30", "yesterday", "2026-11-24T14:30:00Q", "2026-11-24T14:30:00."] {
+        for bad in [
+            "2026-13-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2026-11-24T14:30",
+            "yesterday",
+            "2026-11-24T14:30:00Q",
+            "2026-11-24T14:30:00.",
+        ] {
             assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
         }
         assert!(Timestamp::parse_rfc3339("2024-02-29T00:00:00Z").is_some());
@@ -264,16 +311,33 @@ mod tests {
     #[test]
     fn epoch_numbers_of_every_unit_agree() {
         let expected = Timestamp::parse_rfc3339("2026-11-24T14:30:00Z").unwrap();
-        for v in [1_795_530_600u64, 1_795_530_600_000, 1_795_530_600_000_000, 1_795_530_600_000_000_000] {
+        for v in [
+            1_795_530_600u64,
+            1_795_530_600_000,
+            1_795_530_600_000_000,
+            1_795_530_600_000_000_000,
+        ] {
             assert_eq!(Timestamp::from_epoch_integer(v), Some(expected), "{v}");
-            assert_eq!(Timestamp::from_epoch_number(v as f64), Some(expected), "{v}");
+            assert_eq!(
+                Timestamp::from_epoch_number(v as f64),
+                Some(expected),
+                "{v}"
+            );
         }
         assert_eq!(Timestamp::from_epoch_number(-1.0), None);
     }
 
     #[test]
     fn byte_writer_agrees_with_the_formatter() {
-        for t in [0i64, 1_795_530_600_000_000_000, 1_795_530_600_250_000_000, 1_795_530_600_000_250_000, 1_795_530_600_000_000_007, 1_795_530_600_999_999_999, -86_400_000_000_000] {
+        for t in [
+            0i64,
+            1_795_530_600_000_000_000,
+            1_795_530_600_250_000_000,
+            1_795_530_600_000_250_000,
+            1_795_530_600_000_000_007,
+            1_795_530_600_999_999_999,
+            -86_400_000_000_000,
+        ] {
             let mut bytes = Vec::new();
             Timestamp(t).write_rfc3339_bytes(&mut bytes);
             assert_eq!(String::from_utf8(bytes).unwrap(), Timestamp(t).to_rfc3339());
@@ -284,7 +348,10 @@ mod tests {
     fn round_trips_across_the_calendar() {
         for days in [-800_000i64, -1, 0, 59, 60, 365, 10_957, 20_000, 2_932_896] {
             let t = Timestamp::from_secs(days * 86_400 + 3_723);
-            assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()).filter(|_| days >= -719_162), if days >= -719_162 { Some(t) } else { None });
+            assert_eq!(
+                Timestamp::parse_rfc3339(&t.to_rfc3339()).filter(|_| days >= -719_162),
+                if days >= -719_162 { Some(t) } else { None }
+            );
         }
     }
 }

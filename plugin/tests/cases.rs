@@ -3,8 +3,8 @@
 //! The enriched outputs are snapshots beside the inputs; the host's end-to-end
 //! test runs a subset through the component against the same snapshots.
 
-use clawwatch_plugin::rules::ALL;
 use clawwatch_plugin::Engine;
+use clawwatch_plugin::rules::ALL;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,8 +28,16 @@ fn occurrences(output: &str, rule: &str) -> Vec<(String, bool)> {
     for line in output.lines() {
         let v: Value = serde_json::from_str(line).unwrap();
         let cw = &v["clawwatch"];
-        for f in cw["findings"].as_array().into_iter().flatten().filter(|f| f["rule"] == rule) {
-            found.push((f["incident"].as_str().unwrap().to_string(), f["new"] == true));
+        for f in cw["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["rule"] == rule)
+        {
+            found.push((
+                f["incident"].as_str().unwrap().to_string(),
+                f["new"] == true,
+            ));
         }
         let incident = &cw["incident"];
         if incident["rule"] == rule && incident["status"] == "open" {
@@ -42,26 +50,47 @@ fn occurrences(output: &str, rule: &str) -> Vec<(String, bool)> {
 #[test]
 fn every_rule_fires_on_its_case_and_stays_silent_on_its_near_miss() {
     let mut seen = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(cases_dir()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(cases_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
     entries.sort();
     for dir in entries {
         let rule = dir.file_name().unwrap().to_str().unwrap().to_string();
-        assert!(ALL.iter().any(|r| r.id == rule), "case {rule} names no rule");
+        assert!(
+            ALL.iter().any(|r| r.id == rule),
+            "case {rule} names no rule"
+        );
         for case in ["fires", "near_miss"] {
-            let input = std::fs::read(dir.join(format!("{case}.ndjson"))).unwrap_or_else(|e| panic!("{rule}/{case}: {e}"));
+            let input = std::fs::read(dir.join(format!("{case}.ndjson")))
+                .unwrap_or_else(|e| panic!("{rule}/{case}: {e}"));
             let output = run(&input);
-            assert_eq!(output, run(&input), "{rule}/{case}: a replay must be byte-identical");
+            assert_eq!(
+                output,
+                run(&input),
+                "{rule}/{case}: a replay must be byte-identical"
+            );
             let found = occurrences(&output, &rule);
             if case == "fires" {
-                assert!(!found.is_empty(), "{rule} did not fire on its case:\n{output}");
+                assert!(
+                    !found.is_empty(),
+                    "{rule} did not fire on its case:\n{output}"
+                );
                 // One incident, one alert: each incident id is new exactly once.
                 let mut news: BTreeMap<String, usize> = BTreeMap::new();
                 for (id, new) in found.iter().filter(|(id, _)| !id.starts_with("record:")) {
                     *news.entry(id.clone()).or_default() += usize::from(*new);
                 }
-                assert!(news.values().all(|n| *n <= 1), "{rule}: an incident was new more than once: {news:?}");
+                assert!(
+                    news.values().all(|n| *n <= 1),
+                    "{rule}: an incident was new more than once: {news:?}"
+                );
             } else {
-                assert!(found.is_empty(), "{rule} fired on its near miss: {found:?}\n{output}");
+                assert!(
+                    found.is_empty(),
+                    "{rule} fired on its near miss: {found:?}\n{output}"
+                );
             }
             let mut settings = insta::Settings::clone_current();
             settings.set_snapshot_path(&dir);
@@ -71,6 +100,10 @@ fn every_rule_fires_on_its_case_and_stays_silent_on_its_near_miss() {
         seen.push(rule);
     }
     for rule in ALL {
-        assert!(seen.iter().any(|s| s == rule.id), "rule {} has no case under testdata/cases", rule.id);
+        assert!(
+            seen.iter().any(|s| s == rule.id),
+            "rule {} has no case under testdata/cases",
+            rule.id
+        );
     }
 }

@@ -53,7 +53,11 @@ const HOSTS: &[(&str, &str)] = &[
 ];
 
 fn ip_of(host: &str) -> &'static str {
-    HOSTS.iter().find(|(h, _)| *h == host).map(|(_, ip)| *ip).unwrap_or_else(|| panic!("{host}"))
+    HOSTS
+        .iter()
+        .find(|(h, _)| *h == host)
+        .map(|(_, ip)| *ip)
+        .unwrap_or_else(|| panic!("{host}"))
 }
 
 /// Records with the moment they reach clawwatch; sorted by it at the end.
@@ -111,7 +115,11 @@ impl Day {
         let sport = self.rng.between(32768, 60999);
         let bytes = self.rng.between(400, 90_000);
         let line = if self.rng.next() % 2 == 0 {
-            format!(r#"{{"type":"flow","ts":"{}","src_ip":"{src}","src_port":{sport},"dst_ip":"{dst}","dst_port":{port},"proto":"{proto}","bytes":{bytes},"packets":{}}}"#, rfc3339(t), bytes / 1200 + 1)
+            format!(
+                r#"{{"type":"flow","ts":"{}","src_ip":"{src}","src_port":{sport},"dst_ip":"{dst}","dst_port":{port},"proto":"{proto}","bytes":{bytes},"packets":{}}}"#,
+                rfc3339(t),
+                bytes / 1200 + 1
+            )
         } else {
             format!(
                 r#"{{"type":"IPFIX","time_received_ns":{},"time_flow_start_ns":{},"time_flow_end_ns":{},"sampler_address":"10.0.0.1","src_addr":"{src}","dst_addr":"{dst}","src_port":{sport},"dst_port":{port},"proto":"{proto}","bytes":{bytes},"packets":{}}}"#,
@@ -128,15 +136,25 @@ impl Day {
     /// Heartbeats every interval, reporting what was really contacted, for as
     /// long as the agent lives (to the end of the day if it never terminates).
     fn heartbeats(&mut self, a: &Agent) {
-        let last = a.heartbeats_until.unwrap_or(if a.terminates { a.end } else { DAY_END });
+        let last = a
+            .heartbeats_until
+            .unwrap_or(if a.terminates { a.end } else { DAY_END });
         let mut start = a.spawn;
         while start + a.heartbeat_every <= last {
             let end = start + a.heartbeat_every;
-            let mut dests: BTreeSet<(&str, u16)> = a.contacted.iter().filter(|(t, _, _)| *t >= start && *t < end).map(|(_, h, p)| (h.as_str(), *p)).collect();
+            let mut dests: BTreeSet<(&str, u16)> = a
+                .contacted
+                .iter()
+                .filter(|(t, _, _)| *t >= start && *t < end)
+                .map(|(_, h, p)| (h.as_str(), *p))
+                .collect();
             if a.hides_in_window == Some(start) {
                 dests.remove(&("registry.internal.example.net", 443));
             }
-            let conns: Vec<String> = dests.iter().map(|(d, p)| format!(r#"{{"dest":"{d}","port":{p},"proto":"tcp","count":1}}"#)).collect();
+            let conns: Vec<String> = dests
+                .iter()
+                .map(|(d, p)| format!(r#"{{"dest":"{d}","port":{p},"proto":"tcp","count":1}}"#))
+                .collect();
             self.push(end, format!(r#"{{"type":"agent.heartbeat","ts":"{}","agent_id":"{}","window_start":"{}","window_end":"{}","connections":[{}]}}"#, rfc3339(end), a.id, rfc3339(start), rfc3339(end), conns.join(",")));
             start = end;
         }
@@ -155,12 +173,35 @@ struct Inject {
     all: bool,
 }
 
-fn agent(id: String, ip: String, kind: &'static str, deployment: &'static str, spawn: i64, end: i64, heartbeat_every: i64) -> Agent {
-    Agent { id, ip, kind, deployment, spawn, end, terminates: true, heartbeat_every, contacted: Vec::new(), hides_in_window: None, heartbeats_until: None }
+fn agent(
+    id: String,
+    ip: String,
+    kind: &'static str,
+    deployment: &'static str,
+    spawn: i64,
+    end: i64,
+    heartbeat_every: i64,
+) -> Agent {
+    Agent {
+        id,
+        ip,
+        kind,
+        deployment,
+        spawn,
+        end,
+        terminates: true,
+        heartbeat_every,
+        contacted: Vec::new(),
+        hides_in_window: None,
+        heartbeats_until: None,
+    }
 }
 
 fn simulate(inject: Inject) -> Vec<u8> {
-    let mut day = Day { rng: Rng(0x5eed_cafe_f00d_1234), records: Vec::new() };
+    let mut day = Day {
+        rng: Rng(0x5eed_cafe_f00d_1234),
+        records: Vec::new(),
+    };
     let on = inject.all;
 
     // Collectors: two per half hour, 90–110 minutes each; addresses reused every four waves.
@@ -168,7 +209,15 @@ fn simulate(inject: Inject) -> Vec<u8> {
         for k in 0..2 {
             let n = wave * 2 + k;
             let spawn = T0 + wave * 30 * MIN + k * 7 * MIN;
-            let mut a = agent(format!("c-{n:02}"), format!("10.20.1.{}", 10 + n % 8), "collector", "staging", spawn, spawn + day.rng.between(90, 110) * MIN, 15 * MIN);
+            let mut a = agent(
+                format!("c-{n:02}"),
+                format!("10.20.1.{}", 10 + n % 8),
+                "collector",
+                "staging",
+                spawn,
+                spawn + day.rng.between(90, 110) * MIN,
+                15 * MIN,
+            );
             let lives_too_long = on && n == 5;
             if lives_too_long {
                 a.end = spawn + 180 * MIN;
@@ -183,7 +232,11 @@ fn simulate(inject: Inject) -> Vec<u8> {
             let mut t = spawn + MIN;
             while t < a.end - 2 * MIN {
                 if (t - spawn) % (30 * MIN) < 6 * MIN {
-                    for host in ["api.internal.example.net", "api.weather.example", "d3k8x9q2a7b1c0.cloudfront.net"] {
+                    for host in [
+                        "api.internal.example.net",
+                        "api.weather.example",
+                        "d3k8x9q2a7b1c0.cloudfront.net",
+                    ] {
                         day.resolve(&a, t, host, "10.0.0.53");
                     }
                     let ip = a.ip.clone();
@@ -210,7 +263,11 @@ fn simulate(inject: Inject) -> Vec<u8> {
             if on && n == 11 {
                 // 100 extra calls in an hour: over 20 × 4.
                 for i in 0..100 {
-                    day.connect(&mut a, spawn + 20 * MIN + i * 35, "api.internal.example.net");
+                    day.connect(
+                        &mut a,
+                        spawn + 20 * MIN + i * 35,
+                        "api.internal.example.net",
+                    );
                 }
             }
             if on && n == 14 {
@@ -218,7 +275,12 @@ fn simulate(inject: Inject) -> Vec<u8> {
                 day.connect(&mut a, off_slot, "api.weather.example");
             }
             if on && n == 17 {
-                day.resolve(&a, spawn + 30 * MIN, "status.internal.example.net", "10.0.0.53");
+                day.resolve(
+                    &a,
+                    spawn + 30 * MIN,
+                    "status.internal.example.net",
+                    "10.0.0.53",
+                );
                 day.connect(&mut a, spawn + 31 * MIN, "status.internal.example.net");
             }
             day.heartbeats(&a);
@@ -229,21 +291,48 @@ fn simulate(inject: Inject) -> Vec<u8> {
     // Researchers: six living all day, six in four-hour shifts.
     for n in 0..12 {
         let continuous = n < 6;
-        let spawn = if continuous { T0 + n * 3 * MIN } else { T0 + (n - 6) * 3 * 60 * MIN + 20 * MIN };
-        let end = if continuous { T0 + 24 * 60 * MIN - 30 * MIN } else { spawn + 200 * MIN };
-        let mut a = agent(format!("r-{n:02}"), format!("10.20.3.{}", 20 + n), "researcher", if continuous { "continuous" } else { "staging" }, spawn, end, 15 * MIN);
+        let spawn = if continuous {
+            T0 + n * 3 * MIN
+        } else {
+            T0 + (n - 6) * 3 * 60 * MIN + 20 * MIN
+        };
+        let end = if continuous {
+            T0 + 24 * 60 * MIN - 30 * MIN
+        } else {
+            spawn + 200 * MIN
+        };
+        let mut a = agent(
+            format!("r-{n:02}"),
+            format!("10.20.3.{}", 20 + n),
+            "researcher",
+            if continuous { "continuous" } else { "staging" },
+            spawn,
+            end,
+            15 * MIN,
+        );
         a.terminates = !continuous;
         if on && n == 2 {
             a.heartbeats_until = Some(T0 + 12 * 60 * MIN);
         }
         day.spawn(&a);
-        let sites = ["en.wikipedia.org", "www.cs.mit.edu", "ocw.mit.edu", "scholar.library.stanford.edu", "d3k8x9q2a7b1c0.cloudfront.net"];
+        let sites = [
+            "en.wikipedia.org",
+            "www.cs.mit.edu",
+            "ocw.mit.edu",
+            "scholar.library.stanford.edu",
+            "d3k8x9q2a7b1c0.cloudfront.net",
+        ];
         let mut t = spawn + MIN;
         let mut last_resolve: Option<i64> = None;
         while t < end - 2 * MIN {
             if last_resolve.is_none_or(|last| t - last > 30 * MIN) {
                 for site in sites {
-                    day.resolve(&a, t, site, if n % 2 == 0 { "10.0.0.53" } else { "10.0.0.54" });
+                    day.resolve(
+                        &a,
+                        t,
+                        site,
+                        if n % 2 == 0 { "10.0.0.53" } else { "10.0.0.54" },
+                    );
                 }
                 last_resolve = Some(t);
                 t += 10;
@@ -254,7 +343,8 @@ fn simulate(inject: Inject) -> Vec<u8> {
         }
         if on && n == 0 {
             day.flow(T0 + 100 * MIN, &a.ip.clone(), "203.0.113.9", 8443, "TCP");
-            a.contacted.push((T0 + 100 * MIN, "203.0.113.9".into(), 8443));
+            a.contacted
+                .push((T0 + 100 * MIN, "203.0.113.9".into(), 8443));
         }
         if on && n == 1 {
             day.resolve(&a, T0 + 200 * MIN, "data-xy78z4.example.com", "10.0.0.53");
@@ -272,12 +362,25 @@ fn simulate(inject: Inject) -> Vec<u8> {
     // Builders: one an hour, installing packages (approved) and pushing artifacts.
     for n in 0..24 {
         let spawn = T0 + n * 60 * MIN + 12 * MIN;
-        let mut a = agent(format!("b-{n:02}"), format!("10.20.4.{}", 30 + n % 6), "builder", "ci", spawn, spawn + day.rng.between(40, 50) * MIN, 10 * MIN);
+        let mut a = agent(
+            format!("b-{n:02}"),
+            format!("10.20.4.{}", 30 + n % 6),
+            "builder",
+            "ci",
+            spawn,
+            spawn + day.rng.between(40, 50) * MIN,
+            10 * MIN,
+        );
         if on && n == 4 {
             a.hides_in_window = Some(spawn + 10 * MIN);
         }
         day.spawn(&a);
-        for host in ["pypi.org", "files.pythonhosted.org", "registry.internal.example.net", "artifacts-7f3a9c1e.s3.amazonaws.com"] {
+        for host in [
+            "pypi.org",
+            "files.pythonhosted.org",
+            "registry.internal.example.net",
+            "artifacts-7f3a9c1e.s3.amazonaws.com",
+        ] {
             day.resolve(&a, spawn + 30, host, "10.0.0.53");
         }
         for i in 0..3 {
@@ -287,10 +390,18 @@ fn simulate(inject: Inject) -> Vec<u8> {
             day.connect(&mut a, spawn + 2 * MIN + i * 15, "files.pythonhosted.org");
         }
         for i in 0..10 {
-            day.connect(&mut a, spawn + 12 * MIN + i * 90, "registry.internal.example.net");
+            day.connect(
+                &mut a,
+                spawn + 12 * MIN + i * 90,
+                "registry.internal.example.net",
+            );
         }
         for i in 0..5 {
-            day.connect(&mut a, spawn + 30 * MIN + i * 60, "artifacts-7f3a9c1e.s3.amazonaws.com");
+            day.connect(
+                &mut a,
+                spawn + 30 * MIN + i * 60,
+                "artifacts-7f3a9c1e.s3.amazonaws.com",
+            );
         }
         if on && n == 7 {
             for i in 0..40 {
@@ -316,11 +427,19 @@ fn simulate(inject: Inject) -> Vec<u8> {
 }
 
 fn run(input: &[u8]) -> (Vec<Value>, clawwatch_plugin::Stats) {
-    let policy = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/fleet/policy.toml")).unwrap();
+    let policy = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/fleet/policy.toml"
+    ))
+    .unwrap();
     let mut engine = Engine::new(&policy).unwrap();
     let mut out = Vec::new();
     engine.process_ndjson(input, &mut out);
-    let lines = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     (lines, engine.stats())
 }
 
@@ -329,8 +448,14 @@ fn opened_alerts(lines: &[Value]) -> BTreeMap<String, Vec<String>> {
     let mut by_rule: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for v in lines {
         let cw = &v["clawwatch"];
-        if cw["stream"] == "incident" && cw["incident"]["status"] == "open" && cw["verdict"] == "alert" {
-            by_rule.entry(cw["incident"]["rule"].as_str().unwrap().to_string()).or_default().push(cw["incident"]["id"].as_str().unwrap().to_string());
+        if cw["stream"] == "incident"
+            && cw["incident"]["status"] == "open"
+            && cw["verdict"] == "alert"
+        {
+            by_rule
+                .entry(cw["incident"]["rule"].as_str().unwrap().to_string())
+                .or_default()
+                .push(cw["incident"]["id"].as_str().unwrap().to_string());
         }
     }
     by_rule
@@ -341,13 +466,30 @@ fn a_healthy_day_raises_no_alert() {
     let input = simulate(Inject::default());
     let (lines, stats) = run(&input);
     let records = input.iter().filter(|b| **b == b'\n').count();
-    assert!(records > 5_000, "a day of dozens of agents: {records} records");
-    let alerts: Vec<&Value> = lines.iter().filter(|v| v["clawwatch"]["verdict"] == "alert").collect();
-    assert!(alerts.is_empty(), "{} alerts on a healthy day, first: {}", alerts.len(), alerts[0]);
+    assert!(
+        records > 5_000,
+        "a day of dozens of agents: {records} records"
+    );
+    let alerts: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["clawwatch"]["verdict"] == "alert")
+        .collect();
+    assert!(
+        alerts.is_empty(),
+        "{} alerts on a healthy day, first: {}",
+        alerts.len(),
+        alerts[0]
+    );
     assert_eq!(stats.errors, 0);
-    assert!(stats.approved > 0, "package installs are approved, audited calls");
+    assert!(
+        stats.approved > 0,
+        "package installs are approved, audited calls"
+    );
     assert!(lines.iter().any(|v| v["clawwatch"]["stream"] == "audit"));
-    assert_eq!(stats.unattributed, 0, "every record belongs to an agent, late flows included");
+    assert_eq!(
+        stats.unattributed, 0,
+        "every record belongs to an agent, late flows included"
+    );
 }
 
 #[test]

@@ -9,7 +9,10 @@ const RECORDS: &[u8] = include_bytes!("../../testdata/scenario/records.ndjson");
 
 fn snapshot_settings() -> insta::Settings {
     let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/snapshots"));
+    settings.set_snapshot_path(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/snapshots"
+    ));
     settings.set_prepend_module_to_snapshot(false);
     settings
 }
@@ -19,11 +22,25 @@ fn scenario_enriched_by_the_native_engine() {
     let mut engine = Engine::new(POLICY).expect("bundled policy loads");
     let mut out = Vec::new();
     // Several batch sizes must give the same output: batching is invisible.
-    for chunk in RECORDS.split_inclusive(|b| *b == b'\n').collect::<Vec<_>>().chunks(37) {
+    for chunk in RECORDS
+        .split_inclusive(|b| *b == b'\n')
+        .collect::<Vec<_>>()
+        .chunks(37)
+    {
         engine.process_ndjson(&chunk.concat(), &mut out);
     }
     let text = String::from_utf8(out).expect("output is UTF-8 whatever the input");
-    let per_input = text.lines().filter(|l| !l.starts_with("{\"clawwatch\":{\"stream\":\"incident\"") && !l.starts_with("{\"clawwatch\":{\"stream\":\"audit\"")).count();
-    assert_eq!(per_input, RECORDS.split(|b| *b == b'\n').count() - 1, "one line out per line in, besides incident records");
+    let per_input = text
+        .lines()
+        .filter(|l| {
+            !l.starts_with("{\"clawwatch\":{\"stream\":\"incident\"")
+                && !l.starts_with("{\"clawwatch\":{\"stream\":\"audit\"")
+        })
+        .count();
+    assert_eq!(
+        per_input,
+        RECORDS.split(|b| *b == b'\n').count() - 1,
+        "one line out per line in, besides incident records"
+    );
     snapshot_settings().bind(|| insta::assert_snapshot!("scenario_enriched", text));
 }

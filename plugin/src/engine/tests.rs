@@ -22,33 +22,61 @@ fn run_all(engine: &mut Engine, input: &str) -> Vec<Value> {
     let mut out = Vec::new();
     engine.process_ndjson(input.as_bytes(), &mut out);
     let text = String::from_utf8(out).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }
 
 fn is_emitted(v: &Value) -> bool {
-    matches!(v["clawwatch"]["stream"].as_str(), Some("incident" | "audit"))
+    matches!(
+        v["clawwatch"]["stream"].as_str(),
+        Some("incident" | "audit")
+    )
 }
 
 /// The output lines that stand for input lines, in order.
 fn run(engine: &mut Engine, input: &str) -> Vec<Value> {
-    run_all(engine, input).into_iter().filter(|v| !is_emitted(v)).collect()
+    run_all(engine, input)
+        .into_iter()
+        .filter(|v| !is_emitted(v))
+        .collect()
 }
 
 const SPAWN: &str = r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","agent_type":"data_collector_v1","deployment":"staging","ip":"10.20.0.15"}"#;
 const DNS: &str = r#"{"type":"dns","ts":"2026-11-24T14:30:05Z","client_ip":"10.20.0.15","resolver_ip":"10.0.0.53","qname":"api.internal.example.net","qtype":"A","answers":[{"data":"93.184.216.34","ttl":300}]}"#;
 
 fn flow(ts: &str, src: &str, dst: &str, port: u16, proto: &str) -> String {
-    format!(r#"{{"type":"flow","ts":"{ts}","src_ip":"{src}","src_port":50123,"dst_ip":"{dst}","dst_port":{port},"proto":"{proto}","bytes":900,"packets":4}}"#)
+    format!(
+        r#"{{"type":"flow","ts":"{ts}","src_ip":"{src}","src_port":50123,"dst_ip":"{dst}","dst_port":{port},"proto":"{proto}","bytes":900,"packets":4}}"#
+    )
 }
 
 fn rules(v: &Value) -> Vec<String> {
-    v["clawwatch"]["findings"].as_array().map(|f| f.iter().map(|f| f["rule"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+    v["clawwatch"]["findings"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .map(|f| f["rule"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
 fn fqdn_rule_allows_a_flow_to_an_address_the_agent_resolved() {
     let mut e = Engine::new(POLICY).unwrap();
-    let input = [SPAWN, DNS, &flow("2026-11-24T14:31:00Z", "10.20.0.15", "93.184.216.34", 443, "TCP")].join("\n");
+    let input = [
+        SPAWN,
+        DNS,
+        &flow(
+            "2026-11-24T14:31:00Z",
+            "10.20.0.15",
+            "93.184.216.34",
+            443,
+            "TCP",
+        ),
+    ]
+    .join("\n");
     let out = run(&mut e, &input);
     assert_eq!(out[2]["clawwatch"]["verdict"], "allow");
     assert_eq!(out[2]["clawwatch"]["agent"]["id"], "0x8a3f");
@@ -60,13 +88,22 @@ fn fqdn_rule_allows_a_flow_to_an_address_the_agent_resolved() {
 #[test]
 fn forbidden_destination_alerts_once_then_counts() {
     let mut e = Engine::new(POLICY).unwrap();
-    let f = flow("2026-11-24T14:31:00Z", "10.20.0.15", "203.0.113.9", 8443, "TCP");
+    let f = flow(
+        "2026-11-24T14:31:00Z",
+        "10.20.0.15",
+        "203.0.113.9",
+        8443,
+        "TCP",
+    );
     let out = run(&mut e, &[SPAWN, &f, &f].join("\n"));
     assert_eq!(out[1]["clawwatch"]["verdict"], "alert");
     let finding = &out[1]["clawwatch"]["findings"][0];
     assert_eq!(finding["rule"], "egress.not_allowed");
     assert_eq!(finding["severity"], "high");
-    assert_eq!(finding["incident"], "0x8a3f/egress.not_allowed/203.0.113.9:8443");
+    assert_eq!(
+        finding["incident"],
+        "0x8a3f/egress.not_allowed/203.0.113.9:8443"
+    );
     assert_eq!(finding["new"], true);
     assert_eq!(out[2]["clawwatch"]["findings"][0]["new"], false);
     assert_eq!(out[2]["clawwatch"]["findings"][0]["count"], 2);
@@ -75,12 +112,39 @@ fn forbidden_destination_alerts_once_then_counts() {
 #[test]
 fn unknown_agent_and_foreign_resolver() {
     let mut e = Engine::new(POLICY).unwrap();
-    let out = run(&mut e, &[SPAWN, &flow("2026-11-24T14:31:00Z", "10.20.7.7", "198.51.100.2", 443, "TCP"), &flow("2026-11-24T14:31:00Z", "10.20.0.15", "8.8.8.8", 53, "UDP")].join("\n"));
+    let out = run(
+        &mut e,
+        &[
+            SPAWN,
+            &flow(
+                "2026-11-24T14:31:00Z",
+                "10.20.7.7",
+                "198.51.100.2",
+                443,
+                "TCP",
+            ),
+            &flow("2026-11-24T14:31:00Z", "10.20.0.15", "8.8.8.8", 53, "UDP"),
+        ]
+        .join("\n"),
+    );
     assert_eq!(rules(&out[1]), ["egress.unknown_agent"]);
     assert_eq!(out[1]["clawwatch"]["verdict"], "alert");
-    assert_eq!(rules(&out[2]), ["dns.foreign_resolver"], "UDP 53 to ANY is allowed, but not to a foreign resolver");
+    assert_eq!(
+        rules(&out[2]),
+        ["dns.foreign_resolver"],
+        "UDP 53 to ANY is allowed, but not to a foreign resolver"
+    );
     // Near miss: outside agent subnets is just unattributed.
-    let out = run(&mut e, &flow("2026-11-24T14:31:00Z", "192.0.2.1", "198.51.100.2", 443, "TCP"));
+    let out = run(
+        &mut e,
+        &flow(
+            "2026-11-24T14:31:00Z",
+            "192.0.2.1",
+            "198.51.100.2",
+            443,
+            "TCP",
+        ),
+    );
     assert_eq!(out[0]["clawwatch"]["verdict"], "unattributed");
     assert!(rules(&out[0]).is_empty());
 }
@@ -89,12 +153,30 @@ fn unknown_agent_and_foreign_resolver() {
 fn terminate_releases_the_address_but_late_flows_still_belong() {
     let mut e = Engine::new(POLICY).unwrap();
     let terminate = r#"{"type":"agent.terminate","ts":"2026-11-24T15:00:00Z","agent_id":"0x8a3f","reason":"completed"}"#;
-    let late = flow("2026-11-24T14:59:00Z", "10.20.0.15", "203.0.113.9", 443, "TCP");
-    let after = flow("2026-11-24T15:01:00Z", "10.20.0.15", "203.0.113.9", 443, "TCP");
+    let late = flow(
+        "2026-11-24T14:59:00Z",
+        "10.20.0.15",
+        "203.0.113.9",
+        443,
+        "TCP",
+    );
+    let after = flow(
+        "2026-11-24T15:01:00Z",
+        "10.20.0.15",
+        "203.0.113.9",
+        443,
+        "TCP",
+    );
     let out = run(&mut e, &[SPAWN, terminate, &late, &after].join("\n"));
     assert_eq!(out[1]["clawwatch"]["agent"]["id"], "0x8a3f");
-    assert_eq!(out[2]["clawwatch"]["agent"]["id"], "0x8a3f", "started before terminate");
-    assert!(out[3]["clawwatch"].get("agent").is_none(), "started after terminate");
+    assert_eq!(
+        out[2]["clawwatch"]["agent"]["id"], "0x8a3f",
+        "started before terminate"
+    );
+    assert!(
+        out[3]["clawwatch"].get("agent").is_none(),
+        "started after terminate"
+    );
     assert_eq!(rules(&out[3]), ["egress.unknown_agent"]);
 }
 
@@ -114,21 +196,60 @@ fn inbound_and_return_traffic_is_attributed_not_judged() {
 fn one_line_out_per_line_in_whatever_the_input() {
     let mut e = Engine::new(POLICY).unwrap();
     let mut input: Vec<u8> = Vec::new();
-    for line in [&b"not json"[..], b"", b"  ", b"[1,2,3]", b"{\"type\":\"flow\"}", b"{\"message\":\"hi\"}", &[0xff, 0x00, 0x7b], b"{\"a\":1}\r", SPAWN.as_bytes()] {
+    for line in [
+        &b"not json"[..],
+        b"",
+        b"  ",
+        b"[1,2,3]",
+        b"{\"type\":\"flow\"}",
+        b"{\"message\":\"hi\"}",
+        &[0xff, 0x00, 0x7b],
+        b"{\"a\":1}\r",
+        SPAWN.as_bytes(),
+    ] {
         input.extend_from_slice(line);
         input.push(b'\n');
     }
     input.extend_from_slice(b"{\"last\":\"no newline\"}");
     let mut out = Vec::new();
     e.process_ndjson(&input, &mut out);
-    let lines: Vec<Value> = out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
-    assert!(lines.iter().all(|l| !is_emitted(l)), "garbage opens no incident");
+    let lines: Vec<Value> = out
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().all(|l| !is_emitted(l)),
+        "garbage opens no incident"
+    );
     assert_eq!(lines.len(), 10);
     assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 10);
-    let verdicts: Vec<&str> = lines.iter().map(|v| v["clawwatch"]["verdict"].as_str().unwrap()).collect();
-    assert_eq!(verdicts, ["error", "error", "error", "error", "error", "not_applicable", "error", "not_applicable", "allow", "not_applicable"]);
+    let verdicts: Vec<&str> = lines
+        .iter()
+        .map(|v| v["clawwatch"]["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            "error",
+            "error",
+            "error",
+            "error",
+            "error",
+            "not_applicable",
+            "error",
+            "not_applicable",
+            "allow",
+            "not_applicable"
+        ]
+    );
     assert_eq!(lines[0]["raw"], "not json");
-    assert!(lines[4]["clawwatch"]["error"].as_str().unwrap().contains("field `ts` is missing"));
+    assert!(
+        lines[4]["clawwatch"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("field `ts` is missing")
+    );
     assert_eq!(lines[6]["raw_base64"], "/wB7");
     assert_eq!(lines[9]["last"], "no newline");
     assert_eq!(e.stats().records, 10);
@@ -137,27 +258,70 @@ fn one_line_out_per_line_in_whatever_the_input() {
 
 #[test]
 fn oversized_records_pass_through_unparsed() {
-    let policy = format!("{POLICY}\n[monitor]\nmax_record_bytes = 64\n").replace("[monitor]\nagent_subnets", "[monitor]\nmax_record_bytes = 64\nagent_subnets");
-    let policy = policy.rsplit_once("\n[monitor]\nmax_record_bytes = 64\n").unwrap().0.to_string();
+    let policy = format!("{POLICY}\n[monitor]\nmax_record_bytes = 64\n").replace(
+        "[monitor]\nagent_subnets",
+        "[monitor]\nmax_record_bytes = 64\nagent_subnets",
+    );
+    let policy = policy
+        .rsplit_once("\n[monitor]\nmax_record_bytes = 64\n")
+        .unwrap()
+        .0
+        .to_string();
     let mut e = Engine::new(&policy).unwrap();
     let big = format!(r#"{{"message":"{}"}}"#, "x".repeat(100));
     let out = run(&mut e, &big);
     assert_eq!(out[0]["raw"], big);
-    assert!(out[0]["clawwatch"]["error"].as_str().unwrap().contains("over max_record_bytes (64)"));
+    assert!(
+        out[0]["clawwatch"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("over max_record_bytes (64)")
+    );
 }
 
 #[test]
 fn spawn_of_an_unknown_profile_is_noted_and_its_traffic_alerts() {
     let mut e = Engine::new(POLICY).unwrap();
     let spawn = SPAWN.replace("data_collector_v1", "ghost_v2");
-    let out = run(&mut e, &[spawn.as_str(), DNS, &flow("2026-11-24T14:31:00Z", "10.20.0.15", "93.184.216.34", 443, "TCP")].join("\n"));
-    assert!(out[0]["clawwatch"]["note"].as_str().unwrap().contains("not in the policy"));
+    let out = run(
+        &mut e,
+        &[
+            spawn.as_str(),
+            DNS,
+            &flow(
+                "2026-11-24T14:31:00Z",
+                "10.20.0.15",
+                "93.184.216.34",
+                443,
+                "TCP",
+            ),
+        ]
+        .join("\n"),
+    );
+    assert!(
+        out[0]["clawwatch"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("not in the policy")
+    );
     assert_eq!(rules(&out[2]), ["egress.not_allowed"]);
 }
 
 #[test]
 fn replays_are_byte_identical() {
-    let input = [SPAWN, DNS, &flow("2026-11-24T14:31:00Z", "10.20.0.15", "203.0.113.9", 8443, "TCP"), "garbage"].join("\n");
+    let input = [
+        SPAWN,
+        DNS,
+        &flow(
+            "2026-11-24T14:31:00Z",
+            "10.20.0.15",
+            "203.0.113.9",
+            8443,
+            "TCP",
+        ),
+        "garbage",
+    ]
+    .join("\n");
     let once = |input: &str| {
         let mut e = Engine::new(POLICY).unwrap();
         let mut out = Vec::new();
@@ -200,11 +364,16 @@ fn flow_at(minutes: f64, dst: &str, port: u16) -> String {
 }
 
 fn dns_at(minutes: f64, name: &str, ip: &str) -> String {
-    format!(r#"{{"type":"dns","ts":"{}","client_ip":"10.20.0.15","resolver_ip":"10.0.0.53","qname":"{name}","qtype":"A","answers":[{{"data":"{ip}","ttl":86400}}]}}"#, at(minutes))
+    format!(
+        r#"{{"type":"dns","ts":"{}","client_ip":"10.20.0.15","resolver_ip":"10.0.0.53","qname":"{name}","qtype":"A","answers":[{{"data":"{ip}","ttl":86400}}]}}"#,
+        at(minutes)
+    )
 }
 
 fn emitted<'v>(all: &'v [Value], rule: &str) -> Vec<&'v Value> {
-    all.iter().filter(|v| is_emitted(v) && v["clawwatch"]["incident"]["rule"] == rule).collect()
+    all.iter()
+        .filter(|v| is_emitted(v) && v["clawwatch"]["incident"]["rule"] == rule)
+        .collect()
 }
 
 #[test]
@@ -229,7 +398,11 @@ fn a_new_incident_is_emitted_once_and_closes_after_the_quiet_period() {
 #[test]
 fn approvals_turn_unplanned_calls_into_one_audit_record_and_expired_grants_do_not() {
     let mut e = Engine::new(DAY_POLICY).unwrap();
-    let grant = format!(r#"{{"type":"approval.grant","ts":"{}","agent_id":"0x8a3f","dest":"files.pythonhosted.org","port":443,"expires":"{}","approver":"oncall@example.com","reason":"install requests"}}"#, at(1.0), at(10.0));
+    let grant = format!(
+        r#"{{"type":"approval.grant","ts":"{}","agent_id":"0x8a3f","dest":"files.pythonhosted.org","port":443,"expires":"{}","approver":"oncall@example.com","reason":"install requests"}}"#,
+        at(1.0),
+        at(10.0)
+    );
     let input = [
         SPAWN.to_string(),
         dns_at(0.5, "pypi.org", "151.101.0.223"),
@@ -246,11 +419,26 @@ fn approvals_turn_unplanned_calls_into_one_audit_record_and_expired_grants_do_no
     assert_eq!(rules(lines[2]), ["approval.granted"]);
     assert_eq!(lines[3]["clawwatch"]["verdict"], "approved");
     assert_eq!(lines[6]["clawwatch"]["verdict"], "approved");
-    assert!(lines[6]["clawwatch"]["findings"][0]["summary"].as_str().unwrap().contains("oncall@example.com"));
-    assert_eq!(lines[7]["clawwatch"]["verdict"], "alert", "the grant expired at minute 10");
+    assert!(
+        lines[6]["clawwatch"]["findings"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("oncall@example.com")
+    );
+    assert_eq!(
+        lines[7]["clawwatch"]["verdict"], "alert",
+        "the grant expired at minute 10"
+    );
     assert_eq!(rules(lines[7]), ["egress.not_allowed"]);
-    let audits: Vec<&Value> = all.iter().filter(|v| v["clawwatch"]["stream"] == "audit").collect();
-    assert_eq!(audits.len(), 2, "one audit record per approved destination, not per call");
+    let audits: Vec<&Value> = all
+        .iter()
+        .filter(|v| v["clawwatch"]["stream"] == "audit")
+        .collect();
+    assert_eq!(
+        audits.len(),
+        2,
+        "one audit record per approved destination, not per call"
+    );
     assert_eq!(audits[0]["clawwatch"]["verdict"], "approved");
 }
 
@@ -275,17 +463,37 @@ fn plans_flag_undeclared_calls_and_off_schedule_ones() {
     ];
     let out = run(&mut e, &input.join("\n"));
     assert_eq!(out[4]["clawwatch"]["verdict"], "allow", "on schedule");
-    assert_eq!(rules(&out[5]), ["plan.undeclared"], "allowed by policy but not in the plan");
-    assert_eq!(rules(&out[6]), ["schedule.deviation"], "half an hour off the hourly slot");
-    assert_eq!(out[7]["clawwatch"]["verdict"], "allow", "DNS to the corporate resolver is never an action");
+    assert_eq!(
+        rules(&out[5]),
+        ["plan.undeclared"],
+        "allowed by policy but not in the plan"
+    );
+    assert_eq!(
+        rules(&out[6]),
+        ["schedule.deviation"],
+        "half an hour off the hourly slot"
+    );
+    assert_eq!(
+        out[7]["clawwatch"]["verdict"], "allow",
+        "DNS to the corporate resolver is never an action"
+    );
 }
 
 #[test]
 fn heartbeats_are_compared_with_the_flows_of_their_window_once_late_flows_are_in() {
     let mut e = Engine::new(DAY_POLICY).unwrap();
     let hb = |start: f64, end: f64, dests: &[&str]| {
-        let conns: Vec<String> = dests.iter().map(|d| format!(r#"{{"dest":"{d}","port":443,"proto":"tcp","count":1}}"#)).collect();
-        format!(r#"{{"type":"agent.heartbeat","ts":"{}","agent_id":"0x8a3f","window_start":"{}","window_end":"{}","connections":[{}]}}"#, at(end), at(start), at(end), conns.join(","))
+        let conns: Vec<String> = dests
+            .iter()
+            .map(|d| format!(r#"{{"dest":"{d}","port":443,"proto":"tcp","count":1}}"#))
+            .collect();
+        format!(
+            r#"{{"type":"agent.heartbeat","ts":"{}","agent_id":"0x8a3f","window_start":"{}","window_end":"{}","connections":[{}]}}"#,
+            at(end),
+            at(start),
+            at(end),
+            conns.join(",")
+        )
     };
     let input = [
         SPAWN.to_string(),
@@ -300,8 +508,18 @@ fn heartbeats_are_compared_with_the_flows_of_their_window_once_late_flows_are_in
     ];
     let all = run_all(&mut e, &input.join("\n"));
     let mismatches = emitted(&all, "heartbeat.mismatch");
-    let ids: Vec<&str> = mismatches.iter().map(|v| v["clawwatch"]["incident"]["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["0x8a3f/heartbeat.mismatch/hidden:203.0.113.66:443", "0x8a3f/heartbeat.mismatch/invented:status.example:443"], "{all:#?}");
+    let ids: Vec<&str> = mismatches
+        .iter()
+        .map(|v| v["clawwatch"]["incident"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "0x8a3f/heartbeat.mismatch/hidden:203.0.113.66:443",
+            "0x8a3f/heartbeat.mismatch/invented:status.example:443"
+        ],
+        "{all:#?}"
+    );
     assert_eq!(mismatches[0]["clawwatch"]["incident"]["severity"], "high");
     assert_eq!(mismatches[1]["clawwatch"]["incident"]["severity"], "medium");
 }
@@ -309,13 +527,21 @@ fn heartbeats_are_compared_with_the_flows_of_their_window_once_late_flows_are_in
 #[test]
 fn silence_is_noticed_when_event_time_passes_the_deadlines() {
     let mut e = Engine::new(DAY_POLICY).unwrap();
-    let hb = format!(r#"{{"type":"agent.heartbeat","ts":"{}","agent_id":"0x8a3f","window_start":"{}","window_end":"{}","connections":[]}}"#, at(15.0), at(0.0), at(15.0));
+    let hb = format!(
+        r#"{{"type":"agent.heartbeat","ts":"{}","agent_id":"0x8a3f","window_start":"{}","window_end":"{}","connections":[]}}"#,
+        at(15.0),
+        at(0.0),
+        at(15.0)
+    );
     run_all(&mut e, &[SPAWN, &hb].join("\n"));
     // The host advances time while input is idle: no more heartbeats, and the
     // agent outlives its 120 + 15 minutes.
     let mut out = Vec::new();
     e.advance_to(Timestamp::parse_rfc3339(&at(44.0)).unwrap(), &mut out);
-    assert!(out.is_empty(), "heartbeat due at 45 plus 5 minutes lateness");
+    assert!(
+        out.is_empty(),
+        "heartbeat due at 45 plus 5 minutes lateness"
+    );
     e.advance_to(Timestamp::parse_rfc3339(&at(51.0)).unwrap(), &mut out);
     let text = String::from_utf8(out.clone()).unwrap();
     assert!(text.contains("\"rule\":\"heartbeat.missing\""), "{text}");
@@ -329,7 +555,10 @@ fn silence_is_noticed_when_event_time_passes_the_deadlines() {
 #[test]
 fn a_terminated_agent_is_neither_missing_nor_overdue() {
     let mut e = Engine::new(DAY_POLICY).unwrap();
-    let terminate = format!(r#"{{"type":"agent.terminate","ts":"{}","agent_id":"0x8a3f"}}"#, at(10.0));
+    let terminate = format!(
+        r#"{{"type":"agent.terminate","ts":"{}","agent_id":"0x8a3f"}}"#,
+        at(10.0)
+    );
     run_all(&mut e, &[SPAWN, &terminate].join("\n"));
     let mut out = Vec::new();
     e.advance_to(Timestamp::parse_rfc3339(&at(1000.0)).unwrap(), &mut out);
@@ -339,7 +568,10 @@ fn a_terminated_agent_is_neither_missing_nor_overdue() {
 #[test]
 fn a_retry_loop_is_one_rate_incident_and_one_volume_incident() {
     let mut e = Engine::new(DAY_POLICY).unwrap();
-    let mut input = vec![SPAWN.to_string(), dns_at(0.1, "api.internal.example.net", "93.184.216.34")];
+    let mut input = vec![
+        SPAWN.to_string(),
+        dns_at(0.1, "api.internal.example.net", "93.184.216.34"),
+    ];
     for i in 0..200 {
         input.push(flow_at(1.0 + i as f64 * 0.01, "93.184.216.34", 443));
     }
@@ -352,7 +584,12 @@ fn a_retry_loop_is_one_rate_incident_and_one_volume_incident() {
 #[test]
 fn activity_after_the_lifetime_is_flagged_on_the_record() {
     let mut e = Engine::new(DAY_POLICY).unwrap();
-    let input = [SPAWN.to_string(), dns_at(0.1, "api.internal.example.net", "93.184.216.34"), flow_at(134.0, "93.184.216.34", 443), flow_at(136.0, "93.184.216.34", 443)];
+    let input = [
+        SPAWN.to_string(),
+        dns_at(0.1, "api.internal.example.net", "93.184.216.34"),
+        flow_at(134.0, "93.184.216.34", 443),
+        flow_at(136.0, "93.184.216.34", 443),
+    ];
     let out = run(&mut e, &input.join("\n"));
     assert!(rules(&out[2]).is_empty(), "within lifetime + variance");
     assert_eq!(rules(&out[3]), ["lifetime.exceeded"]);
@@ -373,32 +610,64 @@ fn an_answer_exported_before_its_call_does_not_excuse_the_call() {
 #[test]
 fn liveness_heartbeats_rearm_missing_and_never_count_as_traffic_reports() {
     let mut e = Engine::new(DAY_POLICY).unwrap();
-    let beat = |m: f64| format!(r#"{{"ts":{},"runId":"0x8a3f","status":"ok","durationMs":900,"reason":"interval"}}"#, 1_795_530_600_000i64 + (m * 60_000.0) as i64);
-    let mut input = vec![SPAWN.to_string(), dns_at(0.1, "api.internal.example.net", "93.184.216.34")];
+    let beat = |m: f64| {
+        format!(
+            r#"{{"ts":{},"runId":"0x8a3f","status":"ok","durationMs":900,"reason":"interval"}}"#,
+            1_795_530_600_000i64 + (m * 60_000.0) as i64
+        )
+    };
+    let mut input = vec![
+        SPAWN.to_string(),
+        dns_at(0.1, "api.internal.example.net", "93.184.216.34"),
+    ];
     for m in [10.0, 20.0, 30.0, 40.0] {
         input.push(flow_at(m - 5.0, "93.184.216.34", 443));
         input.push(beat(m));
     }
     let all = run_all(&mut e, &input.join("\n"));
-    assert!(emitted(&all, "heartbeat.mismatch").is_empty(), "no traffic report, nothing to mismatch");
+    assert!(
+        emitted(&all, "heartbeat.mismatch").is_empty(),
+        "no traffic report, nothing to mismatch"
+    );
     assert!(emitted(&all, "heartbeat.missing").is_empty());
     let mut out = Vec::new();
     e.advance_to(Timestamp::parse_rfc3339(&at(76.0)).unwrap(), &mut out);
-    assert!(String::from_utf8(out).unwrap().contains("\"rule\":\"heartbeat.missing\""), "silent since minute 40: overdue at 70, judged at 75");
+    assert!(
+        String::from_utf8(out)
+            .unwrap()
+            .contains("\"rule\":\"heartbeat.missing\""),
+        "silent since minute 40: overdue at 70, judged at 75"
+    );
 }
 
 #[test]
 fn a_reload_changes_the_rules_keeps_the_state_and_a_bad_policy_changes_nothing() {
     let mut e = Engine::new(POLICY).unwrap();
-    let forbidden = flow("2026-11-24T14:31:00Z", "10.20.0.15", "203.0.113.9", 8443, "TCP");
+    let forbidden = flow(
+        "2026-11-24T14:31:00Z",
+        "10.20.0.15",
+        "203.0.113.9",
+        8443,
+        "TCP",
+    );
     let out = run(&mut e, &[SPAWN, &forbidden].join("\n"));
     assert_eq!(rules(&out[1]), ["egress.not_allowed"]);
     let wider = POLICY.replace("{ protocol = \"UDP\", port = 53, destination = \"ANY\" },", "{ protocol = \"UDP\", port = 53, destination = \"ANY\" },\n{ protocol = \"TCP\", port = 8443, destination = \"203.0.113.9\" },");
     assert!(e.reload("[agent_profile.\"x\"]\nbogus = 1\n").is_err());
     let out = run(&mut e, &forbidden);
-    assert_eq!(rules(&out[0]), ["egress.not_allowed"], "the bad policy changed nothing");
+    assert_eq!(
+        rules(&out[0]),
+        ["egress.not_allowed"],
+        "the bad policy changed nothing"
+    );
     e.reload(&wider).unwrap();
     let out = run(&mut e, &forbidden);
-    assert_eq!(out[0]["clawwatch"]["verdict"], "allow", "the new rule applies");
-    assert_eq!(out[0]["clawwatch"]["agent"]["id"], "0x8a3f", "the agent spawned before the reload is still known");
+    assert_eq!(
+        out[0]["clawwatch"]["verdict"], "allow",
+        "the new rule applies"
+    );
+    assert_eq!(
+        out[0]["clawwatch"]["agent"]["id"], "0x8a3f",
+        "the agent spawned before the reload is still known"
+    );
 }

@@ -3,11 +3,11 @@
 //! Every table denies unknown keys so a typo (`expected_lifetime_minute`) is a
 //! load error with its line, not a silently ignored setting.
 
-use super::destination::Rule;
 use super::Profile;
+use super::destination::Rule;
 use ipnet::IpNet;
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -84,7 +84,12 @@ impl<'de> Deserialize<'de> for Addresses {
         };
         texts
             .iter()
-            .map(|t| t.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| de::Error::custom(format!("invalid IP address `{t}`"))))
+            .map(|t| {
+                t.trim()
+                    .parse::<IpAddr>()
+                    .map(|ip| ip.to_canonical())
+                    .map_err(|_| de::Error::custom(format!("invalid IP address `{t}`")))
+            })
             .collect::<Result<_, _>>()
             .map(Addresses)
     }
@@ -98,8 +103,14 @@ fn utc_offset<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         .flatten()
         .filter(|(h, m)| *h <= 14 && *m < 60);
     match parsed {
-        Some((h, m)) => Ok(if b[0] == b'-' { -(h * 3600 + m * 60) } else { h * 3600 + m * 60 }),
-        None => Err(de::Error::custom(format!("invalid UTC offset `{s}`: expected e.g. \"+01:00\" or \"-05:00\""))),
+        Some((h, m)) => Ok(if b[0] == b'-' {
+            -(h * 3600 + m * 60)
+        } else {
+            h * 3600 + m * 60
+        }),
+        None => Err(de::Error::custom(format!(
+            "invalid UTC offset `{s}`: expected e.g. \"+01:00\" or \"-05:00\""
+        ))),
     }
 }
 
@@ -211,7 +222,9 @@ pub struct NoContext;
 
 impl<'de> Deserialize<'de> for NoContext {
     fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(de::Error::custom("a context cannot hold another `context`: write each deployment's overrides directly under the profile"))
+        Err(de::Error::custom(
+            "a context cannot hold another `context`: write each deployment's overrides directly under the profile",
+        ))
     }
 }
 
@@ -261,19 +274,30 @@ impl<'de> Deserialize<'de> for Cidr {
         if let Ok(ip) = s.trim().parse::<IpAddr>() {
             return Ok(Cidr(IpNet::from(ip.to_canonical())));
         }
-        let net: IpNet = s.trim().parse().map_err(|_| de::Error::custom(format!("invalid CIDR `{s}`: expected e.g. \"10.20.0.0/16\"")))?;
+        let net: IpNet = s.trim().parse().map_err(|_| {
+            de::Error::custom(format!(
+                "invalid CIDR `{s}`: expected e.g. \"10.20.0.0/16\""
+            ))
+        })?;
         Ok(Cidr(net.trunc()))
     }
 }
 
 fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let v = i64::deserialize(d)?;
-    usize::try_from(v).ok().filter(|v| *v >= 1).ok_or_else(|| de::Error::custom(format!("must be at least 1, found {v}")))
+    usize::try_from(v)
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| de::Error::custom(format!("must be at least 1, found {v}")))
 }
 
 fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let v = i64::deserialize(d)?;
-    u64::try_from(v).ok().filter(|v| *v >= 1).map(Some).ok_or_else(|| de::Error::custom(format!("must be at least 1, found {v}")))
+    u64::try_from(v)
+        .ok()
+        .filter(|v| *v >= 1)
+        .map(Some)
+        .ok_or_else(|| de::Error::custom(format!("must be at least 1, found {v}")))
 }
 
 fn multiplier<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -281,6 +305,8 @@ fn multiplier<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> 
     if v.is_finite() && v > 1.0 {
         Ok(Some(v))
     } else {
-        Err(de::Error::custom(format!("must be a number greater than 1 (a multiple of the baseline), found {v}")))
+        Err(de::Error::custom(format!(
+            "must be a number greater than 1 (a multiple of the baseline), found {v}"
+        )))
     }
 }

@@ -2,8 +2,8 @@
 
 use crate::record::Proto;
 use ipnet::IpNet;
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -35,7 +35,9 @@ impl<'de> Deserialize<'de> for Protocol {
             "UDP" => Ok(Protocol::Udp),
             "ICMP" => Ok(Protocol::Icmp),
             "ANY" => Ok(Protocol::Any),
-            _ => Err(de::Error::custom(format!("unknown protocol `{s}`: expected \"TCP\", \"UDP\", \"ICMP\" or \"ANY\""))),
+            _ => Err(de::Error::custom(format!(
+                "unknown protocol `{s}`: expected \"TCP\", \"UDP\", \"ICMP\" or \"ANY\""
+            ))),
         }
     }
 }
@@ -48,7 +50,10 @@ pub struct Ports {
 }
 
 impl Ports {
-    pub const ANY: Ports = Ports { low: 0, high: u16::MAX };
+    pub const ANY: Ports = Ports {
+        low: 0,
+        high: u16::MAX,
+    };
 
     pub fn contains(self, port: u16) -> bool {
         (self.low..=self.high).contains(&port)
@@ -59,12 +64,18 @@ impl Ports {
         if text.eq_ignore_ascii_case("any") {
             return Ok(Ports::ANY);
         }
-        let number = |s: &str| s.trim().parse::<u16>().map_err(|_| format!("invalid port `{}` in `{text}`: ports are 0-65535", s.trim()));
+        let number = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("invalid port `{}` in `{text}`: ports are 0-65535", s.trim()))
+        };
         match text.split_once('-') {
             Some((low, high)) => {
                 let (low, high) = (number(low)?, number(high)?);
                 if low > high {
-                    return Err(format!("port range `{text}` is backwards: write it low-high"));
+                    return Err(format!(
+                        "port range `{text}` is backwards: write it low-high"
+                    ));
                 }
                 Ok(Ports { low, high })
             }
@@ -94,7 +105,9 @@ impl<'de> Deserialize<'de> for Ports {
                 f.write_str("a port number (443), a range (\"8000-8100\") or \"ANY\"")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ports, E> {
-                u16::try_from(v).map(|p| Ports { low: p, high: p }).map_err(|_| E::custom(format!("invalid port {v}: ports are 0-65535")))
+                u16::try_from(v)
+                    .map(|p| Ports { low: p, high: p })
+                    .map_err(|_| E::custom(format!("invalid port {v}: ports are 0-65535")))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ports, E> {
                 self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
@@ -134,20 +147,26 @@ impl Destination {
             return Ok(Destination::Ip(ip.to_canonical()));
         }
         if t.contains('/') {
-            let net: IpNet = t.parse().map_err(|_| format!("invalid CIDR `{t}`: expected e.g. \"10.30.0.0/24\""))?;
+            let net: IpNet = t
+                .parse()
+                .map_err(|_| format!("invalid CIDR `{t}`: expected e.g. \"10.30.0.0/24\""))?;
             if net != net.trunc() {
-                return Err(format!("CIDR `{t}` has host bits set: did you mean \"{}\"?", net.trunc()));
+                return Err(format!(
+                    "CIDR `{t}` has host bits set: did you mean \"{}\"?",
+                    net.trunc()
+                ));
             }
             return Ok(Destination::Net(net));
         }
         let name = t.trim_end_matches('.').to_ascii_lowercase();
-        let (make, rest): (fn(String) -> Destination, &str) = if let Some(rest) = name.strip_prefix("**.") {
-            (Destination::AnyDepthBelow, rest)
-        } else if let Some(rest) = name.strip_prefix("*.") {
-            (Destination::OneLabelBelow, rest)
-        } else {
-            (Destination::Name, name.as_str())
-        };
+        let (make, rest): (fn(String) -> Destination, &str) =
+            if let Some(rest) = name.strip_prefix("**.") {
+                (Destination::AnyDepthBelow, rest)
+            } else if let Some(rest) = name.strip_prefix("*.") {
+                (Destination::OneLabelBelow, rest)
+            } else {
+                (Destination::Name, name.as_str())
+            };
         validate_host_name(rest).map_err(|why| format!("invalid destination `{t}`: {why}; expected \"ANY\", an IP, a CIDR, a host name, \"*.domain\" or \"**.domain\""))?;
         Ok(make(rest.to_string()))
     }
@@ -166,7 +185,9 @@ impl Destination {
         match self {
             Destination::Any => true,
             Destination::Name(own) => own == name,
-            Destination::OneLabelBelow(suffix) => label_prefix(name, suffix).is_some_and(|p| !p.contains('.')),
+            Destination::OneLabelBelow(suffix) => {
+                label_prefix(name, suffix).is_some_and(|p| !p.contains('.'))
+            }
             Destination::AnyDepthBelow(suffix) => label_prefix(name, suffix).is_some(),
             Destination::Ip(_) | Destination::Net(_) => false,
         }
@@ -174,7 +195,10 @@ impl Destination {
 
     /// Whether a name rule: only these can be satisfied through DNS answers.
     pub fn is_name(&self) -> bool {
-        matches!(self, Destination::Name(_) | Destination::OneLabelBelow(_) | Destination::AnyDepthBelow(_))
+        matches!(
+            self,
+            Destination::Name(_) | Destination::OneLabelBelow(_) | Destination::AnyDepthBelow(_)
+        )
     }
 }
 
@@ -201,7 +225,10 @@ fn validate_host_name(name: &str) -> Result<(), &'static str> {
         if label.contains('*') {
             return Err("a wildcard may only be the first label (\"*.\" or \"**.\")");
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err("names may hold only letters, digits, '-' and '_'");
         }
     }
@@ -246,7 +273,9 @@ impl Rule {
     pub fn allows(&self, proto: Proto, port: u16, ip: IpAddr, names: &[&str]) -> bool {
         self.protocol.matches(proto)
             && (proto == Proto::Icmp || self.port.contains(port))
-            && (self.destination.matches_ip(ip) || (self.destination.is_name() && names.iter().any(|n| self.destination.matches_name(n))))
+            && (self.destination.matches_ip(ip)
+                || (self.destination.is_name()
+                    && names.iter().any(|n| self.destination.matches_name(n))))
     }
 }
 
@@ -322,7 +351,13 @@ mod tests {
 
     #[test]
     fn ports_single_range_and_any() {
-        assert_eq!(Ports::parse("8000-8100").unwrap(), Ports { low: 8000, high: 8100 });
+        assert_eq!(
+            Ports::parse("8000-8100").unwrap(),
+            Ports {
+                low: 8000,
+                high: 8100
+            }
+        );
         assert!(Ports::parse("9-8").unwrap_err().contains("backwards"));
         assert!(Ports::parse("70000").unwrap_err().contains("0-65535"));
         assert_eq!(Ports::parse("any").unwrap(), Ports::ANY);
@@ -330,7 +365,14 @@ mod tests {
 
     #[test]
     fn rule_checks_protocol_port_and_destination() {
-        let rule = Rule { protocol: Protocol::Tcp, port: Ports { low: 443, high: 443 }, destination: dest("api.internal.example.net") };
+        let rule = Rule {
+            protocol: Protocol::Tcp,
+            port: Ports {
+                low: 443,
+                high: 443,
+            },
+            destination: dest("api.internal.example.net"),
+        };
         let ip: IpAddr = "93.184.216.34".parse().unwrap();
         assert!(rule.allows(Proto::Tcp, 443, ip, &["api.internal.example.net"]));
         assert!(!rule.allows(Proto::Tcp, 444, ip, &["api.internal.example.net"]));

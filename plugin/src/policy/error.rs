@@ -19,23 +19,38 @@ impl PolicyError {
     pub fn at(text: &str, offset: Option<usize>, message: impl Into<String>) -> PolicyError {
         let message = message.into();
         let Some(offset) = offset.map(|o| o.min(text.len())) else {
-            return PolicyError { line: None, column: None, table: None, message };
+            return PolicyError {
+                line: None,
+                column: None,
+                table: None,
+                message,
+            };
         };
         let before = &text[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
-        PolicyError { line: Some(line as u32), column: Some(column as u32), table: enclosing_table(before), message }
+        PolicyError {
+            line: Some(line as u32),
+            column: Some(column as u32),
+            table: enclosing_table(before),
+            message,
+        }
     }
 }
 
 /// The last `[table]` header before the error: toml's messages name the key
 /// but not the table it sits in, which is what a reader looks for.
 fn enclosing_table(before: &str) -> Option<String> {
-    before.lines().rev().map(str::trim).find(|l| l.starts_with('[') && !l.starts_with("[[") && l.contains(']')).map(|l| {
-        let end = l.rfind(']').unwrap_or(l.len());
-        l[1..end].trim().to_string()
-    })
+    before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[[") && l.contains(']'))
+        .map(|l| {
+            let end = l.rfind(']').unwrap_or(l.len());
+            l[1..end].trim().to_string()
+        })
 }
 
 impl fmt::Display for PolicyError {
@@ -64,6 +79,9 @@ mod tests {
         let e = PolicyError::at(text, text.find("bogus"), "unknown field `bogus`");
         assert_eq!((e.line, e.column), (Some(5), Some(1)));
         assert_eq!(e.table.as_deref(), Some("agent_profile.\"x\""));
-        assert_eq!(e.to_string(), "line 5, column 1 (in [agent_profile.\"x\"]): unknown field `bogus`");
+        assert_eq!(
+            e.to_string(),
+            "line 5, column 1 (in [agent_profile.\"x\"]): unknown field `bogus`"
+        );
     }
 }

@@ -33,7 +33,14 @@ pub struct Lint {
 
 impl fmt::Display for Lint {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}[{}] {}: {}", self.level.as_str(), self.code, self.place, self.message)
+        write!(
+            f,
+            "{}[{}] {}: {}",
+            self.level.as_str(),
+            self.code,
+            self.place,
+            self.message
+        )
     }
 }
 
@@ -45,7 +52,10 @@ fn profile_place(p: &Profile) -> String {
 }
 
 fn is_dns(rule: &Rule) -> bool {
-    rule.port.contains(53) && rule.port.low == 53 && rule.port.high == 53 && matches!(rule.protocol, Protocol::Udp | Protocol::Tcp | Protocol::Any)
+    rule.port.contains(53)
+        && rule.port.low == 53
+        && rule.port.high == 53
+        && matches!(rule.protocol, Protocol::Udp | Protocol::Tcp | Protocol::Any)
 }
 
 /// Top-level domains whose registrations are restricted to vetted institutions.
@@ -64,7 +74,8 @@ fn covers(a: &Rule, b: &Rule) -> bool {
 }
 
 fn below(name: &str, suffix: &str) -> bool {
-    name.strip_suffix(suffix).is_some_and(|p| p.ends_with('.') && p.len() > 1)
+    name.strip_suffix(suffix)
+        .is_some_and(|p| p.ends_with('.') && p.len() > 1)
 }
 
 fn destination_covers(a: &Destination, b: &Destination) -> bool {
@@ -85,10 +96,19 @@ fn rule_lints(rules: &[Rule], place: &str, approvals: bool, out: &mut Vec<Lint>)
     for (i, rule) in rules.iter().enumerate() {
         let here = format!("{place}[{i}]");
         if let Some(j) = rules[..i].iter().position(|r| r == rule) {
-            out.push(Lint { level: Level::Warning, code: "duplicate-rule", place: here.clone(), message: format!("repeats [{j}] ({rule}); remove one") });
+            out.push(Lint {
+                level: Level::Warning,
+                code: "duplicate-rule",
+                place: here.clone(),
+                message: format!("repeats [{j}] ({rule}); remove one"),
+            });
             continue;
         }
-        if let Some(j) = rules.iter().enumerate().position(|(j, r)| j != i && r != rule && covers(r, rule)) {
+        if let Some(j) = rules
+            .iter()
+            .enumerate()
+            .position(|(j, r)| j != i && r != rule && covers(r, rule))
+        {
             out.push(Lint { level: Level::Warning, code: "redundant-rule", place: here.clone(), message: format!("{rule} is already allowed by [{j}] ({}); it can never be the rule that matters", rules[j]) });
         }
         match &rule.destination {
@@ -114,8 +134,16 @@ fn rule_lints(rules: &[Rule], place: &str, approvals: bool, out: &mut Vec<Lint>)
             }
             _ => {}
         }
-        if rule.port == Ports::ANY && rule.protocol != Protocol::Icmp && !matches!(rule.destination, Destination::Any) {
-            out.push(Lint { level: Level::Info, code: "any-port", place: here, message: format!("{rule} allows every port of {}", rule.destination) });
+        if rule.port == Ports::ANY
+            && rule.protocol != Protocol::Icmp
+            && !matches!(rule.destination, Destination::Any)
+        {
+            out.push(Lint {
+                level: Level::Info,
+                code: "any-port",
+                place: here,
+                message: format!("{rule} allows every port of {}", rule.destination),
+            });
         }
     }
 }
@@ -125,21 +153,50 @@ pub fn lint(policy: &Policy, expected_types: Option<&[String]>) -> Vec<Lint> {
     let mut out = Vec::new();
     let m = &policy.monitor;
     if m.agent_subnets.is_empty() {
-        out.push(Lint { level: Level::Info, code: "rule-off", place: "monitor".into(), message: "no agent_subnets: egress.unknown_agent cannot fire".into() });
+        out.push(Lint {
+            level: Level::Info,
+            code: "rule-off",
+            place: "monitor".into(),
+            message: "no agent_subnets: egress.unknown_agent cannot fire".into(),
+        });
     }
     if m.corp_resolvers.is_empty() {
-        out.push(Lint { level: Level::Info, code: "rule-off", place: "monitor".into(), message: "no corp_resolvers: dns.foreign_resolver cannot fire".into() });
+        out.push(Lint {
+            level: Level::Info,
+            code: "rule-off",
+            place: "monitor".into(),
+            message: "no corp_resolvers: dns.foreign_resolver cannot fire".into(),
+        });
     }
     rule_lints(&policy.approvals, "approvals.allow", true, &mut out);
     for p in policy.all_profiles() {
         let place = profile_place(p);
         if p.allowed_outbound.is_empty() {
-            out.push(Lint { level: Level::Info, code: "allows-nothing", place: place.clone(), message: "allowed_outbound is empty: every connection is egress.not_allowed".into() });
+            out.push(Lint {
+                level: Level::Info,
+                code: "allows-nothing",
+                place: place.clone(),
+                message: "allowed_outbound is empty: every connection is egress.not_allowed".into(),
+            });
         }
-        if p.context.is_none() || p.allowed_outbound != policy.profile(&p.name, None).map(|b| b.allowed_outbound.clone()).unwrap_or_default() {
-            rule_lints(&p.allowed_outbound, &format!("{place}.allowed_outbound"), false, &mut out);
+        if p.context.is_none()
+            || p.allowed_outbound
+                != policy
+                    .profile(&p.name, None)
+                    .map(|b| b.allowed_outbound.clone())
+                    .unwrap_or_default()
+        {
+            rule_lints(
+                &p.allowed_outbound,
+                &format!("{place}.allowed_outbound"),
+                false,
+                &mut out,
+            );
         }
-        if p.volume_anomaly_threshold_multiplier.is_some() && p.baseline_connections_per_hour.is_none() && p.baseline_bytes_per_hour.is_none() {
+        if p.volume_anomaly_threshold_multiplier.is_some()
+            && p.baseline_connections_per_hour.is_none()
+            && p.baseline_bytes_per_hour.is_none()
+        {
             out.push(Lint {
                 level: Level::Warning,
                 code: "cannot-fire",
@@ -148,27 +205,68 @@ pub fn lint(policy: &Policy, expected_types: Option<&[String]>) -> Vec<Lint> {
             });
         }
         if p.baseline_connections_per_hour == Some(0) {
-            out.push(Lint { level: Level::Warning, code: "cannot-fire", place: place.clone(), message: "baseline_connections_per_hour = 0: every connection is a volume.anomaly".into() });
+            out.push(Lint {
+                level: Level::Warning,
+                code: "cannot-fire",
+                place: place.clone(),
+                message: "baseline_connections_per_hour = 0: every connection is a volume.anomaly"
+                    .into(),
+            });
         }
-        if p.adaptive_baseline && p.baseline_connections_per_hour.is_none() && p.baseline_bytes_per_hour.is_none() {
-            out.push(Lint { level: Level::Warning, code: "cannot-fire", place: place.clone(), message: "adaptive_baseline without a baseline to adapt".into() });
+        if p.adaptive_baseline
+            && p.baseline_connections_per_hour.is_none()
+            && p.baseline_bytes_per_hour.is_none()
+        {
+            out.push(Lint {
+                level: Level::Warning,
+                code: "cannot-fire",
+                place: place.clone(),
+                message: "adaptive_baseline without a baseline to adapt".into(),
+            });
         }
         if p.learning {
-            out.push(Lint { level: Level::Info, code: "learning", place: place.clone(), message: "learning mode: volume.anomaly and rate.runaway are recorded, never alerted".into() });
+            out.push(Lint {
+                level: Level::Info,
+                code: "learning",
+                place: place.clone(),
+                message:
+                    "learning mode: volume.anomaly and rate.runaway are recorded, never alerted"
+                        .into(),
+            });
         }
         if p.max_requests_per_minute > 100_000 {
-            out.push(Lint { level: Level::Warning, code: "cannot-fire", place: place.clone(), message: format!("max_requests_per_minute = {}: rate.runaway effectively never fires", p.max_requests_per_minute) });
+            out.push(Lint {
+                level: Level::Warning,
+                code: "cannot-fire",
+                place: place.clone(),
+                message: format!(
+                    "max_requests_per_minute = {}: rate.runaway effectively never fires",
+                    p.max_requests_per_minute
+                ),
+            });
         }
     }
     if let Some(types) = expected_types {
         for name in policy.profile_names() {
             if !types.iter().any(|t| t == name) {
-                out.push(Lint { level: Level::Warning, code: "unused-profile", place: format!("agent_profile.\"{name}\""), message: "no expected agent type uses this profile".into() });
+                out.push(Lint {
+                    level: Level::Warning,
+                    code: "unused-profile",
+                    place: format!("agent_profile.\"{name}\""),
+                    message: "no expected agent type uses this profile".into(),
+                });
             }
         }
         for t in types {
             if policy.profile(t, None).is_none() {
-                out.push(Lint { level: Level::Warning, code: "missing-profile", place: "agent_profile".into(), message: format!("agent type \"{t}\" has no profile: its agents are allowed nothing") });
+                out.push(Lint {
+                    level: Level::Warning,
+                    code: "missing-profile",
+                    place: "agent_profile".into(),
+                    message: format!(
+                        "agent type \"{t}\" has no profile: its agents are allowed nothing"
+                    ),
+                });
             }
         }
     }
@@ -181,21 +279,36 @@ mod tests {
     use super::*;
 
     fn codes(text: &str, types: Option<&[String]>) -> Vec<(String, &'static str)> {
-        lint(&Policy::from_toml(text).unwrap(), types).into_iter().map(|l| (l.place, l.code)).collect()
+        lint(&Policy::from_toml(text).unwrap(), types)
+            .into_iter()
+            .map(|l| (l.place, l.code))
+            .collect()
     }
 
-    const BASE: &str = "[monitor]\nagent_subnets = [\"10.20.0.0/16\"]\ncorp_resolvers = [\"10.0.0.53\"]\n";
+    const BASE: &str =
+        "[monitor]\nagent_subnets = [\"10.20.0.0/16\"]\ncorp_resolvers = [\"10.0.0.53\"]\n";
 
     #[test]
     fn the_bundled_policy_has_no_warning() {
-        let lints = lint(&Policy::from_toml(include_str!("../../../testdata/policy.toml")).unwrap(), None);
+        let lints = lint(
+            &Policy::from_toml(include_str!("../../../testdata/policy.toml")).unwrap(),
+            None,
+        );
         assert!(lints.iter().all(|l| l.level == Level::Info), "{lints:#?}");
     }
 
     #[test]
     fn any_on_tcp_443_is_over_broad_but_on_dns_it_is_not() {
-        let p = format!("{BASE}[agent_profile.\"x\"]\nallowed_outbound = [{{ protocol = \"TCP\", port = 443, destination = \"ANY\" }}, {{ protocol = \"UDP\", port = 53, destination = \"ANY\" }}]\n");
-        assert_eq!(codes(&p, None), [("agent_profile.\"x\".allowed_outbound[0]".to_string(), "over-broad-destination")]);
+        let p = format!(
+            "{BASE}[agent_profile.\"x\"]\nallowed_outbound = [{{ protocol = \"TCP\", port = 443, destination = \"ANY\" }}, {{ protocol = \"UDP\", port = 53, destination = \"ANY\" }}]\n"
+        );
+        assert_eq!(
+            codes(&p, None),
+            [(
+                "agent_profile.\"x\".allowed_outbound[0]".to_string(),
+                "over-broad-destination"
+            )]
+        );
     }
 
     #[test]
@@ -204,8 +317,18 @@ mod tests {
             "{BASE}[agent_profile.\"x\"]\nallowed_outbound = [{{ protocol = \"TCP\", port = 443, destination = \"**.com\" }}, {{ protocol = \"TCP\", port = 443, destination = \"*.co.uk\" }}, {{ protocol = \"TCP\", port = 443, destination = \"0.0.0.0/1\" }}, {{ protocol = \"TCP\", port = 443, destination = \"**.edu.example\" }}]\n"
         );
         let found = codes(&p, None);
-        assert_eq!(found.iter().filter(|(_, c)| *c == "over-broad-destination").count(), 3, "{found:?}");
-        assert!(!found.iter().any(|(place, _)| place.ends_with("[3]")), "a wildcard under a registered domain is fine");
+        assert_eq!(
+            found
+                .iter()
+                .filter(|(_, c)| *c == "over-broad-destination")
+                .count(),
+            3,
+            "{found:?}"
+        );
+        assert!(
+            !found.iter().any(|(place, _)| place.ends_with("[3]")),
+            "a wildcard under a registered domain is fine"
+        );
     }
 
     #[test]
@@ -214,32 +337,69 @@ mod tests {
             "{BASE}[agent_profile.\"x\"]\nallowed_outbound = [{{ protocol = \"TCP\", port = 443, destination = \"**.example.net\" }}, {{ protocol = \"TCP\", port = 443, destination = \"api.example.net\" }}, {{ protocol = \"TCP\", port = 443, destination = \"**.example.net\" }}, {{ protocol = \"TCP\", port = \"8000-8100\", destination = \"10.30.0.0/24\" }}, {{ protocol = \"TCP\", port = 8080, destination = \"10.30.0.7\" }}, {{ protocol = \"UDP\", port = 443, destination = \"api.example.net\" }}]\n"
         );
         let found = codes(&p, None);
-        assert!(found.contains(&("agent_profile.\"x\".allowed_outbound[1]".into(), "redundant-rule")), "{found:?}");
-        assert!(found.contains(&("agent_profile.\"x\".allowed_outbound[2]".into(), "duplicate-rule")), "{found:?}");
-        assert!(found.contains(&("agent_profile.\"x\".allowed_outbound[4]".into(), "redundant-rule")), "{found:?}");
-        assert!(!found.iter().any(|(place, _)| place.ends_with("[5]")), "another protocol is not covered: {found:?}");
+        assert!(
+            found.contains(&(
+                "agent_profile.\"x\".allowed_outbound[1]".into(),
+                "redundant-rule"
+            )),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&(
+                "agent_profile.\"x\".allowed_outbound[2]".into(),
+                "duplicate-rule"
+            )),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&(
+                "agent_profile.\"x\".allowed_outbound[4]".into(),
+                "redundant-rule"
+            )),
+            "{found:?}"
+        );
+        assert!(
+            !found.iter().any(|(place, _)| place.ends_with("[5]")),
+            "another protocol is not covered: {found:?}"
+        );
     }
 
     #[test]
     fn thresholds_that_cannot_fire_and_rules_that_are_off() {
         let p = "[agent_profile.\"x\"]\nvolume_anomaly_threshold_multiplier = 3.0\nallowed_outbound = []\n";
         let found = codes(p, None);
-        assert!(found.contains(&("agent_profile.\"x\"".into(), "cannot-fire")), "{found:?}");
+        assert!(
+            found.contains(&("agent_profile.\"x\"".into(), "cannot-fire")),
+            "{found:?}"
+        );
         assert_eq!(found.iter().filter(|(_, c)| *c == "rule-off").count(), 2);
         assert!(found.contains(&("agent_profile.\"x\"".into(), "allows-nothing")));
     }
 
     #[test]
     fn profiles_and_expected_agent_types_are_matched() {
-        let p = format!("{BASE}[agent_profile.\"a\"]\nallowed_outbound = []\n[agent_profile.\"b\"]\nallowed_outbound = []\n");
+        let p = format!(
+            "{BASE}[agent_profile.\"a\"]\nallowed_outbound = []\n[agent_profile.\"b\"]\nallowed_outbound = []\n"
+        );
         let found = codes(&p, Some(&["a".to_string(), "c".to_string()]));
-        assert!(found.contains(&("agent_profile.\"b\"".into(), "unused-profile")), "{found:?}");
-        assert!(found.contains(&("agent_profile".into(), "missing-profile")), "{found:?}");
+        assert!(
+            found.contains(&("agent_profile.\"b\"".into(), "unused-profile")),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&("agent_profile".into(), "missing-profile")),
+            "{found:?}"
+        );
     }
 
     #[test]
     fn approvals_of_any_host_are_over_broad() {
-        let p = format!("{BASE}[approvals]\nallow = [{{ protocol = \"TCP\", port = 443, destination = \"ANY\" }}]\n");
-        assert_eq!(codes(&p, None), [("approvals.allow[0]".to_string(), "over-broad-destination")]);
+        let p = format!(
+            "{BASE}[approvals]\nallow = [{{ protocol = \"TCP\", port = 443, destination = \"ANY\" }}]\n"
+        );
+        assert_eq!(
+            codes(&p, None),
+            [("approvals.allow[0]".to_string(), "over-broad-destination")]
+        );
     }
 }

@@ -71,8 +71,16 @@ impl Profile {
     }
 
     /// The first `allowed_outbound` rule that admits the connection.
-    pub fn allowing_rule(&self, proto: crate::record::Proto, port: u16, ip: IpAddr, names: &[&str]) -> Option<&Rule> {
-        self.allowed_outbound.iter().find(|r| r.allows(proto, port, ip, names))
+    pub fn allowing_rule(
+        &self,
+        proto: crate::record::Proto,
+        port: u16,
+        ip: IpAddr,
+        names: &[&str],
+    ) -> Option<&Rule> {
+        self.allowed_outbound
+            .iter()
+            .find(|r| r.allows(proto, port, ip, names))
     }
 }
 
@@ -96,7 +104,9 @@ pub struct Policy {
 impl Policy {
     /// Parses and compiles a policy; the error names the line, column, table and key.
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
-        let config: PolicyConfig = toml::from_str(text).map_err(|e| PolicyError::at(text, e.span().map(|s| s.start), e.message().trim_end()))?;
+        let config: PolicyConfig = toml::from_str(text).map_err(|e| {
+            PolicyError::at(text, e.span().map(|s| s.start), e.message().trim_end())
+        })?;
         Ok(Self::build(config))
     }
 
@@ -104,7 +114,11 @@ impl Policy {
         let m = config.monitor;
         let monitor = Monitor {
             agent_subnets: m.agent_subnets.into_iter().map(|c| c.0).collect(),
-            corp_resolvers: m.corp_resolvers.into_iter().map(|ip| ip.to_canonical()).collect(),
+            corp_resolvers: m
+                .corp_resolvers
+                .into_iter()
+                .map(|ip| ip.to_canonical())
+                .collect(),
             dns_ttl_grace_secs: m.dns_ttl_grace_seconds as i64,
             incident_quiet_secs: (m.incident_quiet_minutes as i64).saturating_mul(60),
             max_agents: m.max_agents,
@@ -145,23 +159,36 @@ impl Policy {
                 (name, ProfileEntry { base, contexts })
             })
             .collect();
-        let framework = |agent_type: Option<String>, addresses: std::collections::BTreeMap<String, config::Addresses>| crate::record::FrameworkSettings {
-            agent_type,
-            addresses: addresses.into_iter().map(|(k, v)| (k, v.0)).collect(),
-        };
+        let framework =
+            |agent_type: Option<String>,
+             addresses: std::collections::BTreeMap<String, config::Addresses>| {
+                crate::record::FrameworkSettings {
+                    agent_type,
+                    addresses: addresses.into_iter().map(|(k, v)| (k, v.0)).collect(),
+                }
+            };
         let i = config.inputs;
         let inputs = crate::record::InputSettings {
             nfdump_utc_offset_secs: i.nfdump_utc_offset,
             openclaw: framework(i.openclaw.agent_type, i.openclaw.session_addresses),
             nanoclaw: framework(i.nanoclaw.agent_type, i.nanoclaw.group_addresses),
         };
-        Policy { monitor, approvals: config.approvals.allow, inputs, profiles }
+        Policy {
+            monitor,
+            approvals: config.approvals.allow,
+            inputs,
+            profiles,
+        }
     }
 
     /// The profile for `name` as it applies in `deployment`.
     pub fn profile(&self, name: &str, deployment: Option<&str>) -> Option<&Profile> {
         let entry = self.profiles.get(name)?;
-        Some(deployment.and_then(|d| entry.contexts.get(d)).unwrap_or(&entry.base))
+        Some(
+            deployment
+                .and_then(|d| entry.contexts.get(d))
+                .unwrap_or(&entry.base),
+        )
     }
 
     pub fn profile_names(&self) -> impl Iterator<Item = &str> {
@@ -243,9 +270,21 @@ expected_lifetime_minutes = 20160
         assert_eq!(p.approvals.len(), 1);
         let ra = p.profile("research_agent", Some("continuous")).unwrap();
         assert_eq!(ra.expected_lifetime_minutes, Some(20160));
-        assert_eq!(ra.allowed_outbound.len(), 3, "context inherits what it does not override");
-        assert_eq!(p.profile("research_agent", Some("staging")).unwrap().expected_lifetime_minutes, None);
-        assert!(ra.allowing_rule(Proto::Tcp, 8443, "10.30.0.7".parse().unwrap(), &[]).is_some());
+        assert_eq!(
+            ra.allowed_outbound.len(),
+            3,
+            "context inherits what it does not override"
+        );
+        assert_eq!(
+            p.profile("research_agent", Some("staging"))
+                .unwrap()
+                .expected_lifetime_minutes,
+            None
+        );
+        assert!(
+            ra.allowing_rule(Proto::Tcp, 8443, "10.30.0.7".parse().unwrap(), &[])
+                .is_some()
+        );
         assert!(p.profile("nobody", None).is_none());
     }
 
@@ -258,10 +297,16 @@ expected_lifetime_minutes = 20160
         let e = error_of("[agent_profile.\"x\"]\nexpected_lifetime_minute = 5\n");
         assert_eq!(e.line, Some(2));
         assert_eq!(e.table.as_deref(), Some("agent_profile.\"x\""));
-        assert!(e.message.contains("unknown field `expected_lifetime_minute`"), "{e}");
+        assert!(
+            e.message
+                .contains("unknown field `expected_lifetime_minute`"),
+            "{e}"
+        );
         let e = error_of("[monitor]\nagent_subnet = []\n");
         assert!(e.message.contains("agent_subnet"), "{e}");
-        let e = error_of("[agent_profile.\"x\"]\nallowed_outbound = [{ protocol = \"TCP\", port = 443, destination = \"a.example\", note = 1 }]\n");
+        let e = error_of(
+            "[agent_profile.\"x\"]\nallowed_outbound = [{ protocol = \"TCP\", port = 443, destination = \"a.example\", note = 1 }]\n",
+        );
         assert!(e.message.contains("unknown field `note`"), "{e}");
         let e = error_of("[surprise]\n");
         assert!(e.message.contains("surprise"), "{e}");
@@ -270,17 +315,57 @@ expected_lifetime_minutes = 20160
     #[test]
     fn bad_values_name_line_and_reason() {
         for (text, line, needle) in [
-            ("[monitor]\nagent_subnets = [\"10.20.0.0/40\"]\n", 2, "invalid CIDR"),
-            ("[monitor]\ncorp_resolvers = [\"resolver\"]\n", 2, "invalid IP"),
-            ("[agent_profile.\"x\"]\nallowed_outbound = [\n{ protocol = \"SCTP\", port = 1, destination = \"ANY\" },\n]\n", 3, "unknown protocol `SCTP`"),
-            ("[agent_profile.\"x\"]\nallowed_outbound = [\n{ protocol = \"TCP\", port = 70000, destination = \"ANY\" },\n]\n", 3, "0-65535"),
-            ("[agent_profile.\"x\"]\nallowed_outbound = [\n{ protocol = \"TCP\", destination = \"ANY\" },\n]\n", 3, "missing field `port`"),
-            ("[agent_profile.\"x\"]\nvolume_anomaly_threshold_multiplier = 0.5\n", 2, "greater than 1"),
-            ("[agent_profile.\"x\"]\nexpected_lifetime_minutes = -3\n", 2, ""),
+            (
+                "[monitor]\nagent_subnets = [\"10.20.0.0/40\"]\n",
+                2,
+                "invalid CIDR",
+            ),
+            (
+                "[monitor]\ncorp_resolvers = [\"resolver\"]\n",
+                2,
+                "invalid IP",
+            ),
+            (
+                "[agent_profile.\"x\"]\nallowed_outbound = [\n{ protocol = \"SCTP\", port = 1, destination = \"ANY\" },\n]\n",
+                3,
+                "unknown protocol `SCTP`",
+            ),
+            (
+                "[agent_profile.\"x\"]\nallowed_outbound = [\n{ protocol = \"TCP\", port = 70000, destination = \"ANY\" },\n]\n",
+                3,
+                "0-65535",
+            ),
+            (
+                "[agent_profile.\"x\"]\nallowed_outbound = [\n{ protocol = \"TCP\", destination = \"ANY\" },\n]\n",
+                3,
+                "missing field `port`",
+            ),
+            (
+                "[agent_profile.\"x\"]\nvolume_anomaly_threshold_multiplier = 0.5\n",
+                2,
+                "greater than 1",
+            ),
+            (
+                "[agent_profile.\"x\"]\nexpected_lifetime_minutes = -3\n",
+                2,
+                "",
+            ),
             ("[monitor]\nmax_agents = 0\n", 2, "at least 1"),
-            ("[inputs]\nnfdump_utc_offset = \"CET\"\n", 2, "invalid UTC offset `CET`"),
-            ("[inputs.openclaw]\nsession_addresses = { \"agent:main:main\" = \"10.20.6\" }\n", 2, "invalid IP address `10.20.6`"),
-            ("[inputs.nanoclaw]\ngroups = {}\n", 2, "unknown field `groups`"),
+            (
+                "[inputs]\nnfdump_utc_offset = \"CET\"\n",
+                2,
+                "invalid UTC offset `CET`",
+            ),
+            (
+                "[inputs.openclaw]\nsession_addresses = { \"agent:main:main\" = \"10.20.6\" }\n",
+                2,
+                "invalid IP address `10.20.6`",
+            ),
+            (
+                "[inputs.nanoclaw]\ngroups = {}\n",
+                2,
+                "unknown field `groups`",
+            ),
             ("not toml at all", 1, ""),
         ] {
             let e = error_of(text);

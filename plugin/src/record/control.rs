@@ -2,10 +2,14 @@
 //! `agent.terminate`, `agent.policy`.
 
 use super::fields::{Fields, Key, Value};
-use super::{parse_ip, PolicyChange, Reader, Recognized, Spawn, Stream, Terminate, Event};
+use super::{Event, PolicyChange, Reader, Recognized, Spawn, Stream, Terminate, parse_ip};
 
 fn reader<'r, 'a>(fields: &'r Fields<'a>, format: &'static str) -> Reader<'r, 'a> {
-    Reader { fields, stream: Stream::Control, format }
+    Reader {
+        fields,
+        stream: Stream::Control,
+        format,
+    }
 }
 
 /// Upper bound on addresses one agent may hold, so a bad record cannot make
@@ -26,19 +30,38 @@ pub fn spawn(fields: &Fields) -> Recognized {
             None | Some(Value::Null) => {}
             Some(Value::List(items)) => {
                 for (i, item) in items.iter().enumerate() {
-                    let ip = parse_ip(item).ok_or_else(|| r.error(Key::Ips, format!("item {i} is not an IP address: {}", item.preview())))?;
+                    let ip = parse_ip(item).ok_or_else(|| {
+                        r.error(
+                            Key::Ips,
+                            format!("item {i} is not an IP address: {}", item.preview()),
+                        )
+                    })?;
                     if !ips.contains(&ip) {
                         ips.push(ip);
                     }
                 }
             }
-            Some(other) => return Err(r.error(Key::Ips, format!("must be an array of IP addresses, found {}", other.type_name()))),
+            Some(other) => {
+                return Err(r.error(
+                    Key::Ips,
+                    format!(
+                        "must be an array of IP addresses, found {}",
+                        other.type_name()
+                    ),
+                ));
+            }
         }
         if ips.is_empty() {
             return Err(r.error(Key::Ip, "is missing (give `ip` or `ips`)"));
         }
         if ips.len() > MAX_IPS_PER_AGENT {
-            return Err(r.error(Key::Ips, format!("holds {} addresses, more than the {MAX_IPS_PER_AGENT} an agent may hold", ips.len())));
+            return Err(r.error(
+                Key::Ips,
+                format!(
+                    "holds {} addresses, more than the {MAX_IPS_PER_AGENT} an agent may hold",
+                    ips.len()
+                ),
+            ));
         }
         Ok(Spawn {
             ts,
@@ -76,7 +99,10 @@ pub fn policy_change(fields: &Fields) -> Recognized {
             extend_minutes: r.count(Key::ExtendMinutes)?,
         };
         if change.profile.is_none() && change.extend_minutes.is_none() {
-            return Err(r.error(Key::Profile, "is missing (an agent.policy record needs `profile` or `extend_minutes`)"));
+            return Err(r.error(
+                Key::Profile,
+                "is missing (an agent.policy record needs `profile` or `extend_minutes`)",
+            ));
         }
         Ok(change)
     };
@@ -85,7 +111,7 @@ pub fn policy_change(fields: &Fields) -> Recognized {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{recognize, Event, Recognized};
+    use super::super::{Event, Recognized, recognize};
     use super::*;
 
     fn run(line: &str) -> Recognized {
@@ -94,11 +120,22 @@ mod tests {
 
     #[test]
     fn spawn_with_one_or_many_addresses() {
-        let Recognized::Event(Event::Spawn(s)) = run(r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","agent_type":"data_collector_v1","deployment":"staging","ip":"10.20.0.15","task_id":"t-991","expected_lifetime_minutes":120}"#) else { panic!() };
-        assert_eq!(s.ips, vec!["10.20.0.15".parse::<std::net::IpAddr>().unwrap()]);
+        let Recognized::Event(Event::Spawn(s)) = run(
+            r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","agent_type":"data_collector_v1","deployment":"staging","ip":"10.20.0.15","task_id":"t-991","expected_lifetime_minutes":120}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            s.ips,
+            vec!["10.20.0.15".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert_eq!(s.expected_lifetime_minutes, Some(120));
         assert_eq!(s.deployment.as_deref(), Some("staging"));
-        let Recognized::Event(Event::Spawn(s)) = run(r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":7,"agent_type":"x","ips":["10.20.0.1","fd00::1","10.20.0.1"]}"#) else { panic!() };
+        let Recognized::Event(Event::Spawn(s)) = run(
+            r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":7,"agent_type":"x","ips":["10.20.0.1","fd00::1","10.20.0.1"]}"#,
+        ) else {
+            panic!()
+        };
         assert_eq!(s.agent_id, "7");
         assert_eq!(s.ips.len(), 2);
     }
@@ -106,16 +143,36 @@ mod tests {
     #[test]
     fn spawn_errors_name_the_field() {
         let cases = [
-            (r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"a","agent_type":"x"}"#, "field `ip` is missing"),
-            (r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"a","agent_type":"x","ip":"10.20.0.300"}"#, "field `ip` is not an IP address: \"10.20.0.300\""),
-            (r#"{"type":"agent.spawn","ts":"noon","agent_id":"a","agent_type":"x","ip":"10.0.0.1"}"#, "field `ts` is not an RFC 3339 time"),
-            (r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":{},"agent_type":"x","ip":"10.0.0.1"}"#, "field `agent_id` must be a string, found an object"),
-            (r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"a","agent_type":"x","ips":"10.0.0.1"}"#, "field `ips` must be an array"),
-            (r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"a","agent_type":"x","ip":"10.0.0.1","expected_lifetime_minutes":-5}"#, "field `expected_lifetime_minutes` is not a non-negative integer"),
+            (
+                r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"a","agent_type":"x"}"#,
+                "field `ip` is missing",
+            ),
+            (
+                r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"a","agent_type":"x","ip":"10.20.0.300"}"#,
+                "field `ip` is not an IP address: \"10.20.0.300\"",
+            ),
+            (
+                r#"{"type":"agent.spawn","ts":"noon","agent_id":"a","agent_type":"x","ip":"10.0.0.1"}"#,
+                "field `ts` is not an RFC 3339 time",
+            ),
+            (
+                r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":{},"agent_type":"x","ip":"10.0.0.1"}"#,
+                "field `agent_id` must be a string, found an object",
+            ),
+            (
+                r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"a","agent_type":"x","ips":"10.0.0.1"}"#,
+                "field `ips` must be an array",
+            ),
+            (
+                r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"a","agent_type":"x","ip":"10.0.0.1","expected_lifetime_minutes":-5}"#,
+                "field `expected_lifetime_minutes` is not a non-negative integer",
+            ),
         ];
         for (line, expected) in cases {
             match run(line) {
-                Recognized::Invalid(e) => assert!(e.to_string().contains(expected), "{e} / {expected}"),
+                Recognized::Invalid(e) => {
+                    assert!(e.to_string().contains(expected), "{e} / {expected}")
+                }
                 other => panic!("{line}: {other:?}"),
             }
         }
@@ -123,9 +180,21 @@ mod tests {
 
     #[test]
     fn terminate_and_policy_change() {
-        assert!(matches!(run(r#"{"type":"agent.terminate","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","reason":"completed"}"#), Recognized::Event(Event::Terminate(_))));
-        let Recognized::Event(Event::PolicyChange(c)) = run(r#"{"type":"agent.policy","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","extend_minutes":60}"#) else { panic!() };
+        assert!(matches!(
+            run(
+                r#"{"type":"agent.terminate","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","reason":"completed"}"#
+            ),
+            Recognized::Event(Event::Terminate(_))
+        ));
+        let Recognized::Event(Event::PolicyChange(c)) = run(
+            r#"{"type":"agent.policy","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","extend_minutes":60}"#,
+        ) else {
+            panic!()
+        };
         assert_eq!(c.extend_minutes, Some(60));
-        assert!(matches!(run(r#"{"type":"agent.policy","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f"}"#), Recognized::Invalid(_)));
+        assert!(matches!(
+            run(r#"{"type":"agent.policy","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f"}"#),
+            Recognized::Invalid(_)
+        ));
     }
 }

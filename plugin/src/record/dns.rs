@@ -9,13 +9,22 @@ const MAX_ANSWERS: usize = 64;
 
 /// `{"type":"dns","ts","client_ip","resolver_ip","qname","qtype","rcode","answers":[{"data","ttl"}]}`
 pub fn canonical(fields: &Fields) -> Recognized {
-    let r = Reader { fields, stream: Stream::Dns, format: "dns" };
+    let r = Reader {
+        fields,
+        stream: Stream::Dns,
+        format: "dns",
+    };
     let decode = || {
         let text = |key: Key| -> Result<Option<String>, super::DecodeError> {
             match fields.get(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::Str(s)) => Ok(Some(s.to_string())),
-                Some(v) => v.as_u64().map(|n| Some(n.to_string())).ok_or_else(|| r.error(key, format!("must be a string or number, found {}", v.type_name()))),
+                Some(v) => v.as_u64().map(|n| Some(n.to_string())).ok_or_else(|| {
+                    r.error(
+                        key,
+                        format!("must be a string or number, found {}", v.type_name()),
+                    )
+                }),
             }
         };
         let qname = r.required(Key::Qname, Reader::string)?;
@@ -24,10 +33,23 @@ pub fn canonical(fields: &Fields) -> Recognized {
             None | Some(Value::Null) => {}
             Some(Value::List(items)) => {
                 for (i, item) in items.iter().take(MAX_ANSWERS).enumerate() {
-                    answers.push(answer(item).ok_or_else(|| r.error(Key::Answers, format!("item {i} is not {{\"data\": string, \"ttl\": seconds}}: {}", item.preview())))?);
+                    answers.push(answer(item).ok_or_else(|| {
+                        r.error(
+                            Key::Answers,
+                            format!(
+                                "item {i} is not {{\"data\": string, \"ttl\": seconds}}: {}",
+                                item.preview()
+                            ),
+                        )
+                    })?);
                 }
             }
-            Some(other) => return Err(r.error(Key::Answers, format!("must be an array, found {}", other.type_name()))),
+            Some(other) => {
+                return Err(r.error(
+                    Key::Answers,
+                    format!("must be an array, found {}", other.type_name()),
+                ));
+            }
         }
         Ok(DnsQuery {
             ts: r.required(Key::Ts, Reader::timestamp)?,
@@ -44,7 +66,10 @@ pub fn canonical(fields: &Fields) -> Recognized {
 
 fn answer(item: &Value) -> Option<DnsAnswer> {
     match item {
-        Value::Str(s) => Some(DnsAnswer { data: s.trim().to_string(), ttl: 0 }),
+        Value::Str(s) => Some(DnsAnswer {
+            data: s.trim().to_string(),
+            ttl: 0,
+        }),
         Value::Map(_) => {
             let data = item.get("data")?.as_str()?.trim().to_string();
             let ttl = match item.get("ttl") {
@@ -73,16 +98,36 @@ mod tests {
 
     #[test]
     fn decodes_answers_and_normalises_the_name() {
-        let Recognized::Event(Event::Dns(q)) = run(r#"{"type":"dns","ts":"2026-11-24T14:30:05Z","client_ip":"10.20.0.15","resolver_ip":"10.0.0.53","qname":"API.Internal.Example.NET.","qtype":"A","rcode":"NOERROR","answers":[{"data":"93.184.216.34","ttl":300},"93.184.216.35"]}"#) else { panic!() };
+        let Recognized::Event(Event::Dns(q)) = run(
+            r#"{"type":"dns","ts":"2026-11-24T14:30:05Z","client_ip":"10.20.0.15","resolver_ip":"10.0.0.53","qname":"API.Internal.Example.NET.","qtype":"A","rcode":"NOERROR","answers":[{"data":"93.184.216.34","ttl":300},"93.184.216.35"]}"#,
+        ) else {
+            panic!()
+        };
         assert_eq!(q.qname, "api.internal.example.net");
-        assert_eq!(q.answers, vec![DnsAnswer { data: "93.184.216.34".into(), ttl: 300 }, DnsAnswer { data: "93.184.216.35".into(), ttl: 0 }]);
+        assert_eq!(
+            q.answers,
+            vec![
+                DnsAnswer {
+                    data: "93.184.216.34".into(),
+                    ttl: 300
+                },
+                DnsAnswer {
+                    data: "93.184.216.35".into(),
+                    ttl: 0
+                }
+            ]
+        );
         assert_eq!(q.qtype.as_deref(), Some("A"));
     }
 
     #[test]
     fn bad_answers_are_named() {
-        match run(r#"{"type":"dns","ts":"2026-11-24T14:30:05Z","client_ip":"10.20.0.15","qname":"a.example","answers":[{"ttl":5}]}"#) {
-            Recognized::Invalid(e) => assert!(e.to_string().contains("field `answers` item 0"), "{e}"),
+        match run(
+            r#"{"type":"dns","ts":"2026-11-24T14:30:05Z","client_ip":"10.20.0.15","qname":"a.example","answers":[{"ttl":5}]}"#,
+        ) {
+            Recognized::Invalid(e) => {
+                assert!(e.to_string().contains("field `answers` item 0"), "{e}")
+            }
             other => panic!("{other:?}"),
         }
         match run(r#"{"type":"dns","ts":"2026-11-24T14:30:05Z","qname":"a.example"}"#) {

@@ -263,7 +263,11 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
-        let mut fields = Fields { values: Vec::with_capacity(12), slots: [0; KEY_COUNT], has_clawwatch: false };
+        let mut fields = Fields {
+            values: Vec::with_capacity(12),
+            slots: [0; KEY_COUNT],
+            has_clawwatch: false,
+        };
         while let Some(name) = map.next_key::<KeyName<'de>>()? {
             match Key::from_name(&name.0) {
                 Some(key) => {
@@ -378,7 +382,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
             return Ok(Value::List(Vec::new()));
         }
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(ValueVisitor { depth: self.depth + 1 })? {
+        while let Some(item) = seq.next_element_seed(ValueVisitor {
+            depth: self.depth + 1,
+        })? {
             items.push(item);
         }
         Ok(Value::List(items))
@@ -391,7 +397,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
-            let value = map.next_value_seed(ValueVisitor { depth: self.depth + 1 })?;
+            let value = map.next_value_seed(ValueVisitor {
+                depth: self.depth + 1,
+            })?;
             entries.push((name.0, value));
         }
         Ok(Value::Map(entries))
@@ -437,7 +445,11 @@ mod tests {
     #[test]
     fn rejects_non_objects_and_trailing_garbage() {
         for bad in [&b"[1,2]"[..], b"42", b"{\"a\":1} x", b"{\"a\":", b""] {
-            assert!(Fields::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                Fields::parse(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

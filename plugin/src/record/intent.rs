@@ -3,7 +3,10 @@
 //! (just-in-time authorisations). DESIGN §2.4–2.6.
 
 use super::fields::{Fields, Key};
-use super::{Event, Grant, Heartbeat, Item, Plan, PlannedAction, Reader, Recognized, ReportedConnection, Stream};
+use super::{
+    Event, Grant, Heartbeat, Item, Plan, PlannedAction, Reader, Recognized, ReportedConnection,
+    Stream,
+};
 use crate::policy::Destination;
 
 /// Bounds on one record's lists, so a single record cannot grow state without limit.
@@ -12,7 +15,11 @@ pub const MAX_PLANNED_ACTIONS: usize = 64;
 
 /// `{"type":"agent.heartbeat","ts","agent_id","window_start","window_end","connections":[{"dest","port","proto","count","bytes_out"}]}`
 pub fn heartbeat(fields: &Fields) -> Recognized {
-    let r = Reader { fields, stream: Stream::Heartbeat, format: "agent.heartbeat" };
+    let r = Reader {
+        fields,
+        stream: Stream::Heartbeat,
+        format: "agent.heartbeat",
+    };
     let decode = || {
         let window_start = r.required(Key::WindowStart, Reader::timestamp)?;
         let window_end = r.required(Key::WindowEnd, Reader::timestamp)?;
@@ -20,7 +27,9 @@ pub fn heartbeat(fields: &Fields) -> Recognized {
             return Err(r.error(Key::WindowEnd, "is before window_start"));
         }
         let connections = r.items(Key::Connections, MAX_REPORTED_CONNECTIONS, |item: &Item| {
-            let dest = item.string("dest")?.ok_or_else(|| item.error("dest", "is missing"))?;
+            let dest = item
+                .string("dest")?
+                .ok_or_else(|| item.error("dest", "is missing"))?;
             Ok(ReportedConnection {
                 dest: super::dns::normalize_name(&dest),
                 port: item.port("port")?,
@@ -29,20 +38,32 @@ pub fn heartbeat(fields: &Fields) -> Recognized {
                 bytes_out: item.count("bytes_out")?.unwrap_or(0),
             })
         })?;
-        Ok(Heartbeat { ts: r.required(Key::Ts, Reader::timestamp)?, agent_id: r.required(Key::AgentId, Reader::string)?, window_start, window_end, connections })
+        Ok(Heartbeat {
+            ts: r.required(Key::Ts, Reader::timestamp)?,
+            agent_id: r.required(Key::AgentId, Reader::string)?,
+            window_start,
+            window_end,
+            connections,
+        })
     };
     Recognized::from_decoded(decode(), Event::Heartbeat)
 }
 
 /// `{"type":"agent.plan","ts","agent_id","actions":[{"id","dest","port","proto","not_before","not_after","every_minutes"}]}`
 pub fn plan(fields: &Fields) -> Recognized {
-    let r = Reader { fields, stream: Stream::Control, format: "agent.plan" };
+    let r = Reader {
+        fields,
+        stream: Stream::Control,
+        format: "agent.plan",
+    };
     let decode = || {
         if !fields.has(Key::Actions) {
             return Err(r.error(Key::Actions, "is missing"));
         }
         let actions = r.items(Key::Actions, MAX_PLANNED_ACTIONS, |item: &Item| {
-            let dest = item.string("dest")?.ok_or_else(|| item.error("dest", "is missing"))?;
+            let dest = item
+                .string("dest")?
+                .ok_or_else(|| item.error("dest", "is missing"))?;
             let action = PlannedAction {
                 id: item.string("id")?,
                 dest: Destination::parse(&dest).map_err(|why| item.error("dest", why))?,
@@ -62,14 +83,22 @@ pub fn plan(fields: &Fields) -> Recognized {
             }
             Ok(action)
         })?;
-        Ok(Plan { ts: r.required(Key::Ts, Reader::timestamp)?, agent_id: r.required(Key::AgentId, Reader::string)?, actions })
+        Ok(Plan {
+            ts: r.required(Key::Ts, Reader::timestamp)?,
+            agent_id: r.required(Key::AgentId, Reader::string)?,
+            actions,
+        })
     };
     Recognized::from_decoded(decode(), Event::Plan)
 }
 
 /// `{"type":"approval.grant","ts","agent_id","dest","port","protocol","expires","approver","reason"}`
 pub fn grant(fields: &Fields) -> Recognized {
-    let r = Reader { fields, stream: Stream::Control, format: "approval.grant" };
+    let r = Reader {
+        fields,
+        stream: Stream::Control,
+        format: "approval.grant",
+    };
     let decode = || {
         let proto = match r.proto(Key::ProtoName)? {
             Some(p) => Some(p),
@@ -91,7 +120,7 @@ pub fn grant(fields: &Fields) -> Recognized {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{recognize, Event, Proto, Recognized};
+    use super::super::{Event, Proto, Recognized, recognize};
     use super::*;
 
     fn run(line: &str) -> Recognized {
@@ -100,7 +129,11 @@ mod tests {
 
     #[test]
     fn heartbeat_decodes_its_connections() {
-        let Recognized::Event(Event::Heartbeat(h)) = run(r#"{"type":"agent.heartbeat","ts":"2026-11-24T15:00:00Z","agent_id":"0x8a3f","window_start":"2026-11-24T14:45:00Z","window_end":"2026-11-24T15:00:00Z","connections":[{"dest":"API.internal.example.net","port":443,"proto":"tcp","count":3,"bytes_out":5120}]}"#) else { panic!() };
+        let Recognized::Event(Event::Heartbeat(h)) = run(
+            r#"{"type":"agent.heartbeat","ts":"2026-11-24T15:00:00Z","agent_id":"0x8a3f","window_start":"2026-11-24T14:45:00Z","window_end":"2026-11-24T15:00:00Z","connections":[{"dest":"API.internal.example.net","port":443,"proto":"tcp","count":3,"bytes_out":5120}]}"#,
+        ) else {
+            panic!()
+        };
         assert_eq!(h.connections.len(), 1);
         assert_eq!(h.connections[0].dest, "api.internal.example.net");
         assert_eq!(h.connections[0].proto, Some(Proto::Tcp));
@@ -109,10 +142,21 @@ mod tests {
 
     #[test]
     fn plan_and_grant_decode() {
-        let Recognized::Event(Event::Plan(p)) = run(r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","actions":[{"id":"a1","dest":"api.weather.example","port":443,"proto":"tcp","not_before":"2026-11-24T14:30:00Z","not_after":"2026-11-24T18:30:00Z","every_minutes":60}]}"#) else { panic!() };
+        let Recognized::Event(Event::Plan(p)) = run(
+            r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","actions":[{"id":"a1","dest":"api.weather.example","port":443,"proto":"tcp","not_before":"2026-11-24T14:30:00Z","not_after":"2026-11-24T18:30:00Z","every_minutes":60}]}"#,
+        ) else {
+            panic!()
+        };
         assert_eq!(p.actions[0].every_minutes, Some(60));
-        assert_eq!(p.actions[0].dest, Destination::Name("api.weather.example".into()));
-        let Recognized::Event(Event::Grant(g)) = run(r#"{"type":"approval.grant","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","dest":"pypi.org","port":443,"expires":"2026-11-24T15:30:00Z","approver":"oncall@example.com","reason":"install requests"}"#) else { panic!() };
+        assert_eq!(
+            p.actions[0].dest,
+            Destination::Name("api.weather.example".into())
+        );
+        let Recognized::Event(Event::Grant(g)) = run(
+            r#"{"type":"approval.grant","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","dest":"pypi.org","port":443,"expires":"2026-11-24T15:30:00Z","approver":"oncall@example.com","reason":"install requests"}"#,
+        ) else {
+            panic!()
+        };
         assert_eq!(g.approver.as_deref(), Some("oncall@example.com"));
         assert_eq!(g.port, Some(443));
     }
@@ -120,16 +164,39 @@ mod tests {
     #[test]
     fn nested_errors_name_the_item_and_field() {
         for (line, expected) in [
-            (r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a","actions":[{"dest":"x.example","port":443},{"dest":"y.example","port":"https"}]}"#, "field `actions` item 1: `port` is not a port number"),
-            (r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a","actions":[{"port":443}]}"#, "item 0: `dest` is missing"),
-            (r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a","actions":[{"dest":"a..b"}]}"#, "item 0: `dest` invalid destination"),
-            (r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a","actions":[5]}"#, "item 0 must be an object"),
-            (r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a"}"#, "field `actions` is missing"),
-            (r#"{"type":"agent.heartbeat","ts":"2026-11-24T15:00:00Z","agent_id":"a","window_start":"2026-11-24T15:00:00Z","window_end":"2026-11-24T14:00:00Z"}"#, "field `window_end` is before window_start"),
-            (r#"{"type":"approval.grant","ts":"2026-11-24T15:00:00Z","agent_id":"a"}"#, "field `dest` is missing"),
+            (
+                r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a","actions":[{"dest":"x.example","port":443},{"dest":"y.example","port":"https"}]}"#,
+                "field `actions` item 1: `port` is not a port number",
+            ),
+            (
+                r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a","actions":[{"port":443}]}"#,
+                "item 0: `dest` is missing",
+            ),
+            (
+                r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a","actions":[{"dest":"a..b"}]}"#,
+                "item 0: `dest` invalid destination",
+            ),
+            (
+                r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a","actions":[5]}"#,
+                "item 0 must be an object",
+            ),
+            (
+                r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a"}"#,
+                "field `actions` is missing",
+            ),
+            (
+                r#"{"type":"agent.heartbeat","ts":"2026-11-24T15:00:00Z","agent_id":"a","window_start":"2026-11-24T15:00:00Z","window_end":"2026-11-24T14:00:00Z"}"#,
+                "field `window_end` is before window_start",
+            ),
+            (
+                r#"{"type":"approval.grant","ts":"2026-11-24T15:00:00Z","agent_id":"a"}"#,
+                "field `dest` is missing",
+            ),
         ] {
             match run(line) {
-                Recognized::Invalid(e) => assert!(e.to_string().contains(expected), "{e} / {expected}"),
+                Recognized::Invalid(e) => {
+                    assert!(e.to_string().contains(expected), "{e} / {expected}")
+                }
                 other => panic!("{line}: {other:?}"),
             }
         }

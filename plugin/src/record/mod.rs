@@ -247,7 +247,12 @@ pub enum Event {
 impl Event {
     pub fn stream(&self) -> Stream {
         match self {
-            Event::Spawn(_) | Event::Terminate(_) | Event::PolicyChange(_) | Event::Plan(_) | Event::Grant(_) | Event::Intent(_) => Stream::Control,
+            Event::Spawn(_)
+            | Event::Terminate(_)
+            | Event::PolicyChange(_)
+            | Event::Plan(_)
+            | Event::Grant(_)
+            | Event::Intent(_) => Stream::Control,
             Event::Proxied(_) => Stream::Proxy,
             Event::Liveness(_) => Stream::Heartbeat,
             Event::Heartbeat(_) => Stream::Heartbeat,
@@ -284,7 +289,11 @@ pub struct DecodeError {
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{} record: field `{}` {}", self.format, self.field, self.problem)
+        write!(
+            f,
+            "{} record: field `{}` {}",
+            self.format, self.field, self.problem
+        )
     }
 }
 
@@ -299,7 +308,10 @@ pub enum Recognized {
 
 impl Recognized {
     /// A decoder's result as a recognition: the event, or the named bad field.
-    pub(crate) fn from_decoded<T>(decoded: Result<T, DecodeError>, event: fn(T) -> Event) -> Recognized {
+    pub(crate) fn from_decoded<T>(
+        decoded: Result<T, DecodeError>,
+        event: fn(T) -> Event,
+    ) -> Recognized {
         match decoded {
             Ok(value) => Recognized::Event(event(value)),
             Err(e) => Recognized::Invalid(e),
@@ -363,19 +375,33 @@ pub fn recognize(fields: &Fields) -> Recognized {
 }
 
 /// The format names a record's `stream` (or the host's hint) may give.
-pub const FORMAT_NAMES: &[&str] = &["goflow2", "pmacct", "nfdump", "suricata", "zeek_conn", "zeek_dns", "flow", "dns"];
+pub const FORMAT_NAMES: &[&str] = &[
+    "goflow2",
+    "pmacct",
+    "nfdump",
+    "suricata",
+    "zeek_conn",
+    "zeek_dns",
+    "flow",
+    "dns",
+];
 
 /// Recognises a record by an explicit `stream`/`type` or else by its shape.
 /// `stream` may name any format (`goflow2`, `pmacct`, `nfdump`, `suricata`,
 /// `zeek_conn`, `zeek_dns`) or a kind (`flow`, `dns`).
 /// `hint` names the format when the record's own `stream` does not.
 pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&str>) -> Recognized {
-    let explicit = fields.str(Key::Stream).filter(|s| FORMAT_NAMES.contains(s)).or(hint);
+    let explicit = fields
+        .str(Key::Stream)
+        .filter(|s| FORMAT_NAMES.contains(s))
+        .or(hint);
     match explicit {
         Some("goflow2") => return flow::goflow2(fields),
         Some("pmacct") => return pmacct::flow(fields),
         Some("nfdump") => return nfdump::flow(fields, settings.nfdump_utc_offset_secs),
-        Some("suricata") if fields.str(Key::EventType) == Some("dns") => return suricata::dns(fields),
+        Some("suricata") if fields.str(Key::EventType) == Some("dns") => {
+            return suricata::dns(fields);
+        }
         Some("suricata") => return suricata::flow(fields),
         Some("zeek_conn") => return zeek::conn(fields),
         Some("zeek_dns") => return zeek::dns(fields),
@@ -416,8 +442,15 @@ pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&s
         }
     }
     if fields.has(Key::OrigH) && fields.has(Key::RespH) {
-        let dns_log = fields.has(Key::Query) || fields.has(Key::QtypeName) || fields.has(Key::RcodeName) || fields.has(Key::Ttls);
-        return if dns_log { zeek::dns(fields) } else { zeek::conn(fields) };
+        let dns_log = fields.has(Key::Query)
+            || fields.has(Key::QtypeName)
+            || fields.has(Key::RcodeName)
+            || fields.has(Key::Ttls);
+        return if dns_log {
+            zeek::dns(fields)
+        } else {
+            zeek::conn(fields)
+        };
     }
     if fields.has(Key::IpSrc) && fields.has(Key::IpDst) {
         return pmacct::flow(fields);
@@ -425,7 +458,8 @@ pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&s
     if fields.has(Key::Src4Addr) || fields.has(Key::Src6Addr) {
         return nfdump::flow(fields, settings.nfdump_utc_offset_secs);
     }
-    let looks_goflow = fields.has(Key::TimeFlowStartNs) || (fields.has(Key::SrcAddr) && fields.has(Key::DstAddr));
+    let looks_goflow =
+        fields.has(Key::TimeFlowStartNs) || (fields.has(Key::SrcAddr) && fields.has(Key::DstAddr));
     match explicit {
         Some("flow") if fields.has(Key::SrcIp) => return flow::canonical(fields),
         Some("flow") => return flow::goflow2(fields),
@@ -436,13 +470,22 @@ pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&s
         return flow::goflow2(fields);
     }
     match fields.str(Key::Type) {
-        Some(other) => Recognized::Unknown(format!("unrecognised record type \"{}\"", truncate(other, 64))),
-        None => Recognized::Unknown("unrecognised record shape (no `type` and no known flow or DNS fields)".into()),
+        Some(other) => Recognized::Unknown(format!(
+            "unrecognised record type \"{}\"",
+            truncate(other, 64)
+        )),
+        None => Recognized::Unknown(
+            "unrecognised record shape (no `type` and no known flow or DNS fields)".into(),
+        ),
     }
 }
 
 pub(crate) fn truncate(s: &str, max_chars: usize) -> String {
-    if s.chars().count() <= max_chars { s.to_string() } else { s.chars().take(max_chars).chain("...".chars()).collect() }
+    if s.chars().count() <= max_chars {
+        s.to_string()
+    } else {
+        s.chars().take(max_chars).chain("...".chars()).collect()
+    }
 }
 
 /// Field readers shared by the format decoders; each names the field on failure.
@@ -454,14 +497,23 @@ pub(crate) struct Reader<'r, 'a> {
 
 impl<'r, 'a> Reader<'r, 'a> {
     pub fn error(&self, key: Key, problem: impl Into<String>) -> DecodeError {
-        DecodeError { stream: self.stream, format: self.format, field: key.name(), problem: problem.into() }
+        DecodeError {
+            stream: self.stream,
+            format: self.format,
+            field: key.name(),
+            problem: problem.into(),
+        }
     }
 
     fn present(&self, key: Key) -> Option<&'r Value<'a>> {
         self.fields.get(key).filter(|v| **v != Value::Null)
     }
 
-    pub fn required<T>(&self, key: Key, read: impl Fn(&Self, Key) -> Result<Option<T>, DecodeError>) -> Result<T, DecodeError> {
+    pub fn required<T>(
+        &self,
+        key: Key,
+        read: impl Fn(&Self, Key) -> Result<Option<T>, DecodeError>,
+    ) -> Result<T, DecodeError> {
         read(self, key)?.ok_or_else(|| self.error(key, "is missing"))
     }
 
@@ -478,44 +530,100 @@ impl<'r, 'a> Reader<'r, 'a> {
     }
 
     pub fn timestamp(&self, key: Key) -> Result<Option<Timestamp>, DecodeError> {
-        let Some(v) = self.present(key) else { return Ok(None) };
-        parse_timestamp(v).map(Some).ok_or_else(|| self.error(key, format!("is not an RFC 3339 time or epoch number: {}", v.preview())))
+        let Some(v) = self.present(key) else {
+            return Ok(None);
+        };
+        parse_timestamp(v).map(Some).ok_or_else(|| {
+            self.error(
+                key,
+                format!("is not an RFC 3339 time or epoch number: {}", v.preview()),
+            )
+        })
     }
 
     pub fn ip(&self, key: Key) -> Result<Option<IpAddr>, DecodeError> {
-        let Some(v) = self.present(key) else { return Ok(None) };
-        parse_ip(v).map(Some).ok_or_else(|| self.error(key, format!("is not an IP address: {}", v.preview())))
+        let Some(v) = self.present(key) else {
+            return Ok(None);
+        };
+        parse_ip(v)
+            .map(Some)
+            .ok_or_else(|| self.error(key, format!("is not an IP address: {}", v.preview())))
     }
 
     pub fn port(&self, key: Key) -> Result<Option<u16>, DecodeError> {
-        let Some(v) = self.present(key) else { return Ok(None) };
-        parse_port(v).map(Some).ok_or_else(|| self.error(key, format!("is not a port number 0-65535: {}", v.preview())))
+        let Some(v) = self.present(key) else {
+            return Ok(None);
+        };
+        parse_port(v).map(Some).ok_or_else(|| {
+            self.error(
+                key,
+                format!("is not a port number 0-65535: {}", v.preview()),
+            )
+        })
     }
 
     pub fn count(&self, key: Key) -> Result<Option<u64>, DecodeError> {
-        let Some(v) = self.present(key) else { return Ok(None) };
-        v.as_u64().map(Some).ok_or_else(|| self.error(key, format!("is not a non-negative integer: {}", v.preview())))
+        let Some(v) = self.present(key) else {
+            return Ok(None);
+        };
+        v.as_u64().map(Some).ok_or_else(|| {
+            self.error(
+                key,
+                format!("is not a non-negative integer: {}", v.preview()),
+            )
+        })
     }
 
     pub fn proto(&self, key: Key) -> Result<Option<Proto>, DecodeError> {
-        let Some(v) = self.present(key) else { return Ok(None) };
-        parse_proto(v).map(Some).ok_or_else(|| self.error(key, format!("is not a protocol name or number: {}", v.preview())))
+        let Some(v) = self.present(key) else {
+            return Ok(None);
+        };
+        parse_proto(v).map(Some).ok_or_else(|| {
+            self.error(
+                key,
+                format!("is not a protocol name or number: {}", v.preview()),
+            )
+        })
     }
 
     pub fn destination(&self, key: Key) -> Result<Option<Destination>, DecodeError> {
         match self.string(key)? {
             None => Ok(None),
-            Some(text) => Destination::parse(&text).map(Some).map_err(|why| self.error(key, why)),
+            Some(text) => Destination::parse(&text)
+                .map(Some)
+                .map_err(|why| self.error(key, why)),
         }
     }
 
     /// The items of an array field, each read by `read`, at most `max` of them.
-    pub fn items<T>(&self, key: Key, max: usize, read: impl Fn(&Item) -> Result<T, DecodeError>) -> Result<Vec<T>, DecodeError> {
+    pub fn items<T>(
+        &self,
+        key: Key,
+        max: usize,
+        read: impl Fn(&Item) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
         match self.fields.get(key) {
             None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::List(items)) if items.len() > max => Err(self.error(key, format!("holds {} items, more than the {max} accepted", items.len()))),
-            Some(Value::List(items)) => items.iter().enumerate().map(|(index, value)| read(&Item { reader: self, key, index, value })).collect(),
-            Some(other) => Err(self.error(key, format!("must be an array, found {}", other.type_name()))),
+            Some(Value::List(items)) if items.len() > max => Err(self.error(
+                key,
+                format!("holds {} items, more than the {max} accepted", items.len()),
+            )),
+            Some(Value::List(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(index, value)| {
+                    read(&Item {
+                        reader: self,
+                        key,
+                        index,
+                        value,
+                    })
+                })
+                .collect(),
+            Some(other) => Err(self.error(
+                key,
+                format!("must be an array, found {}", other.type_name()),
+            )),
         }
     }
 }
@@ -530,13 +638,21 @@ pub(crate) struct Item<'i, 'r, 'a> {
 
 impl Item<'_, '_, '_> {
     pub fn error(&self, name: &str, problem: impl std::fmt::Display) -> DecodeError {
-        self.reader.error(self.key, format!("item {}: `{name}` {problem}", self.index))
+        self.reader
+            .error(self.key, format!("item {}: `{name}` {problem}", self.index))
     }
 
     fn present(&self, name: &str) -> Result<Option<&Value<'_>>, DecodeError> {
         match self.value {
             Value::Map(_) => Ok(self.value.get(name).filter(|v| **v != Value::Null)),
-            other => Err(self.reader.error(self.key, format!("item {} must be an object, found {}", self.index, other.type_name()))),
+            other => Err(self.reader.error(
+                self.key,
+                format!(
+                    "item {} must be an object, found {}",
+                    self.index,
+                    other.type_name()
+                ),
+            )),
         }
     }
 
@@ -544,67 +660,115 @@ impl Item<'_, '_, '_> {
         match self.present(name)? {
             None => Ok(None),
             Some(Value::Str(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
-            Some(v) => Err(self.error(name, format!("must be a non-empty string, found {}", v.preview()))),
+            Some(v) => Err(self.error(
+                name,
+                format!("must be a non-empty string, found {}", v.preview()),
+            )),
         }
     }
 
     pub fn timestamp(&self, name: &str) -> Result<Option<Timestamp>, DecodeError> {
         match self.present(name)? {
             None => Ok(None),
-            Some(v) => parse_timestamp(v).map(Some).ok_or_else(|| self.error(name, format!("is not an RFC 3339 time or epoch number: {}", v.preview()))),
+            Some(v) => parse_timestamp(v).map(Some).ok_or_else(|| {
+                self.error(
+                    name,
+                    format!("is not an RFC 3339 time or epoch number: {}", v.preview()),
+                )
+            }),
         }
     }
 
     pub fn port(&self, name: &str) -> Result<Option<u16>, DecodeError> {
         match self.present(name)? {
             None => Ok(None),
-            Some(v) => parse_port(v).map(Some).ok_or_else(|| self.error(name, format!("is not a port number 0-65535: {}", v.preview()))),
+            Some(v) => parse_port(v).map(Some).ok_or_else(|| {
+                self.error(
+                    name,
+                    format!("is not a port number 0-65535: {}", v.preview()),
+                )
+            }),
         }
     }
 
     pub fn proto(&self, name: &str) -> Result<Option<Proto>, DecodeError> {
         match self.present(name)? {
             None => Ok(None),
-            Some(v) => parse_proto(v).map(Some).ok_or_else(|| self.error(name, format!("is not a protocol name or number: {}", v.preview()))),
+            Some(v) => parse_proto(v).map(Some).ok_or_else(|| {
+                self.error(
+                    name,
+                    format!("is not a protocol name or number: {}", v.preview()),
+                )
+            }),
         }
     }
 
     pub fn count(&self, name: &str) -> Result<Option<u64>, DecodeError> {
         match self.present(name)? {
             None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| self.error(name, format!("is not a non-negative integer: {}", v.preview()))),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                self.error(
+                    name,
+                    format!("is not a non-negative integer: {}", v.preview()),
+                )
+            }),
         }
     }
 }
 
 impl Reader<'_, '_> {
     /// A member of an object field (`flow.start`); errors name both.
-    pub fn nested<'v>(&'v self, key: Key, name: &str) -> Result<Option<&'v Value<'v>>, DecodeError> {
+    pub fn nested<'v>(
+        &'v self,
+        key: Key,
+        name: &str,
+    ) -> Result<Option<&'v Value<'v>>, DecodeError> {
         match self.fields.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(obj @ Value::Map(_)) => Ok(obj.get(name).filter(|v| **v != Value::Null)),
-            Some(other) => Err(self.error(key, format!("must be an object, found {}", other.type_name()))),
+            Some(other) => Err(self.error(
+                key,
+                format!("must be an object, found {}", other.type_name()),
+            )),
         }
     }
 
     pub fn nested_timestamp(&self, key: Key, name: &str) -> Result<Option<Timestamp>, DecodeError> {
         match self.nested(key, name)? {
             None => Ok(None),
-            Some(v) => parse_timestamp(v).map(Some).ok_or_else(|| self.error(key, format!("has `{name}` that is not a time: {}", v.preview()))),
+            Some(v) => parse_timestamp(v).map(Some).ok_or_else(|| {
+                self.error(
+                    key,
+                    format!("has `{name}` that is not a time: {}", v.preview()),
+                )
+            }),
         }
     }
 
     pub fn nested_count(&self, key: Key, name: &str) -> Result<Option<u64>, DecodeError> {
         match self.nested(key, name)? {
             None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| self.error(key, format!("has `{name}` that is not a non-negative integer: {}", v.preview()))),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                self.error(
+                    key,
+                    format!(
+                        "has `{name}` that is not a non-negative integer: {}",
+                        v.preview()
+                    ),
+                )
+            }),
         }
     }
 }
 
 fn parse_timestamp(v: &Value) -> Option<Timestamp> {
     match v {
-        Value::Str(s) => Timestamp::parse_rfc3339(s.trim()).or_else(|| s.trim().parse::<f64>().ok().and_then(Timestamp::from_epoch_number)),
+        Value::Str(s) => Timestamp::parse_rfc3339(s.trim()).or_else(|| {
+            s.trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(Timestamp::from_epoch_number)
+        }),
         Value::UInt(n) => Timestamp::from_epoch_integer(*n),
         Value::Int(_) | Value::Float(_) => v.as_f64().and_then(Timestamp::from_epoch_number),
         _ => None,
@@ -640,7 +804,9 @@ mod tests {
     #[test]
     fn unknown_shapes_are_reported_not_guessed() {
         match recognize_line(r#"{"message":"hello"}"#) {
-            Recognized::Unknown(reason) => assert!(reason.contains("unrecognised record shape"), "{reason}"),
+            Recognized::Unknown(reason) => {
+                assert!(reason.contains("unrecognised record shape"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
         match recognize_line(r#"{"type":"agent.dance"}"#) {
@@ -651,7 +817,9 @@ mod tests {
 
     #[test]
     fn explicit_stream_selects_the_decoder() {
-        match recognize_line(r#"{"stream":"dns","ts":"2026-11-24T14:30:00Z","client_ip":"10.20.0.15","qname":"example.net"}"#) {
+        match recognize_line(
+            r#"{"stream":"dns","ts":"2026-11-24T14:30:00Z","client_ip":"10.20.0.15","qname":"example.net"}"#,
+        ) {
             Recognized::Event(Event::Dns(q)) => assert_eq!(q.qname, "example.net"),
             other => panic!("{other:?}"),
         }
@@ -660,7 +828,9 @@ mod tests {
     #[test]
     fn an_explicit_stream_names_the_format_whatever_the_shape() {
         // A pmacct record whose keys alone would not say so (no ip_dst yet).
-        match recognize_line(r#"{"stream":"pmacct","ip_src":"10.20.0.15","port_src":1,"port_dst":2,"ip_proto":"tcp","timestamp_start":"2026-11-24 14:31:00"}"#) {
+        match recognize_line(
+            r#"{"stream":"pmacct","ip_src":"10.20.0.15","port_src":1,"port_dst":2,"ip_proto":"tcp","timestamp_start":"2026-11-24 14:31:00"}"#,
+        ) {
             Recognized::Invalid(e) => assert_eq!((e.format, e.field), ("pmacct", "ip_dst")),
             other => panic!("{other:?}"),
         }
@@ -670,7 +840,10 @@ mod tests {
     fn a_hint_names_the_format_unless_the_record_does() {
         let line = r#"{"ip_src":"10.20.0.15","port_src":1,"port_dst":2,"ip_proto":"tcp","timestamp_start":"2026-11-24 14:31:00"}"#;
         let fields = Fields::parse(line.as_bytes()).unwrap();
-        assert!(matches!(recognize_with(&fields, &InputSettings::default(), None), Recognized::Unknown(_)));
+        assert!(matches!(
+            recognize_with(&fields, &InputSettings::default(), None),
+            Recognized::Unknown(_)
+        ));
         match recognize_with(&fields, &InputSettings::default(), Some("pmacct")) {
             Recognized::Invalid(e) => assert_eq!((e.format, e.field), ("pmacct", "ip_dst")),
             other => panic!("{other:?}"),
@@ -681,7 +854,16 @@ mod tests {
     fn nfdump_local_time_is_shifted_by_the_configured_offset() {
         let line = r#"{"type":"FLOW","first":"2026-11-24T15:31:00.000","in_bytes":1,"in_packets":1,"proto":6,"src_port":1,"dst_port":443,"src4_addr":"10.20.0.15","dst4_addr":"93.184.216.34"}"#;
         let fields = Fields::parse(line.as_bytes()).unwrap();
-        let Recognized::Event(Event::Flow(f)) = recognize_with(&fields, &InputSettings { nfdump_utc_offset_secs: 3600, ..InputSettings::default() }, None) else { panic!() };
+        let Recognized::Event(Event::Flow(f)) = recognize_with(
+            &fields,
+            &InputSettings {
+                nfdump_utc_offset_secs: 3600,
+                ..InputSettings::default()
+            },
+            None,
+        ) else {
+            panic!()
+        };
         assert_eq!(f.ts.to_rfc3339(), "2026-11-24T14:31:00Z");
     }
 

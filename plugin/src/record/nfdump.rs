@@ -6,14 +6,30 @@
 //! 1.7.1 prints a JSON array: turn it into lines with `jq -c '.[]'`.
 
 use super::fields::{Fields, Key};
-use super::flow::{flow_with, FlowKeys};
+use super::flow::{FlowKeys, flow_with};
 use super::{Event, Reader, Recognized, Stream};
 
 /// `utc_offset_secs`: the zone nfdump wrote its local times in, east of UTC.
 pub fn flow(fields: &Fields, utc_offset_secs: i64) -> Recognized {
-    let r = Reader { fields, stream: Stream::Flow, format: "nfdump" };
-    let (src, dst) = if fields.has(Key::Src6Addr) { (Key::Src6Addr, Key::Dst6Addr) } else { (Key::Src4Addr, Key::Dst4Addr) };
-    let keys = FlowKeys { src, dst, src_port: Key::SrcPort, dst_port: Key::DstPort, proto: Key::Proto, bytes: Key::InBytes, packets: Key::InPackets };
+    let r = Reader {
+        fields,
+        stream: Stream::Flow,
+        format: "nfdump",
+    };
+    let (src, dst) = if fields.has(Key::Src6Addr) {
+        (Key::Src6Addr, Key::Dst6Addr)
+    } else {
+        (Key::Src4Addr, Key::Dst4Addr)
+    };
+    let keys = FlowKeys {
+        src,
+        dst,
+        src_port: Key::SrcPort,
+        dst_port: Key::DstPort,
+        proto: Key::Proto,
+        bytes: Key::InBytes,
+        packets: Key::InPackets,
+    };
     let to_utc = |t: crate::time::Timestamp| t.plus_secs(-utc_offset_secs);
     let decode = || {
         let ts = to_utc(r.required(Key::First, Reader::timestamp)?);

@@ -4,13 +4,25 @@
 //! `timestamps_utc: true` writes them) or epoch numbers (`timestamps_since_epoch: true`).
 
 use super::fields::{Fields, Key};
-use super::flow::{flow_with, FlowKeys};
+use super::flow::{FlowKeys, flow_with};
 use super::{Event, Reader, Recognized, Stream};
 
-const KEYS: FlowKeys = FlowKeys { src: Key::IpSrc, dst: Key::IpDst, src_port: Key::PortSrc, dst_port: Key::PortDst, proto: Key::IpProto, bytes: Key::Bytes, packets: Key::Packets };
+const KEYS: FlowKeys = FlowKeys {
+    src: Key::IpSrc,
+    dst: Key::IpDst,
+    src_port: Key::PortSrc,
+    dst_port: Key::PortDst,
+    proto: Key::IpProto,
+    bytes: Key::Bytes,
+    packets: Key::Packets,
+};
 
 pub fn flow(fields: &Fields) -> Recognized {
-    let r = Reader { fields, stream: Stream::Flow, format: "pmacct" };
+    let r = Reader {
+        fields,
+        stream: Stream::Flow,
+        format: "pmacct",
+    };
     let decode = || {
         let ts = r.required(Key::TimestampStart, Reader::timestamp)?;
         flow_with(&r, ts, r.timestamp(Key::TimestampEnd)?, &KEYS)

@@ -7,16 +7,36 @@
 //! client's (src) connection. In DNS events the client is the side not on port 53.
 
 use super::fields::{Fields, Key, Value};
-use super::flow::{flow_with, FlowKeys};
+use super::flow::{FlowKeys, flow_with};
 use super::{DnsAnswer, DnsQuery, Event, Reader, Recognized, Stream};
 
-const KEYS: FlowKeys = FlowKeys { src: Key::SrcIp, dst: Key::DestIp, src_port: Key::SrcPort, dst_port: Key::DestPort, proto: Key::Proto, bytes: Key::Bytes, packets: Key::Packets };
+const KEYS: FlowKeys = FlowKeys {
+    src: Key::SrcIp,
+    dst: Key::DestIp,
+    src_port: Key::SrcPort,
+    dst_port: Key::DestPort,
+    proto: Key::Proto,
+    bytes: Key::Bytes,
+    packets: Key::Packets,
+};
 
 /// `event_type` `flow` (stats under `flow`) or `netflow` (under `netflow`).
 pub fn flow(fields: &Fields) -> Recognized {
     let netflow = fields.str(Key::EventType) == Some("netflow");
-    let r = Reader { fields, stream: Stream::Flow, format: if netflow { "suricata netflow" } else { "suricata flow" } };
-    let stats = if netflow { Key::Netflow } else { Key::FlowStats };
+    let r = Reader {
+        fields,
+        stream: Stream::Flow,
+        format: if netflow {
+            "suricata netflow"
+        } else {
+            "suricata flow"
+        },
+    };
+    let stats = if netflow {
+        Key::Netflow
+    } else {
+        Key::FlowStats
+    };
     let decode = || {
         let ts = match r.nested_timestamp(stats, "start")? {
             Some(t) => t,
@@ -37,11 +57,22 @@ pub fn flow(fields: &Fields) -> Recognized {
 }
 
 pub fn dns(fields: &Fields) -> Recognized {
-    let r = Reader { fields, stream: Stream::Dns, format: "suricata dns" };
+    let r = Reader {
+        fields,
+        stream: Stream::Dns,
+        format: "suricata dns",
+    };
     let decode = || {
         let ts = r.required(Key::Timestamp, Reader::timestamp)?;
-        let (src, dst) = (r.required(Key::SrcIp, Reader::ip)?, r.required(Key::DestIp, Reader::ip)?);
-        let (client, resolver) = if r.port(Key::SrcPort)? == Some(53) { (dst, src) } else { (src, dst) };
+        let (src, dst) = (
+            r.required(Key::SrcIp, Reader::ip)?,
+            r.required(Key::DestIp, Reader::ip)?,
+        );
+        let (client, resolver) = if r.port(Key::SrcPort)? == Some(53) {
+            (dst, src)
+        } else {
+            (src, dst)
+        };
         let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
         // v3: queries[0].rrname; v2: rrname at the top of `dns`.
         let first_query = r.nested(Key::DnsEvent, "queries")?.and_then(|q| match q {
@@ -52,7 +83,12 @@ pub fn dns(fields: &Fields) -> Recognized {
             Some(q) => text(q.get("rrname")),
             None => text(r.nested(Key::DnsEvent, "rrname")?),
         }
-        .ok_or_else(|| r.error(Key::DnsEvent, "has no query name (`queries[0].rrname` or `rrname`)"))?;
+        .ok_or_else(|| {
+            r.error(
+                Key::DnsEvent,
+                "has no query name (`queries[0].rrname` or `rrname`)",
+            )
+        })?;
         let qtype = match first_query {
             Some(q) => text(q.get("rrtype")),
             None => text(r.nested(Key::DnsEvent, "rrtype")?),
@@ -62,11 +98,22 @@ pub fn dns(fields: &Fields) -> Recognized {
             for item in items.iter().take(64) {
                 if let Some(data) = item.get("rdata").and_then(Value::as_str) {
                     let ttl = item.get("ttl").and_then(Value::as_u64).unwrap_or(0);
-                    answers.push(DnsAnswer { data: data.to_string(), ttl: u32::try_from(ttl).unwrap_or(u32::MAX) });
+                    answers.push(DnsAnswer {
+                        data: data.to_string(),
+                        ttl: u32::try_from(ttl).unwrap_or(u32::MAX),
+                    });
                 }
             }
         }
-        Ok(DnsQuery { ts, client, resolver: Some(resolver), qname: super::dns::normalize_name(&qname), qtype, rcode: text(r.nested(Key::DnsEvent, "rcode")?), answers })
+        Ok(DnsQuery {
+            ts,
+            client,
+            resolver: Some(resolver),
+            qname: super::dns::normalize_name(&qname),
+            qtype,
+            rcode: text(r.nested(Key::DnsEvent, "rcode")?),
+            answers,
+        })
     };
     Recognized::from_decoded(decode(), Event::Dns)
 }

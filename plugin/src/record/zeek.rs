@@ -4,13 +4,25 @@
 //! `{"ts":1795530605.0,"uid":"C2","id.orig_h":"10.20.0.15","id.orig_p":40000,"id.resp_h":"10.0.0.53","id.resp_p":53,"proto":"udp","query":"api.internal.example.net","qtype_name":"A","rcode_name":"NOERROR","answers":["93.184.216.34"],"TTLs":[300.0]}`
 
 use super::fields::{Fields, Key, Value};
-use super::flow::{flow_with, FlowKeys};
+use super::flow::{FlowKeys, flow_with};
 use super::{DnsAnswer, DnsQuery, Event, Reader, Recognized, Stream};
 
-const KEYS: FlowKeys = FlowKeys { src: Key::OrigH, dst: Key::RespH, src_port: Key::OrigP, dst_port: Key::RespP, proto: Key::Proto, bytes: Key::OrigBytes, packets: Key::OrigPkts };
+const KEYS: FlowKeys = FlowKeys {
+    src: Key::OrigH,
+    dst: Key::RespH,
+    src_port: Key::OrigP,
+    dst_port: Key::RespP,
+    proto: Key::Proto,
+    bytes: Key::OrigBytes,
+    packets: Key::OrigPkts,
+};
 
 pub fn conn(fields: &Fields) -> Recognized {
-    let r = Reader { fields, stream: Stream::Flow, format: "zeek conn" };
+    let r = Reader {
+        fields,
+        stream: Stream::Flow,
+        format: "zeek conn",
+    };
     let decode = || {
         let ts = r.required(Key::Ts, Reader::timestamp)?;
         flow_with(&r, ts, None, &KEYS)
@@ -19,10 +31,20 @@ pub fn conn(fields: &Fields) -> Recognized {
 }
 
 pub fn dns(fields: &Fields) -> Recognized {
-    let r = Reader { fields, stream: Stream::Dns, format: "zeek dns" };
+    let r = Reader {
+        fields,
+        stream: Stream::Dns,
+        format: "zeek dns",
+    };
     let decode = || {
         let ttls: Vec<u32> = match fields.get(Key::Ttls) {
-            Some(Value::List(items)) => items.iter().map(|v| v.as_f64().map_or(0, |t| t.max(0.0).min(u32::MAX as f64) as u32)).collect(),
+            Some(Value::List(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_f64()
+                        .map_or(0, |t| t.max(0.0).min(u32::MAX as f64) as u32)
+                })
+                .collect(),
             _ => Vec::new(),
         };
         let answers = match fields.get(Key::Answers) {
@@ -31,9 +53,19 @@ pub fn dns(fields: &Fields) -> Recognized {
                 .iter()
                 .take(64)
                 .enumerate()
-                .filter_map(|(i, v)| v.as_str().map(|data| DnsAnswer { data: data.to_string(), ttl: ttls.get(i).copied().unwrap_or(0) }))
+                .filter_map(|(i, v)| {
+                    v.as_str().map(|data| DnsAnswer {
+                        data: data.to_string(),
+                        ttl: ttls.get(i).copied().unwrap_or(0),
+                    })
+                })
                 .collect(),
-            Some(other) => return Err(r.error(Key::Answers, format!("must be an array, found {}", other.type_name()))),
+            Some(other) => {
+                return Err(r.error(
+                    Key::Answers,
+                    format!("must be an array, found {}", other.type_name()),
+                ));
+            }
         };
         Ok(DnsQuery {
             ts: r.required(Key::Ts, Reader::timestamp)?,

@@ -3,7 +3,7 @@
 //! `approval.grant`. An audit record, not an alert: it says who allowed this
 //! agent to reach that host, when and why.
 
-use super::{endpoint, Finding, RuleInfo, Severity, Subject};
+use super::{Finding, RuleInfo, Severity, Subject, endpoint};
 use crate::policy::Rule;
 use crate::record::{Flow, Grant};
 use crate::registry::Agent;
@@ -27,7 +27,11 @@ impl Approval<'_> {
         match self {
             Approval::AllowList(rule) => format!("the [approvals] allow-list entry {rule}"),
             Approval::Grant(g) => {
-                let mut s = format!("a grant by {} at {}", g.approver.as_deref().unwrap_or("an unnamed approver"), g.ts.to_rfc3339());
+                let mut s = format!(
+                    "a grant by {} at {}",
+                    g.approver.as_deref().unwrap_or("an unnamed approver"),
+                    g.ts.to_rfc3339()
+                );
                 if let Some(reason) = &g.reason {
                     s.push_str(&format!(" (\"{reason}\")"));
                 }
@@ -45,25 +49,54 @@ fn grant_covers(g: &Grant, flow: &Flow, names: &[&str]) -> bool {
         && g.expires.is_none_or(|e| flow.ts < e)
         && g.port.is_none_or(|p| p == flow.dst_port)
         && g.proto.is_none_or(|p| p == flow.proto)
-        && (g.dest.matches_ip(flow.dst) || (g.dest.is_name() && names.iter().any(|n| g.dest.matches_name(n))))
+        && (g.dest.matches_ip(flow.dst)
+            || (g.dest.is_name() && names.iter().any(|n| g.dest.matches_name(n))))
 }
 
 /// The allow-list entry or live grant that approves the flow, grants first
 /// (they name a person and a reason).
-pub fn find<'a>(allow_list: &'a [Rule], grants: &'a [Grant], flow: &Flow, names: &[&str]) -> Option<Approval<'a>> {
+pub fn find<'a>(
+    allow_list: &'a [Rule],
+    grants: &'a [Grant],
+    flow: &Flow,
+    names: &[&str],
+) -> Option<Approval<'a>> {
     grants
         .iter()
         .rev()
         .find(|g| grant_covers(g, flow, names))
         .map(Approval::Grant)
-        .or_else(|| allow_list.iter().find(|r| r.allows(flow.proto, flow.dst_port, flow.dst, names)).map(Approval::AllowList))
+        .or_else(|| {
+            allow_list
+                .iter()
+                .find(|r| r.allows(flow.proto, flow.dst_port, flow.dst, names))
+                .map(Approval::AllowList)
+        })
 }
 
 /// The audit finding for an approved call; `unplanned` says what it was outside of.
-pub fn finding(agent: &Agent, flow: &Flow, names: &[&str], approval: &Approval, unplanned: &str) -> Finding {
+pub fn finding(
+    agent: &Agent,
+    flow: &Flow,
+    names: &[&str],
+    approval: &Approval,
+    unplanned: &str,
+) -> Finding {
     let subject = Subject::Agent(agent);
-    let target = endpoint(names.first().copied().unwrap_or(&flow.dst.to_string()), flow.dst_port);
-    Finding::new(&RULE, &subject, Some(&target), format!("{subject} connected to {target}/{} ({unplanned}), approved by {}", flow.proto, approval.describe()))
+    let target = endpoint(
+        names.first().copied().unwrap_or(&flow.dst.to_string()),
+        flow.dst_port,
+    );
+    Finding::new(
+        &RULE,
+        &subject,
+        Some(&target),
+        format!(
+            "{subject} connected to {target}/{} ({unplanned}), approved by {}",
+            flow.proto,
+            approval.describe()
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -95,9 +128,16 @@ mod tests {
         let finding = finding(&a, &f, &["pypi.org"], &approval, "not in allowed_outbound");
         assert!(!finding.alerting);
         assert_eq!(finding.severity, Severity::Info);
-        assert!(finding.summary.contains("allow-list entry pypi.org:443/tcp"), "{}", finding.summary);
+        assert!(
+            finding
+                .summary
+                .contains("allow-list entry pypi.org:443/tcp"),
+            "{}",
+            finding.summary
+        );
         let grants = [grant("2026-11-24T15:30:00Z")];
-        let approval = find(&p.approvals, &grants, &f, &["files.pythonhosted.org"]).expect("granted");
+        let approval =
+            find(&p.approvals, &grants, &f, &["files.pythonhosted.org"]).expect("granted");
         assert!(approval.describe().contains("oncall@example.com"));
         assert!(approval.describe().contains("install requests"));
     }
@@ -106,9 +146,34 @@ mod tests {
     fn expired_grants_other_ports_and_other_hosts_do_not_approve() {
         let p = policy();
         let f = flow("10.20.0.15", "151.101.0.223", 443, Proto::Tcp); // at 14:31
-        assert!(find(&p.approvals, &[grant("2026-11-24T14:31:00Z")], &f, &["files.pythonhosted.org"]).is_none(), "expired at the flow's start");
-        assert!(find(&p.approvals, &[grant("2026-11-24T15:30:00Z")], &f, &["evil.example"]).is_none());
+        assert!(
+            find(
+                &p.approvals,
+                &[grant("2026-11-24T14:31:00Z")],
+                &f,
+                &["files.pythonhosted.org"]
+            )
+            .is_none(),
+            "expired at the flow's start"
+        );
+        assert!(
+            find(
+                &p.approvals,
+                &[grant("2026-11-24T15:30:00Z")],
+                &f,
+                &["evil.example"]
+            )
+            .is_none()
+        );
         let f80 = flow("10.20.0.15", "151.101.0.223", 80, Proto::Tcp);
-        assert!(find(&p.approvals, &[grant("2026-11-24T15:30:00Z")], &f80, &["files.pythonhosted.org", "pypi.org"]).is_none());
+        assert!(
+            find(
+                &p.approvals,
+                &[grant("2026-11-24T15:30:00Z")],
+                &f80,
+                &["files.pythonhosted.org", "pypi.org"]
+            )
+            .is_none()
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! Active only when `corp_resolvers` is set: without it there is no telling a
 //! foreign resolver from a corporate one.
 
-use super::{endpoint, Finding, RuleInfo, Severity, Subject};
+use super::{Finding, RuleInfo, Severity, Subject, endpoint};
 use crate::policy::Monitor;
 use crate::record::{Flow, Proto};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -19,12 +19,25 @@ pub const RULE: RuleInfo = RuleInfo {
 
 /// Public resolvers that answer DNS over HTTPS on 443.
 const PUBLIC_DOH_RESOLVERS: &[IpAddr] = &[
-    v4(8, 8, 8, 8), v4(8, 8, 4, 4), v4(1, 1, 1, 1), v4(1, 0, 0, 1), v4(9, 9, 9, 9), v4(149, 112, 112, 112),
-    v4(208, 67, 222, 222), v4(208, 67, 220, 220), v4(94, 140, 14, 14), v4(94, 140, 15, 15), v4(185, 228, 168, 9),
-    v4(76, 76, 2, 0), v4(45, 90, 28, 0),
-    v6([0x2001, 0x4860, 0x4860, 0, 0, 0, 0, 0x8888]), v6([0x2001, 0x4860, 0x4860, 0, 0, 0, 0, 0x8844]),
-    v6([0x2606, 0x4700, 0x4700, 0, 0, 0, 0, 0x1111]), v6([0x2606, 0x4700, 0x4700, 0, 0, 0, 0, 0x1001]),
-    v6([0x2620, 0xfe, 0, 0, 0, 0, 0, 0xfe]), v6([0x2620, 0xfe, 0, 0, 0, 0, 0, 0x9]),
+    v4(8, 8, 8, 8),
+    v4(8, 8, 4, 4),
+    v4(1, 1, 1, 1),
+    v4(1, 0, 0, 1),
+    v4(9, 9, 9, 9),
+    v4(149, 112, 112, 112),
+    v4(208, 67, 222, 222),
+    v4(208, 67, 220, 220),
+    v4(94, 140, 14, 14),
+    v4(94, 140, 15, 15),
+    v4(185, 228, 168, 9),
+    v4(76, 76, 2, 0),
+    v4(45, 90, 28, 0),
+    v6([0x2001, 0x4860, 0x4860, 0, 0, 0, 0, 0x8888]),
+    v6([0x2001, 0x4860, 0x4860, 0, 0, 0, 0, 0x8844]),
+    v6([0x2606, 0x4700, 0x4700, 0, 0, 0, 0, 0x1111]),
+    v6([0x2606, 0x4700, 0x4700, 0, 0, 0, 0, 0x1001]),
+    v6([0x2620, 0xfe, 0, 0, 0, 0, 0, 0xfe]),
+    v6([0x2620, 0xfe, 0, 0, 0, 0, 0, 0x9]),
 ];
 
 const fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
@@ -32,7 +45,9 @@ const fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
 }
 
 const fn v6(s: [u16; 8]) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]))
+    IpAddr::V6(Ipv6Addr::new(
+        s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7],
+    ))
 }
 
 fn is_public_doh(ip: IpAddr) -> bool {
@@ -48,12 +63,18 @@ fn is_dns_port(flow: &Flow) -> bool {
 }
 
 fn corp_list(monitor: &Monitor) -> String {
-    monitor.corp_resolvers.iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(", ")
+    monitor
+        .corp_resolvers
+        .iter()
+        .map(|ip| ip.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An outbound flow that carries DNS to a non-corporate resolver.
 pub fn check_flow(flow: &Flow, subject: &Subject, monitor: &Monitor) -> Option<Finding> {
-    if monitor.corp_resolvers.is_empty() || !is_dns_port(flow) || monitor.is_corp_resolver(flow.dst) {
+    if monitor.corp_resolvers.is_empty() || !is_dns_port(flow) || monitor.is_corp_resolver(flow.dst)
+    {
         return None;
     }
     let kind = match flow.dst_port {
@@ -66,12 +87,22 @@ pub fn check_flow(flow: &Flow, subject: &Subject, monitor: &Monitor) -> Option<F
         &RULE,
         subject,
         Some(&resolver),
-        format!("{subject} sent {kind} to {}/{}, not a corporate resolver ({})", endpoint(&resolver, flow.dst_port), flow.proto, corp_list(monitor)),
+        format!(
+            "{subject} sent {kind} to {}/{}, not a corporate resolver ({})",
+            endpoint(&resolver, flow.dst_port),
+            flow.proto,
+            corp_list(monitor)
+        ),
     ))
 }
 
 /// A resolver log line whose resolver is not corporate.
-pub fn check_query(qname: &str, resolver: Option<IpAddr>, subject: &Subject, monitor: &Monitor) -> Option<Finding> {
+pub fn check_query(
+    qname: &str,
+    resolver: Option<IpAddr>,
+    subject: &Subject,
+    monitor: &Monitor,
+) -> Option<Finding> {
     let resolver = resolver?;
     if monitor.corp_resolvers.is_empty() || monitor.is_corp_resolver(resolver) {
         return None;
@@ -81,7 +112,10 @@ pub fn check_query(qname: &str, resolver: Option<IpAddr>, subject: &Subject, mon
         &RULE,
         subject,
         Some(&resolver),
-        format!("{subject} resolved {qname} through {resolver}, not a corporate resolver ({})", corp_list(monitor)),
+        format!(
+            "{subject} resolved {qname} through {resolver}, not a corporate resolver ({})",
+            corp_list(monitor)
+        ),
     ))
 }
 
@@ -95,12 +129,44 @@ mod tests {
         let p = policy();
         let a = agent("data_collector_v1");
         let s = Subject::Agent(&a);
-        let f = check_flow(&flow("10.20.0.15", "8.8.8.8", 53, Proto::Udp), &s, &p.monitor).expect("plain DNS");
+        let f = check_flow(
+            &flow("10.20.0.15", "8.8.8.8", 53, Proto::Udp),
+            &s,
+            &p.monitor,
+        )
+        .expect("plain DNS");
         assert_eq!(f.incident, "0x8a3f/dns.foreign_resolver/8.8.8.8");
-        assert_eq!(f.summary, "data_collector_v1 0x8a3f sent DNS to 8.8.8.8:53/udp, not a corporate resolver (10.0.0.53)");
-        assert!(check_flow(&flow("10.20.0.15", "9.9.9.9", 853, Proto::Tcp), &s, &p.monitor).is_some());
-        assert!(check_flow(&flow("10.20.0.15", "1.1.1.1", 443, Proto::Tcp), &s, &p.monitor).unwrap().summary.contains("DNS over HTTPS"));
-        assert!(check_query("x.example", Some("8.8.4.4".parse().unwrap()), &s, &p.monitor).is_some());
+        assert_eq!(
+            f.summary,
+            "data_collector_v1 0x8a3f sent DNS to 8.8.8.8:53/udp, not a corporate resolver (10.0.0.53)"
+        );
+        assert!(
+            check_flow(
+                &flow("10.20.0.15", "9.9.9.9", 853, Proto::Tcp),
+                &s,
+                &p.monitor
+            )
+            .is_some()
+        );
+        assert!(
+            check_flow(
+                &flow("10.20.0.15", "1.1.1.1", 443, Proto::Tcp),
+                &s,
+                &p.monitor
+            )
+            .unwrap()
+            .summary
+            .contains("DNS over HTTPS")
+        );
+        assert!(
+            check_query(
+                "x.example",
+                Some("8.8.4.4".parse().unwrap()),
+                &s,
+                &p.monitor
+            )
+            .is_some()
+        );
     }
 
     #[test]
@@ -108,12 +174,55 @@ mod tests {
         let p = policy();
         let a = agent("data_collector_v1");
         let s = Subject::Agent(&a);
-        assert!(check_flow(&flow("10.20.0.15", "10.0.0.53", 53, Proto::Udp), &s, &p.monitor).is_none(), "corporate resolver");
-        assert!(check_flow(&flow("10.20.0.15", "8.8.8.8", 54, Proto::Udp), &s, &p.monitor).is_none(), "not a DNS port");
-        assert!(check_flow(&flow("10.20.0.15", "93.184.216.34", 443, Proto::Tcp), &s, &p.monitor).is_none(), "HTTPS to a non-resolver");
-        assert!(check_query("x.example", Some("10.0.0.53".parse().unwrap()), &s, &p.monitor).is_none());
-        assert!(check_query("x.example", None, &s, &p.monitor).is_none(), "resolver unknown");
+        assert!(
+            check_flow(
+                &flow("10.20.0.15", "10.0.0.53", 53, Proto::Udp),
+                &s,
+                &p.monitor
+            )
+            .is_none(),
+            "corporate resolver"
+        );
+        assert!(
+            check_flow(
+                &flow("10.20.0.15", "8.8.8.8", 54, Proto::Udp),
+                &s,
+                &p.monitor
+            )
+            .is_none(),
+            "not a DNS port"
+        );
+        assert!(
+            check_flow(
+                &flow("10.20.0.15", "93.184.216.34", 443, Proto::Tcp),
+                &s,
+                &p.monitor
+            )
+            .is_none(),
+            "HTTPS to a non-resolver"
+        );
+        assert!(
+            check_query(
+                "x.example",
+                Some("10.0.0.53".parse().unwrap()),
+                &s,
+                &p.monitor
+            )
+            .is_none()
+        );
+        assert!(
+            check_query("x.example", None, &s, &p.monitor).is_none(),
+            "resolver unknown"
+        );
         let open = crate::policy::Policy::from_toml("").unwrap();
-        assert!(check_flow(&flow("10.20.0.15", "8.8.8.8", 53, Proto::Udp), &s, &open.monitor).is_none(), "no corp_resolvers set");
+        assert!(
+            check_flow(
+                &flow("10.20.0.15", "8.8.8.8", 53, Proto::Udp),
+                &s,
+                &open.monitor
+            )
+            .is_none(),
+            "no corp_resolvers set"
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! allow-list) is never judged. One incident per (agent, registered domain).
 
 use super::letter_bigrams::LOG10_P;
-use super::{registered_domain, Finding, RuleInfo, Severity, Subject};
+use super::{Finding, RuleInfo, Severity, Subject, registered_domain};
 use crate::registry::Agent;
 
 pub const RULE: RuleInfo = RuleInfo {
@@ -48,7 +48,12 @@ fn entropy(s: &str) -> f64 {
         counts[usize::from(b)] += 1;
     }
     let n = s.len() as f64;
-    counts.iter().filter(|&&c| c > 0).map(|&c| f64::from(c) / n).map(|p| -p * p.log2()).sum()
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| f64::from(c) / n)
+        .map(|p| -p * p.log2())
+        .sum()
 }
 
 /// Why a label looks machine-made, if it does.
@@ -57,11 +62,18 @@ pub fn random_label(label: &str) -> Option<&'static str> {
         return Some("a long high-entropy label");
     }
     for token in label.split(['-', '_']) {
-        let switches = token.as_bytes().windows(2).filter(|w| w[0].is_ascii_digit() != w[1].is_ascii_digit()).count();
+        let switches = token
+            .as_bytes()
+            .windows(2)
+            .filter(|w| w[0].is_ascii_digit() != w[1].is_ascii_digit())
+            .count();
         if token.len() >= 6 && switches >= MIN_SWITCHES {
             return Some("letters and digits interleaved like a generated name");
         }
-        if token.len() >= MIN_LETTERS && token.bytes().all(|b| b.is_ascii_lowercase()) && bigram_score(token) < BIGRAM_THRESHOLD {
+        if token.len() >= MIN_LETTERS
+            && token.bytes().all(|b| b.is_ascii_lowercase())
+            && bigram_score(token) < BIGRAM_THRESHOLD
+        {
             return Some("letters in an order no word has");
         }
     }
@@ -76,11 +88,20 @@ pub fn check(agent: &Agent, qname: &str, allowed: bool) -> Option<Finding> {
     }
     let domain = registered_domain(qname)?;
     // The labels the owner chose: everything left of the public suffix.
-    let suffix_len = domain.split_once('.').map_or(0, |(_, suffix)| suffix.len() + 1);
+    let suffix_len = domain
+        .split_once('.')
+        .map_or(0, |(_, suffix)| suffix.len() + 1);
     let chosen = &qname[..qname.len() - suffix_len];
-    let (label, why) = chosen.split('.').find_map(|l| random_label(l).map(|why| (l, why)))?;
+    let (label, why) = chosen
+        .split('.')
+        .find_map(|l| random_label(l).map(|why| (l, why)))?;
     let subject = Subject::Agent(agent);
-    Some(Finding::new(&RULE, &subject, Some(domain), format!("{subject} resolved {qname}, whose label \"{label}\" looks random ({why})")))
+    Some(Finding::new(
+        &RULE,
+        &subject,
+        Some(domain),
+        format!("{subject} resolved {qname}, whose label \"{label}\" looks random ({why})"),
+    ))
 }
 
 #[cfg(test)]
@@ -95,7 +116,10 @@ mod tests {
             ("data-xy78z4.example.com", "example.com"),
             ("xkqjzvbwpl.com", "xkqjzvbwpl.com"),
             ("qwxzvkjhtr.net", "qwxzvkjhtr.net"),
-            ("mzxw6ytboi4dsnrrgq3tmmjsgiydanjt.exfil.example.org", "example.org"),
+            (
+                "mzxw6ytboi4dsnrrgq3tmmjsgiydanjt.exfil.example.org",
+                "example.org",
+            ),
         ] {
             let f = check(&a, name, false).unwrap_or_else(|| panic!("{name} must fire"));
             assert_eq!(f.incident, format!("0x8a3f/dns.high_entropy/{domain}"));
@@ -105,10 +129,17 @@ mod tests {
     #[test]
     fn cdn_and_cloud_names_do_not_fire_when_allowed() {
         let a = agent("data_collector_v1");
-        for name in ["d3k8x9q2a7b1c0.cloudfront.net", "my-bucket-7f3a9c1e.s3.amazonaws.com", "internal-web-1234567890.us-east-1.elb.amazonaws.com"] {
+        for name in [
+            "d3k8x9q2a7b1c0.cloudfront.net",
+            "my-bucket-7f3a9c1e.s3.amazonaws.com",
+            "internal-web-1234567890.us-east-1.elb.amazonaws.com",
+        ] {
             assert!(check(&a, name, true).is_none(), "{name}");
         }
-        assert!(check(&a, "d3k8x9q2a7b1c0.cloudfront.net", false).is_some(), "the same name, not allowed, is judged");
+        assert!(
+            check(&a, "d3k8x9q2a7b1c0.cloudfront.net", false).is_some(),
+            "the same name, not allowed, is judged"
+        );
     }
 
     #[test]
@@ -126,7 +157,11 @@ mod tests {
             "1.0.0.127.in-addr.arpa",
             "192.168.1.1",
         ] {
-            assert!(check(&a, name, false).is_none(), "{name}: {:?}", check(&a, name, false));
+            assert!(
+                check(&a, name, false).is_none(),
+                "{name}: {:?}",
+                check(&a, name, false)
+            );
         }
     }
 }

@@ -2,10 +2,10 @@
 //! and five-minute window of event time: many unique subdomains that are long
 //! on average, a burst of TXT/NULL queries, or a large volume of query bytes.
 
-use super::{registered_domain, Finding, RuleInfo, Severity, Subject};
+use super::{Finding, RuleInfo, Severity, Subject, registered_domain};
 use crate::bounded::BoundedMap;
 use crate::registry::Agent;
-use crate::time::{Timestamp, NANOS_PER_SEC};
+use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
@@ -43,24 +43,43 @@ pub struct TunnelWindows {
 
 impl TunnelWindows {
     pub fn new(cap: usize) -> TunnelWindows {
-        TunnelWindows { windows: BoundedMap::new(cap) }
+        TunnelWindows {
+            windows: BoundedMap::new(cap),
+        }
     }
 
     /// Counts one query of `agent` and judges its domain's window.
-    pub fn check(&mut self, agent: &Agent, qname: &str, qtype: Option<&str>, t: Timestamp) -> Option<Finding> {
+    pub fn check(
+        &mut self,
+        agent: &Agent,
+        qname: &str,
+        qtype: Option<&str>,
+        t: Timestamp,
+    ) -> Option<Finding> {
         let domain = registered_domain(qname)?;
-        let sub = qname.strip_suffix(domain).unwrap_or("").trim_end_matches('.');
+        let sub = qname
+            .strip_suffix(domain)
+            .unwrap_or("")
+            .trim_end_matches('.');
         let start = t.0.div_euclid(WINDOW_NANOS);
-        let w = self.windows.get_or_insert_with((agent.id.clone(), domain.into()), Window::default);
+        let w = self
+            .windows
+            .get_or_insert_with((agent.id.clone(), domain.into()), Window::default);
         if w.start != start {
             if start < w.start {
                 return None; // a late record of a window already judged
             }
-            *w = Window { start, ..Window::default() };
+            *w = Window {
+                start,
+                ..Window::default()
+            };
         }
         w.queries += 1;
         w.query_bytes += qname.len() as u64;
-        if matches!(qtype.map(str::to_ascii_uppercase).as_deref(), Some("TXT" | "NULL" | "16" | "10")) {
+        if matches!(
+            qtype.map(str::to_ascii_uppercase).as_deref(),
+            Some("TXT" | "NULL" | "16" | "10")
+        ) {
             w.txt_null += 1;
         }
         if !sub.is_empty() && w.distinct.len() <= UNIQUE_SUBDOMAINS {
@@ -72,8 +91,13 @@ impl TunnelWindows {
                 w.distinct_len_total += sub.len();
             }
         }
-        let why = if w.distinct.len() > UNIQUE_SUBDOMAINS && w.distinct_len_total / w.distinct.len() >= MEAN_SUBDOMAIN_LEN {
-            format!("more than {UNIQUE_SUBDOMAINS} unique subdomains averaging {} characters", w.distinct_len_total / w.distinct.len())
+        let why = if w.distinct.len() > UNIQUE_SUBDOMAINS
+            && w.distinct_len_total / w.distinct.len() >= MEAN_SUBDOMAIN_LEN
+        {
+            format!(
+                "more than {UNIQUE_SUBDOMAINS} unique subdomains averaging {} characters",
+                w.distinct_len_total / w.distinct.len()
+            )
         } else if w.txt_null >= TXT_NULL_QUERIES && w.txt_null * 2 >= w.queries {
             format!("{} TXT/NULL queries out of {}", w.txt_null, w.queries)
         } else if w.query_bytes >= QUERY_BYTES {
@@ -82,7 +106,12 @@ impl TunnelWindows {
             return None;
         };
         let subject = Subject::Agent(agent);
-        Some(Finding::new(&RULE, &subject, Some(domain), format!("{subject} sent DNS to {domain} like a tunnel: {why} within 5 minutes")))
+        Some(Finding::new(
+            &RULE,
+            &subject,
+            Some(domain),
+            format!("{subject} sent DNS to {domain} like a tunnel: {why} within 5 minutes"),
+        ))
     }
 
     pub fn evictions(&self) -> u64 {
@@ -102,7 +131,10 @@ mod tests {
         let t = ts("2026-11-24T14:31:00Z");
         let mut fired = None;
         for i in 0..40 {
-            let name = format!("{:032x}.t.example.org", 0x1234_5678_9abc_def0_u128 * (i + 1));
+            let name = format!(
+                "{:032x}.t.example.org",
+                0x1234_5678_9abc_def0_u128 * (i + 1)
+            );
             if let Some(f) = w.check(&a, &name, Some("A"), t) {
                 fired.get_or_insert((i, f));
             }
@@ -117,7 +149,9 @@ mod tests {
         let a = agent("data_collector_v1");
         let mut w = TunnelWindows::new(16);
         let t = ts("2026-11-24T14:31:00Z");
-        let fired = (0..10).filter_map(|i| w.check(&a, &format!("c{i}.cmd.example.net"), Some("TXT"), t)).count();
+        let fired = (0..10)
+            .filter_map(|i| w.check(&a, &format!("c{i}.cmd.example.net"), Some("TXT"), t))
+            .count();
         assert_eq!(fired, 1);
     }
 
@@ -128,13 +162,25 @@ mod tests {
         // The same few names, resolved again and again across windows.
         for i in 0..500 {
             let t = ts("2026-11-24T14:00:00Z").plus_secs(i * 7);
-            for name in ["api.internal.example.net", "en.wikipedia.org", "www.wikipedia.org"] {
+            for name in [
+                "api.internal.example.net",
+                "en.wikipedia.org",
+                "www.wikipedia.org",
+            ] {
                 assert!(w.check(&a, name, Some("A"), t).is_none());
             }
         }
         // Many short unique subdomains (a CDN's shards) within one window.
         for i in 0..60 {
-            assert!(w.check(&a, &format!("img{i}.cdn.example.com"), Some("AAAA"), ts("2026-11-24T15:00:00Z")).is_none());
+            assert!(
+                w.check(
+                    &a,
+                    &format!("img{i}.cdn.example.com"),
+                    Some("AAAA"),
+                    ts("2026-11-24T15:00:00Z")
+                )
+                .is_none()
+            );
         }
     }
 }

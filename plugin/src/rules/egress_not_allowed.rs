@@ -5,7 +5,7 @@
 //! answers gave that address, so FQDN rules hold for IP-level flows. An agent
 //! whose profile is missing from the policy is allowed nothing.
 
-use super::{endpoint, Finding, RuleInfo, Severity, Subject};
+use super::{Finding, RuleInfo, Severity, Subject, endpoint};
 use crate::policy::Profile;
 use crate::record::Flow;
 use crate::registry::Agent;
@@ -18,21 +18,41 @@ pub const RULE: RuleInfo = RuleInfo {
 };
 
 /// Judges one outbound flow of `agent`; `names` are the DNS names the agent had for the destination.
-pub fn check(flow: &Flow, agent: &Agent, profile: Option<&Profile>, names: &[&str]) -> Option<Finding> {
-    if profile.is_some_and(|p| p.allowing_rule(flow.proto, flow.dst_port, flow.dst, names).is_some()) {
+pub fn check(
+    flow: &Flow,
+    agent: &Agent,
+    profile: Option<&Profile>,
+    names: &[&str],
+) -> Option<Finding> {
+    if profile.is_some_and(|p| {
+        p.allowing_rule(flow.proto, flow.dst_port, flow.dst, names)
+            .is_some()
+    }) {
         return None;
     }
     // Only a firing rule pays for formatting.
     let dst = flow.dst.to_string();
     let (target, shown) = match names.first() {
         // A call known by name only (through a proxy) has no address to show.
-        Some(name) if flow.dst.is_unspecified() => (endpoint(name, flow.dst_port), format!("{}/{}", endpoint(name, flow.dst_port), flow.proto)),
-        Some(name) => (endpoint(name, flow.dst_port), format!("{}/{} ({dst})", endpoint(name, flow.dst_port), flow.proto)),
-        None => (endpoint(&dst, flow.dst_port), format!("{}/{}", endpoint(&dst, flow.dst_port), flow.proto)),
+        Some(name) if flow.dst.is_unspecified() => (
+            endpoint(name, flow.dst_port),
+            format!("{}/{}", endpoint(name, flow.dst_port), flow.proto),
+        ),
+        Some(name) => (
+            endpoint(name, flow.dst_port),
+            format!("{}/{} ({dst})", endpoint(name, flow.dst_port), flow.proto),
+        ),
+        None => (
+            endpoint(&dst, flow.dst_port),
+            format!("{}/{}", endpoint(&dst, flow.dst_port), flow.proto),
+        ),
     };
     let subject = Subject::Agent(agent);
     let summary = match profile {
-        None => format!("{subject} connected to {shown}, but profile \"{}\" is not in the policy, so nothing is allowed", agent.profile),
+        None => format!(
+            "{subject} connected to {shown}, but profile \"{}\" is not in the policy, so nothing is allowed",
+            agent.profile
+        ),
         Some(_) => format!("{subject} connected to {shown}, not in allowed_outbound"),
     };
     Some(Finding::new(&RULE, &subject, Some(&target), summary))
@@ -50,8 +70,14 @@ mod tests {
         let a = agent("data_collector_v1");
         let f = flow("10.20.0.15", "203.0.113.9", 8443, Proto::Tcp);
         let finding = check(&f, &a, p.profile("data_collector_v1", None), &[]).expect("must fire");
-        assert_eq!(finding.incident, "0x8a3f/egress.not_allowed/203.0.113.9:8443");
-        assert_eq!(finding.summary, "data_collector_v1 0x8a3f connected to 203.0.113.9:8443/tcp, not in allowed_outbound");
+        assert_eq!(
+            finding.incident,
+            "0x8a3f/egress.not_allowed/203.0.113.9:8443"
+        );
+        assert_eq!(
+            finding.summary,
+            "data_collector_v1 0x8a3f connected to 203.0.113.9:8443/tcp, not in allowed_outbound"
+        );
         assert_eq!(finding.rule.severity, Severity::High);
     }
 
@@ -64,8 +90,24 @@ mod tests {
         assert!(check(&f, &a, profile, &["api.internal.example.net"]).is_none());
         // Same address without the DNS answer, or on the next port, or another protocol: fires.
         assert!(check(&f, &a, profile, &[]).is_some());
-        assert!(check(&flow("10.20.0.15", "93.184.216.34", 444, Proto::Tcp), &a, profile, &["api.internal.example.net"]).is_some());
-        assert!(check(&flow("10.20.0.15", "93.184.216.34", 443, Proto::Udp), &a, profile, &["api.internal.example.net"]).is_some());
+        assert!(
+            check(
+                &flow("10.20.0.15", "93.184.216.34", 444, Proto::Tcp),
+                &a,
+                profile,
+                &["api.internal.example.net"]
+            )
+            .is_some()
+        );
+        assert!(
+            check(
+                &flow("10.20.0.15", "93.184.216.34", 443, Proto::Udp),
+                &a,
+                profile,
+                &["api.internal.example.net"]
+            )
+            .is_some()
+        );
     }
 
     #[test]
@@ -73,16 +115,55 @@ mod tests {
         let p = policy();
         let a = agent("data_collector_v1");
         let profile = p.profile("data_collector_v1", None);
-        assert!(check(&flow("10.20.0.15", "10.30.0.255", 8100, Proto::Tcp), &a, profile, &[]).is_none());
-        assert!(check(&flow("10.20.0.15", "10.30.1.0", 8100, Proto::Tcp), &a, profile, &[]).is_some());
-        assert!(check(&flow("10.20.0.15", "10.30.0.1", 8101, Proto::Tcp), &a, profile, &[]).is_some());
+        assert!(
+            check(
+                &flow("10.20.0.15", "10.30.0.255", 8100, Proto::Tcp),
+                &a,
+                profile,
+                &[]
+            )
+            .is_none()
+        );
+        assert!(
+            check(
+                &flow("10.20.0.15", "10.30.1.0", 8100, Proto::Tcp),
+                &a,
+                profile,
+                &[]
+            )
+            .is_some()
+        );
+        assert!(
+            check(
+                &flow("10.20.0.15", "10.30.0.1", 8101, Proto::Tcp),
+                &a,
+                profile,
+                &[]
+            )
+            .is_some()
+        );
     }
 
     #[test]
     fn unknown_profile_allows_nothing_and_says_why() {
         let a = agent("ghost_v9");
-        let finding = check(&flow("10.20.0.15", "93.184.216.34", 443, Proto::Tcp), &a, None, &["api.internal.example.net"]).unwrap();
-        assert!(finding.summary.contains("profile \"ghost_v9\" is not in the policy"), "{}", finding.summary);
-        assert_eq!(finding.incident, "0x8a3f/egress.not_allowed/api.internal.example.net:443");
+        let finding = check(
+            &flow("10.20.0.15", "93.184.216.34", 443, Proto::Tcp),
+            &a,
+            None,
+            &["api.internal.example.net"],
+        )
+        .unwrap();
+        assert!(
+            finding
+                .summary
+                .contains("profile \"ghost_v9\" is not in the policy"),
+            "{}",
+            finding.summary
+        );
+        assert_eq!(
+            finding.incident,
+            "0x8a3f/egress.not_allowed/api.internal.example.net:443"
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! One incident per source address (not per destination): a rogue process
 //! reaching a hundred hosts is one thing to investigate, not a hundred.
 
-use super::{endpoint, Finding, RuleInfo, Severity, Subject};
+use super::{Finding, RuleInfo, Severity, Subject, endpoint};
 use crate::policy::Monitor;
 use std::net::IpAddr;
 
@@ -21,7 +21,12 @@ pub fn check(src: IpAddr, monitor: &Monitor, what: &str) -> Option<Finding> {
         return None;
     }
     let subject = Subject::Address(src);
-    Some(Finding::new(&RULE, &subject, None, format!("{subject} in an agent subnet {what}, but no live agent holds that address")))
+    Some(Finding::new(
+        &RULE,
+        &subject,
+        None,
+        format!("{subject} in an agent subnet {what}, but no live agent holds that address"),
+    ))
 }
 
 /// The description of a flow for [`check`]'s summary.
@@ -41,7 +46,10 @@ mod tests {
         let what = describe_flow("198.51.100.1".parse().unwrap(), 443, Proto::Tcp);
         let f = check("10.20.9.9".parse().unwrap(), &p.monitor, &what).expect("must fire");
         assert_eq!(f.incident, "10.20.9.9/egress.unknown_agent");
-        assert_eq!(f.summary, "unknown host 10.20.9.9 in an agent subnet connected to 198.51.100.1:443/tcp, but no live agent holds that address");
+        assert_eq!(
+            f.summary,
+            "unknown host 10.20.9.9 in an agent subnet connected to 198.51.100.1:443/tcp, but no live agent holds that address"
+        );
         assert_eq!(f.rule.severity, Severity::Medium);
         // Near miss: just outside the /16.
         assert!(check("10.21.0.1".parse().unwrap(), &p.monitor, &what).is_none());

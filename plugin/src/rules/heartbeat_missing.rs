@@ -7,7 +7,7 @@
 use super::{Finding, RuleInfo, Severity, Subject};
 use crate::policy::Profile;
 use crate::registry::Agent;
-use crate::time::{Timestamp, NANOS_PER_SEC};
+use crate::time::{NANOS_PER_SEC, Timestamp};
 
 pub const RULE: RuleInfo = RuleInfo {
     id: "heartbeat.missing",
@@ -21,9 +21,18 @@ const TOLERATED_INTERVALS: i64 = 2;
 
 /// When the next heartbeat is overdue, counting from `since` (the last window's
 /// end, or the spawn) with the last window's length as fallback interval.
-pub fn overdue_at(profile: Option<&Profile>, since: Timestamp, last_window_nanos: Option<i64>) -> Option<Timestamp> {
-    let interval = profile.and_then(|p| p.heartbeat_interval_minutes).map(|m| m as i64 * 60 * NANOS_PER_SEC).or(last_window_nanos.filter(|n| *n > 0))?;
-    Some(Timestamp(since.0.saturating_add(interval.saturating_mul(TOLERATED_INTERVALS))))
+pub fn overdue_at(
+    profile: Option<&Profile>,
+    since: Timestamp,
+    last_window_nanos: Option<i64>,
+) -> Option<Timestamp> {
+    let interval = profile
+        .and_then(|p| p.heartbeat_interval_minutes)
+        .map(|m| m as i64 * 60 * NANOS_PER_SEC)
+        .or(last_window_nanos.filter(|n| *n > 0))?;
+    Some(Timestamp(since.0.saturating_add(
+        interval.saturating_mul(TOLERATED_INTERVALS),
+    )))
 }
 
 /// Fires when the agent was alive at the overdue moment.
@@ -36,7 +45,15 @@ pub fn check(agent: &Agent, last_heard: Option<Timestamp>, overdue: Timestamp) -
         Some(t) => format!("since its window ending {}", t.to_rfc3339()),
         None => "since it was spawned".to_string(),
     };
-    Some(Finding::new(&RULE, &subject, None, format!("{subject} sent no heartbeat {since} (overdue at {})", overdue.to_rfc3339())))
+    Some(Finding::new(
+        &RULE,
+        &subject,
+        None,
+        format!(
+            "{subject} sent no heartbeat {since} (overdue at {})",
+            overdue.to_rfc3339()
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -59,7 +76,14 @@ mod tests {
 
     #[test]
     fn without_a_profile_interval_the_window_length_is_used() {
-        assert_eq!(overdue_at(None, ts("2026-11-24T15:00:00Z"), Some(300 * NANOS_PER_SEC)), Some(ts("2026-11-24T15:10:00Z")));
-        assert_eq!(overdue_at(None, ts("2026-11-24T15:00:00Z"), None), None, "no interval known: never overdue");
+        assert_eq!(
+            overdue_at(None, ts("2026-11-24T15:00:00Z"), Some(300 * NANOS_PER_SEC)),
+            Some(ts("2026-11-24T15:10:00Z"))
+        );
+        assert_eq!(
+            overdue_at(None, ts("2026-11-24T15:00:00Z"), None),
+            None,
+            "no interval known: never overdue"
+        );
     }
 }

@@ -114,12 +114,23 @@ impl PartialEq for RuleInfo {
 }
 
 impl Finding {
-    pub fn new(rule: &'static RuleInfo, subject: &Subject, target: Option<&str>, summary: String) -> Finding {
+    pub fn new(
+        rule: &'static RuleInfo,
+        subject: &Subject,
+        target: Option<&str>,
+        summary: String,
+    ) -> Finding {
         let incident = match target {
             Some(t) => format!("{}/{}/{}", subject.key(), rule.id, t),
             None => format!("{}/{}", subject.key(), rule.id),
         };
-        Finding { rule, severity: rule.severity, alerting: rule.severity > Severity::Info, incident, summary }
+        Finding {
+            rule,
+            severity: rule.severity,
+            alerting: rule.severity > Severity::Info,
+            incident,
+            summary,
+        }
     }
 
     pub fn with_severity(mut self, severity: Severity) -> Finding {
@@ -148,7 +159,11 @@ pub fn registered_domain(name: &str) -> Option<&str> {
 
 /// `host:port` with IPv6 bracketed, for incident keys and summaries.
 pub fn endpoint(host: &str, port: u16) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 #[cfg(test)]
@@ -187,7 +202,9 @@ allowed_outbound = [
     }
 
     pub fn profile_of<'p>(policy: &'p Policy, name: &str) -> &'p crate::policy::Profile {
-        policy.profile(name, None).expect("profile in the test policy")
+        policy
+            .profile(name, None)
+            .expect("profile in the test policy")
     }
 
     pub fn ts(text: &str) -> Timestamp {

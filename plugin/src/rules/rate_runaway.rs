@@ -2,12 +2,12 @@
 //! minute far beyond what any sane task needs (`max_requests_per_minute`):
 //! the signature of a retry loop hammering an API.
 
-use super::{endpoint, Finding, RuleInfo, Severity, Subject};
+use super::{Finding, RuleInfo, Severity, Subject, endpoint};
 use crate::bounded::BoundedMap;
 use crate::policy::Profile;
 use crate::record::Flow;
 use crate::registry::Agent;
-use crate::time::{Timestamp, NANOS_PER_SEC};
+use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -59,19 +59,37 @@ pub struct RateWindows {
 
 impl RateWindows {
     pub fn new(cap: usize) -> RateWindows {
-        RateWindows { windows: BoundedMap::new(cap) }
+        RateWindows {
+            windows: BoundedMap::new(cap),
+        }
     }
 
     /// Counts one outbound connection and judges its destination's last minute.
-    pub fn check(&mut self, agent: &Agent, profile: &Profile, flow: &Flow, name: Option<&str>) -> Option<Finding> {
-        let window = self.windows.get_or_insert_with((agent.id.clone(), flow.dst, flow.dst_port), Window::default);
+    pub fn check(
+        &mut self,
+        agent: &Agent,
+        profile: &Profile,
+        flow: &Flow,
+        name: Option<&str>,
+    ) -> Option<Finding> {
+        let window = self
+            .windows
+            .get_or_insert_with((agent.id.clone(), flow.dst, flow.dst_port), Window::default);
         let count = window.add(flow.ts);
         if count <= profile.max_requests_per_minute {
             return None;
         }
         let subject = Subject::Agent(agent);
         let target = endpoint(name.unwrap_or(&flow.dst.to_string()), flow.dst_port);
-        let f = Finding::new(&RULE, &subject, Some(&target), format!("{subject} opened {count} connections to {target}/{} within a minute (limit {})", flow.proto, profile.max_requests_per_minute));
+        let f = Finding::new(
+            &RULE,
+            &subject,
+            Some(&target),
+            format!(
+                "{subject} opened {count} connections to {target}/{} within a minute (limit {})",
+                flow.proto, profile.max_requests_per_minute
+            ),
+        );
         Some(if profile.learning { f.learning() } else { f })
     }
 
@@ -97,7 +115,11 @@ mod tests {
         // 30 in one minute: at the limit, silent.
         for i in 0..30 {
             f.ts = start.plus_secs(i * 2);
-            assert!(w.check(&a, profile, &f, Some("api.internal.example.net")).is_none(), "{i}");
+            assert!(
+                w.check(&a, profile, &f, Some("api.internal.example.net"))
+                    .is_none(),
+                "{i}"
+            );
         }
         // A steady one every 3 s for ten minutes stays at 20/min: silent.
         let mut steady = RateWindows::new(16);
@@ -107,8 +129,13 @@ mod tests {
         }
         // The 31st within the minute fires.
         f.ts = start.plus_secs(59);
-        let finding = w.check(&a, profile, &f, Some("api.internal.example.net")).expect("fires");
-        assert_eq!(finding.incident, "0x8a3f/rate.runaway/api.internal.example.net:443");
+        let finding = w
+            .check(&a, profile, &f, Some("api.internal.example.net"))
+            .expect("fires");
+        assert_eq!(
+            finding.incident,
+            "0x8a3f/rate.runaway/api.internal.example.net:443"
+        );
     }
 
     #[test]

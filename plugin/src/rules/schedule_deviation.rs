@@ -3,10 +3,10 @@
 //! or, for a periodic action (`every_minutes`), further than the variance from
 //! the nearest slot `not_before + k × every_minutes`.
 
-use super::{endpoint, Finding, RuleInfo, Severity, Subject};
+use super::{Finding, RuleInfo, Severity, Subject, endpoint};
 use crate::record::{Flow, PlannedAction};
 use crate::registry::Agent;
-use crate::time::{Timestamp, NANOS_PER_SEC};
+use crate::time::{NANOS_PER_SEC, Timestamp};
 
 pub const RULE: RuleInfo = RuleInfo {
     id: "schedule.deviation",
@@ -39,16 +39,41 @@ pub fn deviation_nanos(action: &PlannedAction, t: Timestamp) -> i64 {
 
 /// `covering` are the plan actions that cover the flow; fires when each of
 /// them is off schedule by more than `variance_secs`.
-pub fn check(agent: &Agent, covering: &[&PlannedAction], flow: &Flow, variance_secs: i64, names: &[&str]) -> Option<Finding> {
-    let closest = covering.iter().map(|a| (deviation_nanos(a, flow.ts), *a)).min_by_key(|(d, _)| *d)?;
+pub fn check(
+    agent: &Agent,
+    covering: &[&PlannedAction],
+    flow: &Flow,
+    variance_secs: i64,
+    names: &[&str],
+) -> Option<Finding> {
+    let closest = covering
+        .iter()
+        .map(|a| (deviation_nanos(a, flow.ts), *a))
+        .min_by_key(|(d, _)| *d)?;
     let (off, action) = closest;
     if off <= variance_secs * NANOS_PER_SEC {
         return None;
     }
     let subject = Subject::Agent(agent);
-    let target = endpoint(names.first().copied().unwrap_or(&flow.dst.to_string()), flow.dst_port);
-    let which = action.id.as_deref().map(|id| format!("planned action {id}")).unwrap_or_else(|| "its planned action".into());
-    Some(Finding::new(&RULE, &subject, Some(&target), format!("{subject} connected to {target} {} minutes off the schedule of {which} (variance {} minutes)", off / (60 * NANOS_PER_SEC), variance_secs / 60)))
+    let target = endpoint(
+        names.first().copied().unwrap_or(&flow.dst.to_string()),
+        flow.dst_port,
+    );
+    let which = action
+        .id
+        .as_deref()
+        .map(|id| format!("planned action {id}"))
+        .unwrap_or_else(|| "its planned action".into());
+    Some(Finding::new(
+        &RULE,
+        &subject,
+        Some(&target),
+        format!(
+            "{subject} connected to {target} {} minutes off the schedule of {which} (variance {} minutes)",
+            off / (60 * NANOS_PER_SEC),
+            variance_secs / 60
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -80,11 +105,32 @@ mod tests {
     fn periodic_actions_are_judged_against_their_nearest_slot() {
         let a = agent("data_collector_v1");
         let action = hourly();
-        assert!(check(&a, &[&action], &at("2026-11-24T15:14:00Z"), 15 * 60, &[]).is_none(), "14 minutes late");
-        assert!(check(&a, &[&action], &at("2026-11-24T15:46:00Z"), 15 * 60, &[]).is_none(), "14 minutes early for 16:00");
-        let f = check(&a, &[&action], &at("2026-11-24T15:30:00Z"), 15 * 60, &["api.weather.example"]).expect("half way between slots");
-        assert!(f.summary.contains("30 minutes off the schedule of planned action a1"), "{}", f.summary);
-        assert_eq!(f.incident, "0x8a3f/schedule.deviation/api.weather.example:443");
+        assert!(
+            check(&a, &[&action], &at("2026-11-24T15:14:00Z"), 15 * 60, &[]).is_none(),
+            "14 minutes late"
+        );
+        assert!(
+            check(&a, &[&action], &at("2026-11-24T15:46:00Z"), 15 * 60, &[]).is_none(),
+            "14 minutes early for 16:00"
+        );
+        let f = check(
+            &a,
+            &[&action],
+            &at("2026-11-24T15:30:00Z"),
+            15 * 60,
+            &["api.weather.example"],
+        )
+        .expect("half way between slots");
+        assert!(
+            f.summary
+                .contains("30 minutes off the schedule of planned action a1"),
+            "{}",
+            f.summary
+        );
+        assert_eq!(
+            f.incident,
+            "0x8a3f/schedule.deviation/api.weather.example:443"
+        );
     }
 
     #[test]
@@ -95,6 +141,9 @@ mod tests {
         assert!(check(&a, &[&action], &at("2026-11-24T13:50:00Z"), 15 * 60, &[]).is_none());
         assert!(check(&a, &[&action], &at("2026-11-24T13:40:00Z"), 15 * 60, &[]).is_some());
         assert!(check(&a, &[&action], &at("2026-11-24T20:16:00Z"), 15 * 60, &[]).is_some());
-        assert!(check(&a, &[], &at("2026-11-24T20:16:00Z"), 15 * 60, &[]).is_none(), "nothing covers it: plan.undeclared's business");
+        assert!(
+            check(&a, &[], &at("2026-11-24T20:16:00Z"), 15 * 60, &[]).is_none(),
+            "nothing covers it: plan.undeclared's business"
+        );
     }
 }

@@ -35,8 +35,14 @@ pub struct Baselines {
 impl Baselines {
     /// (connections, bytes) per hour for the profile as it applies now.
     pub fn current(&self, profile: &Profile) -> (Option<f64>, Option<f64>) {
-        let seed = (profile.baseline_connections_per_hour.map(|v| v as f64), profile.baseline_bytes_per_hour.map(|v| v as f64));
-        match self.learned.get(&(profile.name.clone(), profile.context.clone())) {
+        let seed = (
+            profile.baseline_connections_per_hour.map(|v| v as f64),
+            profile.baseline_bytes_per_hour.map(|v| v as f64),
+        );
+        match self
+            .learned
+            .get(&(profile.name.clone(), profile.context.clone()))
+        {
             Some(learned) => (learned.0.or(seed.0), learned.1.or(seed.1)),
             None => seed,
         }
@@ -53,14 +59,29 @@ impl Baselines {
             let next = current + ADAPT_WEIGHT * (observed as f64 - current);
             Some(next.clamp(seed / max_drift, seed * max_drift))
         };
-        let next = (step(conns, profile.baseline_connections_per_hour, hour.connections), step(bytes, profile.baseline_bytes_per_hour, hour.bytes));
-        self.learned.insert((profile.name.clone(), profile.context.clone()), next);
+        let next = (
+            step(
+                conns,
+                profile.baseline_connections_per_hour,
+                hour.connections,
+            ),
+            step(bytes, profile.baseline_bytes_per_hour, hour.bytes),
+        );
+        self.learned
+            .insert((profile.name.clone(), profile.context.clone()), next);
     }
 }
 
 /// Judges the agent's last hour (including this connection).
-pub fn check(agent: &Agent, profile: &Profile, baselines: &Baselines, hour: HourTotals) -> Vec<Finding> {
-    let multiplier = profile.volume_anomaly_threshold_multiplier.unwrap_or(DEFAULT_MULTIPLIER);
+pub fn check(
+    agent: &Agent,
+    profile: &Profile,
+    baselines: &Baselines,
+    hour: HourTotals,
+) -> Vec<Finding> {
+    let multiplier = profile
+        .volume_anomaly_threshold_multiplier
+        .unwrap_or(DEFAULT_MULTIPLIER);
     let (conns, bytes) = baselines.current(profile);
     let subject = Subject::Agent(agent);
     let mut findings = Vec::new();
@@ -68,7 +89,14 @@ pub fn check(agent: &Agent, profile: &Profile, baselines: &Baselines, hour: Hour
         let Some(baseline) = baseline else { return };
         let limit = baseline * multiplier;
         if observed as f64 > limit {
-            let f = Finding::new(&RULE, &subject, Some(what), format!("{subject} made {observed} {what} in the last hour, over {limit:.0} (baseline {baseline:.0} × {multiplier})"));
+            let f = Finding::new(
+                &RULE,
+                &subject,
+                Some(what),
+                format!(
+                    "{subject} made {observed} {what} in the last hour, over {limit:.0} (baseline {baseline:.0} × {multiplier})"
+                ),
+            );
             findings.push(if profile.learning { f.learning() } else { f });
         }
     };
@@ -88,19 +116,59 @@ mod tests {
         let profile = profile_of(&p, "data_collector_v1"); // 12/h × 5 = 60; 1 MB/h × 5
         let a = agent("data_collector_v1");
         let b = Baselines::default();
-        let f = check(&a, profile, &b, HourTotals { connections: 61, bytes: 10 });
+        let f = check(
+            &a,
+            profile,
+            &b,
+            HourTotals {
+                connections: 61,
+                bytes: 10,
+            },
+        );
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].incident, "0x8a3f/volume.anomaly/connections");
         assert!(f[0].alerting);
-        assert!(check(&a, profile, &b, HourTotals { connections: 60, bytes: 5_000_000 }).is_empty(), "at the limit");
-        assert_eq!(check(&a, profile, &b, HourTotals { connections: 1, bytes: 5_000_001 })[0].incident, "0x8a3f/volume.anomaly/bytes");
+        assert!(
+            check(
+                &a,
+                profile,
+                &b,
+                HourTotals {
+                    connections: 60,
+                    bytes: 5_000_000
+                }
+            )
+            .is_empty(),
+            "at the limit"
+        );
+        assert_eq!(
+            check(
+                &a,
+                profile,
+                &b,
+                HourTotals {
+                    connections: 1,
+                    bytes: 5_000_001
+                }
+            )[0]
+            .incident,
+            "0x8a3f/volume.anomaly/bytes"
+        );
     }
 
     #[test]
     fn learning_mode_records_without_alerting() {
         let mut p = policy().profile("data_collector_v1", None).unwrap().clone();
         p.learning = true;
-        let f = check(&agent("data_collector_v1"), &p, &Baselines::default(), HourTotals { connections: 500, bytes: 0 });
+        let f = check(
+            &agent("data_collector_v1"),
+            &p,
+            &Baselines::default(),
+            HourTotals {
+                connections: 500,
+                bytes: 0,
+            },
+        );
         assert!(!f[0].alerting);
         assert!(f[0].summary.starts_with("(learning)"));
     }
@@ -109,15 +177,36 @@ mod tests {
     fn adaptive_baselines_drift_within_bounds() {
         let mut p = policy().profile("data_collector_v1", None).unwrap().clone();
         let mut b = Baselines::default();
-        b.learn(&p, HourTotals { connections: 1000, bytes: 0 }, 2.0);
+        b.learn(
+            &p,
+            HourTotals {
+                connections: 1000,
+                bytes: 0,
+            },
+            2.0,
+        );
         assert_eq!(b.current(&p).0, Some(12.0), "not adaptive: the seed stays");
         p.adaptive_baseline = true;
         for _ in 0..200 {
-            b.learn(&p, HourTotals { connections: 1000, bytes: 0 }, 2.0);
+            b.learn(
+                &p,
+                HourTotals {
+                    connections: 1000,
+                    bytes: 0,
+                },
+                2.0,
+            );
         }
         assert_eq!(b.current(&p).0, Some(24.0), "capped at seed × drift");
         for _ in 0..200 {
-            b.learn(&p, HourTotals { connections: 0, bytes: 0 }, 2.0);
+            b.learn(
+                &p,
+                HourTotals {
+                    connections: 0,
+                    bytes: 0,
+                },
+                2.0,
+            );
         }
         assert_eq!(b.current(&p).0, Some(6.0), "floored at seed / drift");
     }
