@@ -3,6 +3,7 @@
 
 mod bench;
 mod cache;
+mod check;
 mod component;
 mod forward;
 mod lines;
@@ -12,16 +13,6 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// The format named by a part of a forward tag (`agents.pmacct`), if any.
-pub(crate) fn forward_tag_format(tag: &str) -> Option<&'static str> {
-    tag.split('.').find_map(|part| {
-        clawwatch_plugin::record::FORMAT_NAMES
-            .iter()
-            .copied()
-            .find(|name| *name == part)
-    })
-}
 
 /// The example policy bundled with clawwatch (testdata/policy.toml).
 const EXAMPLE_POLICY: &str = include_str!("../../testdata/policy.toml");
@@ -49,7 +40,7 @@ enum Command {
     Bench(BenchArgs),
     /// Validate a policy and lint it. Exit status: 0 valid with no warnings,
     /// 1 valid with warnings, 2 invalid (the error names the line and key).
-    Check(CheckArgs),
+    Check(check::CheckArgs),
 }
 
 #[derive(Args)]
@@ -128,20 +119,6 @@ struct DemoArgs {
 }
 
 #[derive(Args)]
-struct CheckArgs {
-    /// The policy file (TOML).
-    #[arg(value_name = "POLICY")]
-    policy: PathBuf,
-    /// The agent types the fleet runs, comma-separated: profiles none of them uses, and
-    /// types without a profile, are reported.
-    #[arg(long, value_name = "TYPES", value_delimiter = ',')]
-    agent_types: Option<Vec<String>>,
-    /// Output: text for people, json for CI.
-    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    format: String,
-}
-
-#[derive(Args)]
 struct BenchArgs {
     /// Records to generate.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
@@ -193,7 +170,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     if let Command::Check(args) = &cli.command {
-        return check(args);
+        return check::run(args);
     }
     match dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -202,50 +179,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// `clawwatch check`: its exit status is its answer, so it does not go through `dispatch`.
-fn check(args: &CheckArgs) -> std::process::ExitCode {
-    use clawwatch_plugin::policy::lint::{Level, lint};
-    let name = args.policy.display().to_string();
-    let result = std::fs::read_to_string(&args.policy)
-        .map_err(|e| (None, format!("cannot read it: {e}")))
-        .and_then(|text| {
-            clawwatch_plugin::Policy::from_toml(&text).map_err(|e| (Some(e.clone()), e.to_string()))
-        });
-    let json = args.format == "json";
-    let (status, output) = match result {
-        Err((error, message)) => {
-            let out = if json {
-                serde_json::json!({"policy": name, "valid": false, "error": {
-                    "line": error.as_ref().and_then(|e| e.line), "column": error.as_ref().and_then(|e| e.column),
-                    "table": error.as_ref().and_then(|e| e.table.clone()), "message": message,
-                }, "findings": []})
-                .to_string()
-            } else {
-                format!("{name}: invalid: {message}")
-            };
-            (2, out)
-        }
-        Ok(policy) => {
-            let lints = lint(&policy, args.agent_types.as_deref());
-            let warnings = lints.iter().filter(|l| l.level == Level::Warning).count();
-            let out = if json {
-                let findings: Vec<_> = lints.iter().map(|l| serde_json::json!({"level": l.level.as_str(), "code": l.code, "place": l.place, "message": l.message})).collect();
-                serde_json::json!({"policy": name, "valid": true, "warnings": warnings, "findings": findings}).to_string()
-            } else {
-                let mut text: Vec<String> = lints.iter().map(|l| l.to_string()).collect();
-                text.push(format!(
-                    "{name}: valid, {warnings} warning(s), {} note(s)",
-                    lints.len() - warnings
-                ));
-                text.join("\n")
-            };
-            (u8::from(warnings > 0), out)
-        }
-    };
-    println!("{output}");
-    std::process::ExitCode::from(status)
 }
 
 fn dispatch(cli: Cli) -> Result<()> {

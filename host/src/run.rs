@@ -121,7 +121,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     records += batch.times.len() as u64;
                     // A format named in the tag (`agents.pmacct`) says how to read the records.
                     monitor.set_stream(
-                        crate::forward_tag_format(&batch.tag)
+                        clawwatch_plugin::record::format_named_in_tag(&batch.tag)
                             .map(str::to_string)
                             .or(default_stream.clone()),
                     );

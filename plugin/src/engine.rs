@@ -68,7 +68,7 @@ pub struct Engine {
     /// Incident and audit records waiting to be written after the current record.
     emitted: Vec<IncidentRecord>,
     /// The format the current batch's records are in, when the host said so.
-    stream_hint: Option<String>,
+    stream_hint: Option<&'static str>,
     stats: Stats,
 }
 
@@ -149,7 +149,7 @@ impl Engine {
     /// [`Engine::process_ndjson`] for records of the format `stream` names
     /// (unless a record names its own).
     pub fn process_ndjson_as(&mut self, batch: &[u8], stream: Option<&str>, out: &mut Vec<u8>) {
-        self.stream_hint = stream.map(str::to_string);
+        self.stream_hint = stream.and_then(known_format);
         out.reserve(batch.len() + batch.len() / 2);
         let mut rest = batch;
         while !rest.is_empty() {
@@ -183,7 +183,7 @@ impl Engine {
     /// [`Engine::process_record`] for a record of the format `stream` names
     /// (unless the record names its own).
     pub fn process_record_as(&mut self, record: &[u8], stream: Option<&str>, out: &mut Vec<u8>) {
-        self.stream_hint = stream.map(str::to_string);
+        self.stream_hint = stream.and_then(known_format);
         self.process_record(record, out);
     }
 
@@ -246,7 +246,7 @@ impl Engine {
             Ok(fields) => fields,
             Err(e) => return fail(format!("not a JSON object: {e}"), out),
         };
-        let note = match recognize_with(&fields, &self.policy.inputs, self.stream_hint.as_deref()) {
+        let note = match recognize_with(&fields, &self.policy.inputs, self.stream_hint) {
             Recognized::Event(event) => self.judge(event),
             Recognized::Invalid(e) => {
                 let mut note = Note::new(e.stream, Verdict::Error);
@@ -696,30 +696,37 @@ impl Engine {
                 &Subject::Agent(agent),
                 monitor,
             ));
-            // A name the agent may reach is not judged for looking random (CDNs, cloud hosts).
-            let allowed = profile.is_some_and(|p| {
-                p.allowed_outbound
-                    .iter()
-                    .any(|r| r.destination.is_name() && r.destination.matches_name(&query.qname))
-            }) || self
-                .policy
-                .approvals
-                .iter()
-                .any(|r| r.destination.is_name() && r.destination.matches_name(&query.qname))
-                || self.activities.peek(&agent.id).is_some_and(|a| {
-                    a.grants.iter().any(|g| {
-                        g.dest.is_name()
-                            && g.dest.matches_name(&query.qname)
-                            && g.expires.is_none_or(|e| query.ts < e)
-                    })
-                });
-            findings.extend(dns_high_entropy::check(agent, &query.qname, allowed));
-            findings.extend(self.tunnels.check(
-                agent,
-                &query.qname,
-                query.qtype.as_deref(),
-                query.ts,
-            ));
+            // Both DNS analytics work per registered domain: look it up once.
+            if let Some(domain) = crate::rules::registered_domain(&query.qname) {
+                // A name the agent may reach is not judged for looking random (CDNs, cloud hosts).
+                let names_it =
+                    |d: &crate::policy::Destination| d.is_name() && d.matches_name(&query.qname);
+                let allowed = profile
+                    .is_some_and(|p| p.allowed_outbound.iter().any(|r| names_it(&r.destination)))
+                    || self
+                        .policy
+                        .approvals
+                        .iter()
+                        .any(|r| names_it(&r.destination))
+                    || self.activities.peek(&agent.id).is_some_and(|a| {
+                        a.grants
+                            .iter()
+                            .any(|g| names_it(&g.dest) && g.expires.is_none_or(|e| query.ts < e))
+                    });
+                findings.extend(dns_high_entropy::check_in(
+                    agent,
+                    &query.qname,
+                    domain,
+                    allowed,
+                ));
+                findings.extend(self.tunnels.check_in(
+                    agent,
+                    &query.qname,
+                    domain,
+                    query.qtype.as_deref(),
+                    query.ts,
+                ));
+            }
             findings.extend(lifetime_exceeded::check_activity(
                 agent,
                 profile,
@@ -790,9 +797,8 @@ impl Engine {
                 Due::Heartbeat(id) => self.heartbeat_due(&id, at),
                 Due::HeartbeatWindow(id) => self.heartbeat_window_due(&id, watermark),
                 Due::IncidentQuiet(id) => match self.incidents.close_if_quiet(&id, watermark) {
-                    Closing::Closed(incident) => {
+                    Closing::Closed(incident, ts) => {
                         if incident.alerting {
-                            let ts = self.incidents_quiet_end(&incident);
                             self.emitted.push(IncidentRecord {
                                 incident,
                                 status: IncidentStatus::Closed,
@@ -807,12 +813,6 @@ impl Engine {
                 },
             }
         }
-    }
-
-    fn incidents_quiet_end(&self, incident: &crate::incidents::Incident) -> Timestamp {
-        incident
-            .last_seen
-            .plus_secs(self.policy.monitor.incident_quiet_secs)
     }
 
     fn agent_and_profile(&mut self, id: &str) -> Option<(Agent, Option<Profile>)> {
@@ -875,6 +875,14 @@ impl Engine {
             self.report(findings, Some(&AgentInfo::from(&agent)), hb.window_end);
         }
     }
+}
+
+/// The format name as the engine knows it; a name it does not know is no hint.
+fn known_format(name: &str) -> Option<&'static str> {
+    crate::record::FORMAT_NAMES
+        .iter()
+        .copied()
+        .find(|known| *known == name)
 }
 
 #[cfg(test)]

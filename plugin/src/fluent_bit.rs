@@ -62,17 +62,6 @@ thread_local! {
     static FILTER: RefCell<Option<Filter>> = const { RefCell::new(None) };
 }
 
-/// A format named by a component of the tag (`clawwatch.pmacct`, `zeek_dns.main`).
-fn format_of_tag(tag: &[u8]) -> Option<&'static str> {
-    let tag = std::str::from_utf8(tag).ok()?;
-    tag.split('.').find_map(|part| {
-        crate::record::FORMAT_NAMES
-            .iter()
-            .copied()
-            .find(|name| *name == part)
-    })
-}
-
 /// # Safety
 /// `tag` and `record` must point to `tag_len` and `record_len` readable bytes
 /// in this module's memory, as Fluent Bit's filter_wasm guarantees.
@@ -98,7 +87,9 @@ pub unsafe extern "C" fn clawwatch_filter(
         filter.out.clear();
         match &mut filter.engine {
             Ok(engine) => {
-                engine.process_record_as(record, format_of_tag(tag), &mut filter.out);
+                let tag = std::str::from_utf8(tag).ok();
+                let hint = tag.and_then(crate::record::format_named_in_tag);
+                engine.process_record_as(record, hint, &mut filter.out);
                 // One record in, one out: incident records have no way out here.
                 engine.discard_emitted();
             }

@@ -36,7 +36,8 @@ pub struct Occurrence {
 /// What a quiet-period check found.
 #[derive(Debug, PartialEq)]
 pub enum Closing {
-    Closed(Incident),
+    /// Closed at the end of its quiet period (the time given).
+    Closed(Incident, Timestamp),
     /// Still active: check again then.
     NotBefore(Timestamp),
     /// Already closed, or forgotten under the cap.
@@ -121,9 +122,11 @@ impl Incidents {
         match self.quiet_at(id) {
             None => Closing::Gone,
             Some(at) if at > watermark => Closing::NotBefore(at),
-            Some(_) => {
+            Some(at) => {
                 self.closed += 1;
-                self.open.remove(id).map_or(Closing::Gone, Closing::Closed)
+                self.open
+                    .remove(id)
+                    .map_or(Closing::Gone, |incident| Closing::Closed(incident, at))
             }
         }
     }
@@ -210,7 +213,7 @@ mod tests {
         i.observe(&finding("a/r/x"), None, t(10));
         assert_eq!(i.close_if_quiet("a/r/x", t(60)), Closing::NotBefore(t(70)));
         match i.close_if_quiet("a/r/x", t(70)) {
-            Closing::Closed(inc) => {
+            Closing::Closed(inc, _) => {
                 assert_eq!((inc.count, inc.first_seen, inc.last_seen), (2, t(0), t(10)))
             }
             other => panic!("{other:?}"),

@@ -374,6 +374,13 @@ pub fn recognize(fields: &Fields) -> Recognized {
     recognize_with(fields, &InputSettings::default(), None)
 }
 
+/// The format a tag names in one of its dot-separated parts (`agents.pmacct`), if any:
+/// how Fluent Bit and forward senders say what their records are.
+pub fn format_named_in_tag(tag: &str) -> Option<&'static str> {
+    tag.split('.')
+        .find_map(|part| FORMAT_NAMES.iter().copied().find(|name| *name == part))
+}
+
 /// The format names a record's `stream` (or the host's hint) may give.
 pub const FORMAT_NAMES: &[&str] = &[
     "goflow2",

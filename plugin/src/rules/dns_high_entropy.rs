@@ -83,10 +83,14 @@ pub fn random_label(label: &str) -> Option<&'static str> {
 /// Judges one name an agent resolved; `allowed` says whether the agent may
 /// reach it (then it is not judged at all).
 pub fn check(agent: &Agent, qname: &str, allowed: bool) -> Option<Finding> {
+    check_in(agent, qname, registered_domain(qname)?, allowed)
+}
+
+/// [`check`] for a name whose registered domain the caller already knows.
+pub fn check_in(agent: &Agent, qname: &str, domain: &str, allowed: bool) -> Option<Finding> {
     if allowed {
         return None;
     }
-    let domain = registered_domain(qname)?;
     // The labels the owner chose: everything left of the public suffix.
     let suffix_len = domain
         .split_once('.')

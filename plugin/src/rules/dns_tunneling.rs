@@ -56,7 +56,18 @@ impl TunnelWindows {
         qtype: Option<&str>,
         t: Timestamp,
     ) -> Option<Finding> {
-        let domain = registered_domain(qname)?;
+        self.check_in(agent, qname, registered_domain(qname)?, qtype, t)
+    }
+
+    /// [`TunnelWindows::check`] for a name whose registered domain the caller already knows.
+    pub fn check_in(
+        &mut self,
+        agent: &Agent,
+        qname: &str,
+        domain: &str,
+        qtype: Option<&str>,
+        t: Timestamp,
+    ) -> Option<Finding> {
         let sub = qname
             .strip_suffix(domain)
             .unwrap_or("")
