@@ -18,7 +18,10 @@ mod bindings {
 }
 
 use bindings::exports::clawwatch::monitor::engine::BatchFormat;
+pub use bindings::exports::clawwatch::monitor::engine::FieldSet;
 pub use bindings::exports::clawwatch::monitor::engine::Stats;
+#[cfg(test)]
+pub use bindings::exports::clawwatch::monitor::engine::{RuleCount, StreamCount};
 
 /// The component built from `plugin/` by the build script.
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(env!("CLAWWATCH_COMPONENT_PATH"));
@@ -164,6 +167,26 @@ impl CreateError {
     }
 }
 
+/// Why a state snapshot was not restored.
+#[derive(Debug)]
+pub enum RestoreError {
+    /// The engine refused it (damaged, or from an incompatible version).
+    Refused(String),
+    /// The component failed while reading it.
+    Runtime(anyhow::Error),
+}
+
+impl std::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            RestoreError::Refused(why) => f.write_str(why),
+            RestoreError::Runtime(e) => write!(f, "the engine failed while restoring: {e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
 /// One live monitor inside the component, re-created from the policy if the
 /// guest traps or exceeds its limits.
 pub struct Monitor {
@@ -172,10 +195,13 @@ pub struct Monitor {
     limits: Limits,
     /// The input format, when the operator named it (`--format`).
     stream: Option<String>,
+    field_set: FieldSet,
     store: Store<GuestState>,
     instance: bindings::Monitor,
     handle: ResourceAny,
     restarts: u64,
+    /// The latest snapshot of the guest's state; a re-created guest resumes from it.
+    last_state: Option<Vec<u8>>,
 }
 
 impl Monitor {
@@ -190,10 +216,12 @@ impl Monitor {
             policy: policy.to_string(),
             limits,
             stream: None,
+            field_set: FieldSet::Native,
             store,
             instance,
             handle,
             restarts: 0,
+            last_state: None,
         })
     }
 
@@ -209,6 +237,19 @@ impl Monitor {
             .map_err(|e| CreateError::Runtime(e.into()))?;
         reloaded.map_err(CreateError::Policy)?;
         self.policy = policy.to_string();
+        Ok(())
+    }
+
+    /// Chooses the output field set (kept across a re-creation after a failure).
+    pub fn set_field_set(&mut self, field_set: FieldSet) -> Result<()> {
+        set_deadline(&mut self.store, &self.limits);
+        anyhow_of(
+            self.instance
+                .clawwatch_monitor_engine()
+                .monitor()
+                .call_set_field_set(&mut self.store, self.handle, field_set),
+        )?;
+        self.field_set = field_set;
         Ok(())
     }
 
@@ -273,6 +314,34 @@ impl Monitor {
         Ok(out)
     }
 
+    /// Everything the engine has learnt, as a snapshot; also kept so that a
+    /// guest re-created after a failure resumes from it.
+    pub fn export_state(&mut self) -> Result<Vec<u8>> {
+        set_deadline(&mut self.store, &self.limits);
+        let state = anyhow_of(
+            self.instance
+                .clawwatch_monitor_engine()
+                .monitor()
+                .call_export_state(&mut self.store, self.handle),
+        )?;
+        self.last_state = Some(state.clone());
+        Ok(state)
+    }
+
+    /// Replaces what the engine has learnt with a snapshot. A refused snapshot
+    /// (damaged, another version) leaves the engine as it was.
+    pub fn restore_state(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        set_deadline(&mut self.store, &self.limits);
+        self.instance
+            .clawwatch_monitor_engine()
+            .monitor()
+            .call_restore_state(&mut self.store, self.handle, snapshot)
+            .map_err(|e| RestoreError::Runtime(e.into()))?
+            .map_err(RestoreError::Refused)?;
+        self.last_state = Some(snapshot.to_vec());
+        Ok(())
+    }
+
     fn restart(&mut self) {
         self.restarts += 1;
         match instantiate(&self.runtime, &self.policy, &self.limits) {
@@ -280,6 +349,17 @@ impl Monitor {
                 self.store = store;
                 self.instance = instance;
                 self.handle = handle;
+                if let Err(e) = self.set_field_set(self.field_set) {
+                    tracing::error!(error = %format!("{e:#}"), "re-created engine refused the field set");
+                }
+                if let Some(state) = self.last_state.take() {
+                    match self.restore_state(&state) {
+                        Ok(()) => tracing::info!("engine resumed from its last snapshot"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "engine re-created without its state")
+                        }
+                    }
+                }
             }
             // The policy loaded before, so this is a runtime problem; the old
             // (poisoned) instance stays and the next batch will report it again.

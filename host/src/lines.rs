@@ -25,6 +25,8 @@ pub enum Chunk {
     Forward(crate::forward::Batch),
     /// A new policy text to apply before the next records (SIGHUP or file change).
     Reload(String),
+    /// Time to save the engine's state (`--state`).
+    Snapshot,
 }
 
 #[derive(Debug, Clone)]
@@ -202,17 +204,8 @@ pub struct IdlePolicy {
     pub advance: Option<Duration>,
 }
 
-/// Reads one input to its end through `splitter`, sending chunks as they form.
-pub async fn read_input<R: AsyncRead + Unpin>(
-    input: R,
-    splitter: &mut Splitter,
-    tx: &mpsc::Sender<Chunk>,
-    idle: IdlePolicy,
-) -> anyhow::Result<()> {
-    read_input_until(input, splitter, tx, idle, std::future::pending()).await
-}
-
-/// [`read_input`] that also ends, sending what it has read, when `stop` completes.
+/// Reads one input to its end through `splitter`, sending chunks as they
+/// form; ends early, sending what it has read, when `stop` completes.
 pub async fn read_input_until<R: AsyncRead + Unpin>(
     input: R,
     splitter: &mut Splitter,
@@ -330,7 +323,7 @@ mod tests {
             match c {
                 Chunk::Batch { bytes, .. } => text.extend_from_slice(bytes),
                 Chunk::Passthrough(b) => text.extend_from_slice(b),
-                Chunk::Idle | Chunk::Forward(_) | Chunk::Reload(_) => {}
+                Chunk::Idle | Chunk::Forward(_) | Chunk::Reload(_) | Chunk::Snapshot => {}
             }
         }
         let lines: Vec<serde_json::Value> = text

@@ -8,6 +8,8 @@
 use crate::component::{Limits, Monitor, Runtime};
 use crate::forward::Origin;
 use crate::lines::{self, BatchLimits, Chunk, Splitter};
+use crate::metrics;
+use crate::state::StateFile;
 use anyhow::{Context, Result};
 use std::io::ErrorKind;
 use std::path::PathBuf;
@@ -76,6 +78,12 @@ pub struct RunOptions {
     pub batch: BatchLimits,
     pub idle: lines::IdlePolicy,
     pub progress_every: Duration,
+    /// Where the engine's state is restored from and saved to, and how often.
+    pub state: Option<(StateFile, Duration)>,
+    /// Serve Prometheus metrics on this address.
+    pub metrics_listen: Option<String>,
+    /// The fields records leave with.
+    pub field_set: crate::component::FieldSet,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -90,6 +98,29 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut monitor = Monitor::new(Arc::new(runtime), &opts.policy_text, opts.limits.clone())
         .map_err(|e| e.explain(&policy_name))?;
     monitor.set_stream(opts.stream.clone());
+    monitor.set_field_set(opts.field_set)?;
+    let mut opts = opts;
+    let state_file = opts.state.take();
+    if let Some((file, _)) = &state_file {
+        restore(&mut monitor, file);
+    }
+    let metrics = metrics::Shared::default();
+    {
+        let baseline = monitor.stats().context("reading engine stats")?;
+        let mut m = metrics.lock().expect("metrics lock");
+        m.set_baseline(baseline.clone());
+        m.set_engine(baseline);
+    }
+    let metrics_server = match opts.metrics_listen.clone() {
+        Some(addr) => {
+            // Bind before reading input, so a wrong address fails the start.
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            Some(tokio::spawn(metrics::serve(listener, metrics.clone())))
+        }
+        None => None,
+    };
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "engine ready"
@@ -101,19 +132,53 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let alerts_only = opts.alerts_only;
     let monitor_stream = opts.stream.clone();
 
+    let snapshot_every = state_file.as_ref().map(|(_, every)| *every);
+    let judge_metrics = metrics.clone();
+    // Engine totals are read at most this often for the metrics endpoint.
+    let stats_every = if opts.metrics_listen.is_some() {
+        Duration::from_millis(500)
+    } else {
+        Duration::MAX
+    };
     let judge = tokio::task::spawn_blocking(move || {
+        let metrics = judge_metrics;
+        let save = |monitor: &mut Monitor| {
+            if let Some((file, _)) = &state_file {
+                let saved = monitor.export_state().and_then(|s| file.save(&s));
+                let mut m = metrics.lock().expect("metrics lock");
+                match saved {
+                    Ok(()) => m.snapshots_saved += 1,
+                    Err(e) => {
+                        m.snapshots_failed += 1;
+                        // The previous snapshot stays; the next attempt may succeed.
+                        eprintln!("clawwatch: state not saved: {e:#}");
+                    }
+                }
+            }
+        };
+        let mut last_stats = Instant::now();
         let mut last_report = Instant::now();
         let mut records = 0u64;
         let default_stream = monitor_stream.clone();
         while let Some(chunk) = in_rx.blocking_recv() {
             let mut origin = None;
+            let began = Instant::now();
+            let judged = matches!(chunk, Chunk::Batch { .. } | Chunk::Forward(_));
             let out = match chunk {
                 Chunk::Reload(text) => {
-                    match monitor.reload(&text) {
-                        Ok(()) => eprintln!("clawwatch: policy reloaded"),
-                        Err(e) => eprintln!(
-                            "clawwatch: policy reload rejected, the running policy stays: {e}"
-                        ),
+                    let reloaded = monitor.reload(&text);
+                    let mut m = metrics.lock().expect("metrics lock");
+                    match reloaded {
+                        Ok(()) => {
+                            m.reloads_applied += 1;
+                            eprintln!("clawwatch: policy reloaded")
+                        }
+                        Err(e) => {
+                            m.reloads_rejected += 1;
+                            eprintln!(
+                                "clawwatch: policy reload rejected, the running policy stays: {e}"
+                            )
+                        }
                     }
                     Vec::new()
                 }
@@ -139,6 +204,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     let out = monitor.process(&bytes);
                     if alerts_only { keep_alerts(&out) } else { out }
                 }
+                Chunk::Snapshot => {
+                    save(&mut monitor);
+                    Vec::new()
+                }
                 Chunk::Passthrough(bytes) if !alerts_only => bytes,
                 Chunk::Passthrough(_) => Vec::new(),
                 Chunk::Idle => {
@@ -149,6 +218,17 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     if alerts_only { keep_alerts(&out) } else { out }
                 }
             };
+            if judged {
+                let mut m = metrics.lock().expect("metrics lock");
+                m.observe_batch(began.elapsed());
+                m.engine_restarts = monitor.restarts();
+            }
+            if last_stats.elapsed() >= stats_every {
+                if let Ok(stats) = monitor.stats() {
+                    metrics.lock().expect("metrics lock").set_engine(stats);
+                }
+                last_stats = Instant::now();
+            }
             if out_tx.blocking_send((out, origin)).is_err() {
                 break;
             }
@@ -157,6 +237,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 last_report = Instant::now();
             }
         }
+        save(&mut monitor);
         monitor
     });
 
@@ -187,32 +268,66 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .policy_path
         .clone()
         .map(|path| tokio::spawn(watch_policy(path, in_tx.clone())));
+    let snapshotter = snapshot_every.map(|every| {
+        let tx = in_tx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                if tx.send(Chunk::Snapshot).await.is_err() {
+                    return;
+                }
+            }
+        })
+    });
+    // Ctrl-C or SIGTERM ends every input after it hands on what it has read;
+    // then the last batches are judged and written and the state saved.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        interrupted().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+    };
     let mut splitter = Splitter::new(opts.batch.clone());
     let read_result = async {
         for input in &opts.inputs {
+            if *stop.borrow() {
+                break;
+            }
             match input {
-                Input::Stdin => {
-                    lines::read_input(tokio::io::stdin(), &mut splitter, &in_tx, opts.idle)
-                        .await
-                        .context("reading stdin")?
-                }
+                Input::Stdin => lines::read_input_until(
+                    tokio::io::stdin(),
+                    &mut splitter,
+                    &in_tx,
+                    opts.idle,
+                    stopped(),
+                )
+                .await
+                .context("reading stdin")?,
                 Input::Embedded(bytes) => {
-                    lines::read_input(*bytes, &mut splitter, &in_tx, opts.idle).await?
+                    lines::read_input_until(*bytes, &mut splitter, &in_tx, opts.idle, stopped())
+                        .await?
                 }
                 Input::Listen(addr) => {
                     listen(
                         addr,
                         Protocol::Ndjson(opts.batch.clone(), opts.idle),
                         &in_tx,
+                        stopped(),
                     )
                     .await?
                 }
-                Input::Forward(addr) => listen(addr, Protocol::Forward, &in_tx).await?,
+                Input::Forward(addr) => listen(addr, Protocol::Forward, &in_tx, stopped()).await?,
                 Input::File(path) => {
                     let file = tokio::fs::File::open(path)
                         .await
                         .with_context(|| format!("opening input {}", path.display()))?;
-                    lines::read_input(file, &mut splitter, &in_tx, opts.idle)
+                    lines::read_input_until(file, &mut splitter, &in_tx, opts.idle, stopped())
                         .await
                         .with_context(|| format!("reading input {}", path.display()))?;
                 }
@@ -221,8 +336,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         anyhow::Ok(())
     }
     .await;
-    if let Some(w) = watcher {
-        w.abort();
+    for task in [watcher, snapshotter].into_iter().flatten() {
+        task.abort();
     }
     drop(in_tx);
 
@@ -237,34 +352,41 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     read_result?;
 
     let stats = monitor.stats().context("reading engine stats")?;
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "clawwatch: {} records in {secs:.2}s: {} allow, {} alert ({} findings, {} incidents opened, {} closed), {} approved, {} unattributed, {} not_applicable, {} error{}{}",
-        stats.records + splitter.oversized_lines,
-        stats.allowed,
-        stats.alerts,
-        stats.findings,
-        stats.incidents_opened,
-        stats.incidents_closed,
-        stats.approved,
-        stats.unattributed,
-        stats.not_applicable,
-        stats.errors + splitter.oversized_lines,
-        if stats.evictions > 0 {
-            format!("; {} entries evicted from bounded state", stats.evictions)
-        } else {
-            String::new()
-        },
-        if monitor.restarts() > 0 {
-            format!(
-                "; engine re-created {} times after failures",
-                monitor.restarts()
-            )
-        } else {
-            String::new()
-        },
-    );
+    let summary = {
+        let mut m = metrics.lock().expect("metrics lock");
+        m.set_engine(stats);
+        m.oversized_lines = splitter.oversized_lines;
+        m.engine_restarts = monitor.restarts();
+        m.summary(started.elapsed())
+    };
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
+    eprintln!("{summary}");
     Ok(())
+}
+
+/// Resumes from the saved state, if any. A snapshot that cannot be used is
+/// reported and set aside; the run starts empty rather than not at all.
+fn restore(monitor: &mut Monitor, file: &StateFile) {
+    let shown = file.path().display();
+    match file.load() {
+        Ok(None) => eprintln!("clawwatch: no saved state at {shown}; starting empty"),
+        Ok(Some(snapshot)) => match monitor.restore_state(&snapshot) {
+            Ok(()) => {
+                let agents = monitor.stats().map_or(0, |s| s.agents);
+                eprintln!("clawwatch: state restored from {shown} ({agents} agents)");
+            }
+            Err(e) => {
+                let aside = file.set_aside();
+                eprintln!(
+                    "clawwatch: saved state {shown} not used: {e}; starting empty{}",
+                    aside.map_or(String::new(), |p| format!(" (moved to {})", p.display()))
+                );
+            }
+        },
+        Err(e) => eprintln!("clawwatch: {e:#}; starting empty"),
+    }
 }
 
 /// The lines of an enriched batch whose verdict is `alert`.
@@ -292,7 +414,12 @@ enum Protocol {
 /// (NDJSON: its own splitter, so lines from different senders never mix);
 /// the bounded channel makes a busy engine slow the senders down (TCP
 /// backpressure). On interrupt every connection sends what it has read.
-async fn listen(addr: &str, protocol: Protocol, tx: &mpsc::Sender<Chunk>) -> Result<()> {
+async fn listen(
+    addr: &str,
+    protocol: Protocol,
+    tx: &mpsc::Sender<Chunk>,
+    interrupted: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
@@ -309,7 +436,6 @@ async fn listen(addr: &str, protocol: Protocol, tx: &mpsc::Sender<Chunk>) -> Res
     eprintln!("clawwatch: listening on {local}");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
-    let interrupted = interrupted();
     tokio::pin!(interrupted);
     loop {
         tokio::select! {
@@ -411,10 +537,11 @@ async fn write_forward(addr: &str, out_rx: &mut mpsc::Receiver<(Vec<u8>, Option<
                 continue;
             };
             let record = crate::forward::json_to_record(&json);
-            if matches!(
-                json["clawwatch"]["stream"].as_str(),
-                Some("incident" | "audit")
-            ) {
+            // OCSF findings keep the note under `unmapped`.
+            let stream = json["clawwatch"]["stream"]
+                .as_str()
+                .or(json["unmapped"]["clawwatch"]["stream"].as_str());
+            if matches!(stream, Some("incident" | "audit")) {
                 incidents.push((crate::forward::EventTime::now(), record));
             } else {
                 let time = times

@@ -584,68 +584,108 @@ fn check_validates_and_lints_with_documented_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("no/such.toml: invalid: cannot read it"));
 }
 
-#[test]
-fn sighup_reloads_the_policy_keeps_state_and_a_bad_policy_keeps_the_old_one() {
-    use std::io::{BufRead, BufReader};
-    use std::sync::mpsc::{Receiver, channel};
-    use std::time::Duration;
-    let policy = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reloaded-policy.toml");
-    let original = std::fs::read_to_string(repo().join("testdata/policy.toml")).unwrap();
-    std::fs::write(&policy, &original).unwrap();
-    let mut child = command(&["run", "--policy", policy.to_str().unwrap()])
-        .spawn()
-        .unwrap();
-    let lines_of = |r: Box<dyn std::io::Read + Send>| -> Receiver<String> {
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines() {
-                if tx.send(line.unwrap()).is_err() {
-                    break;
+/// A running `clawwatch run` fed line by line, its output read as it comes.
+struct Live {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: std::sync::mpsc::Receiver<String>,
+    err: std::sync::mpsc::Receiver<String>,
+}
+
+const LIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+impl Live {
+    fn start(args: &[&str]) -> Live {
+        use std::io::{BufRead, BufReader};
+        let mut child = command(args).spawn().unwrap();
+        let lines_of = |r: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines() {
+                    if tx.send(line.unwrap()).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
-        rx
-    };
-    let out = lines_of(Box::new(child.stdout.take().unwrap()));
-    let err = lines_of(Box::new(child.stderr.take().unwrap()));
-    let mut stdin = child.stdin.take().unwrap();
-    let wait = Duration::from_secs(20);
-    let mut send = |line: &str| -> Value {
+            });
+            rx
+        };
+        Live {
+            out: lines_of(Box::new(child.stdout.take().unwrap())),
+            err: lines_of(Box::new(child.stderr.take().unwrap())),
+            stdin: child.stdin.take(),
+            child,
+        }
+    }
+
+    /// Sends one record; returns the output line that stands for it.
+    fn send(&mut self, line: &str) -> Value {
+        let stdin = self.stdin.as_mut().expect("input still open");
         stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
         stdin.flush().unwrap();
         loop {
             let v: Value =
-                serde_json::from_str(&out.recv_timeout(wait).expect("an output line")).unwrap();
+                serde_json::from_str(&self.out.recv_timeout(LIVE_WAIT).expect("an output line"))
+                    .unwrap();
             // Incident records follow the record that opened them: not the answer to this line.
             if !is_emitted(&v) {
                 return v;
             }
         }
-    };
-    let hup_until = |needle: &str| {
-        Command::new("kill")
-            .args(["-HUP", &child.id().to_string()])
-            .status()
-            .unwrap();
+    }
+
+    /// The first stderr line (from now on) containing `needle`.
+    fn stderr_until(&self, needle: &str) -> String {
         loop {
-            let line = err
-                .recv_timeout(wait)
+            let line = self
+                .err
+                .recv_timeout(LIVE_WAIT)
                 .unwrap_or_else(|_| panic!("no `{needle}` on stderr"));
             if line.contains(needle) {
                 return line;
             }
         }
+    }
+
+    fn signal(&self, name: &str) {
+        Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Closes the input and waits for a clean exit; returns the rest of stderr.
+    fn finish(mut self) -> String {
+        drop(self.stdin.take());
+        assert!(self.child.wait().unwrap().success());
+        self.err.iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+const SPAWN_0X8A3F: &str = r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","agent_type":"data_collector_v1","ip":"10.20.0.15"}"#;
+const FORBIDDEN_FROM_0X8A3F: &str = r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.0.15","src_port":5,"dst_ip":"203.0.113.9","dst_port":8443,"proto":"TCP"}"#;
+
+#[test]
+fn sighup_reloads_the_policy_keeps_state_and_a_bad_policy_keeps_the_old_one() {
+    use std::time::Duration;
+    let policy = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reloaded-policy.toml");
+    let original = std::fs::read_to_string(repo().join("testdata/policy.toml")).unwrap();
+    std::fs::write(&policy, &original).unwrap();
+    let mut live = Live::start(&["run", "--policy", policy.to_str().unwrap()]);
+    let hup_until = |live: &Live, needle: &str| {
+        live.signal("HUP");
+        live.stderr_until(needle)
     };
-    let spawn = r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","agent_type":"data_collector_v1","ip":"10.20.0.15"}"#;
-    let forbidden = r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.0.15","src_port":5,"dst_ip":"203.0.113.9","dst_port":8443,"proto":"TCP"}"#;
-    send(spawn);
-    assert_eq!(send(forbidden)["clawwatch"]["verdict"], "alert");
+    live.send(SPAWN_0X8A3F);
+    assert_eq!(
+        live.send(FORBIDDEN_FROM_0X8A3F)["clawwatch"]["verdict"],
+        "alert"
+    );
 
     std::fs::write(&policy, "[agent_profile.\"x\"]\nbogus = 1\n").unwrap();
-    let rejected = hup_until("reload rejected");
+    let rejected = hup_until(&live, "reload rejected");
     assert!(rejected.contains("bogus"), "{rejected}");
     assert_eq!(
-        send(forbidden)["clawwatch"]["verdict"],
+        live.send(FORBIDDEN_FROM_0X8A3F)["clawwatch"]["verdict"],
         "alert",
         "the running policy stays"
     );
@@ -655,8 +695,8 @@ fn sighup_reloads_the_policy_keeps_state_and_a_bad_policy_keeps_the_old_one() {
         "{ protocol = \"UDP\", port = 53, destination = \"ANY\" },\n{ protocol = \"TCP\", port = 8443, destination = \"203.0.113.9\" },",
     );
     std::fs::write(&policy, wider).unwrap();
-    hup_until("policy reloaded");
-    let after = send(forbidden);
+    hup_until(&live, "policy reloaded");
+    let after = live.send(FORBIDDEN_FROM_0X8A3F);
     assert_eq!(after["clawwatch"]["verdict"], "allow", "{after}");
     assert_eq!(
         after["clawwatch"]["agent"]["id"], "0x8a3f",
@@ -666,21 +706,273 @@ fn sighup_reloads_the_policy_keeps_state_and_a_bad_policy_keeps_the_old_one() {
     // A change of the file alone (no signal) is noticed too. Let the watcher's
     // poll see the last write first, and forget what it said about it.
     std::thread::sleep(Duration::from_millis(2500));
-    while err.try_recv().is_ok() {}
+    while live.err.try_recv().is_ok() {}
     std::fs::write(&policy, &original).unwrap();
-    loop {
-        let line = err
-            .recv_timeout(wait)
-            .expect("the file change was not noticed");
-        if line.contains("policy reloaded") {
-            break;
-        }
-    }
+    live.stderr_until("policy reloaded");
     assert_eq!(
-        send(forbidden)["clawwatch"]["verdict"],
+        live.send(FORBIDDEN_FROM_0X8A3F)["clawwatch"]["verdict"],
         "alert",
         "back to the original policy"
     );
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
+    let rest = live.finish();
+    assert!(
+        rest.contains("policy reloads: 2 applied, 1 rejected"),
+        "the summary counts reloads: {rest}"
+    );
+}
+
+/// `kill -9` after a periodic snapshot, then a restart from it: every agent
+/// spawned before the snapshot is still known and its flows attributed to it.
+#[test]
+fn kill_9_and_a_restart_from_the_state_snapshot_keep_every_agent() {
+    use std::time::{Duration, Instant};
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("state-kill-9");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("clawwatch.state");
+    let state_arg = state.to_str().unwrap();
+    // Lossy: the scenario holds deliberately broken lines, some not UTF-8.
+    let scenario =
+        String::from_utf8_lossy(&std::fs::read(repo().join(SCENARIO)).unwrap()).into_owned();
+    let spawns: Vec<&str> = scenario
+        .lines()
+        .filter(|l| l.contains(r#""type":"agent.spawn""#))
+        .collect();
+    let mut agents: Vec<(String, String)> = spawns
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| {
+            let ip = v["ip"].as_str().or(v["ips"][0].as_str())?;
+            ip.parse::<std::net::IpAddr>().ok()?; // one spawn is broken on purpose
+            Some((v["agent_id"].as_str()?.to_string(), ip.to_string()))
+        })
+        .collect();
+    agents.sort();
+    agents.dedup_by(|a, b| a.0 == b.0);
+    assert!(agents.len() >= 5, "the scenario spawns a fleet");
+
+    let mut first = Live::start(&[
+        "run",
+        "--state",
+        state_arg,
+        "--snapshot-secs",
+        "1",
+        "--idle-flush-ms",
+        "5",
+    ]);
+    first.stderr_until("starting empty");
+    for spawn in &spawns {
+        first.send(spawn);
+    }
+    let fed = std::time::SystemTime::now();
+    let deadline = Instant::now() + LIVE_WAIT;
+    while std::fs::metadata(&state)
+        .and_then(|m| m.modified())
+        .map_or(true, |saved| saved <= fed)
+    {
+        assert!(Instant::now() < deadline, "no snapshot after the spawns");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.child.kill().unwrap(); // SIGKILL: no shutdown snapshot, no cleanup
+    first.child.wait().unwrap();
+
+    let mut second = Live::start(&["run", "--state", state_arg]);
+    let restored = second.stderr_until("state restored");
+    assert!(
+        restored.contains(&format!("({} agents)", agents.len())),
+        "{restored}"
+    );
+    for (id, ip) in &agents {
+        let flow = format!(
+            r#"{{"type":"flow","ts":"2026-11-24T14:40:00Z","src_ip":"{ip}","src_port":40000,"dst_ip":"10.0.0.53","dst_port":53,"proto":"UDP"}}"#
+        );
+        let out = second.send(&flow);
+        assert_eq!(
+            out["clawwatch"]["agent"]["id"],
+            id.as_str(),
+            "a flow after the restart is attributed to the agent spawned before it: {out}"
+        );
+    }
+    second.finish();
+}
+
+/// A damaged snapshot is reported and set aside; the run starts empty and
+/// still judges every record.
+#[test]
+fn a_damaged_state_snapshot_is_reported_set_aside_and_never_fatal() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("state-damaged");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("clawwatch.state");
+    std::fs::write(&state, b"\x93\x01\x02 not msgpack state").unwrap();
+    let out = clawwatch(
+        &["run", "--state", state.to_str().unwrap()],
+        format!("{SPAWN_0X8A3F}\n{FORBIDDEN_FROM_0X8A3F}\n").as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not a readable clawwatch state snapshot") && err.contains("starting empty"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("clawwatch.state.rejected")).unwrap(),
+        b"\x93\x01\x02 not msgpack state",
+        "the damaged file is kept for inspection"
+    );
+    assert_eq!(lines(&out)[1]["clawwatch"]["verdict"], "alert");
+    // The shutdown snapshot replaced it with a good one.
+    let again = clawwatch(&["run", "--state", state.to_str().unwrap()], b"");
+    assert!(
+        stderr(&again).contains("state restored"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+/// The Prometheus endpoint counts exactly what came out.
+#[test]
+fn metrics_endpoint_counts_what_the_output_shows() {
+    use std::io::Read;
+    let mut live = Live::start(&[
+        "run",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--idle-flush-ms",
+        "5",
+    ]);
+    let line = live.stderr_until("metrics on http://");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .to_string();
+    // Lossy: the scenario holds deliberately broken lines, some not UTF-8.
+    let scenario =
+        String::from_utf8_lossy(&std::fs::read(repo().join(SCENARIO)).unwrap()).into_owned();
+    let mut alerts_by_stream = std::collections::BTreeMap::<String, u64>::new();
+    for record in scenario.lines() {
+        let v = live.send(record);
+        if v["clawwatch"]["verdict"] == "alert" {
+            *alerts_by_stream
+                .entry(v["clawwatch"]["stream"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    assert!(!alerts_by_stream.is_empty());
+    // Engine totals reach the endpoint within half a second of a batch.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    live.send(r#"{"note":"one more batch, so the totals are read"}"#);
+    let get = |path: &str| {
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        write!(conn, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).unwrap();
+        response
+    };
+    let body = get("/metrics");
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    for (stream, n) in &alerts_by_stream {
+        let sample =
+            format!("clawwatch_records_total{{stream=\"{stream}\",verdict=\"alert\"}} {n}\n");
+        assert!(body.contains(&sample), "missing {sample} in\n{body}");
+    }
+    assert!(body.contains("clawwatch_findings_total{rule=\"egress.not_allowed\"}"));
+    assert!(body.contains("clawwatch_incidents_open "));
+    assert!(body.contains("clawwatch_batch_seconds_count "));
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+    let summary = live.finish();
+    assert!(
+        summary.contains("findings: egress.not_allowed"),
+        "{summary}"
+    );
+    assert!(summary.contains("batches: "), "{summary}");
+}
+
+/// Mutation testing through the component: the bundled policy has no holes;
+/// `ANY` on TCP 443 opens holes that are named, with exit status 1.
+#[test]
+fn selftest_finds_no_hole_in_the_bundled_policy_and_the_holes_of_any_on_443() {
+    let clean = clawwatch(&["selftest", "--format", "json"], b"");
+    assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
+    let report: Value = serde_json::from_slice(&clean.stdout).unwrap();
+    assert_eq!(report["holes"], 0, "{report}");
+    assert_eq!(report["false_alarms"], 0, "{report}");
+    let trials = report["trials"].as_array().unwrap();
+    assert!(trials.len() > 40, "{}", trials.len());
+    assert!(trials.iter().any(|t| t["outcome"] == "quiet"));
+    assert!(
+        trials
+            .iter()
+            .filter(|t| t["outcome"] == "caught")
+            .all(|t| !t["rules"].as_array().unwrap().is_empty())
+    );
+
+    let holed = clawwatch(&["selftest", "testdata/selftest/any_on_443.toml"], b"");
+    assert_eq!(holed.status.code(), Some(1), "{}", stderr(&holed));
+    let text = String::from_utf8(holed.stdout).unwrap();
+    let hole = text
+        .lines()
+        .find(|l| {
+            l.starts_with("HOLE") && l.contains("unlisted_destination") && l.contains(":443/tcp")
+        })
+        .unwrap_or_else(|| panic!("no hole for an unlisted address on 443:\n{text}"));
+    assert!(hole.contains("data_collector_v1"), "{hole}");
+    assert!(text.contains("hole(s)"), "{text}");
+
+    let broken = clawwatch(&["selftest", "testdata/cases/policy.toml.missing"], b"");
+    assert_eq!(broken.status.code(), Some(2));
+}
+
+/// `--fields ecs` and `--fields ocsf` through the component: one ECS document
+/// per record, and OCSF Detection Findings for incidents.
+#[test]
+fn ecs_and_ocsf_field_sets_through_the_component() {
+    let input =
+        std::fs::read(repo().join("testdata/cases/egress.not_allowed/fires.ndjson")).unwrap();
+    let native = clawwatch(&["run", "--policy", "testdata/cases/policy.toml"], &input);
+    let ecs = clawwatch(
+        &[
+            "run",
+            "--policy",
+            "testdata/cases/policy.toml",
+            "--fields",
+            "ecs",
+        ],
+        &input,
+    );
+    let (native, ecs) = (all_lines(&native), all_lines(&ecs));
+    assert_eq!(native.len(), ecs.len());
+    for (n, e) in native.iter().zip(&ecs) {
+        assert_eq!(e["clawwatch"], n["clawwatch"]);
+        assert_eq!(e["ecs"]["version"].as_str().is_some(), true);
+        let alert = n["clawwatch"]["verdict"] == "alert";
+        assert_eq!(e["event"]["kind"] == "alert", alert, "{e}");
+    }
+    let ocsf = clawwatch(
+        &[
+            "run",
+            "--policy",
+            "testdata/cases/policy.toml",
+            "--fields",
+            "ocsf",
+        ],
+        &input,
+    );
+    let findings: Vec<Value> = all_lines(&ocsf)
+        .into_iter()
+        .filter(|v| v["class_uid"] == 2004)
+        .collect();
+    let incidents = native
+        .iter()
+        .filter(|v| v["clawwatch"]["stream"] == "incident")
+        .count();
+    assert!(incidents > 0);
+    assert_eq!(findings.len(), incidents);
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["finding_info"]["uid"].is_string())
+    );
 }

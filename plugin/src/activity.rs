@@ -24,11 +24,31 @@ fn minute_of(t: Timestamp) -> i64 {
 }
 
 /// Connections and bytes per minute over the last hour of event time.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct VolumeHour {
     head_minute: Option<i64>,
+    #[serde(with = "minute_array")]
     connections: [u32; 60],
+    #[serde(with = "minute_array")]
     bytes: [u64; 60],
+}
+
+/// serde has no impls for arrays longer than 32.
+mod minute_array {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(a: &[T; 60], s: S) -> Result<S::Ok, S::Error> {
+        a.as_slice().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<[T; 60], D::Error> {
+        let v = Vec::<T>::deserialize(d)?;
+        let len = v.len();
+        v.try_into()
+            .map_err(|_| serde::de::Error::invalid_length(len, &"60 minutes"))
+    }
 }
 
 /// Totals of one complete hour, for baselines to learn from.
@@ -86,7 +106,7 @@ impl VolumeHour {
 }
 
 /// One destination an agent reached, with the minutes it was reached in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ObservedDestination {
     pub dst: IpAddr,
     pub port: u16,
@@ -125,7 +145,7 @@ impl ObservedDestination {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Activity {
     pub volume: VolumeHour,
     pub observed: Vec<ObservedDestination>,

@@ -3,6 +3,7 @@
 
 use lru::LruCache;
 use rustc_hash::FxBuildHasher;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Borrow;
 use std::hash::Hash;
 use std::num::NonZeroUsize;
@@ -97,6 +98,39 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
     pub fn evictions(&self) -> u64 {
         self.evictions
     }
+
+    /// Sets a new cap, forgetting the least recently used entries beyond it
+    /// (restored state meets the running policy's caps).
+    pub fn recap(&mut self, capacity: usize) {
+        self.cap = NonZeroUsize::new(capacity.max(1)).expect("capacity is at least 1");
+        while self.inner.len() > self.cap.get() {
+            self.inner.pop_lru();
+            self.evictions += 1;
+        }
+    }
+}
+
+/// Saved as its cap, its eviction count and its entries from least to most
+/// recently used, so a restore rebuilds the same recency order.
+impl<K: Hash + Eq + Serialize, V: Serialize> Serialize for BoundedMap<K, V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let entries: Vec<(&K, &V)> = self.inner.iter().rev().collect();
+        (self.cap.get(), self.evictions, entries).serialize(s)
+    }
+}
+
+impl<'de, K: Hash + Eq + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de>
+    for BoundedMap<K, V>
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (cap, evictions, entries): (usize, u64, Vec<(K, V)>) = Deserialize::deserialize(d)?;
+        let mut map = BoundedMap::new(cap);
+        for (k, v) in entries {
+            map.insert(k, v);
+        }
+        map.evictions += evictions;
+        Ok(map)
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +152,21 @@ mod tests {
         *m.get_or_insert_with(4, || "d") = "d";
         assert_eq!(m.evictions(), 2);
         assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn a_restored_map_keeps_recency_order_and_meets_a_smaller_cap() {
+        let mut m = BoundedMap::new(3);
+        m.insert(1, 10);
+        m.insert(2, 20);
+        m.insert(3, 30);
+        m.get(&1);
+        let bytes = rmp_serde::to_vec(&m).unwrap();
+        let mut restored: BoundedMap<i32, i32> = rmp_serde::from_slice(&bytes).unwrap();
+        restored.recap(2);
+        assert_eq!(restored.peek(&2), None, "2 was least recently used");
+        assert_eq!(restored.peek(&1), Some(&10));
+        assert_eq!(restored.peek(&3), Some(&30));
+        assert_eq!(restored.evictions(), 1);
     }
 }

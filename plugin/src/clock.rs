@@ -11,6 +11,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::rc::Rc;
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Clock {
     now: Option<Timestamp>,
     lateness_nanos: i64,
@@ -60,7 +61,7 @@ impl Clock {
 
 /// What a deadline is for; each is re-checked against current state when it
 /// comes due, so superseded deadlines simply find nothing to do.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Due {
     /// The agent's lifetime (plus variance and extensions) ends.
     Lifetime(Rc<str>),
@@ -74,6 +75,7 @@ pub enum Due {
 
 /// Pending deadlines in time order, bounded: past the cap the earliest are
 /// handled at once (early, never lost) and counted.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Deadlines {
     heap: BinaryHeap<Reverse<(Timestamp, Due)>>,
     cap: usize,
@@ -87,6 +89,12 @@ impl Deadlines {
             cap: cap.max(16),
             forced: 0,
         }
+    }
+
+    /// Meets the running policy's cap after a restore; the excess is handled
+    /// early at the next check, as when the cap is reached in use.
+    pub fn recap(&mut self, cap: usize) {
+        self.cap = cap.max(16);
     }
 
     pub fn schedule(&mut self, at: Timestamp, due: Due) {

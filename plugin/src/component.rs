@@ -7,7 +7,7 @@ use std::cell::RefCell;
 wit_bindgen::generate!({ path: "../wit", world: "monitor" });
 
 use exports::clawwatch::monitor::engine::{
-    BatchFormat, Guest, GuestMonitor, Monitor, PolicyError, Stats,
+    BatchFormat, FieldSet, Guest, GuestMonitor, Monitor, PolicyError, RuleCount, Stats, StreamCount,
 };
 
 struct Component;
@@ -83,7 +83,51 @@ impl GuestMonitor for MonitorResource {
             evictions: s.evictions,
             agents: s.agents,
             dns_entries: s.dns_entries,
+            records_by_stream: crate::record::Stream::ALL
+                .iter()
+                .flat_map(|&stream| {
+                    crate::output::Verdict::ALL
+                        .iter()
+                        .map(move |&verdict| (stream, verdict))
+                })
+                .filter_map(|(stream, verdict)| {
+                    let records = s.records_by_stream[stream as usize][verdict as usize];
+                    (records > 0).then(|| StreamCount {
+                        stream: stream.as_str().to_string(),
+                        verdict: verdict.as_str().to_string(),
+                        records,
+                    })
+                })
+                .collect(),
+            findings_by_rule: crate::rules::ALL
+                .iter()
+                .zip(s.findings_by_rule)
+                .map(|(rule, findings)| RuleCount {
+                    rule: rule.id.to_string(),
+                    findings,
+                })
+                .collect(),
+            incidents_open: s.incidents_open,
         }
+    }
+
+    fn set_field_set(&self, fields: FieldSet) {
+        self.engine.borrow_mut().set_field_set(match fields {
+            FieldSet::Native => crate::siem::FieldSet::Native,
+            FieldSet::Ecs => crate::siem::FieldSet::Ecs,
+            FieldSet::Ocsf => crate::siem::FieldSet::Ocsf,
+        });
+    }
+
+    fn export_state(&self) -> Vec<u8> {
+        self.engine.borrow().export_state()
+    }
+
+    fn restore_state(&self, snapshot: Vec<u8>) -> Result<(), String> {
+        self.engine
+            .borrow_mut()
+            .restore_state(&snapshot)
+            .map_err(|e| e.to_string())
     }
 }
 

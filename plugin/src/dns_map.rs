@@ -17,7 +17,7 @@ const NAMES_PER_ADDRESS: usize = 4;
 /// sensors' clocks).
 const ANSWER_SKEW_NANOS: i64 = 2 * NANOS_PER_SEC;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct NameEntry {
     name: Box<str>,
     answered: Timestamp,
@@ -38,6 +38,7 @@ impl<'a> std::ops::Deref for Names<'a> {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct DnsMap {
     entries: BoundedMap<(IpAddr, IpAddr), Vec<NameEntry>>,
     grace_secs: i64,
@@ -120,6 +121,11 @@ impl DnsMap {
             }
         }
         names
+    }
+
+    /// Meets the running policy's cap after a restore.
+    pub fn recap(&mut self, max_entries: usize) {
+        self.entries.recap(max_entries);
     }
 
     pub fn len(&self) -> usize {

@@ -27,12 +27,13 @@ use crate::rules::{
     egress_unknown_agent, heartbeat_mismatch, heartbeat_missing, lifetime_exceeded,
     plan_undeclared, schedule_deviation, volume_anomaly,
 };
+use crate::siem::{Endpoints, FieldSet, Original};
 use crate::time::Timestamp;
 use std::net::IpAddr;
 use std::rc::Rc;
 
 /// Running totals; see the WIT `stats` record for their meaning.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub records: u64,
     pub allowed: u64,
@@ -47,6 +48,25 @@ pub struct Stats {
     pub evictions: u64,
     pub agents: u64,
     pub dns_entries: u64,
+    /// Records by `[stream][verdict]` (indexed as `Stream::ALL`, `Verdict::ALL`):
+    /// records judged, and the incident and audit records written.
+    pub records_by_stream: [[u64; Verdict::ALL.len()]; Stream::ALL.len()],
+    /// Findings by rule, indexed as `rules::ALL`.
+    pub findings_by_rule: [u64; crate::rules::ALL.len()],
+    /// Incidents open now.
+    pub incidents_open: u64,
+}
+
+/// Rate and tunnel windows: a few destinations or domains per agent.
+fn window_cap(m: &crate::policy::Monitor) -> usize {
+    m.max_agents.saturating_mul(4)
+}
+
+/// Lifetime, heartbeat and heartbeat-window deadlines per agent, one per incident.
+fn deadline_cap(m: &crate::policy::Monitor) -> usize {
+    m.max_agents
+        .saturating_mul(4)
+        .saturating_add(m.max_incidents)
 }
 
 /// (agent address, agent port, peer address, peer port) of a connection a peer
@@ -69,6 +89,9 @@ pub struct Engine {
     emitted: Vec<IncidentRecord>,
     /// The format the current batch's records are in, when the host said so.
     stream_hint: Option<&'static str>,
+    field_set: FieldSet,
+    /// The current record's endpoints, when the field set reports them.
+    current: Option<Endpoints>,
     stats: Stats,
 }
 
@@ -86,19 +109,22 @@ impl Engine {
             inbound: BoundedMap::new(m.max_dns_entries),
             activities: BoundedMap::new(m.max_agents),
             baselines: Baselines::default(),
-            rates: RateWindows::new(m.max_agents.saturating_mul(4)),
-            tunnels: TunnelWindows::new(m.max_agents.saturating_mul(4)),
+            rates: RateWindows::new(window_cap(m)),
+            tunnels: TunnelWindows::new(window_cap(m)),
             clock: Clock::new(m.lateness_secs, m.max_clock_step_secs),
-            deadlines: Deadlines::new(
-                m.max_agents
-                    .saturating_mul(4)
-                    .saturating_add(m.max_incidents),
-            ),
+            deadlines: Deadlines::new(deadline_cap(m)),
             emitted: Vec::new(),
             stream_hint: None,
+            field_set: FieldSet::Native,
+            current: None,
             policy,
             stats: Stats::default(),
         }
+    }
+
+    /// Chooses the fields records leave with (native, ECS, OCSF).
+    pub fn set_field_set(&mut self, field_set: FieldSet) {
+        self.field_set = field_set;
     }
 
     pub fn policy(&self) -> &Policy {
@@ -110,14 +136,18 @@ impl Engine {
     /// nothing. Caps (`max_*`) keep the values the engine started with; the
     /// timing settings (lateness, DNS grace, quiet period) follow the new policy.
     pub fn reload(&mut self, policy_text: &str) -> Result<(), PolicyError> {
-        let policy = Policy::from_toml(policy_text)?;
-        let m = &policy.monitor;
+        self.policy = Policy::from_toml(policy_text)?;
+        self.apply_timings();
+        Ok(())
+    }
+
+    /// Makes the timing settings follow the current policy.
+    fn apply_timings(&mut self) {
+        let m = &self.policy.monitor;
         self.clock
             .set_lateness(m.lateness_secs, m.max_clock_step_secs);
         self.dns.set_grace(m.dns_ttl_grace_secs);
         self.incidents.set_quiet(m.incident_quiet_secs);
-        self.policy = policy;
-        Ok(())
     }
 
     pub fn stats(&self) -> Stats {
@@ -134,6 +164,7 @@ impl Engine {
             dns_entries: self.dns.len() as u64,
             incidents_opened: self.incidents.opened(),
             incidents_closed: self.incidents.closed(),
+            incidents_open: self.incidents.len() as u64,
             ..self.stats.clone()
         }
     }
@@ -167,8 +198,11 @@ impl Engine {
     /// Processes one record, writing the enriched record (no trailing newline).
     /// Incident and audit records it produced wait for [`Engine::write_emitted`].
     pub fn process_record(&mut self, record: &[u8], out: &mut Vec<u8>) {
-        let verdict = self.judge_and_write(record, out);
+        let (stream, verdict) = self.judge_and_write(record, out);
+        // Deadlines that come due are no evidence of this record's endpoints.
+        self.current = None;
         self.stats.records += 1;
+        self.stats.records_by_stream[stream as usize][verdict as usize] += 1;
         match verdict {
             Verdict::Allow => self.stats.allowed += 1,
             Verdict::Alert => self.stats.alerts += 1,
@@ -198,7 +232,13 @@ impl Engine {
     /// Writes (and forgets) the incident/audit records produced so far, one per line.
     pub fn write_emitted(&mut self, out: &mut Vec<u8>) {
         for record in self.emitted.drain(..) {
-            record.write(out);
+            let (stream, verdict) = record.stream_and_verdict();
+            self.stats.records_by_stream[stream as usize][verdict as usize] += 1;
+            match self.field_set {
+                FieldSet::Native => record.write(out),
+                FieldSet::Ecs => crate::siem::ecs::write_incident(&record, out),
+                FieldSet::Ocsf => crate::siem::ocsf::write_incident(&record, out),
+            }
             out.push(b'\n');
         }
     }
@@ -212,42 +252,61 @@ impl Engine {
         self.write_emitted(out);
     }
 
-    fn judge_and_write(&mut self, record: &[u8], out: &mut Vec<u8>) -> Verdict {
+    /// Writes the enriched record; returns its stream and verdict.
+    fn judge_and_write(&mut self, record: &[u8], out: &mut Vec<u8>) -> (Stream, Verdict) {
+        let (note, original) = self.judge_record(record);
+        match (self.field_set, &original) {
+            (FieldSet::Ecs, _) => {
+                crate::siem::ecs::write_record(&note, self.current.as_ref(), &original, out)
+            }
+            (
+                _,
+                Original::Object {
+                    json,
+                    has_clawwatch,
+                },
+            ) => note.append_to(json, *has_clawwatch, out),
+            (_, Original::Raw(raw)) => note.wrap_raw(raw, out),
+        }
+        (note.stream, note.verdict)
+    }
+
+    /// Parses and judges one record.
+    fn judge_record<'r>(&mut self, record: &'r [u8]) -> (Note, Original<'r>) {
+        self.current = None;
         let trimmed = record.trim_ascii();
-        let fail = |why: String, out: &mut Vec<u8>| {
+        let fail = |why: String| {
             let mut note = Note::new(Stream::Other, Verdict::Error);
             note.error = Some(why);
-            note.wrap_raw(record, out);
-            Verdict::Error
+            (note, Original::Raw(record))
         };
         if trimmed.is_empty() {
-            return fail("empty record".into(), out);
+            return fail("empty record".into());
         }
         let max = self.policy.monitor.max_record_bytes;
         if record.len() > max {
-            return fail(
-                format!(
-                    "record of {} bytes is over max_record_bytes ({max}); passed through unparsed",
-                    record.len()
-                ),
-                out,
-            );
+            return fail(format!(
+                "record of {} bytes is over max_record_bytes ({max}); passed through unparsed",
+                record.len()
+            ));
         }
         if let Err(e) = std::str::from_utf8(trimmed) {
-            return fail(
-                format!(
-                    "not UTF-8 (invalid byte at offset {}); original bytes in raw_base64",
-                    e.valid_up_to()
-                ),
-                out,
-            );
+            return fail(format!(
+                "not UTF-8 (invalid byte at offset {}); original bytes in raw_base64",
+                e.valid_up_to()
+            ));
         }
         let fields = match Fields::parse(trimmed) {
             Ok(fields) => fields,
-            Err(e) => return fail(format!("not a JSON object: {e}"), out),
+            Err(e) => return fail(format!("not a JSON object: {e}")),
         };
         let note = match recognize_with(&fields, &self.policy.inputs, self.stream_hint) {
-            Recognized::Event(event) => self.judge(event),
+            Recognized::Event(event) => {
+                if self.field_set != FieldSet::Native {
+                    self.current = Some(Endpoints::of(&event));
+                }
+                self.judge(event)
+            }
             Recognized::Invalid(e) => {
                 let mut note = Note::new(e.stream, Verdict::Error);
                 note.error = Some(e.to_string());
@@ -259,8 +318,11 @@ impl Engine {
                 note
             }
         };
-        note.append_to(trimmed, fields.has_clawwatch, out);
-        note.verdict
+        let original = Original::Object {
+            json: trimmed,
+            has_clawwatch: fields.has_clawwatch,
+        };
+        (note, original)
     }
 
     /// The note for one decoded event, updating state on the way.
@@ -760,11 +822,23 @@ impl Engine {
         ts: Timestamp,
     ) -> Vec<Reported> {
         self.stats.findings += findings.len() as u64;
+        for finding in &findings {
+            if let Some(i) = crate::rules::ALL
+                .iter()
+                .position(|r| r.id == finding.rule.id)
+            {
+                self.stats.findings_by_rule[i] += 1;
+            }
+        }
         findings
             .into_iter()
             .map(|finding| {
                 let (occurrence, opened) = self.incidents.observe(&finding, agent, ts);
-                if let Some(incident) = opened {
+                if let Some(mut incident) = opened {
+                    if let Some(evidence) = &self.current {
+                        self.incidents.attach_evidence(&incident.id, evidence);
+                        incident.evidence = Some(Box::new(evidence.clone()));
+                    }
                     if let Some(at) = self.incidents.quiet_at(&incident.id) {
                         self.deadlines
                             .schedule(at, Due::IncidentQuiet(incident.id.clone()));
@@ -884,6 +958,9 @@ fn known_format(name: &str) -> Option<&'static str> {
         .copied()
         .find(|known| *known == name)
 }
+
+mod state;
+pub use state::StateError;
 
 #[cfg(test)]
 mod tests;

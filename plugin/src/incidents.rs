@@ -10,9 +10,10 @@ use crate::time::Timestamp;
 use std::rc::Rc;
 
 /// An incident as its records report it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Incident {
     pub id: Rc<str>,
+    #[serde(with = "crate::rules::rule_by_id")]
     pub rule: &'static RuleInfo,
     pub severity: Severity,
     pub alerting: bool,
@@ -22,6 +23,10 @@ pub struct Incident {
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
     pub count: u64,
+    /// What the record that opened it said of its endpoints, when the output
+    /// field set reports evidence (ECS, OCSF).
+    #[serde(default)]
+    pub evidence: Option<Box<crate::siem::Endpoints>>,
 }
 
 /// What happened to an incident when a finding arrived.
@@ -44,6 +49,7 @@ pub enum Closing {
     Gone,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Incidents {
     open: BoundedMap<Rc<str>, Incident>,
     quiet_nanos: i64,
@@ -98,6 +104,7 @@ impl Incidents {
             first_seen: t,
             last_seen: t,
             count: 1,
+            evidence: None,
         };
         self.open.insert(incident.id.clone(), incident.clone());
         self.opened += 1;
@@ -131,12 +138,29 @@ impl Incidents {
         }
     }
 
+    /// Keeps the opening record's endpoints with an open incident.
+    pub fn attach_evidence(&mut self, id: &str, evidence: &crate::siem::Endpoints) {
+        if let Some(incident) = self.open.peek_mut(id) {
+            incident.evidence = Some(Box::new(evidence.clone()));
+        }
+    }
+
+    /// Incidents open now.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
     pub fn opened(&self) -> u64 {
         self.opened
     }
 
     pub fn closed(&self) -> u64 {
         self.closed
+    }
+
+    /// Meets the running policy's cap after a restore.
+    pub fn recap(&mut self, max_incidents: usize) {
+        self.open.recap(max_incidents);
     }
 
     pub fn evictions(&self) -> u64 {

@@ -16,9 +16,11 @@ pub mod policy;
 pub mod record;
 pub mod registry;
 pub mod rules;
+pub mod selftest;
+pub mod siem;
 pub mod time;
 
-pub use engine::{Engine, Stats};
+pub use engine::{Engine, StateError, Stats};
 pub use policy::{Policy, PolicyError};
 
 #[cfg(all(target_arch = "wasm32", target_env = "p2"))]

@@ -22,6 +22,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Every verdict, in declaration order (`verdict as usize` indexes it).
+    pub const ALL: [Verdict; 6] = [
+        Verdict::Allow,
+        Verdict::Alert,
+        Verdict::Approved,
+        Verdict::Unattributed,
+        Verdict::NotApplicable,
+        Verdict::Error,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Allow => "allow",
@@ -35,7 +45,7 @@ impl Verdict {
 }
 
 /// The agent a record is attributed to, as written to the output.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AgentInfo {
     pub id: Rc<str>,
     pub agent_type: Rc<str>,
@@ -261,14 +271,18 @@ impl IncidentRecord {
         }
     }
 
+    pub fn stream_and_verdict(&self) -> (Stream, Verdict) {
+        match self.stream() {
+            Stream::Audit => (Stream::Audit, Verdict::Approved),
+            stream if self.incident.alerting => (stream, Verdict::Alert),
+            stream => (stream, Verdict::Allow),
+        }
+    }
+
     pub fn write(&self, out: &mut Vec<u8>) {
         let i = &self.incident;
-        let verdict = match self.stream() {
-            Stream::Audit => Verdict::Approved,
-            _ if i.alerting => Verdict::Alert,
-            _ => Verdict::Allow,
-        };
-        let mut note = Note::new(self.stream(), verdict);
+        let (stream, verdict) = self.stream_and_verdict();
+        let mut note = Note::new(stream, verdict);
         note.ts = Some(self.ts);
         note.agent = i.agent.clone();
         let mut member = Vec::with_capacity(512);

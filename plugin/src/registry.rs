@@ -17,7 +17,7 @@ const BINDINGS_PER_ADDRESS: usize = 8;
 /// start this long before the spawn that gave its source address.
 const SPAWN_SKEW_NANOS: i64 = 2 * crate::time::NANOS_PER_SEC;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Agent {
     pub id: Rc<str>,
     pub agent_type: Rc<str>,
@@ -40,7 +40,7 @@ impl Agent {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Binding {
     agent_id: Rc<str>,
     from: Timestamp,
@@ -55,6 +55,7 @@ pub enum Update {
     UnknownAgent,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Registry {
     agents: BoundedMap<Rc<str>, Agent>,
     bindings: BoundedMap<IpAddr, Vec<Binding>>,
@@ -160,6 +161,12 @@ impl Registry {
 
     pub fn agent(&mut self, id: &str) -> Option<&Agent> {
         self.agents.get(id)
+    }
+
+    /// Meets the running policy's cap after a restore.
+    pub fn recap(&mut self, max_agents: usize) {
+        self.agents.recap(max_agents);
+        self.bindings.recap(max_agents.saturating_mul(2));
     }
 
     pub fn len(&self) -> usize {

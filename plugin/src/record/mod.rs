@@ -43,6 +43,18 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Every stream, in declaration order (`stream as usize` indexes it).
+    pub const ALL: [Stream; 8] = [
+        Stream::Control,
+        Stream::Flow,
+        Stream::Dns,
+        Stream::Heartbeat,
+        Stream::Proxy,
+        Stream::Incident,
+        Stream::Audit,
+        Stream::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Stream::Control => "control",
@@ -58,7 +70,7 @@ impl Stream {
 }
 
 /// Transport protocol of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Proto {
     Tcp,
     Udp,
@@ -175,7 +187,7 @@ pub struct DnsQuery {
 }
 
 /// One connection an agent says it made (DESIGN §2.4).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReportedConnection {
     /// Host name or address, as the agent wrote it (normalised).
     pub dest: String,
@@ -186,7 +198,7 @@ pub struct ReportedConnection {
 }
 
 /// `agent.heartbeat`: the agent's own account of a window of its traffic.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Heartbeat {
     pub ts: Timestamp,
     pub agent_id: String,
@@ -196,7 +208,7 @@ pub struct Heartbeat {
 }
 
 /// One network action of a declared plan (DESIGN §2.5).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PlannedAction {
     pub id: Option<String>,
     pub dest: Destination,
@@ -217,7 +229,7 @@ pub struct Plan {
 }
 
 /// `approval.grant`: a just-in-time authorisation (DESIGN §2.6).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     pub ts: Timestamp,
     pub agent_id: String,

@@ -25,7 +25,7 @@ const TXT_NULL_QUERIES: u32 = 10;
 /// Bytes of query names to one domain in a window that mark a tunnel.
 const QUERY_BYTES: u64 = 4096;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Window {
     start: i64,
     queries: u32,
@@ -37,6 +37,7 @@ struct Window {
 }
 
 /// Windows per (agent, registered domain), least recently used forgotten first.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct TunnelWindows {
     windows: BoundedMap<(Rc<str>, Box<str>), Window>,
 }
@@ -123,6 +124,11 @@ impl TunnelWindows {
             Some(domain),
             format!("{subject} sent DNS to {domain} like a tunnel: {why} within 5 minutes"),
         ))
+    }
+
+    /// Meets the running policy's cap after a restore.
+    pub fn recap(&mut self, cap: usize) {
+        self.windows.recap(cap);
     }
 
     pub fn evictions(&self) -> u64 {

@@ -20,7 +20,9 @@ use crate::registry::Agent;
 use std::fmt;
 use std::net::IpAddr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Severity {
     Info,
     Low,
@@ -66,6 +68,26 @@ pub const ALL: &[&RuleInfo] = &[
     &heartbeat_missing::RULE,
     &approval_granted::RULE,
 ];
+
+/// The rule with this id.
+pub fn by_id(id: &str) -> Option<&'static RuleInfo> {
+    ALL.iter().copied().find(|r| r.id == id)
+}
+
+/// Saved state names a rule by its id, which stays stable across versions.
+pub mod rule_by_id {
+    use super::RuleInfo;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(rule: &&'static RuleInfo, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(rule.id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<&'static RuleInfo, D::Error> {
+        let id = String::deserialize(d)?;
+        super::by_id(&id).ok_or_else(|| serde::de::Error::custom(format!("unknown rule id `{id}`")))
+    }
+}
 
 /// Who did it: a known agent, or an address nobody holds.
 #[derive(Debug, Clone, Copy)]

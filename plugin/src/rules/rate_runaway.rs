@@ -22,7 +22,7 @@ const SLOT_NANOS: i64 = 10 * NANOS_PER_SEC;
 const SLOTS: usize = 6;
 
 /// One (agent, destination)'s last minute in six 10-second slots.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Window {
     head: Option<i64>,
     counts: [u32; SLOTS],
@@ -53,6 +53,7 @@ impl Window {
 }
 
 /// Rolling windows per (agent, destination address, port), least recently used forgotten first.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RateWindows {
     windows: BoundedMap<(Rc<str>, IpAddr, u16), Window>,
 }
@@ -91,6 +92,11 @@ impl RateWindows {
             ),
         );
         Some(if profile.learning { f.learning() } else { f })
+    }
+
+    /// Meets the running policy's cap after a restore.
+    pub fn recap(&mut self, cap: usize) {
+        self.windows.recap(cap);
     }
 
     pub fn evictions(&self) -> u64 {

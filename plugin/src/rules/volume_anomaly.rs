@@ -27,7 +27,7 @@ const ADAPT_WEIGHT: f64 = 0.1;
 
 /// Current baselines per (profile, context). Bounded by the policy: one entry
 /// per profile and context at most.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Baselines {
     learned: FxHashMap<(String, Option<String>), (Option<f64>, Option<f64>)>,
 }

@@ -1,0 +1,81 @@
+//! The engine's state on disk (`run --state PATH`): restored at start, saved
+//! periodically and at shutdown, so a restart — even `kill -9` — loses at most
+//! the records since the last snapshot.
+//!
+//! A snapshot is replaced atomically (written beside it, synced, renamed), so
+//! a crash mid-write leaves the previous one intact. One that cannot be read is
+//! reported, moved aside for inspection and never stops the start.
+
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(path: PathBuf) -> StateFile {
+        StateFile { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved snapshot; `None` on a first start (no file yet).
+    pub fn load(&self) -> Result<Option<Vec<u8>>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading state {}", self.path.display())),
+        }
+    }
+
+    /// Replaces the snapshot atomically.
+    pub fn save(&self, snapshot: &[u8]) -> Result<()> {
+        let tmp = self.sibling("tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(snapshot)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().with_context(|| format!("saving state to {}", self.path.display()))
+    }
+
+    /// Moves an unusable snapshot out of the way (to `PATH.rejected`), so the
+    /// next save does not destroy what an operator may want to inspect.
+    pub fn set_aside(&self) -> Option<PathBuf> {
+        let aside = self.sibling("rejected");
+        std::fs::rename(&self.path, &aside).ok().map(|()| aside)
+    }
+
+    fn sibling(&self, extension: &str) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".");
+        name.push(extension);
+        self.path.with_file_name(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_atomically_loads_back_and_sets_a_bad_file_aside() {
+        let dir = std::env::temp_dir().join(format!("clawwatch-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = StateFile::new(dir.join("state.msgpack"));
+        assert_eq!(file.load().unwrap(), None, "no snapshot on a first start");
+        file.save(b"one").unwrap();
+        file.save(b"two").unwrap();
+        assert_eq!(file.load().unwrap().as_deref(), Some(&b"two"[..]));
+        assert!(!dir.join("state.msgpack.tmp").exists());
+        let aside = file.set_aside().unwrap();
+        assert_eq!(std::fs::read(aside).unwrap(), b"two");
+        assert_eq!(file.load().unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,250 @@
+//! Saving and restoring what the engine has learnt, so a restarted host (or an
+//! engine re-created after a trap) loses no agent, DNS answer, baseline,
+//! window, deadline or open incident.
+//!
+//! The state is msgpack with named fields, headed by a format name and a
+//! version: a snapshot from an incompatible version is refused as a whole,
+//! never half-applied. The policy is not part of it: a restore keeps the
+//! running policy, and its caps and timings apply to what is restored.
+
+use super::{Engine, InboundKey, Stats, deadline_cap, window_cap};
+use crate::activity::Activity;
+use crate::bounded::BoundedMap;
+use crate::clock::{Clock, Deadlines};
+use crate::dns_map::DnsMap;
+use crate::incidents::Incidents;
+use crate::registry::Registry;
+use crate::rules::dns_tunneling::TunnelWindows;
+use crate::rules::rate_runaway::RateWindows;
+use crate::rules::volume_anomaly::Baselines;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::rc::Rc;
+
+/// Names the snapshot format, so a stray file is told apart from an old one.
+const FORMAT: &str = "clawwatch-state";
+/// Bumped whenever a saved structure changes shape.
+pub const VERSION: u32 = 1;
+
+/// Why a snapshot was refused. The engine is unchanged when this is returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateError {
+    /// Not a clawwatch snapshot, or damaged (truncated, altered).
+    Corrupt(String),
+    /// A clawwatch snapshot from an incompatible version.
+    Incompatible { found: u32, supported: u32 },
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            StateError::Corrupt(why) => {
+                write!(f, "not a readable clawwatch state snapshot ({why})")
+            }
+            StateError::Incompatible { found, supported } => write!(
+                f,
+                "state snapshot version {found}, but this clawwatch reads version {supported}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
+#[derive(Deserialize)]
+struct Header {
+    format: String,
+    version: u32,
+}
+
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    format: &'static str,
+    version: u32,
+    registry: &'a Registry,
+    dns: &'a DnsMap,
+    incidents: &'a Incidents,
+    inbound: &'a BoundedMap<InboundKey, ()>,
+    activities: &'a BoundedMap<Rc<str>, Activity>,
+    baselines: &'a Baselines,
+    rates: &'a RateWindows,
+    tunnels: &'a TunnelWindows,
+    clock: &'a Clock,
+    deadlines: &'a Deadlines,
+    stats: &'a Stats,
+}
+
+#[derive(Deserialize)]
+struct Saved {
+    registry: Registry,
+    dns: DnsMap,
+    incidents: Incidents,
+    inbound: BoundedMap<InboundKey, ()>,
+    activities: BoundedMap<Rc<str>, Activity>,
+    baselines: Baselines,
+    rates: RateWindows,
+    tunnels: TunnelWindows,
+    clock: Clock,
+    deadlines: Deadlines,
+    stats: Stats,
+}
+
+impl Engine {
+    /// Everything learnt so far, as a snapshot `restore_state` reads back.
+    pub fn export_state(&self) -> Vec<u8> {
+        let saved = SavedRef {
+            format: FORMAT,
+            version: VERSION,
+            registry: &self.registry,
+            dns: &self.dns,
+            incidents: &self.incidents,
+            inbound: &self.inbound,
+            activities: &self.activities,
+            baselines: &self.baselines,
+            rates: &self.rates,
+            tunnels: &self.tunnels,
+            clock: &self.clock,
+            deadlines: &self.deadlines,
+            stats: &self.stats,
+        };
+        rmp_serde::to_vec_named(&saved).expect("engine state is always serialisable")
+    }
+
+    /// Replaces everything learnt with a snapshot's, keeping the policy; the
+    /// policy's caps trim what does not fit (least recently used first) and
+    /// its timings apply. On error the engine is unchanged.
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        let header: Header = rmp_serde::from_slice(bytes)
+            .map_err(|e| StateError::Corrupt(format!("no snapshot header: {e}")))?;
+        if header.format != FORMAT {
+            return Err(StateError::Corrupt(format!(
+                "format `{}`, expected `{FORMAT}`",
+                header.format
+            )));
+        }
+        if header.version != VERSION {
+            return Err(StateError::Incompatible {
+                found: header.version,
+                supported: VERSION,
+            });
+        }
+        let saved: Saved =
+            rmp_serde::from_slice(bytes).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        self.registry = saved.registry;
+        self.dns = saved.dns;
+        self.incidents = saved.incidents;
+        self.inbound = saved.inbound;
+        self.activities = saved.activities;
+        self.baselines = saved.baselines;
+        self.rates = saved.rates;
+        self.tunnels = saved.tunnels;
+        self.clock = saved.clock;
+        self.deadlines = saved.deadlines;
+        self.stats = saved.stats;
+        self.emitted.clear();
+
+        let m = &self.policy.monitor;
+        self.registry.recap(m.max_agents);
+        self.dns.recap(m.max_dns_entries);
+        self.incidents.recap(m.max_incidents);
+        self.inbound.recap(m.max_dns_entries);
+        self.activities.recap(m.max_agents);
+        self.rates.recap(window_cap(m));
+        self.tunnels.recap(window_cap(m));
+        self.deadlines.recap(deadline_cap(m));
+        self.apply_timings();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::Engine;
+
+    const POLICY: &str = include_str!("../../../testdata/policy.toml");
+    const SCENARIO: &[u8] = include_bytes!("../../../testdata/scenario/records.ndjson");
+
+    fn run(engine: &mut Engine, records: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        engine.process_ndjson(records, &mut out);
+        out
+    }
+
+    /// Cutting the scenario anywhere, saving, and going on in a new engine
+    /// restored from the save gives exactly the output of one uninterrupted run.
+    #[test]
+    fn a_restored_engine_continues_exactly_where_the_saved_one_stopped() {
+        let mut whole = Engine::new(POLICY).unwrap();
+        let expected = run(&mut whole, SCENARIO);
+        let lines: Vec<&[u8]> = SCENARIO.split_inclusive(|b| *b == b'\n').collect();
+        for cut in 1..lines.len() {
+            let mut first = Engine::new(POLICY).unwrap();
+            let mut out = run(&mut first, &lines[..cut].concat());
+            let snapshot = first.export_state();
+            drop(first);
+            let mut second = Engine::new(POLICY).unwrap();
+            second.restore_state(&snapshot).unwrap();
+            out.extend(run(&mut second, &lines[cut..].concat()));
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&expected),
+                "cut after line {cut}"
+            );
+            assert_eq!(second.stats(), whole.stats(), "cut after line {cut}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused_and_changes_nothing() {
+        let mut engine = Engine::new(POLICY).unwrap();
+        run(&mut engine, SCENARIO);
+        let snapshot = engine.export_state();
+        let before = engine.export_state();
+        for damaged in [
+            &snapshot[..snapshot.len() / 2],
+            &b"not a snapshot"[..],
+            &b""[..],
+        ] {
+            let err = engine.restore_state(damaged).unwrap_err();
+            assert!(matches!(err, super::StateError::Corrupt(_)), "{err:?}");
+            assert_eq!(engine.export_state(), before);
+        }
+    }
+
+    #[test]
+    fn a_snapshot_of_another_version_is_refused_by_version() {
+        #[derive(serde::Serialize)]
+        struct Future {
+            format: &'static str,
+            version: u32,
+        }
+        let bytes = rmp_serde::to_vec_named(&Future {
+            format: "clawwatch-state",
+            version: super::VERSION + 1,
+        })
+        .unwrap();
+        let mut engine = Engine::new(POLICY).unwrap();
+        let err = engine.restore_state(&bytes).unwrap_err();
+        assert_eq!(
+            err,
+            super::StateError::Incompatible {
+                found: super::VERSION + 1,
+                supported: super::VERSION
+            }
+        );
+        assert!(err.to_string().contains("version 2"), "{err}");
+    }
+
+    #[test]
+    fn a_restore_under_a_smaller_agent_cap_keeps_the_most_recent_agents() {
+        let mut engine = Engine::new(POLICY).unwrap();
+        run(&mut engine, SCENARIO);
+        let agents = engine.stats().agents;
+        assert!(agents > 2, "the scenario spawns several agents");
+        let small = format!("{POLICY}\n").replace("[monitor]", "[monitor]\nmax_agents = 2");
+        let mut restored = Engine::new(&small).unwrap();
+        restored.restore_state(&engine.export_state()).unwrap();
+        assert_eq!(restored.stats().agents, 2);
+        assert!(restored.stats().evictions > engine.stats().evictions);
+    }
+}

@@ -1,0 +1,169 @@
+//! OCSF output: incident and audit records as Detection Findings (class 2004,
+//! OCSF 1.3), the shape OCSF-native SIEMs and data lakes (Security Lake,
+//! Splunk, Sentinel's OCSF mappings) take findings in. Other records keep the
+//! native note; the native incident object stays under `unmapped.clawwatch`.
+
+use super::{Endpoints, rfc3339};
+use crate::output::{IncidentRecord, IncidentStatus};
+use crate::record::Stream;
+use crate::rules::Severity;
+use crate::time::Timestamp;
+use serde_json::{Map, Value, json};
+
+pub const OCSF_VERSION: &str = "1.3.0";
+pub const DETECTION_FINDING: u32 = 2004;
+
+fn millis(t: Timestamp) -> i64 {
+    t.0.div_euclid(1_000_000)
+}
+
+/// OCSF `severity_id` and its caption.
+pub fn severity(s: Severity) -> (u8, &'static str) {
+    match s {
+        Severity::Info => (1, "Informational"),
+        Severity::Low => (2, "Low"),
+        Severity::Medium => (3, "Medium"),
+        Severity::High => (4, "High"),
+    }
+}
+
+pub fn write_incident(record: &IncidentRecord, out: &mut Vec<u8>) {
+    let mut native = Vec::with_capacity(512);
+    record.write(&mut native);
+    let mut native: Value = serde_json::from_slice(&native).expect("incident records are JSON");
+    let i = &record.incident;
+    let (activity_id, activity, status_id, status) = match record.status {
+        IncidentStatus::Open => (1, "Create", 1, "New"),
+        IncidentStatus::Closed => (3, "Close", 4, "Resolved"),
+    };
+    let (severity_id, severity_name) = severity(i.severity);
+    let approval = record.stream() == Stream::Audit;
+    let mut doc = Map::new();
+    doc.insert("class_uid".into(), DETECTION_FINDING.into());
+    doc.insert("class_name".into(), "Detection Finding".into());
+    doc.insert("category_uid".into(), 2.into());
+    doc.insert("category_name".into(), "Findings".into());
+    doc.insert("activity_id".into(), activity_id.into());
+    doc.insert("activity_name".into(), activity.into());
+    doc.insert(
+        "type_uid".into(),
+        (DETECTION_FINDING * 100 + activity_id).into(),
+    );
+    doc.insert(
+        "type_name".into(),
+        format!("Detection Finding: {activity}").into(),
+    );
+    doc.insert("time".into(), millis(record.ts).into());
+    doc.insert("time_dt".into(), rfc3339(record.ts).into());
+    doc.insert("severity_id".into(), severity_id.into());
+    doc.insert("severity".into(), severity_name.into());
+    doc.insert("status_id".into(), status_id.into());
+    doc.insert("status".into(), status.into());
+    doc.insert("message".into(), i.summary.clone().into());
+    doc.insert("count".into(), i.count.into());
+    if approval {
+        // An authorisation, not an alert: the security-control disposition says so.
+        doc.insert("action_id".into(), 1.into());
+        doc.insert("action".into(), "Allowed".into());
+        doc.insert("disposition_id".into(), 1.into());
+        doc.insert("disposition".into(), "Allowed".into());
+    }
+    doc.insert(
+        "metadata".into(),
+        json!({
+            "version": OCSF_VERSION,
+            "product": {
+                "name": "clawwatch",
+                "vendor_name": "clawwatch",
+                "version": env!("CARGO_PKG_VERSION"),
+            },
+            "log_name": record.stream().as_str(),
+            "profiles": if approval { vec!["security_control"] } else { vec![] },
+        }),
+    );
+    doc.insert(
+        "finding_info".into(),
+        json!({
+            "uid": &*i.id,
+            "title": i.summary,
+            "desc": i.rule.description,
+            "types": [i.rule.id],
+            "first_seen_time": millis(i.first_seen),
+            "last_seen_time": millis(i.last_seen),
+            "analytic": {
+                "uid": i.rule.id,
+                "name": i.rule.id,
+                "type_id": 1,
+                "type": "Rule",
+                "category": i.rule.tags.join(","),
+            },
+        }),
+    );
+    if let Some(e) = &i.evidence {
+        doc.insert("evidences".into(), json!([evidence(e)]));
+    }
+    if let Some(a) = &i.agent {
+        let mut labels = vec![format!("profile:{}", a.profile)];
+        if let Some(d) = &a.deployment {
+            labels.push(format!("deployment:{d}"));
+        }
+        doc.insert(
+            "resources".into(),
+            json!([{
+                "uid": &*a.id,
+                "name": &*a.agent_type,
+                "type": "AI agent",
+                "labels": labels,
+            }]),
+        );
+    }
+    doc.insert(
+        "unmapped".into(),
+        json!({ "clawwatch": native["clawwatch"].take() }),
+    );
+    out.extend_from_slice(
+        &serde_json::to_vec(&Value::Object(doc)).expect("a JSON map always serialises"),
+    );
+}
+
+/// The first finding's record as an OCSF evidence artifact.
+fn evidence(e: &Endpoints) -> Value {
+    let mut m = Map::new();
+    let endpoint = |ip: Option<std::net::IpAddr>, port: Option<u16>, host: Option<&str>| {
+        let mut m = Map::new();
+        if let Some(ip) = ip {
+            m.insert("ip".into(), ip.to_string().into());
+        }
+        if let Some(port) = port {
+            m.insert("port".into(), port.into());
+        }
+        if let Some(host) = host {
+            m.insert("hostname".into(), host.into());
+        }
+        m
+    };
+    let src = endpoint(e.src, e.src_port, None);
+    if !src.is_empty() {
+        m.insert("src_endpoint".into(), Value::Object(src));
+    }
+    let dst = endpoint(e.dst, e.dst_port, e.dst_name.as_deref());
+    if !dst.is_empty() {
+        m.insert("dst_endpoint".into(), Value::Object(dst));
+    }
+    if let Some(p) = e.proto {
+        m.insert(
+            "connection_info".into(),
+            json!({ "protocol_name": p.to_string(), "protocol_num": p.number() }),
+        );
+    }
+    if let Some(q) = &e.dns_question {
+        let mut query = Map::new();
+        query.insert("hostname".into(), q.clone().into());
+        if let Some(t) = &e.dns_type {
+            query.insert("type".into(), t.clone().into());
+        }
+        m.insert("query".into(), Value::Object(query));
+    }
+    m.insert("name".into(), e.action.clone().into());
+    Value::Object(m)
+}
