@@ -52,7 +52,16 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 /// spawned with a plan, resolving three names, making 30 connections to them
 /// and sending a heartbeat (their state then includes registry entry,
 /// bindings, DNS answers, activity and rate windows).
-fn bytes_per_agent(policy_text: &str, agents: usize) -> Result<f64> {
+/// What the state of a fleet costs: heap per agent, and its snapshot (size,
+/// time to export, time to restore into a new engine).
+struct StateCost {
+    heap_per_agent: f64,
+    snapshot_bytes: usize,
+    export: Duration,
+    restore: Duration,
+}
+
+fn state_cost(policy_text: &str, agents: usize) -> Result<StateCost> {
     let mut engine = Engine::new(policy_text).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
     let before = HEAP_IN_USE.load(Ordering::Relaxed);
     let mut out = Vec::new();
@@ -94,8 +103,26 @@ fn bytes_per_agent(policy_text: &str, agents: usize) -> Result<f64> {
     drop(out);
     let after = HEAP_IN_USE.load(Ordering::Relaxed);
     let held = after.saturating_sub(before) as f64 / agents as f64;
+    let started = Instant::now();
+    let snapshot = engine.export_state();
+    let export = started.elapsed();
     drop(engine);
-    Ok(held)
+    let mut restored = Engine::new(policy_text).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+    let started = Instant::now();
+    restored
+        .restore_state(&snapshot)
+        .map_err(|e| anyhow::anyhow!("restoring the bench's own snapshot: {e}"))?;
+    let restore = started.elapsed();
+    ensure!(
+        restored.stats().agents == agents as u64,
+        "the restored engine lost agents"
+    );
+    Ok(StateCost {
+        heap_per_agent: held,
+        snapshot_bytes: snapshot.len(),
+        export,
+        restore,
+    })
 }
 
 /// A small deterministic generator: the same records on every run.
@@ -263,7 +290,7 @@ pub fn run(opts: BenchOptions) -> Result<()> {
     drop(engine);
     // Measured while nothing else allocates: before any component is loaded.
     let agents = 10_000;
-    let per_agent = bytes_per_agent(&opts.policy_text, agents)?;
+    let cost = state_cost(&opts.policy_text, agents)?;
 
     // The component as `run` uses it (CPU-bounded by epoch checks), and without
     // the bound, so the price of the bound is visible.
@@ -335,7 +362,16 @@ pub fn run(opts: BenchOptions) -> Result<()> {
     );
     let _ = writeln!(
         report,
-        "state: {per_agent:.0} bytes per active agent (native heap, {agents} agents with a plan, 3 DNS names, 30 connections and a heartbeat each)"
+        "state: {:.0} bytes per active agent (native heap, {agents} agents with a plan, 3 DNS names, 30 connections and a heartbeat each)",
+        cost.heap_per_agent
+    );
+    let _ = writeln!(
+        report,
+        "snapshot of those {agents} agents: {:.1} MB ({:.0} bytes per agent), export {:.0} ms, restore {:.0} ms (native)",
+        cost.snapshot_bytes as f64 / 1e6,
+        cost.snapshot_bytes as f64 / agents as f64,
+        cost.export.as_secs_f64() * 1000.0,
+        cost.restore.as_secs_f64() * 1000.0
     );
     let identical = component_paths
         .iter()

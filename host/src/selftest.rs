@@ -73,6 +73,7 @@ pub fn run(opts: SelftestOptions) -> std::process::ExitCode {
                 serde_json::json!({
                     "profile": t.profile, "mutation": t.mutation, "behaviour": t.description,
                     "expected_rules": t.expected_rules, "outcome": outcome, "rules": rules,
+                    "allowed_by": t.allowed_by,
                 })
             })
             .collect();
@@ -84,11 +85,17 @@ pub fn run(opts: SelftestOptions) -> std::process::ExitCode {
         for (t, o) in &results {
             let line = match o {
                 Outcome::Hole => format!(
-                    "HOLE         {:<28} {:<22} {} — nothing caught it (expected {})",
+                    "HOLE         {:<28} {:<22} {} — {}",
                     t.profile,
                     t.mutation,
                     t.description,
-                    t.expected_rules.join(" or ")
+                    match &t.allowed_by {
+                        Some(rule) => format!("let through by {rule}"),
+                        None => format!(
+                            "nothing caught it (expected {})",
+                            t.expected_rules.join(" or ")
+                        ),
+                    }
                 ),
                 Outcome::FalseAlarm(rules) => format!(
                     "FALSE ALARM  {:<28} {:<22} {} — raised {}",
@@ -107,11 +114,22 @@ pub fn run(opts: SelftestOptions) -> std::process::ExitCode {
                     t.profile, t.mutation, t.description
                 ),
                 Outcome::Passed(rules) => format!(
-                    "caught       {:<28} {:<22} {} — {}",
+                    "caught       {:<28} {:<22} {} — {}{}",
                     t.profile,
                     t.mutation,
                     t.description,
-                    rules.join(", ")
+                    rules.join(", "),
+                    if t.expected_rules
+                        .iter()
+                        .any(|e| rules.contains(&e.to_string()))
+                    {
+                        String::new()
+                    } else {
+                        format!(
+                            " (not by {}, which should have)",
+                            t.expected_rules.join(" or ")
+                        )
+                    }
                 ),
             };
             println!("{line}");

@@ -282,6 +282,7 @@ fn bench_reports_both_paths_and_their_ratio() {
         "unbounded",
         "time vs native",
         "bytes per active agent",
+        "snapshot of those",
         "outputs identical: yes",
     ] {
         assert!(report.contains(needle), "{report}");

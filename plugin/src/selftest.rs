@@ -45,6 +45,9 @@ pub struct Trial {
     pub records: String,
     /// Event time to advance to after the records, so time-driven checks run.
     pub advance_to: Timestamp,
+    /// For a connection the policy itself admits: the rule that does, which
+    /// is where a hole usually is.
+    pub allowed_by: Option<String>,
 }
 
 /// How a trial went.
@@ -338,6 +341,7 @@ impl<'p> TestAgent<'p> {
             expected_rules: expected_rules.to_vec(),
             records,
             advance_to: ts(end + 120 + lateness + self.policy.monitor.incident_quiet_secs),
+            allowed_by: None,
         }
     }
 
@@ -377,7 +381,7 @@ impl<'p> TestAgent<'p> {
                 }) {
                     continue;
                 }
-                out.push(self.trial(
+                let mut trial = self.trial(
                     "port_off_by_one",
                     format!(
                         "{target}:{port}/{} (rule `{rule}` allows {})",
@@ -396,7 +400,9 @@ impl<'p> TestAgent<'p> {
                         );
                         10
                     },
-                ));
+                );
+                trial.allowed_by = self.admitting(r.proto, port, r.ip, r.name.as_deref());
+                out.push(trial);
             }
             // Names just outside the rule's.
             let mut names: Vec<(&'static str, String)> = Vec::new();
@@ -431,7 +437,7 @@ impl<'p> TestAgent<'p> {
                     continue;
                 }
                 let ip = self.fresh_ip(50 + out.len());
-                out.push(self.trial(
+                let mut trial = self.trial(
                     mutation,
                     format!("{name}:{}/{} (rule `{rule}`)", r.port, r.proto),
                     Expect::Alert,
@@ -441,7 +447,9 @@ impl<'p> TestAgent<'p> {
                         self.flow(rec, 11, ip, r.port, r.proto);
                         11
                     },
-                ));
+                );
+                trial.allowed_by = self.admitting(r.proto, r.port, ip, Some(&name));
+                out.push(trial);
             }
             // Addresses just outside.
             let outside: Vec<IpAddr> = match &rule.destination {
@@ -453,7 +461,7 @@ impl<'p> TestAgent<'p> {
                 if self.explicitly_allowed_ip(r.proto, r.port, ip) {
                     continue;
                 }
-                out.push(self.trial(
+                let mut trial = self.trial(
                     "address_outside_cidr",
                     format!("{ip}:{}/{} (rule `{rule}`)", r.port, r.proto),
                     Expect::Alert,
@@ -462,7 +470,9 @@ impl<'p> TestAgent<'p> {
                         self.flow(rec, 10, ip, r.port, r.proto);
                         10
                     },
-                ));
+                );
+                trial.allowed_by = self.admitting(r.proto, r.port, ip, None);
+                out.push(trial);
             }
         }
 
@@ -486,7 +496,7 @@ impl<'p> TestAgent<'p> {
         ports.dedup();
         for (proto, port) in ports {
             let ip = self.fresh_ip(600);
-            out.push(self.trial(
+            let mut trial = self.trial(
                 "unlisted_destination",
                 format!("{ip}:{port}/{proto}, an address no rule names"),
                 Expect::Alert,
@@ -495,7 +505,9 @@ impl<'p> TestAgent<'p> {
                     self.flow(rec, 10, ip, port, proto);
                     10
                 },
-            ));
+            );
+            trial.allowed_by = self.admitting(proto, port, ip, None);
+            out.push(trial);
         }
 
         // DNS to a resolver that is not the corporate one.
@@ -643,6 +655,19 @@ impl<'p> TestAgent<'p> {
         }
     }
 
+    /// The rule (of the profile, or the approvals) that admits this connection.
+    fn admitting(&self, proto: Proto, port: u16, ip: IpAddr, name: Option<&str>) -> Option<String> {
+        let names: Vec<&str> = name.into_iter().collect();
+        if let Some(rule) = self.profile.allowing_rule(proto, port, ip, &names) {
+            return Some(format!("allowed_outbound rule `{rule}`"));
+        }
+        self.policy
+            .approvals
+            .iter()
+            .find(|r| r.allows(proto, port, ip, &names))
+            .map(|rule| format!("[approvals] entry `{rule}`"))
+    }
+
     /// A rule of the profile names this host exactly (so it is not a mutation).
     fn explicitly_allowed(&self, proto: Proto, port: u16, name: &str) -> bool {
         self.profile.allowed_outbound.iter().any(|r| {
@@ -738,6 +763,20 @@ mod tests {
     fn the_bundled_policy_has_no_holes_and_no_false_alarms() {
         let results = run(include_str!("../../testdata/policy.toml"));
         assert_eq!(problems(&results), Vec::<String>::new());
+        for (t, o) in &results {
+            if let Outcome::Passed(rules) = o {
+                assert!(
+                    t.expect == Expect::Quiet
+                        || t.expected_rules
+                            .iter()
+                            .any(|e| rules.iter().any(|r| r == e)),
+                    "{} {} was caught, but by {rules:?} instead of {:?}",
+                    t.profile,
+                    t.mutation,
+                    t.expected_rules
+                );
+            }
+        }
         let kinds: std::collections::BTreeSet<&str> =
             results.iter().map(|(t, _)| t.mutation).collect();
         for kind in [
@@ -771,11 +810,18 @@ mod tests {
             .filter(|(_, o)| *o == Outcome::Hole)
             .map(|(t, _)| t)
             .collect();
-        assert!(
-            holes.iter().any(|t| t.profile == "data_collector_v1"
-                && t.mutation == "unlisted_destination"
-                && t.description.contains(":443/tcp")),
-            "{holes:#?}"
+        let unlisted = holes
+            .iter()
+            .find(|t| {
+                t.profile == "data_collector_v1"
+                    && t.mutation == "unlisted_destination"
+                    && t.description.contains(":443/tcp")
+            })
+            .unwrap_or_else(|| panic!("{holes:#?}"));
+        assert_eq!(
+            unlisted.allowed_by.as_deref(),
+            Some("allowed_outbound rule `ANY:443/tcp`"),
+            "the hole names the rule that opens it"
         );
         assert!(
             holes.iter().any(|t| t.mutation == "sibling_domain"),
