@@ -142,17 +142,24 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     let judge = tokio::task::spawn_blocking(move || {
         let metrics = judge_metrics;
-        let save = |monitor: &mut Monitor| {
-            if let Some((file, _)) = &state_file {
-                let saved = monitor.export_state().and_then(|s| file.save(&s));
-                let mut m = metrics.lock().expect("metrics lock");
-                match saved {
-                    Ok(()) => m.snapshots_saved += 1,
-                    Err(e) => {
-                        m.snapshots_failed += 1;
-                        // The previous snapshot stays; the next attempt may succeed.
-                        eprintln!("clawwatch: state not saved: {e:#}");
-                    }
+        let mut saver = state_file.map(|(file, _)| crate::state::Saver::new(file));
+        let count = |outcome: Option<Result<()>>| {
+            let mut m = metrics.lock().expect("metrics lock");
+            match outcome {
+                Some(Ok(())) => m.snapshots_saved += 1,
+                Some(Err(e)) => {
+                    m.snapshots_failed += 1;
+                    // The previous snapshot stays; the next attempt may succeed.
+                    eprintln!("clawwatch: state not saved: {e:#}");
+                }
+                None => {}
+            }
+        };
+        let mut save = |monitor: &mut Monitor| {
+            if let Some(saver) = saver.as_mut() {
+                match monitor.export_state() {
+                    Ok(snapshot) => count(saver.save(snapshot)),
+                    Err(e) => count(Some(Err(e))),
                 }
             }
         };
@@ -238,6 +245,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
         }
         save(&mut monitor);
+        drop(save);
+        if let Some(saver) = saver.as_mut() {
+            count(saver.finish());
+        }
         monitor
     });
 

@@ -59,6 +59,39 @@ impl StateFile {
     }
 }
 
+/// Writes snapshots on a thread of its own, so the pipeline waits only for
+/// the engine's export, not for the disk. One write at a time, in order.
+pub struct Saver {
+    file: std::sync::Arc<StateFile>,
+    writing: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Saver {
+    pub fn new(file: StateFile) -> Saver {
+        Saver {
+            file: std::sync::Arc::new(file),
+            writing: None,
+        }
+    }
+
+    /// Starts writing `snapshot` once the previous write is done; returns how
+    /// that previous write went, if there was one.
+    pub fn save(&mut self, snapshot: Vec<u8>) -> Option<Result<()>> {
+        let previous = self.finish();
+        let file = self.file.clone();
+        self.writing = Some(std::thread::spawn(move || file.save(&snapshot)));
+        previous
+    }
+
+    /// Waits for the write in flight; how it went, if there was one.
+    pub fn finish(&mut self) -> Option<Result<()>> {
+        self.writing.take().map(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the state writer failed")))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +109,20 @@ mod tests {
         let aside = file.set_aside().unwrap();
         assert_eq!(std::fs::read(aside).unwrap(), b"two");
         assert_eq!(file.load().unwrap(), None);
+
+        let mut saver = Saver::new(StateFile::new(dir.join("state.msgpack")));
+        assert!(
+            saver.save(b"first".to_vec()).is_none(),
+            "nothing written before"
+        );
+        assert!(matches!(saver.save(b"second".to_vec()), Some(Ok(()))));
+        assert!(matches!(saver.finish(), Some(Ok(()))));
+        assert_eq!(
+            file.load().unwrap().as_deref(),
+            Some(&b"second"[..]),
+            "written in order"
+        );
+        assert!(saver.finish().is_none());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
