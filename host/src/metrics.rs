@@ -253,29 +253,26 @@ impl Metrics {
 
     /// The end-of-run summary, a few lines for stderr.
     pub fn summary(&self, elapsed: Duration) -> String {
-        let by_stream = self.records_by_stream();
-        let judged: u64 = by_stream
-            .iter()
-            .filter(|(s, _, _)| s != "incident" && s != "audit")
-            .map(|(_, _, n)| n)
-            .sum::<u64>()
-            + self.oversized_lines;
-        let mut verdicts: Vec<(String, u64)> = Vec::new();
-        for (stream, verdict, n) in &by_stream {
-            if stream == "incident" || stream == "audit" {
-                continue;
-            }
-            match verdicts.iter_mut().find(|(v, _)| v == verdict) {
+        /// Adds `n` to `key`'s total, keeping first-seen order.
+        fn add(totals: &mut Vec<(String, u64)>, key: &str, n: u64) {
+            match totals.iter_mut().find(|(k, _)| k == key) {
                 Some((_, total)) => *total += n,
-                None => verdicts.push((verdict.clone(), *n)),
+                None => totals.push((key.to_string(), n)),
+            }
+        }
+        let by_stream = self.records_by_stream();
+        let (mut verdicts, mut streams) = (Vec::new(), Vec::new());
+        for (stream, verdict, n) in &by_stream {
+            add(&mut streams, stream, *n);
+            // Incident and audit records are written by clawwatch, not judged.
+            if stream != "incident" && stream != "audit" {
+                add(&mut verdicts, verdict, *n);
             }
         }
         if self.oversized_lines > 0 {
-            match verdicts.iter_mut().find(|(v, _)| v == "error") {
-                Some((_, total)) => *total += self.oversized_lines,
-                None => verdicts.push(("error".into(), self.oversized_lines)),
-            }
+            add(&mut verdicts, "error", self.oversized_lines);
         }
+        let judged: u64 = verdicts.iter().map(|(_, n)| n).sum();
         let list = |items: Vec<String>| {
             if items.is_empty() {
                 "none".to_string()
@@ -288,20 +285,11 @@ impl Metrics {
             elapsed.as_secs_f64(),
             list(verdicts.iter().map(|(v, n)| format!("{n} {v}")).collect())
         );
-        let streams: Vec<String> = {
-            let mut totals: Vec<(String, u64)> = Vec::new();
-            for (stream, _, n) in &by_stream {
-                match totals.iter_mut().find(|(s, _)| s == stream) {
-                    Some((_, t)) => *t += n,
-                    None => totals.push((stream.clone(), *n)),
-                }
-            }
-            totals
-                .into_iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(s, n)| format!("{s} {n}"))
-                .collect()
-        };
+        let streams: Vec<String> = streams
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
         let _ = writeln!(out, "  by stream: {}", list(streams));
         let findings: Vec<String> = self
             .findings_by_rule()

@@ -86,7 +86,7 @@ pub struct RunOptions {
     pub field_set: crate::component::FieldSet,
 }
 
-pub async fn run(opts: RunOptions) -> Result<()> {
+pub async fn run(mut opts: RunOptions) -> Result<()> {
     let started = Instant::now();
     let (component, cache_dir) = (opts.component.clone(), opts.cache_dir.clone());
     let interruptible = opts.limits.batch_timeout.is_some();
@@ -99,7 +99,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .map_err(|e| e.explain(&policy_name))?;
     monitor.set_stream(opts.stream.clone());
     monitor.set_field_set(opts.field_set)?;
-    let mut opts = opts;
     let state_file = opts.state.take();
     if let Some((file, _)) = &state_file {
         restore(&mut monitor, file);

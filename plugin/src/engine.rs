@@ -33,7 +33,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 /// Running totals; see the WIT `stats` record for their meaning.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     pub records: u64,
     pub allowed: u64,
@@ -55,6 +55,15 @@ pub struct Stats {
     pub findings_by_rule: [u64; crate::rules::ALL.len()],
     /// Incidents open now.
     pub incidents_open: u64,
+}
+
+/// What the engine counts as it goes; every total in [`Stats`] derives from these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Counters {
+    /// Records by `[stream][verdict]`: judged ones, and incident/audit records written.
+    by_stream: [[u64; Verdict::ALL.len()]; Stream::ALL.len()],
+    /// Findings by rule, indexed as `rules::ALL`.
+    by_rule: [u64; crate::rules::ALL.len()],
 }
 
 /// Rate and tunnel windows: a few destinations or domains per agent.
@@ -92,7 +101,7 @@ pub struct Engine {
     field_set: FieldSet,
     /// The current record's endpoints, when the field set reports them.
     current: Option<Endpoints>,
-    stats: Stats,
+    counters: Counters,
 }
 
 impl Engine {
@@ -118,7 +127,7 @@ impl Engine {
             field_set: FieldSet::Native,
             current: None,
             policy,
-            stats: Stats::default(),
+            counters: Counters::default(),
         }
     }
 
@@ -151,7 +160,24 @@ impl Engine {
     }
 
     pub fn stats(&self) -> Stats {
+        let by_stream = self.counters.by_stream;
+        // Incident and audit records are written by clawwatch, not judged.
+        let judged = |verdict: Verdict| -> u64 {
+            Stream::ALL
+                .iter()
+                .filter(|s| !matches!(s, Stream::Incident | Stream::Audit))
+                .map(|&s| by_stream[s as usize][verdict as usize])
+                .sum()
+        };
         Stats {
+            records: Verdict::ALL.iter().map(|&v| judged(v)).sum(),
+            allowed: judged(Verdict::Allow),
+            alerts: judged(Verdict::Alert),
+            approved: judged(Verdict::Approved),
+            unattributed: judged(Verdict::Unattributed),
+            not_applicable: judged(Verdict::NotApplicable),
+            errors: judged(Verdict::Error),
+            findings: self.counters.by_rule.iter().sum(),
             evictions: self.registry.evictions()
                 + self.dns.evictions()
                 + self.incidents.evictions()
@@ -165,7 +191,8 @@ impl Engine {
             incidents_opened: self.incidents.opened(),
             incidents_closed: self.incidents.closed(),
             incidents_open: self.incidents.len() as u64,
-            ..self.stats.clone()
+            records_by_stream: by_stream,
+            findings_by_rule: self.counters.by_rule,
         }
     }
 
@@ -199,18 +226,7 @@ impl Engine {
     /// Incident and audit records it produced wait for [`Engine::write_emitted`].
     pub fn process_record(&mut self, record: &[u8], out: &mut Vec<u8>) {
         let (stream, verdict) = self.judge_and_write(record, out);
-        // Deadlines that come due are no evidence of this record's endpoints.
-        self.current = None;
-        self.stats.records += 1;
-        self.stats.records_by_stream[stream as usize][verdict as usize] += 1;
-        match verdict {
-            Verdict::Allow => self.stats.allowed += 1,
-            Verdict::Alert => self.stats.alerts += 1,
-            Verdict::Approved => self.stats.approved += 1,
-            Verdict::Unattributed => self.stats.unattributed += 1,
-            Verdict::NotApplicable => self.stats.not_applicable += 1,
-            Verdict::Error => self.stats.errors += 1,
-        }
+        self.counters.by_stream[stream as usize][verdict as usize] += 1;
         self.run_due();
     }
 
@@ -233,7 +249,7 @@ impl Engine {
     pub fn write_emitted(&mut self, out: &mut Vec<u8>) {
         for record in self.emitted.drain(..) {
             let (stream, verdict) = record.stream_and_verdict();
-            self.stats.records_by_stream[stream as usize][verdict as usize] += 1;
+            self.counters.by_stream[stream as usize][verdict as usize] += 1;
             match self.field_set {
                 FieldSet::Native => record.write(out),
                 FieldSet::Ecs => crate::siem::ecs::write_incident(&record, out),
@@ -268,12 +284,13 @@ impl Engine {
             ) => note.append_to(json, *has_clawwatch, out),
             (_, Original::Raw(raw)) => note.wrap_raw(raw, out),
         }
+        // Deadlines that come due next are no evidence of this record's endpoints.
+        self.current = None;
         (note.stream, note.verdict)
     }
 
     /// Parses and judges one record.
     fn judge_record<'r>(&mut self, record: &'r [u8]) -> (Note, Original<'r>) {
-        self.current = None;
         let trimmed = record.trim_ascii();
         let fail = |why: String| {
             let mut note = Note::new(Stream::Other, Verdict::Error);
@@ -821,24 +838,21 @@ impl Engine {
         agent: Option<&AgentInfo>,
         ts: Timestamp,
     ) -> Vec<Reported> {
-        self.stats.findings += findings.len() as u64;
         for finding in &findings {
             if let Some(i) = crate::rules::ALL
                 .iter()
                 .position(|r| r.id == finding.rule.id)
             {
-                self.stats.findings_by_rule[i] += 1;
+                self.counters.by_rule[i] += 1;
             }
         }
         findings
             .into_iter()
             .map(|finding| {
-                let (occurrence, opened) = self.incidents.observe(&finding, agent, ts);
-                if let Some(mut incident) = opened {
-                    if let Some(evidence) = &self.current {
-                        self.incidents.attach_evidence(&incident.id, evidence);
-                        incident.evidence = Some(Box::new(evidence.clone()));
-                    }
+                let (occurrence, opened) =
+                    self.incidents
+                        .observe(&finding, agent, self.current.as_ref(), ts);
+                if let Some(incident) = opened {
                     if let Some(at) = self.incidents.quiet_at(&incident.id) {
                         self.deadlines
                             .schedule(at, Due::IncidentQuiet(incident.id.clone()));

@@ -71,11 +71,13 @@ impl Incidents {
         self.quiet_nanos = quiet_secs.saturating_mul(crate::time::NANOS_PER_SEC);
     }
 
-    /// Records `finding` at event time `t`; on a new incident also returns it.
+    /// Records `finding` at event time `t`; on a new incident also returns it,
+    /// keeping `evidence` (the endpoints of the record that opened it).
     pub fn observe(
         &mut self,
         finding: &Finding,
         agent: Option<&AgentInfo>,
+        evidence: Option<&crate::siem::Endpoints>,
         t: Timestamp,
     ) -> (Occurrence, Option<Incident>) {
         if let Some(incident) = self.open.get_mut(finding.incident.as_str()) {
@@ -104,7 +106,7 @@ impl Incidents {
             first_seen: t,
             last_seen: t,
             count: 1,
-            evidence: None,
+            evidence: evidence.map(|e| Box::new(e.clone())),
         };
         self.open.insert(incident.id.clone(), incident.clone());
         self.opened += 1;
@@ -135,13 +137,6 @@ impl Incidents {
                     .remove(id)
                     .map_or(Closing::Gone, |incident| Closing::Closed(incident, at))
             }
-        }
-    }
-
-    /// Keeps the opening record's endpoints with an open incident.
-    pub fn attach_evidence(&mut self, id: &str, evidence: &crate::siem::Endpoints) {
-        if let Some(incident) = self.open.peek_mut(id) {
-            incident.evidence = Some(Box::new(evidence.clone()));
         }
     }
 
@@ -191,21 +186,21 @@ mod tests {
     fn repeats_count_and_quiet_period_reopens() {
         let mut i = Incidents::new(16, 3600);
         assert_eq!(
-            i.observe(&finding("a/r/x"), None, t(0)).0,
+            i.observe(&finding("a/r/x"), None, None, t(0)).0,
             Occurrence {
                 new: true,
                 count: 1
             }
         );
         assert_eq!(
-            i.observe(&finding("a/r/x"), None, t(30)).0,
+            i.observe(&finding("a/r/x"), None, None, t(30)).0,
             Occurrence {
                 new: false,
                 count: 2
             }
         );
         assert_eq!(
-            i.observe(&finding("a/r/x"), None, t(5)).0,
+            i.observe(&finding("a/r/x"), None, None, t(5)).0,
             Occurrence {
                 new: false,
                 count: 3
@@ -213,14 +208,14 @@ mod tests {
             "late record joins"
         );
         assert_eq!(
-            i.observe(&finding("a/r/y"), None, t(31)).0,
+            i.observe(&finding("a/r/y"), None, None, t(31)).0,
             Occurrence {
                 new: true,
                 count: 1
             }
         );
         assert_eq!(
-            i.observe(&finding("a/r/x"), None, t(91)).0,
+            i.observe(&finding("a/r/x"), None, None, t(91)).0,
             Occurrence {
                 new: true,
                 count: 1
@@ -233,8 +228,8 @@ mod tests {
     #[test]
     fn closes_only_after_the_quiet_period() {
         let mut i = Incidents::new(16, 3600);
-        i.observe(&finding("a/r/x"), None, t(0));
-        i.observe(&finding("a/r/x"), None, t(10));
+        i.observe(&finding("a/r/x"), None, None, t(0));
+        i.observe(&finding("a/r/x"), None, None, t(10));
         assert_eq!(i.close_if_quiet("a/r/x", t(60)), Closing::NotBefore(t(70)));
         match i.close_if_quiet("a/r/x", t(70)) {
             Closing::Closed(inc, _) => {

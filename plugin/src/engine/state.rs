@@ -7,7 +7,7 @@
 //! never half-applied. The policy is not part of it: a restore keeps the
 //! running policy, and its caps and timings apply to what is restored.
 
-use super::{Engine, InboundKey, Stats, deadline_cap, window_cap};
+use super::{Counters, Engine, InboundKey, deadline_cap, window_cap};
 use crate::activity::Activity;
 use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Deadlines};
@@ -71,7 +71,7 @@ struct SavedRef<'a> {
     tunnels: &'a TunnelWindows,
     clock: &'a Clock,
     deadlines: &'a Deadlines,
-    stats: &'a Stats,
+    counters: &'a Counters,
 }
 
 #[derive(Deserialize)]
@@ -86,7 +86,7 @@ struct Saved {
     tunnels: TunnelWindows,
     clock: Clock,
     deadlines: Deadlines,
-    stats: Stats,
+    counters: Counters,
 }
 
 impl Engine {
@@ -105,7 +105,7 @@ impl Engine {
             tunnels: &self.tunnels,
             clock: &self.clock,
             deadlines: &self.deadlines,
-            stats: &self.stats,
+            counters: &self.counters,
         };
         rmp_serde::to_vec_named(&saved).expect("engine state is always serialisable")
     }
@@ -140,7 +140,7 @@ impl Engine {
         self.tunnels = saved.tunnels;
         self.clock = saved.clock;
         self.deadlines = saved.deadlines;
-        self.stats = saved.stats;
+        self.counters = saved.counters;
         self.emitted.clear();
 
         let m = &self.policy.monitor;

@@ -3,7 +3,7 @@
 //! `clawwatch`, so nothing is lost and existing ECS dashboards and detection
 //! rules see familiar fields.
 
-use super::{Endpoints, Original, rfc3339, write_with_note};
+use super::{Endpoints, Original, endpoint, native_note, rfc3339, write_map, write_with_note};
 use crate::output::{IncidentRecord, Note, Verdict};
 use crate::record::{Proto, Stream};
 use crate::rules::Severity;
@@ -129,9 +129,6 @@ pub fn write_record(
 
 /// An incident or audit record in ECS.
 pub fn write_incident(record: &IncidentRecord, out: &mut Vec<u8>) {
-    let mut native = Vec::with_capacity(512);
-    record.write(&mut native);
-    let mut native: Value = serde_json::from_slice(&native).expect("incident records are JSON");
     let i = &record.incident;
     let (stream, verdict) = record.stream_and_verdict();
     let mut doc = Map::new();
@@ -176,10 +173,8 @@ pub fn write_incident(record: &IncidentRecord, out: &mut Vec<u8>) {
     if let Some(e) = &i.evidence {
         insert_endpoints(&mut doc, e, None);
     }
-    doc.insert("clawwatch".into(), native["clawwatch"].take());
-    out.extend_from_slice(
-        &serde_json::to_vec(&Value::Object(doc)).expect("a JSON map always serialises"),
-    );
+    doc.insert("clawwatch".into(), native_note(record));
+    write_map(doc, out);
 }
 
 /// `rule.*`: ECS has no separate rule name, so the stable id serves as both.
@@ -195,28 +190,21 @@ fn rule_fields(rule: &crate::rules::RuleInfo) -> Value {
 
 /// `source.*`, `destination.*`, `network.*` and `dns.*`.
 fn insert_endpoints(doc: &mut Map<String, Value>, e: &Endpoints, direction: Option<&str>) {
-    let endpoint = |ip: Option<std::net::IpAddr>, port: Option<u16>, domain: Option<&str>| {
-        let mut m = Map::new();
-        if let Some(ip) = ip {
-            m.insert("ip".into(), ip.to_string().into());
-            m.insert("address".into(), ip.to_string().into());
-        }
-        if let Some(port) = port {
-            m.insert("port".into(), port.into());
-        }
-        if let Some(domain) = domain {
-            m.insert("domain".into(), domain.into());
-            m.entry("address").or_insert_with(|| domain.into());
-        }
-        m
+    // ECS `address`: the address as the record gave it, else the domain.
+    let side = |ip, port, domain| {
+        endpoint(ip, port, domain, "domain").map(|mut m| {
+            let address = m.get("ip").or(m.get("domain")).cloned();
+            if let Some(address) = address {
+                m.insert("address".into(), address);
+            }
+            Value::Object(m)
+        })
     };
-    let source = endpoint(e.src, e.src_port, None);
-    if !source.is_empty() {
-        doc.insert("source".into(), Value::Object(source));
+    if let Some(source) = side(e.src, e.src_port, None) {
+        doc.insert("source".into(), source);
     }
-    let destination = endpoint(e.dst, e.dst_port, e.dst_name.as_deref());
-    if !destination.is_empty() {
-        doc.insert("destination".into(), Value::Object(destination));
+    if let Some(destination) = side(e.dst, e.dst_port, e.dst_name.as_deref()) {
+        doc.insert("destination".into(), destination);
     }
     let mut network = Map::new();
     if let Some(p) = e.proto {

@@ -121,6 +121,43 @@ fn rfc3339(t: crate::time::Timestamp) -> String {
     String::from_utf8(s).unwrap_or_default()
 }
 
+/// The `clawwatch` object of an incident or audit record as the native set
+/// writes it, for the other sets to carry.
+fn native_note(record: &crate::output::IncidentRecord) -> serde_json::Value {
+    let mut native = Vec::with_capacity(512);
+    record.write(&mut native);
+    let mut native: serde_json::Value =
+        serde_json::from_slice(&native).expect("incident records are JSON");
+    native["clawwatch"].take()
+}
+
+fn write_map(doc: serde_json::Map<String, serde_json::Value>, out: &mut Vec<u8>) {
+    out.extend_from_slice(
+        &serde_json::to_vec(&serde_json::Value::Object(doc)).expect("a JSON map always serialises"),
+    );
+}
+
+/// One side of a connection as `{ip, port, <name_key>: name}`; `None` when
+/// the record says nothing of it.
+fn endpoint(
+    ip: Option<IpAddr>,
+    port: Option<u16>,
+    name: Option<&str>,
+    name_key: &str,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut m = serde_json::Map::new();
+    if let Some(ip) = ip {
+        m.insert("ip".into(), ip.to_string().into());
+    }
+    if let Some(port) = port {
+        m.insert("port".into(), port.into());
+    }
+    if let Some(name) = name {
+        m.insert(name_key.into(), name.into());
+    }
+    (!m.is_empty()).then_some(m)
+}
+
 /// `{...fields, "clawwatch": note}`: a JSON object whose last member is the
 /// native note, so nothing the native output says is lost.
 fn write_with_note(

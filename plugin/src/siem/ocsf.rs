@@ -3,7 +3,7 @@
 //! Splunk, Sentinel's OCSF mappings) take findings in. Other records keep the
 //! native note; the native incident object stays under `unmapped.clawwatch`.
 
-use super::{Endpoints, rfc3339};
+use super::{Endpoints, endpoint, native_note, rfc3339, write_map};
 use crate::output::{IncidentRecord, IncidentStatus};
 use crate::record::Stream;
 use crate::rules::Severity;
@@ -28,9 +28,6 @@ pub fn severity(s: Severity) -> (u8, &'static str) {
 }
 
 pub fn write_incident(record: &IncidentRecord, out: &mut Vec<u8>) {
-    let mut native = Vec::with_capacity(512);
-    record.write(&mut native);
-    let mut native: Value = serde_json::from_slice(&native).expect("incident records are JSON");
     let i = &record.incident;
     let (activity_id, activity, status_id, status) = match record.status {
         IncidentStatus::Open => (1, "Create", 1, "New"),
@@ -119,35 +116,18 @@ pub fn write_incident(record: &IncidentRecord, out: &mut Vec<u8>) {
     }
     doc.insert(
         "unmapped".into(),
-        json!({ "clawwatch": native["clawwatch"].take() }),
+        json!({ "clawwatch": native_note(record) }),
     );
-    out.extend_from_slice(
-        &serde_json::to_vec(&Value::Object(doc)).expect("a JSON map always serialises"),
-    );
+    write_map(doc, out);
 }
 
 /// The first finding's record as an OCSF evidence artifact.
 fn evidence(e: &Endpoints) -> Value {
     let mut m = Map::new();
-    let endpoint = |ip: Option<std::net::IpAddr>, port: Option<u16>, host: Option<&str>| {
-        let mut m = Map::new();
-        if let Some(ip) = ip {
-            m.insert("ip".into(), ip.to_string().into());
-        }
-        if let Some(port) = port {
-            m.insert("port".into(), port.into());
-        }
-        if let Some(host) = host {
-            m.insert("hostname".into(), host.into());
-        }
-        m
-    };
-    let src = endpoint(e.src, e.src_port, None);
-    if !src.is_empty() {
+    if let Some(src) = endpoint(e.src, e.src_port, None, "hostname") {
         m.insert("src_endpoint".into(), Value::Object(src));
     }
-    let dst = endpoint(e.dst, e.dst_port, e.dst_name.as_deref());
-    if !dst.is_empty() {
+    if let Some(dst) = endpoint(e.dst, e.dst_port, e.dst_name.as_deref(), "hostname") {
         m.insert("dst_endpoint".into(), Value::Object(dst));
     }
     if let Some(p) = e.proto {
