@@ -1,19 +1,20 @@
 //! What each agent has been doing lately, in bounded space: its last hour of
-//! volume, the destinations it reached minute by minute (to hold against its
-//! heartbeats), its declared plan, its approval grants and heartbeat state.
+//! volume, the connections it made (to hold against its heartbeats), its
+//! declared plan, its approval grants and heartbeat state.
 //!
-//! Per-agent cost: about 1 KiB for the volume hour, up to
-//! [`MAX_OBSERVED_DESTINATIONS`] × ~64 B of destinations, up to
+//! Per-agent cost: about 1 KiB for the volume hour, the connections of the
+//! last heartbeat window or two (at most [`MAX_CONTACTS`] × 56 B), up to
 //! [`MAX_GRANTS`] grants and one plan of at most 64 actions.
 
 use crate::record::{Grant, Heartbeat, PlannedAction, Proto};
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::net::IpAddr;
 
-/// Distinct destinations remembered per agent for heartbeat comparison.
-pub const MAX_OBSERVED_DESTINATIONS: usize = 64;
-/// Minutes of history per destination (a heartbeat window plus lateness must fit).
-pub const OBSERVED_MINUTES: i64 = 128;
+/// Connections remembered per agent for heartbeat comparison.
+pub const MAX_CONTACTS: usize = 256;
+/// How long a connection is remembered when no heartbeat asks for it (a
+/// heartbeat window plus the lateness allowance must fit).
+pub const CONTACT_HISTORY_SECS: i64 = 128 * 60;
 /// Live grants kept per agent (the oldest go first).
 pub const MAX_GRANTS: usize = 32;
 /// Heartbeats waiting for their window's flows to arrive.
@@ -105,53 +106,47 @@ impl VolumeHour {
     }
 }
 
-/// One destination an agent reached, with the minutes it was reached in.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ObservedDestination {
+/// One connection the agent made, as its flow records showed it: by the
+/// flows' own start and end times, to the exporter's precision, so a
+/// heartbeat window can be held against exactly the connections inside it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Contact {
     pub dst: IpAddr,
     pub port: u16,
     pub proto: Proto,
-    /// The name the agent's own DNS gave the address, if any.
-    pub name: Option<Box<str>>,
-    base_minute: i64,
-    /// Bit i: reached in minute `base_minute + i`.
-    minutes: u128,
+    /// With the destination, tells one connection's active-timeout slices
+    /// (separate flow records) apart from other connections.
+    pub src_port: u16,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// A heartbeat window reported it (or judged it hidden): done with.
+    pub settled: bool,
 }
 
-impl ObservedDestination {
-    fn mark(&mut self, m: i64) {
-        let top = self.base_minute + OBSERVED_MINUTES - 1;
-        if m > top {
-            let shift = m - top;
-            self.minutes = if shift >= OBSERVED_MINUTES {
-                0
-            } else {
-                self.minutes >> shift
-            };
-            self.base_minute += shift;
-        }
-        if m >= self.base_minute {
-            self.minutes |= 1u128 << (m - self.base_minute);
-        }
-    }
-
-    /// Whether reached in any minute of [from, to).
-    pub fn seen_in(&self, from: Timestamp, to: Timestamp) -> bool {
-        let (from, to) = (
-            minute_of(from).max(self.base_minute),
-            minute_of(Timestamp(to.0 - 1)).min(self.base_minute + OBSERVED_MINUTES - 1),
-        );
-        (from..=to).any(|m| self.minutes >> (m - self.base_minute) & 1 == 1)
-    }
-}
+/// Slices of one connection are exported back to back; this much gap still joins them.
+const SLICE_GAP_NANOS: i64 = 2 * NANOS_PER_SEC;
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Activity {
     pub volume: VolumeHour,
-    pub observed: Vec<ObservedDestination>,
-    /// Destinations were forgotten to stay within the cap since this time: a
+    /// Connections made, oldest first, for heartbeat windows to be held against.
+    pub contacts: Vec<Contact>,
+    /// Connections were forgotten to stay within the cap up to this time: a
     /// heartbeat window overlapping it cannot be checked for hidden traffic.
-    pub observed_incomplete_since: Option<Timestamp>,
+    pub contacts_incomplete_until: Option<Timestamp>,
+    /// The last heartbeat window judged, for connections on its boundary.
+    pub last_window: Option<Heartbeat>,
+    /// When the agent last ran away in a retry loop (`rate.runaway`): the
+    /// hour's connection volume is that loop, not a second incident.
+    pub runaway_at: Option<Timestamp>,
+    /// When the hour's volume, over its baseline, is judged (a pending deadline).
+    pub volume_due: Option<Timestamp>,
+    /// A call off its schedule, held until its minute is complete: a retry
+    /// loop to a scheduled destination is `rate.runaway`, not a deviation.
+    pub held_deviation: Option<(Timestamp, crate::rules::Finding)>,
+    /// Random-looking registered domains resolved lately (hash, when), for
+    /// `dns.high_entropy`: one odd name is not a generator.
+    pub random_domains: Vec<(u64, Timestamp)>,
     pub plan: Option<Vec<PlannedAction>>,
     pub grants: Vec<Grant>,
     pub last_heartbeat_end: Option<Timestamp>,
@@ -161,51 +156,90 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub fn observe(
-        &mut self,
-        t: Timestamp,
-        dst: IpAddr,
-        port: u16,
-        proto: Proto,
-        name: Option<&str>,
-    ) {
-        let m = minute_of(t);
-        if let Some(d) = self
-            .observed
-            .iter_mut()
-            .find(|d| d.dst == dst && d.port == port && d.proto == proto)
+    /// Remembers an outbound connection; slices of one connection join,
+    /// whatever order their records arrive in.
+    pub fn observe(&mut self, flow: &crate::record::Flow) {
+        let end = flow.end.map_or(flow.ts, |e| e.max(flow.ts));
+        let same = |c: &Contact| {
+            c.dst == flow.dst
+                && c.port == flow.dst_port
+                && c.proto == flow.proto
+                && c.src_port == flow.src_port
+        };
+        let touches = |c: &Contact, start: Timestamp, end: Timestamp| {
+            start.0 <= c.end.0 + SLICE_GAP_NANOS && end.0 + SLICE_GAP_NANOS >= c.start.0
+        };
+        if let Some(i) = self
+            .contacts
+            .iter()
+            .rposition(|c| same(c) && touches(c, flow.ts, end))
         {
-            if d.name.is_none() {
-                d.name = name.map(Into::into);
-            }
-            d.mark(m);
-            return;
-        }
-        if self.observed.len() >= MAX_OBSERVED_DESTINATIONS {
-            // Forget the destination reached least recently.
-            let stalest = self
-                .observed
+            let c = &mut self.contacts[i];
+            c.start = c.start.min(flow.ts);
+            c.end = c.end.max(end);
+            let (start, end) = (c.start, c.end);
+            // The slice may bridge two parts that arrived before it.
+            if let Some(j) = self
+                .contacts
                 .iter()
                 .enumerate()
-                .min_by_key(|(_, d)| d.base_minute + 127 - d.minutes.leading_zeros() as i64)
-                .map(|(i, _)| i)
-                .unwrap_or(0);
-            self.observed.swap_remove(stalest);
-            self.observed_incomplete_since = Some(
-                self.observed_incomplete_since
-                    .map_or(t, |since| since.max(t)),
+                .position(|(j, c)| j != i && same(c) && touches(c, start, end))
+            {
+                let other = self.contacts.remove(j);
+                let c = &mut self.contacts[if j < i { i - 1 } else { i }];
+                c.start = c.start.min(other.start);
+                c.end = c.end.max(other.end);
+                c.settled |= other.settled;
+            }
+            return;
+        }
+        if self.contacts.len() >= MAX_CONTACTS {
+            // Under pressure (a loop to one destination), a connection joins
+            // the latest to the same destination when it is close in time.
+            if let Some(c) = self.contacts.iter_mut().rev().find(|c| {
+                c.dst == flow.dst
+                    && c.port == flow.dst_port
+                    && c.proto == flow.proto
+                    && flow.ts.0 <= c.end.0 + 60 * NANOS_PER_SEC
+                    && c.start <= flow.ts
+            }) {
+                c.end = c.end.max(end);
+                return;
+            }
+            let forgotten = self.contacts.remove(0);
+            self.contacts_incomplete_until = Some(
+                self.contacts_incomplete_until
+                    .map_or(forgotten.end, |t| t.max(forgotten.end)),
             );
         }
-        let mut d = ObservedDestination {
-            dst,
-            port,
-            proto,
-            name: name.map(Into::into),
-            base_minute: m - (OBSERVED_MINUTES - 1),
-            minutes: 0,
-        };
-        d.mark(m);
-        self.observed.push(d);
+        // Mostly in order; a late record is slotted in by its start.
+        let at = self
+            .contacts
+            .iter()
+            .rposition(|c| c.start <= flow.ts)
+            .map_or(0, |i| i + 1);
+        self.contacts.insert(
+            at,
+            Contact {
+                dst: flow.dst,
+                port: flow.dst_port,
+                proto: flow.proto,
+                src_port: flow.src_port,
+                start: flow.ts,
+                end,
+                settled: false,
+            },
+        );
+    }
+
+    /// Forgets connections no heartbeat window can still ask about: ended
+    /// before `before`, or settled and ended before the last judged window.
+    pub fn forget_contacts_before(&mut self, before: Timestamp) {
+        let judged = self.last_window.as_ref().map(|w| w.window_end);
+        self.contacts.retain(|c| {
+            c.end >= before
+                && !(c.settled && judged.is_some_and(|j| c.end.0 + SLICE_GAP_NANOS < j.0))
+        });
     }
 
     /// Keeps a grant, dropping expired ones and, past the cap, the oldest.
@@ -267,37 +301,86 @@ mod tests {
         assert_eq!(now.connections, 20, "older than an hour: ignored");
     }
 
+    fn flow(secs: i64, dst: &str, sport: u16, dur: i64) -> crate::record::Flow {
+        crate::record::Flow {
+            ts: Timestamp::from_secs(1_795_528_800 + secs),
+            end: Some(Timestamp::from_secs(1_795_528_800 + secs + dur)),
+            src: "10.20.0.15".parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            src_port: sport,
+            dst_port: 443,
+            proto: Proto::Tcp,
+            bytes: 1,
+            packets: 1,
+            tcp_flags: None,
+            src_initiated: false,
+        }
+    }
+
     #[test]
-    fn observed_destinations_remember_minutes() {
+    fn contacts_keep_their_own_times_and_join_one_connections_slices() {
         let mut a = Activity::default();
-        let ip: IpAddr = "93.184.216.34".parse().unwrap();
-        a.observe(t(10), ip, 443, Proto::Tcp, Some("api.example"));
-        a.observe(t(50), ip, 443, Proto::Tcp, None);
-        let d = &a.observed[0];
-        assert!(d.seen_in(t(0), t(15)));
-        assert!(!d.seen_in(t(11), t(50)), "window end is exclusive");
-        assert!(d.seen_in(t(11), t(51)));
-        assert_eq!(d.name.as_deref(), Some("api.example"));
-        a.observe(t(300), ip, 443, Proto::Tcp, None);
-        assert!(
-            !a.observed[0].seen_in(t(0), t(60)),
-            "older than the history: forgotten"
+        a.observe(&flow(100, "93.184.216.34", 50000, 60));
+        a.observe(&flow(160, "93.184.216.34", 50000, 60)); // the next active-timeout slice
+        a.observe(&flow(170, "93.184.216.34", 50001, 1)); // another connection
+        a.observe(&flow(50, "198.51.100.7", 50002, 1)); // late, earlier
+        a.observe(&flow(280, "93.184.216.34", 50000, 60)); // the fourth slice before the third
+        a.observe(&flow(220, "93.184.216.34", 50000, 60)); // the third, bridging
+        let spans: Vec<(i64, i64, u16)> = a
+            .contacts
+            .iter()
+            .map(|c| {
+                (
+                    c.start.0 / NANOS_PER_SEC - 1_795_528_800,
+                    c.end.0 / NANOS_PER_SEC - 1_795_528_800,
+                    c.src_port,
+                )
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            spans,
+            [(50, 51, 50002), (100, 340, 50000), (170, 171, 50001)]
         );
     }
 
     #[test]
-    fn destinations_are_capped_and_the_gap_is_remembered() {
+    fn a_loop_to_one_destination_fills_no_more_than_the_cap() {
         let mut a = Activity::default();
-        for i in 0..(MAX_OBSERVED_DESTINATIONS as u32 + 5) {
-            a.observe(
-                t(i as i64),
-                IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)),
-                443,
-                Proto::Tcp,
-                None,
-            );
+        for i in 0..2000 {
+            a.observe(&flow(
+                i / 10,
+                "93.184.216.34",
+                40000 + (i % 20000) as u16,
+                0,
+            ));
         }
-        assert_eq!(a.observed.len(), MAX_OBSERVED_DESTINATIONS);
-        assert!(a.observed_incomplete_since.is_some());
+        assert_eq!(a.contacts.len(), MAX_CONTACTS);
+        assert!(a.contacts_incomplete_until.is_none(), "nothing forgotten");
+        assert_eq!(
+            a.contacts.last().unwrap().end.0 / NANOS_PER_SEC - 1_795_528_800,
+            199
+        );
+    }
+
+    #[test]
+    fn contacts_are_capped_and_the_gap_is_remembered() {
+        let mut a = Activity::default();
+        for i in 0..(MAX_CONTACTS as i64 + 5) {
+            a.observe(&flow(
+                i * 100,
+                &format!("10.0.{}.{}", i / 250, i % 250),
+                40000,
+                0,
+            ));
+        }
+        assert_eq!(a.contacts.len(), MAX_CONTACTS);
+        assert_eq!(
+            a.contacts_incomplete_until,
+            Some(Timestamp::from_secs(1_795_528_800 + 400))
+        );
+        a.forget_contacts_before(Timestamp::from_secs(1_795_528_800 + 10_000));
+        assert_eq!(a.contacts.len(), MAX_CONTACTS + 5 - 100);
     }
 }

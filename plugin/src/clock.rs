@@ -71,6 +71,10 @@ pub enum Due {
     HeartbeatWindow(Rc<str>),
     /// An incident may have been quiet long enough to close.
     IncidentQuiet(Rc<str>),
+    /// The agent's hour of volume crossed its baseline in a minute now complete.
+    Volume(Rc<str>),
+    /// A call off its schedule, held until its minute is complete.
+    Schedule(Rc<str>),
 }
 
 /// Pending deadlines in time order, bounded: past the cap the earliest are

@@ -10,8 +10,9 @@ use crate::record::DnsQuery;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::net::IpAddr;
 
-/// Names kept per (client, address): CDNs put many names on one address.
-const NAMES_PER_ADDRESS: usize = 4;
+/// Names kept per (client, address): CDNs put many names on one address
+/// (a site, its CNAME chain, its sister sites on the same edge).
+const NAMES_PER_ADDRESS: usize = 8;
 
 /// A flow may be stamped slightly before the answer that caused it (separate
 /// sensors' clocks).
@@ -105,7 +106,8 @@ impl DnsMap {
         }
     }
 
-    /// Names `client` had for `ip` at time `t`.
+    /// Names `client` had for `ip` at time `t`, sorted (so the first is the
+    /// same whichever answer came first).
     pub fn names_at(&mut self, client: IpAddr, ip: IpAddr, t: Timestamp) -> Names<'_> {
         let mut names = Names {
             names: [""; NAMES_PER_ADDRESS],
@@ -120,7 +122,31 @@ impl DnsMap {
                 names.len += 1;
             }
         }
+        names.names[..names.len].sort_unstable();
         names
+    }
+
+    /// [`DnsMap::names_at`] for a connection from `start` to `end`, which keeps
+    /// the names it used valid while it lasts (and a grace period after), as
+    /// connection tracking does: exporters cut long connections into slices
+    /// that start long after the answer's TTL.
+    pub fn names_for_connection(
+        &mut self,
+        client: IpAddr,
+        ip: IpAddr,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Names<'_> {
+        let kept = end.plus_secs(self.grace_secs);
+        if let Some(list) = self.entries.peek_mut(&(client, ip)) {
+            for e in list
+                .iter_mut()
+                .filter(|e| e.answered.0 - ANSWER_SKEW_NANOS <= start.0 && start <= e.valid_until)
+            {
+                e.valid_until = e.valid_until.max(kept);
+            }
+        }
+        self.names_at(client, ip, start)
     }
 
     /// Meets the running policy's cap after a restore.
@@ -221,7 +247,34 @@ mod tests {
             "198.51.100.7".parse().unwrap(),
             ts("2026-11-24T10:00:10Z"),
         );
-        assert_eq!(*names, ["www.example.org", "edge.cdn.example"]);
+        assert_eq!(*names, ["edge.cdn.example", "www.example.org"]);
+    }
+
+    #[test]
+    fn a_connection_keeps_its_names_alive_past_the_ttl() {
+        let mut m = DnsMap::new(64, 60);
+        m.learn(&query(
+            "10.20.0.15",
+            "bucket.s3.amazonaws.com",
+            "2026-11-24T10:00:00Z",
+            &[("52.216.0.10", 5)],
+        ));
+        let (client, ip) = (
+            "10.20.0.15".parse().unwrap(),
+            "52.216.0.10".parse().unwrap(),
+        );
+        // A 20-minute upload, exported in one-minute slices.
+        let mut t = ts("2026-11-24T10:00:01Z");
+        for _ in 0..20 {
+            let names = m.names_for_connection(client, ip, t, t.plus_secs(60));
+            assert_eq!(*names, ["bucket.s3.amazonaws.com"], "at {}", t.to_rfc3339());
+            t = t.plus_secs(60);
+        }
+        assert!(
+            m.names_at(client, ip, ts("2026-11-24T10:30:00Z"))
+                .is_empty(),
+            "kept only while used, plus the grace"
+        );
     }
 
     #[test]

@@ -7,10 +7,12 @@
 //! nothing of WIT or I/O, so it runs the same natively, inside the component
 //! and in tests.
 
-use crate::activity::Activity;
+use crate::activity::{self, Activity};
 use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Deadlines, Due};
+use crate::direction::{Conversations, FromAgent, PendingReply, ToAgent};
 use crate::dns_map::DnsMap;
+use crate::egress::Shape;
 use crate::incidents::{Closing, Incidents};
 use crate::output::{AgentInfo, IncidentRecord, IncidentStatus, Note, Reported, Verdict};
 use crate::policy::{Policy, PolicyError, Profile};
@@ -23,9 +25,9 @@ use crate::rules::dns_tunneling::TunnelWindows;
 use crate::rules::rate_runaway::RateWindows;
 use crate::rules::volume_anomaly::Baselines;
 use crate::rules::{
-    Finding, Subject, approval_granted, dns_foreign_resolver, dns_high_entropy, egress_not_allowed,
+    Finding, Subject, approval_granted, dns_foreign_resolver, dns_high_entropy,
     egress_unknown_agent, heartbeat_mismatch, heartbeat_missing, lifetime_exceeded,
-    plan_undeclared, schedule_deviation, volume_anomaly,
+    schedule_deviation, volume_anomaly,
 };
 use crate::siem::{Endpoints, FieldSet, Original};
 use crate::time::Timestamp;
@@ -78,16 +80,12 @@ fn deadline_cap(m: &crate::policy::Monitor) -> usize {
         .saturating_add(m.max_incidents)
 }
 
-/// (agent address, agent port, peer address, peer port) of a connection a peer
-/// opened to an agent, so the agent's answers are not judged as its own calls.
-type InboundKey = (IpAddr, u16, IpAddr, u16);
-
 pub struct Engine {
     policy: Policy,
     registry: Registry,
     dns: DnsMap,
     incidents: Incidents,
-    inbound: BoundedMap<InboundKey, ()>,
+    conversations: Conversations,
     activities: BoundedMap<Rc<str>, Activity>,
     baselines: Baselines,
     rates: RateWindows,
@@ -115,7 +113,7 @@ impl Engine {
             registry: Registry::new(m.max_agents),
             dns: DnsMap::new(m.max_dns_entries, m.dns_ttl_grace_secs),
             incidents: Incidents::new(m.max_incidents, m.incident_quiet_secs),
-            inbound: BoundedMap::new(m.max_dns_entries),
+            conversations: Conversations::new(m.max_dns_entries),
             activities: BoundedMap::new(m.max_agents),
             baselines: Baselines::default(),
             rates: RateWindows::new(window_cap(m)),
@@ -181,7 +179,7 @@ impl Engine {
             evictions: self.registry.evictions()
                 + self.dns.evictions()
                 + self.incidents.evictions()
-                + self.inbound.evictions()
+                + self.conversations.evictions()
                 + self.activities.evictions()
                 + self.rates.evictions()
                 + self.tunnels.evictions()
@@ -562,128 +560,187 @@ impl Engine {
     fn judge_flow(&mut self, flow: &Flow) -> (Note, Vec<Finding>) {
         let mut note = Note::new(Stream::Flow, Verdict::Unattributed);
         let mut findings: Vec<Finding> = Vec::new();
-        let monitor = &self.policy.monitor;
-        if let Some(agent) = self.registry.agent_at(flow.src, flow.ts) {
-            note.agent = Some(AgentInfo::from(agent));
-            note.verdict = Verdict::Allow;
-            if self
-                .inbound
-                .peek(&(flow.src, flow.src_port, flow.dst, flow.dst_port))
-                .is_some()
-            {
+        // A flow to an agent is its inbound or return traffic, never judged
+        // against allowed_outbound; between two agents it is also the
+        // caller's call. A peer's connection settles a waiting answer.
+        let to_agent = match self.registry.agent_at(flow.dst, flow.ts) {
+            Some(agent) => {
+                let declared = self
+                    .policy
+                    .profile(&agent.profile, agent.deployment.as_deref())
+                    .and_then(|p| p.serves(flow.proto, flow.dst_port));
+                Some((
+                    AgentInfo::from(agent),
+                    self.conversations.to_agent(flow, declared),
+                ))
+            }
+            None => None,
+        };
+        let Some(agent) = self.registry.agent_at(flow.src, flow.ts) else {
+            let monitor = &self.policy.monitor;
+            if let Some((info, side)) = to_agent {
+                note.agent = Some(info);
+                note.verdict = Verdict::Allow;
+                note.direction = Some(match side {
+                    ToAgent::Inbound => "inbound",
+                    ToAgent::Return => "return",
+                });
+            } else {
+                let what = egress_unknown_agent::describe_flow(flow.dst, flow.dst_port, flow.proto);
+                findings.extend(egress_unknown_agent::check(flow.src, monitor, &what));
+                if monitor.in_agent_subnet(flow.src) {
+                    findings.extend(dns_foreign_resolver::check_flow(
+                        flow,
+                        &Subject::Address(flow.src),
+                        monitor,
+                    ));
+                }
+            }
+            return (note, findings);
+        };
+        note.agent = Some(AgentInfo::from(agent));
+        note.verdict = Verdict::Allow;
+        let profile = self
+            .policy
+            .profile(&agent.profile, agent.deployment.as_deref());
+        let declared = profile.and_then(|p| p.serves(flow.proto, flow.src_port));
+        match self.conversations.from_agent(flow, declared) {
+            FromAgent::Reply => {
                 note.direction = Some("return");
                 return (note, findings);
             }
-            note.direction = Some("outbound");
-            let names = self.dns.names_at(flow.src, flow.dst, flow.ts);
-            let profile = self
-                .policy
-                .profile(&agent.profile, agent.deployment.as_deref());
-            let activity = self
-                .activities
-                .get_or_insert_with(agent.id.clone(), Activity::default);
-            // DNS to a corporate resolver is infrastructure: never an action, never volume.
-            let corp_dns = flow.dst_port == 53 && monitor.is_corp_resolver(flow.dst);
-
-            let mut not_allowed = egress_not_allowed::check(flow, agent, profile, &names);
-            let mut undeclared = None;
-            if let (Some(plan), false) = (&activity.plan, corp_dns) {
-                let covering = plan_undeclared::covering(plan, flow, &names);
-                if covering.is_empty() {
-                    undeclared = plan_undeclared::check(agent, plan, flow, &names);
-                } else {
-                    let variance = profile.map_or(0, Profile::variance_secs);
-                    findings.extend(schedule_deviation::check(
-                        agent, &covering, flow, variance, &names,
-                    ));
-                }
-            }
-            if not_allowed.is_some() || undeclared.is_some() {
-                if let Some(approval) =
-                    approval_granted::find(&self.policy.approvals, &activity.grants, flow, &names)
-                {
-                    let unplanned = match (&not_allowed, &undeclared) {
-                        (Some(_), Some(_)) => "outside allowed_outbound and its plan",
-                        (Some(_), None) => "outside allowed_outbound",
-                        _ => "outside its plan",
-                    };
-                    findings.push(approval_granted::finding(
-                        agent, flow, &names, &approval, unplanned,
-                    ));
-                    (not_allowed, undeclared) = (None, None);
-                }
-            }
-            findings.extend(not_allowed);
-            findings.extend(undeclared);
-            findings.extend(dns_foreign_resolver::check_flow(
-                flow,
-                &Subject::Agent(agent),
-                monitor,
-            ));
-            let what = || match names.first() {
-                Some(name) => format!(
-                    "connected to {}/{}",
-                    crate::rules::endpoint(name, flow.dst_port),
-                    flow.proto
-                ),
-                None => format!(
-                    "connected to {}/{}",
-                    crate::rules::endpoint(&flow.dst.to_string(), flow.dst_port),
-                    flow.proto
-                ),
-            };
-            findings.extend(lifetime_exceeded::check_activity(
-                agent, profile, flow.ts, what,
-            ));
-
-            activity.observe(
-                flow.ts,
-                flow.dst,
-                flow.dst_port,
-                flow.proto,
-                names.first().copied(),
-            );
-            if !corp_dns {
-                let (hour, completed) = activity.volume.add(flow.ts, flow.bytes);
-                if let Some(profile) = profile {
-                    if let Some(done) = completed {
-                        self.baselines
-                            .learn(profile, done, monitor.baseline_max_drift);
-                    }
-                    findings.extend(volume_anomaly::check(agent, profile, &self.baselines, hour));
-                    findings.extend(
-                        self.rates
-                            .check(agent, profile, flow, names.first().copied()),
-                    );
-                }
-            }
-        } else if let Some(agent) = self.registry.agent_at(flow.dst, flow.ts) {
-            // Traffic to an agent: attributed, never judged against allowed_outbound.
-            note.agent = Some(AgentInfo::from(agent));
-            note.verdict = Verdict::Allow;
-            // Only a peer connecting to the agent's service (the lower port) opens
-            // an inbound session whose answers go unjudged. The answer to the
-            // agent's own call (a resolver's reply, often exported first) must
-            // never excuse that call.
-            if flow.dst_port < flow.src_port {
-                note.direction = Some("inbound");
-                self.inbound
-                    .insert((flow.dst, flow.dst_port, flow.src, flow.src_port), ());
-            } else {
+            FromAgent::Provisional => {
                 note.direction = Some("return");
-            }
-        } else {
-            let what = egress_unknown_agent::describe_flow(flow.dst, flow.dst_port, flow.proto);
-            findings.extend(egress_unknown_agent::check(flow.src, monitor, &what));
-            if monitor.in_agent_subnet(flow.src) {
-                findings.extend(dns_foreign_resolver::check_flow(
-                    flow,
-                    &Subject::Address(flow.src),
-                    monitor,
+                note.note = Some(format!(
+                    "an answer from its port {} to {}: judged as its own call if no connection from that peer turns up within lateness_minutes",
+                    flow.src_port,
+                    crate::rules::endpoint(&flow.dst.to_string(), flow.dst_port)
                 ));
+                let id = agent.id.clone();
+                if let Some(forced) = self.conversations.hold(id, flow) {
+                    self.judge_unanswered(forced);
+                }
+                return (note, findings);
+            }
+            FromAgent::ServiceCall => {
+                note.direction = Some("outbound");
+                let empty = Activity::default();
+                let activity = self.activities.peek(&agent.id).unwrap_or(&empty);
+                findings.extend(crate::egress::judge(
+                    &self.policy,
+                    agent,
+                    profile,
+                    activity,
+                    flow,
+                    &[],
+                    Shape::UnansweredReply,
+                ));
+                return (note, findings);
+            }
+            FromAgent::Call => {}
+        }
+        note.direction = Some("outbound");
+        let monitor = &self.policy.monitor;
+        let end = flow.end.map_or(flow.ts, |e| e.max(flow.ts));
+        let names = self
+            .dns
+            .names_for_connection(flow.src, flow.dst, flow.ts, end);
+        let activity = self
+            .activities
+            .get_or_insert_with(agent.id.clone(), Activity::default);
+        // DNS is infrastructure, never an action of a plan nor expected in a
+        // heartbeat (a foreign resolver is dns.foreign_resolver's incident);
+        // to a corporate resolver it is not volume either.
+        let dns = matches!(flow.dst_port, 53 | 853);
+        let corp_dns = flow.dst_port == 53 && monitor.is_corp_resolver(flow.dst);
+        let shape = if dns {
+            Shape::Infrastructure
+        } else {
+            Shape::Call
+        };
+        for finding in
+            crate::egress::judge(&self.policy, agent, profile, activity, flow, &names, shape)
+        {
+            if finding.rule.id != schedule_deviation::RULE.id {
+                findings.push(finding);
+            } else if activity.held_deviation.is_none() {
+                // Judged once its minute is complete, when a retry loop has shown itself.
+                let at = volume_anomaly::judged_at(flow.ts);
+                activity.held_deviation = Some((flow.ts, finding));
+                self.deadlines.schedule(at, Due::Schedule(agent.id.clone()));
+            }
+        }
+        findings.extend(dns_foreign_resolver::check_flow(
+            flow,
+            &Subject::Agent(agent),
+            monitor,
+        ));
+        let what = || {
+            let host = names
+                .first()
+                .map_or_else(|| flow.dst.to_string(), |n| n.to_string());
+            format!(
+                "connected to {}/{}",
+                crate::rules::endpoint(&host, flow.dst_port),
+                flow.proto
+            )
+        };
+        findings.extend(lifetime_exceeded::check_activity(
+            agent, profile, flow.ts, what,
+        ));
+        if !dns {
+            activity.observe(flow);
+        }
+        if !corp_dns {
+            let (hour, completed) = activity.volume.add(flow.ts, flow.bytes);
+            if let Some(profile) = profile {
+                if let Some(done) = completed {
+                    self.baselines
+                        .learn(profile, done, monitor.baseline_max_drift);
+                }
+                let runaway = self
+                    .rates
+                    .check(agent, profile, flow, names.first().copied());
+                if runaway.is_some() {
+                    activity.runaway_at = Some(flow.ts);
+                }
+                findings.extend(runaway);
+                // The hour's volume is judged once this minute's late flows
+                // are in, so a retry loop is seen as one before it is counted.
+                if activity.volume_due.is_none()
+                    && volume_anomaly::exceeds(profile, &self.baselines, hour)
+                {
+                    let at = volume_anomaly::judged_at(flow.ts);
+                    activity.volume_due = Some(at);
+                    self.deadlines.schedule(at, Due::Volume(agent.id.clone()));
+                }
             }
         }
         (note, findings)
+    }
+
+    /// Judges an answer no peer's connection explained as the agent's own call.
+    fn judge_unanswered(&mut self, pending: PendingReply) {
+        let Some(agent) = self.registry.agent(&pending.agent_id) else {
+            return;
+        };
+        let flow = &pending.flow;
+        let profile = self
+            .policy
+            .profile(&agent.profile, agent.deployment.as_deref());
+        let empty = Activity::default();
+        let activity = self.activities.peek(&agent.id).unwrap_or(&empty);
+        let findings = crate::egress::judge(
+            &self.policy,
+            agent,
+            profile,
+            activity,
+            flow,
+            &[],
+            Shape::UnansweredReply,
+        );
+        let info = AgentInfo::from(agent);
+        self.report(findings, Some(&info), flow.ts);
     }
 
     /// A connection asked for by name through an egress proxy: judged by name
@@ -715,6 +772,8 @@ impl Engine {
             proto: crate::record::Proto::Tcp,
             bytes: 0,
             packets: 0,
+            tcp_flags: None,
+            src_initiated: true,
         };
         let profile = self
             .policy
@@ -724,29 +783,15 @@ impl Engine {
             .get_or_insert_with(agent.id.clone(), Activity::default);
         let mut findings = Vec::new();
         for host in &call.hosts {
-            let names = [host.as_str()];
-            let not_allowed = egress_not_allowed::check(&flow, agent, profile, &names);
-            let undeclared = activity
-                .plan
-                .as_ref()
-                .and_then(|plan| plan_undeclared::check(agent, plan, &flow, &names));
-            if not_allowed.is_some() || undeclared.is_some() {
-                if let Some(approval) =
-                    approval_granted::find(&self.policy.approvals, &activity.grants, &flow, &names)
-                {
-                    let unplanned = if not_allowed.is_some() {
-                        "outside allowed_outbound"
-                    } else {
-                        "outside its plan"
-                    };
-                    findings.push(approval_granted::finding(
-                        agent, &flow, &names, &approval, unplanned,
-                    ));
-                    continue;
-                }
-            }
-            findings.extend(not_allowed);
-            findings.extend(undeclared);
+            findings.extend(crate::egress::judge(
+                &self.policy,
+                agent,
+                profile,
+                activity,
+                &flow,
+                &[host.as_str()],
+                Shape::Call,
+            ));
         }
         let what = || format!("asked its proxy for {}:{}", call.hosts[0], call.port);
         findings.extend(lifetime_exceeded::check_activity(
@@ -777,6 +822,9 @@ impl Engine {
             ));
             // Both DNS analytics work per registered domain: look it up once.
             if let Some(domain) = crate::rules::registered_domain(&query.qname) {
+                let activity = self
+                    .activities
+                    .get_or_insert_with(agent.id.clone(), Activity::default);
                 // A name the agent may reach is not judged for looking random (CDNs, cloud hosts).
                 let names_it =
                     |d: &crate::policy::Destination| d.is_name() && d.matches_name(&query.qname);
@@ -787,16 +835,17 @@ impl Engine {
                         .approvals
                         .iter()
                         .any(|r| names_it(&r.destination))
-                    || self.activities.peek(&agent.id).is_some_and(|a| {
-                        a.grants
-                            .iter()
-                            .any(|g| names_it(&g.dest) && g.expires.is_none_or(|e| query.ts < e))
-                    });
+                    || activity
+                        .grants
+                        .iter()
+                        .any(|g| names_it(&g.dest) && g.expires.is_none_or(|e| query.ts < e));
                 findings.extend(dns_high_entropy::check_in(
                     agent,
+                    &mut activity.random_domains,
                     &query.qname,
                     domain,
                     allowed,
+                    query.ts,
                 ));
                 findings.extend(self.tunnels.check_in(
                     agent,
@@ -879,8 +928,13 @@ impl Engine {
         let Some(watermark) = self.clock.watermark() else {
             return;
         };
+        while let Some(pending) = self.conversations.due(watermark) {
+            self.judge_unanswered(pending);
+        }
         while let Some((at, due)) = self.deadlines.pop_due(watermark) {
             match due {
+                Due::Volume(id) => self.volume_due(&id, at),
+                Due::Schedule(id) => self.schedule_due(&id),
                 Due::Lifetime(id) => self.lifetime_due(&id, at, watermark),
                 Due::Heartbeat(id) => self.heartbeat_due(&id, at),
                 Due::HeartbeatWindow(id) => self.heartbeat_window_due(&id, watermark),
@@ -952,16 +1006,85 @@ impl Engine {
         let Some(activity) = self.activities.peek_mut(id) else {
             return;
         };
-        let (ready, waiting): (Vec<Heartbeat>, Vec<Heartbeat>) =
+        let (mut ready, waiting): (Vec<Heartbeat>, Vec<Heartbeat>) =
             std::mem::take(&mut activity.pending_heartbeats)
                 .into_iter()
                 .partition(|hb| hb.window_end <= watermark);
         activity.pending_heartbeats = waiting;
-        let activity = activity.clone();
+        ready.sort_by_key(|hb| hb.window_start);
+        let dns = &mut self.dns;
+        let mut names_of = |ip: IpAddr, t: Timestamp| -> Vec<String> {
+            agent
+                .ips
+                .iter()
+                .flat_map(|client| {
+                    dns.names_at(*client, ip, t)
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let mut reports = Vec::new();
         for hb in ready {
-            let findings = heartbeat_mismatch::check(&agent, &hb, &activity, &self.policy.monitor);
-            self.report(findings, Some(&AgentInfo::from(&agent)), hb.window_end);
+            let findings = heartbeat_mismatch::check(
+                &agent,
+                &hb,
+                activity,
+                &mut names_of,
+                &self.policy.monitor,
+            );
+            reports.push((findings, hb.window_end));
         }
+        activity.forget_contacts_before(Timestamp(
+            watermark.0 - activity::CONTACT_HISTORY_SECS * crate::time::NANOS_PER_SEC,
+        ));
+        let info = AgentInfo::from(&agent);
+        for (findings, at) in reports {
+            self.report(findings, Some(&info), at);
+        }
+    }
+
+    /// A call off its schedule, once its minute is complete: part of a retry
+    /// loop (`rate.runaway` from two minutes before it on), it is that incident.
+    fn schedule_due(&mut self, id: &str) {
+        let Some((agent, _)) = self.agent_and_profile(id) else {
+            return;
+        };
+        let Some(activity) = self.activities.peek_mut(id) else {
+            return;
+        };
+        let Some((at, finding)) = activity.held_deviation.take() else {
+            return;
+        };
+        let looping = activity
+            .runaway_at
+            .is_some_and(|r| r.0 >= at.0 - 120 * crate::time::NANOS_PER_SEC);
+        if !looping {
+            self.report(vec![finding], Some(&AgentInfo::from(&agent)), at);
+        }
+    }
+
+    /// The hour's volume, once the minute that crossed the baseline is complete.
+    fn volume_due(&mut self, id: &str, at: Timestamp) {
+        let Some((agent, Some(profile))) = self.agent_and_profile(id) else {
+            return;
+        };
+        let Some(activity) = self.activities.peek_mut(id) else {
+            return;
+        };
+        activity.volume_due = None;
+        let mut findings =
+            volume_anomaly::check(&agent, &profile, &self.baselines, activity.volume.totals());
+        // A retry loop in the hour is its own incident (rate.runaway): the
+        // connections it made are not a second one.
+        if activity
+            .runaway_at
+            .is_some_and(|r| at.0 - r.0 <= 3600 * crate::time::NANOS_PER_SEC)
+        {
+            findings.retain(|f| !volume_anomaly::counts_connections(f));
+        }
+        self.report(findings, Some(&AgentInfo::from(&agent)), at);
     }
 }
 

@@ -8,7 +8,9 @@
 mod activity;
 pub mod bounded;
 mod clock;
+mod direction;
 mod dns_map;
+mod egress;
 mod engine;
 pub mod incidents;
 pub mod output;

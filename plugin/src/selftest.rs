@@ -546,13 +546,15 @@ impl<'p> TestAgent<'p> {
         // Random-looking names (a domain generation algorithm).
         out.push(self.trial(
             "random_names",
-            "queries for generated names (xq7zk9w3-style labels)".into(),
+            "queries for generated domains (xq7zk9w3v.com-style)".into(),
             Expect::Alert,
             &["dns.high_entropy"],
             |rec| {
-                for (i, label) in ["xq7zk9w3v", "k8vz2qx7r", "zr4kq8xv2"].iter().enumerate() {
-                    let name = format!("data-{label}.selftest-dga.com");
-                    self.dns(rec, 10 + i as i64, &name, None);
+                for (i, name) in ["xq7zk9w3v.com", "k8vz2qx7r.net", "zr4kq8xv2.org"]
+                    .iter()
+                    .enumerate()
+                {
+                    self.dns(rec, 10 + i as i64, name, None);
                 }
                 13
             },

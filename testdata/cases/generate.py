@@ -33,6 +33,12 @@ def flow(m, dst, port=443, proto="TCP", src=IP, nbytes=1200):
             "dst_port": port, "proto": proto, "bytes": nbytes, "packets": 3}
 
 
+def conn(m, src, sport, dst, dport):
+    """One direction of a conversation, with its ports, as NetFlow exports it."""
+    return {"type": "flow", "ts": ts(m), "src_ip": src, "src_port": sport, "dst_ip": dst, "dst_port": dport,
+            "proto": "TCP", "bytes": 600, "packets": 4, "tcp_flags": "...AP.SF"}
+
+
 def heartbeat(start, end, dests):
     return {"type": "agent.heartbeat", "ts": ts(end), "agent_id": AGENT, "window_start": ts(start), "window_end": ts(end),
             "connections": [{"dest": d, "port": 443, "proto": "tcp", "count": 1} for d in dests]}
@@ -53,8 +59,12 @@ EVERY_HALF_HOUR = {"id": "fetch", "dest": "api.weather.example", "port": 443, "p
 
 CASES = {
     "egress.not_allowed": (
-        [spawn(), flow(1, "203.0.113.9", 8443)],
-        [spawn(), *API, flow(1, "93.184.216.34", 443)],
+        # A call home; then data sent from the service port to a peer that never connected.
+        [spawn(), flow(1, "203.0.113.9", 8443), conn(2, IP, 8080, "198.51.100.200", 40123), tick(10)],
+        # A health check answered before its request is exported, and after.
+        [spawn(), *API, flow(1, "93.184.216.34", 443),
+         conn(2, IP, 8080, "10.50.0.5", 51234), conn(2, "10.50.0.5", 51234, IP, 8080),
+         conn(3, "10.50.0.5", 51240, IP, 8080), conn(3, IP, 8080, "10.50.0.5", 51240), tick(10)],
     ),
     "egress.unknown_agent": (
         [spawn(), flow(1, "198.51.100.7", src="10.20.9.9")],
@@ -65,12 +75,17 @@ CASES = {
         [spawn(), dns(1, "api.internal.example.net", "93.184.216.34"), flow(1.1, "10.0.0.53", 53, "UDP")],
     ),
     "dns.high_entropy": (
-        [spawn(), dns(1, "data-xy78z4.example.com", "198.51.100.20")],
-        [spawn(), dns(1, "d3k8x9q2a7b1c0.cloudfront.net", "198.51.100.21"), dns(1.5, "en.wikipedia.org", "208.80.154.224")],
+        # A domain generator: random registered domains, most not even registered.
+        [spawn(), dns(1, "xkqjzvbwpl.com"), dns(1.1, "qwxzvkjhtr.net"), dns(1.2, "pzkqxvrtwm.org"), dns(1.3, "zqxjkvbtrw.info")],
+        # Allowed CDN names, one odd domain, random subdomains of ordinary domains, the same odd domain again.
+        [spawn(), dns(1, "d3k8x9q2a7b1c0.cloudfront.net", "198.51.100.21"), dns(1.5, "en.wikipedia.org", "208.80.154.224"),
+         dns(2, "xkqjzvbwpl.com"), dns(2.1, "www.xkqjzvbwpl.com"), dns(2.2, "data-xy78z4.example.com", "198.51.100.20"),
+         dns(2.3, "a7f3k9x2m1.cdn.example.net"), dns(20, "xkqjzvbwpl.com")],
     ),
     "dns.tunneling": (
         [spawn()] + [dns(1 + i / 60, f"{(i + 1) * 0x9e3779b97f4a7c15:032x}.t.example.org", qtype="A") for i in range(40)],
-        [spawn()] + [dns(1 + i / 60, name) for i in range(40) for name in ["api.internal.example.net"]],
+        # An agent without a DNS cache: one name, ~170 times in 5 minutes, A and TXT.
+        [spawn()] + [dns(1 + i / 60, "api.internal.example.net", qtype=("TXT" if i % 2 else "A")) for i in range(170)],
     ),
     "volume.anomaly": (
         [spawn(), *API] + [flow(1 + i * 0.7, "93.184.216.34") for i in range(70)],

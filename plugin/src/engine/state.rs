@@ -7,10 +7,11 @@
 //! never half-applied. The policy is not part of it: a restore keeps the
 //! running policy, and its caps and timings apply to what is restored.
 
-use super::{Counters, Engine, InboundKey, deadline_cap, window_cap};
+use super::{Counters, Engine, deadline_cap, window_cap};
 use crate::activity::Activity;
 use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Deadlines};
+use crate::direction::Conversations;
 use crate::dns_map::DnsMap;
 use crate::incidents::Incidents;
 use crate::registry::Registry;
@@ -24,7 +25,7 @@ use std::rc::Rc;
 /// Names the snapshot format, so a stray file is told apart from an old one.
 const FORMAT: &str = "clawwatch-state";
 /// Bumped whenever a saved structure changes shape.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Why a snapshot was refused. The engine is unchanged when this is returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +65,7 @@ struct SavedRef<'a> {
     registry: &'a Registry,
     dns: &'a DnsMap,
     incidents: &'a Incidents,
-    inbound: &'a BoundedMap<InboundKey, ()>,
+    conversations: &'a Conversations,
     activities: &'a BoundedMap<Rc<str>, Activity>,
     baselines: &'a Baselines,
     rates: &'a RateWindows,
@@ -79,7 +80,7 @@ struct Saved {
     registry: Registry,
     dns: DnsMap,
     incidents: Incidents,
-    inbound: BoundedMap<InboundKey, ()>,
+    conversations: Conversations,
     activities: BoundedMap<Rc<str>, Activity>,
     baselines: Baselines,
     rates: RateWindows,
@@ -98,7 +99,7 @@ impl Engine {
             registry: &self.registry,
             dns: &self.dns,
             incidents: &self.incidents,
-            inbound: &self.inbound,
+            conversations: &self.conversations,
             activities: &self.activities,
             baselines: &self.baselines,
             rates: &self.rates,
@@ -133,7 +134,7 @@ impl Engine {
         self.registry = saved.registry;
         self.dns = saved.dns;
         self.incidents = saved.incidents;
-        self.inbound = saved.inbound;
+        self.conversations = saved.conversations;
         self.activities = saved.activities;
         self.baselines = saved.baselines;
         self.rates = saved.rates;
@@ -147,7 +148,7 @@ impl Engine {
         self.registry.recap(m.max_agents);
         self.dns.recap(m.max_dns_entries);
         self.incidents.recap(m.max_incidents);
-        self.inbound.recap(m.max_dns_entries);
+        self.conversations.recap(m.max_dns_entries);
         self.activities.recap(m.max_agents);
         self.rates.recap(window_cap(m));
         self.tunnels.recap(window_cap(m));
@@ -232,7 +233,7 @@ mod tests {
                 supported: super::VERSION
             }
         );
-        assert!(err.to_string().contains("version 2"), "{err}");
+        assert!(err.to_string().contains("version 3"), "{err}");
     }
 
     #[test]

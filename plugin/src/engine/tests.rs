@@ -460,6 +460,7 @@ fn plans_flag_undeclared_calls_and_off_schedule_ones() {
         flow_at(1.0, "93.184.216.34", 443),
         flow_at(30.0, "203.0.113.80", 443),
         flow(&at(31.0), "10.20.0.15", "10.0.0.53", 53, "UDP"),
+        dns_at(45.0, "api.internal.example.net", "93.184.216.34"),
     ];
     let out = run(&mut e, &input.join("\n"));
     assert_eq!(out[4]["clawwatch"]["verdict"], "allow", "on schedule");
@@ -468,15 +469,40 @@ fn plans_flag_undeclared_calls_and_off_schedule_ones() {
         ["plan.undeclared"],
         "allowed by policy but not in the plan"
     );
-    assert_eq!(
-        rules(&out[6]),
-        ["schedule.deviation"],
-        "half an hour off the hourly slot"
+    assert!(
+        rules(&out[6]).is_empty(),
+        "an off-schedule call is judged once its minute is complete"
     );
     assert_eq!(
         out[7]["clawwatch"]["verdict"], "allow",
         "DNS to the corporate resolver is never an action"
     );
+    let all = run_all(&mut Engine::new(DAY_POLICY).unwrap(), &input.join("\n"));
+    let late = emitted(&all, "schedule.deviation");
+    assert_eq!(late.len(), 1, "half an hour off the hourly slot: {late:?}");
+    assert_eq!(late[0]["clawwatch"]["incident"]["first_seen"], at(30.0));
+}
+
+#[test]
+fn a_retry_loop_to_a_scheduled_destination_is_a_runaway_not_a_deviation() {
+    let mut e = Engine::new(DAY_POLICY).unwrap();
+    let plan = format!(
+        r#"{{"type":"agent.plan","ts":"{}","agent_id":"0x8a3f","actions":[{{"id":"a1","dest":"api.weather.example","port":443,"proto":"tcp","not_before":"{}","every_minutes":60}}]}}"#,
+        at(0.0),
+        at(0.0)
+    );
+    let mut input = vec![
+        SPAWN.to_string(),
+        plan,
+        dns_at(0.2, "api.weather.example", "203.0.113.80"),
+    ];
+    for i in 0..300 {
+        input.push(flow_at(30.0 + i as f64 / 100.0, "203.0.113.80", 443));
+    }
+    input.push(dns_at(50.0, "api.weather.example", "203.0.113.80"));
+    let all = run_all(&mut e, &input.join("\n"));
+    assert_eq!(emitted(&all, "rate.runaway").len(), 1);
+    assert!(emitted(&all, "schedule.deviation").is_empty());
 }
 
 #[test]
@@ -566,7 +592,7 @@ fn a_terminated_agent_is_neither_missing_nor_overdue() {
 }
 
 #[test]
-fn a_retry_loop_is_one_rate_incident_and_one_volume_incident() {
+fn a_retry_loop_is_one_rate_incident_not_also_a_volume_incident() {
     let mut e = Engine::new(DAY_POLICY).unwrap();
     let mut input = vec![
         SPAWN.to_string(),
@@ -577,8 +603,32 @@ fn a_retry_loop_is_one_rate_incident_and_one_volume_incident() {
     }
     let all = run_all(&mut e, &input.join("\n"));
     assert_eq!(emitted(&all, "rate.runaway").len(), 1);
-    assert_eq!(emitted(&all, "volume.anomaly").len(), 1);
+    assert!(
+        emitted(&all, "volume.anomaly").is_empty(),
+        "the loop is the volume"
+    );
     assert!(emitted(&all, "egress.not_allowed").is_empty());
+}
+
+#[test]
+fn a_volume_spike_spread_over_minutes_is_a_volume_incident() {
+    let mut e = Engine::new(DAY_POLICY).unwrap();
+    let mut input = vec![
+        SPAWN.to_string(),
+        dns_at(0.1, "api.internal.example.net", "93.184.216.34"),
+    ];
+    // Well over 12/h × 5, never more than the rate limit in a minute.
+    for i in 0..100 {
+        input.push(flow_at(1.0 + i as f64 * 0.5, "93.184.216.34", 443));
+    }
+    input.push(flow_at(120.0, "93.184.216.34", 443));
+    let all = run_all(&mut e, &input.join("\n"));
+    let opened: Vec<_> = emitted(&all, "volume.anomaly")
+        .into_iter()
+        .filter(|v| v["clawwatch"]["incident"]["status"] == "open")
+        .collect();
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert!(emitted(&all, "rate.runaway").is_empty());
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! load error with its line, not a silently ignored setting.
 
 use super::Profile;
-use super::destination::Rule;
+use super::destination::{ListenPort, Rule};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
@@ -187,6 +187,9 @@ pub struct ProfileSettings<C> {
     pub expected_lifetime_minutes: Option<u64>,
     /// The connections agents of this type may make; anything else is `egress.not_allowed`.
     pub allowed_outbound: Option<Vec<Rule>>,
+    /// Ports agents of this type serve on: their answers from these ports are
+    /// replies, judged only if no peer's connection to them turns up.
+    pub listen: Option<Vec<ListenPort>>,
     /// Expected connections per hour, the seed of the volume baseline.
     pub baseline_connections_per_hour: Option<u64>,
     /// How far above baseline volume may go before `volume.anomaly`.
@@ -235,6 +238,9 @@ impl<C> ProfileSettings<C> {
         }
         if let Some(v) = self.allowed_outbound {
             profile.allowed_outbound = v;
+        }
+        if let Some(v) = self.listen {
+            profile.listen = Some(v);
         }
         if let Some(v) = self.baseline_connections_per_hour {
             profile.baseline_connections_per_hour = Some(v);

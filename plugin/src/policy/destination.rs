@@ -286,6 +286,36 @@ impl Rule {
     }
 }
 
+/// A port agents of a profile serve on (`listen = [{ protocol, port }]`):
+/// their answers from it are replies to the peers that connected, not calls.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenPort {
+    /// "TCP", "UDP" or "ANY".
+    pub protocol: Protocol,
+    /// A port or "low-high" (not "ANY": every port a service port would make
+    /// every call look like an answer).
+    pub port: Ports,
+}
+
+impl ListenPort {
+    pub fn serves(&self, proto: Proto, port: u16) -> bool {
+        self.protocol.matches(proto) && self.port.contains(port)
+    }
+}
+
+impl fmt::Display for ListenPort {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let proto = match self.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+            Protocol::Any => "any",
+        };
+        write!(f, "{}/{proto}", self.port)
+    }
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let proto = match self.protocol {

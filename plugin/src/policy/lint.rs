@@ -44,6 +44,11 @@ impl fmt::Display for Lint {
     }
 }
 
+/// Where operating systems pick the source ports of outgoing connections
+/// (Linux's default range, inside IANA's dynamic ports).
+const EPHEMERAL_LOW: u16 = 32768;
+const EPHEMERAL_HIGH: u16 = 60999;
+
 fn profile_place(p: &Profile) -> String {
     match &p.context {
         Some(ctx) => format!("agent_profile.\"{}\".context.\"{ctx}\"", p.name),
@@ -234,6 +239,28 @@ pub fn lint(policy: &Policy, expected_types: Option<&[String]>) -> Vec<Lint> {
                         .into(),
             });
         }
+        for (i, l) in p.listen.iter().flatten().enumerate() {
+            let place = format!("{place}.listen[{i}]");
+            let ephemeral = l.port.low <= EPHEMERAL_HIGH && l.port.high >= EPHEMERAL_LOW;
+            if l.port == Ports::ANY || ephemeral {
+                out.push(Lint {
+                    level: Level::Warning,
+                    code: "over-broad-listen",
+                    place,
+                    message: format!(
+                        "port {} includes the ephemeral ports ({EPHEMERAL_LOW}-{EPHEMERAL_HIGH}) the agents' own calls leave from: those calls would pass as answers and be judged only lateness_minutes later; list the service ports",
+                        l.port
+                    ),
+                });
+            } else if l.protocol == Protocol::Icmp {
+                out.push(Lint {
+                    level: Level::Warning,
+                    code: "cannot-fire",
+                    place,
+                    message: "ICMP has no ports to serve on: this entry matches nothing".into(),
+                });
+            }
+        }
         if p.max_requests_per_minute > 100_000 {
             out.push(Lint {
                 level: Level::Warning,
@@ -389,6 +416,27 @@ mod tests {
         assert!(
             found.contains(&("agent_profile".into(), "missing-profile")),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn listen_ports_that_cover_the_ephemeral_range_are_over_broad() {
+        let p = format!(
+            "{BASE}[agent_profile.\"api\"]\nallowed_outbound = [{{ protocol = \"UDP\", port = 53, destination = \"10.0.0.53\" }}]\nlisten = [{{ protocol = \"TCP\", port = 8080 }}, {{ protocol = \"TCP\", port = \"ANY\" }}, {{ protocol = \"UDP\", port = \"30000-40000\" }}, {{ protocol = \"ICMP\", port = 1 }}]\n"
+        );
+        assert_eq!(
+            codes(&p, None),
+            [
+                (
+                    "agent_profile.\"api\".listen[1]".to_string(),
+                    "over-broad-listen"
+                ),
+                (
+                    "agent_profile.\"api\".listen[2]".to_string(),
+                    "over-broad-listen"
+                ),
+                ("agent_profile.\"api\".listen[3]".to_string(), "cannot-fire"),
+            ]
         );
     }
 

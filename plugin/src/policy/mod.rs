@@ -9,7 +9,7 @@ mod destination;
 mod error;
 pub mod lint;
 
-pub use destination::{Destination, Ports, Protocol, Rule};
+pub use destination::{Destination, ListenPort, Ports, Protocol, Rule};
 pub use error::PolicyError;
 
 use config::{PolicyConfig, ProfileOverrides};
@@ -51,6 +51,8 @@ pub struct Profile {
     pub context: Option<String>,
     pub expected_lifetime_minutes: Option<u64>,
     pub allowed_outbound: Vec<Rule>,
+    /// Declared service ports; `None` when the profile does not say.
+    pub listen: Option<Vec<ListenPort>>,
     pub baseline_connections_per_hour: Option<u64>,
     pub volume_anomaly_threshold_multiplier: Option<f64>,
     pub allowed_time_variance_minutes: Option<u64>,
@@ -81,6 +83,13 @@ impl Profile {
         self.allowed_outbound
             .iter()
             .find(|r| r.allows(proto, port, ip, names))
+    }
+
+    /// Whether the profile declares `port` a service port of its agents.
+    pub fn serves(&self, proto: crate::record::Proto, port: u16) -> Option<bool> {
+        self.listen
+            .as_ref()
+            .map(|ports| ports.iter().any(|l| l.serves(proto, port)))
     }
 }
 
@@ -139,6 +148,7 @@ impl Policy {
                     context: None,
                     expected_lifetime_minutes: None,
                     allowed_outbound: Vec::new(),
+                    listen: None,
                     baseline_connections_per_hour: None,
                     volume_anomaly_threshold_multiplier: None,
                     allowed_time_variance_minutes: None,

@@ -52,6 +52,7 @@ known_keys! {
     Proto = "proto",
     Bytes = "bytes",
     Packets = "packets",
+    TcpFlags = "tcp_flags",
     TimeFlowStartNs = "time_flow_start_ns",
     TimeFlowEndNs = "time_flow_end_ns",
     TimeReceivedNs = "time_received_ns",

@@ -75,6 +75,11 @@ pub(crate) fn flow_with(
         proto,
         bytes: r.count(k.bytes)?.unwrap_or(0),
         packets: r.count(k.packets)?.unwrap_or(0),
+        tcp_flags: match proto {
+            Proto::Tcp => r.tcp_flags(Key::TcpFlags)?,
+            _ => None,
+        },
+        src_initiated: false,
     })
 }
 

@@ -153,7 +153,7 @@ pub struct PolicyChange {
 }
 
 /// One unidirectional flow, as NetFlow/IPFIX-style collectors report it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Flow {
     /// When the flow started: what attribution is judged against.
     pub ts: Timestamp,
@@ -165,6 +165,27 @@ pub struct Flow {
     pub proto: Proto,
     pub bytes: u64,
     pub packets: u64,
+    /// TCP flags seen over the flow (OR of every packet's), when the exporter gives them.
+    pub tcp_flags: Option<u8>,
+    /// The exporter says the source opened the connection (bidirectional
+    /// records: Suricata `flow`, Zeek `conn`). NetFlow-style records do not.
+    pub src_initiated: bool,
+}
+
+/// TCP SYN and ACK bits, as NetFlow/IPFIX `tcpControlBits` carry them.
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+
+impl Flow {
+    /// The source opened this connection, by the record's own word: a
+    /// bidirectional record, or a SYN never acknowledged from this side (an
+    /// answering side's SYN always travels with an ACK).
+    pub fn opened_by_source(&self) -> bool {
+        self.src_initiated
+            || self
+                .tcp_flags
+                .is_some_and(|f| f & TCP_SYN != 0 && f & TCP_ACK == 0)
+    }
 }
 
 /// One DNS answer: an address (A/AAAA) or a name (CNAME and others).
@@ -593,6 +614,23 @@ impl<'r, 'a> Reader<'r, 'a> {
         })
     }
 
+    /// TCP flags as exporters write them: a number (goflow2), a decimal or
+    /// `0x` hex string (pmacct), or nfdump's letters (`...AP.SF`).
+    pub fn tcp_flags(&self, key: Key) -> Result<Option<u8>, DecodeError> {
+        let Some(v) = self.present(key) else {
+            return Ok(None);
+        };
+        parse_tcp_flags(v).map(Some).ok_or_else(|| {
+            self.error(
+                key,
+                format!(
+                    "is not TCP flags (a number or nfdump's letters): {}",
+                    v.preview()
+                ),
+            )
+        })
+    }
+
     pub fn proto(&self, key: Key) -> Result<Option<Proto>, DecodeError> {
         let Some(v) = self.present(key) else {
             return Ok(None);
@@ -798,6 +836,35 @@ fn parse_port(v: &Value) -> Option<u16> {
     v.as_u64().and_then(|n| u16::try_from(n).ok())
 }
 
+fn parse_tcp_flags(v: &Value) -> Option<u8> {
+    if let Some(n) = v.as_u64() {
+        return u8::try_from(n).ok();
+    }
+    let s = v.as_str()?.trim();
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        return u8::from_str_radix(hex, 16).ok();
+    }
+    if let Ok(n) = s.parse::<u8>() {
+        return Some(n);
+    }
+    // nfdump: one position per flag, `.` where unset (`CEUAPRSF`, older `UAPRSF`).
+    s.bytes().try_fold(0u8, |flags, c| {
+        let bit = match c {
+            b'.' => 0,
+            b'F' => 0x01,
+            b'S' => 0x02,
+            b'R' => 0x04,
+            b'P' => 0x08,
+            b'A' => 0x10,
+            b'U' => 0x20,
+            b'E' => 0x40,
+            b'C' => 0x80,
+            _ => return None,
+        };
+        Some(flags | bit)
+    })
+}
+
 fn parse_proto(v: &Value) -> Option<Proto> {
     match v {
         Value::Str(s) => Proto::from_name(s.trim()),
@@ -818,6 +885,23 @@ mod tests {
 
     fn recognize_line(line: &str) -> Recognized {
         recognize(&Fields::parse(line.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn tcp_flags_read_as_every_exporter_writes_them() {
+        for (v, flags) in [
+            (Value::UInt(27), Some(0x1b)),
+            (Value::Str("27".into()), Some(0x1b)),
+            (Value::Str("0x12".into()), Some(0x12)),
+            (Value::Str("...AP.SF".into()), Some(0x1b)),
+            (Value::Str("......S.".into()), Some(0x02)),
+            (Value::Str("UAPRSF".into()), Some(0x3f)),
+            (Value::Str("........".into()), Some(0)),
+            (Value::Str("SYN".into()), None),
+            (Value::UInt(300), None),
+        ] {
+            assert_eq!(parse_tcp_flags(&v), flags, "{v:?}");
+        }
     }
 
     #[test]

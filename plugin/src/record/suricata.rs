@@ -47,6 +47,8 @@ pub fn flow(fields: &Fields) -> Recognized {
             f.bytes = r.nested_count(stats, "bytes")?.unwrap_or(0);
             f.packets = r.nested_count(stats, "pkts")?.unwrap_or(0);
         } else {
+            // A flow event is the whole conversation, its source the client.
+            f.src_initiated = true;
             // What the client sent: the agent's side of the exchange.
             f.bytes = r.nested_count(stats, "bytes_toserver")?.unwrap_or(0);
             f.packets = r.nested_count(stats, "pkts_toserver")?.unwrap_or(0);

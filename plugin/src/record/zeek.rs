@@ -5,7 +5,7 @@
 
 use super::fields::{Fields, Key, Value};
 use super::flow::{FlowKeys, flow_with};
-use super::{DnsAnswer, DnsQuery, Event, Reader, Recognized, Stream};
+use super::{DnsAnswer, DnsQuery, Event, Flow, Reader, Recognized, Stream};
 
 const KEYS: FlowKeys = FlowKeys {
     src: Key::OrigH,
@@ -25,7 +25,11 @@ pub fn conn(fields: &Fields) -> Recognized {
     };
     let decode = || {
         let ts = r.required(Key::Ts, Reader::timestamp)?;
-        flow_with(&r, ts, None, &KEYS)
+        // A conn.log entry is the whole conversation, its originator the client.
+        flow_with(&r, ts, None, &KEYS).map(|f| Flow {
+            src_initiated: true,
+            ..f
+        })
     };
     Recognized::from_decoded(decode(), Event::Flow)
 }

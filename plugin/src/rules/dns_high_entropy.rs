@@ -3,13 +3,20 @@
 //! English and host-name words), that interleave letters and digits like a
 //! generator (`data-xy78z4`), or that are long and high-entropy (encoded data).
 //!
-//! CDN and cloud hosts look random too (`d3k8x9q2a7b1c0.cloudfront.net`), so a
-//! name the agent is allowed to reach (its `allowed_outbound`, the approvals
-//! allow-list) is never judged. One incident per (agent, registered domain).
+//! A domain generator registers random *domains*: the label judged is the
+//! one left of the public suffix (random labels below a fixed domain are a
+//! subdomain scheme, for `dns.tunneling`). One odd domain is not a generator:
+//! the rule fires once an agent has resolved [`BURST_DOMAINS`] random-looking
+//! domains within [`BURST_SECS`], and a burst of hundreds is one incident per
+//! agent. CDN and cloud hosts look random too (`d3k8x9q2a7b1c0.cloudfront.net`),
+//! so a name the agent is allowed to reach (its `allowed_outbound`, the
+//! approvals allow-list, a live grant) is never judged.
 
 use super::letter_bigrams::LOG10_P;
-use super::{Finding, RuleInfo, Severity, Subject, registered_domain};
+use super::{Finding, RuleInfo, Severity, Subject};
 use crate::registry::Agent;
+use crate::time::{NANOS_PER_SEC, Timestamp};
+use std::hash::{Hash, Hasher};
 
 pub const RULE: RuleInfo = RuleInfo {
     id: "dns.high_entropy",
@@ -80,75 +87,143 @@ pub fn random_label(label: &str) -> Option<&'static str> {
     None
 }
 
-/// Judges one name an agent resolved; `allowed` says whether the agent may
-/// reach it (then it is not judged at all).
-pub fn check(agent: &Agent, qname: &str, allowed: bool) -> Option<Finding> {
-    check_in(agent, qname, registered_domain(qname)?, allowed)
+/// Random-looking registered domains an agent must resolve within
+/// [`BURST_SECS`] before it reads as a generator: one odd name is not a DGA.
+pub const BURST_DOMAINS: usize = 3;
+pub const BURST_SECS: i64 = 10 * 60;
+
+/// Why the name's registered domain looks machine-made, with its label.
+pub fn random_domain<'n>(qname: &'n str, domain: &str) -> Option<(&'n str, &'static str)> {
+    // The label the owner registered: left of the public suffix. Random
+    // labels below it are a subdomain scheme (CDN shards, tunnels), which
+    // `dns.tunneling` judges by volume.
+    let label = domain.split('.').next()?;
+    let at = qname.len().checked_sub(domain.len())?;
+    let label = qname.get(at..at + label.len())?;
+    random_label(label).map(|why| (label, why))
 }
 
-/// [`check`] for a name whose registered domain the caller already knows.
-pub fn check_in(agent: &Agent, qname: &str, domain: &str, allowed: bool) -> Option<Finding> {
+/// Judges one name an agent resolved at `t`; `allowed` says whether the agent
+/// may reach it (then it is not judged at all). `recent` holds the random
+/// registered domains the agent resolved lately (bounded by the caller's
+/// [`BURST_DOMAINS`]). One incident per agent: a generator's burst of
+/// hundreds of domains is one alert.
+pub fn check_in(
+    agent: &Agent,
+    recent: &mut Vec<(u64, Timestamp)>,
+    qname: &str,
+    domain: &str,
+    allowed: bool,
+    t: Timestamp,
+) -> Option<Finding> {
     if allowed {
         return None;
     }
-    // The labels the owner chose: everything left of the public suffix.
-    let suffix_len = domain
-        .split_once('.')
-        .map_or(0, |(_, suffix)| suffix.len() + 1);
-    let chosen = &qname[..qname.len() - suffix_len];
-    let (label, why) = chosen
-        .split('.')
-        .find_map(|l| random_label(l).map(|why| (l, why)))?;
+    let (label, why) = random_domain(qname, domain)?;
+    let hash = {
+        let mut h = rustc_hash::FxHasher::default();
+        domain.hash(&mut h);
+        h.finish()
+    };
+    recent.retain(|(_, at)| (t.0 - at.0).abs() <= BURST_SECS * NANOS_PER_SEC);
+    if !recent.iter().any(|(h, _)| *h == hash) {
+        if recent.len() >= BURST_DOMAINS {
+            recent.remove(0);
+        }
+        recent.push((hash, t));
+    }
+    if recent.len() < BURST_DOMAINS {
+        return None;
+    }
     let subject = Subject::Agent(agent);
     Some(Finding::new(
         &RULE,
         &subject,
-        Some(domain),
-        format!("{subject} resolved {qname}, whose label \"{label}\" looks random ({why})"),
+        None,
+        format!(
+            "{subject} resolved {qname}, whose domain label \"{label}\" looks random ({why}), with at least {BURST_DOMAINS} such domains within {} minutes",
+            BURST_SECS / 60
+        ),
     ))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::agent;
+    use super::super::registered_domain;
+    use super::super::test_support::{agent, ts};
     use super::*;
 
-    #[test]
-    fn generated_and_dga_like_names_fire() {
+    fn judge(names: &[&str], allowed: bool) -> Vec<Option<Finding>> {
         let a = agent("data_collector_v1");
-        for (name, domain) in [
-            ("data-xy78z4.example.com", "example.com"),
-            ("xkqjzvbwpl.com", "xkqjzvbwpl.com"),
-            ("qwxzvkjhtr.net", "qwxzvkjhtr.net"),
-            (
+        let mut recent = Vec::new();
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let domain = registered_domain(name).expect("a registered domain");
+                let t = ts("2026-11-24T14:00:00Z").plus_secs(i as i64 * 20);
+                check_in(&a, &mut recent, name, domain, allowed, t)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_burst_of_generated_domains_fires_once_keyed_by_the_agent() {
+        let burst = [
+            "xkqjzvbwpl.com",
+            "qwxzvkjhtr.net",
+            "www.pzkqxvrtwm.org",
+            "zqxjkvbtrw.info",
+        ];
+        let found = judge(&burst, false);
+        assert!(found[0].is_none() && found[1].is_none(), "not yet a burst");
+        let f = found[2].as_ref().expect("the third random domain fires");
+        assert_eq!(f.incident, "0x8a3f/dns.high_entropy");
+        assert_eq!(
+            found[3].as_ref().map(|f| f.incident.as_str()),
+            Some("0x8a3f/dns.high_entropy"),
+            "later ones join the same incident"
+        );
+    }
+
+    #[test]
+    fn the_same_random_domain_again_is_no_burst() {
+        let found = judge(
+            &["xkqjzvbwpl.com", "www.xkqjzvbwpl.com", "api.xkqjzvbwpl.com"],
+            false,
+        );
+        assert!(found.iter().all(Option::is_none), "{found:?}");
+    }
+
+    #[test]
+    fn random_subdomains_of_a_plain_domain_are_not_a_generator() {
+        let found = judge(
+            &[
+                "data-xy78z4.example.com",
                 "mzxw6ytboi4dsnrrgq3tmmjsgiydanjt.exfil.example.org",
-                "example.org",
-            ),
-        ] {
-            let f = check(&a, name, false).unwrap_or_else(|| panic!("{name} must fire"));
-            assert_eq!(f.incident, format!("0x8a3f/dns.high_entropy/{domain}"));
-        }
+                "a7f3k9x2m1.cdn.example.net",
+            ],
+            false,
+        );
+        assert!(found.iter().all(Option::is_none), "{found:?}");
     }
 
     #[test]
     fn cdn_and_cloud_names_do_not_fire_when_allowed() {
-        let a = agent("data_collector_v1");
-        for name in [
+        let names = [
             "d3k8x9q2a7b1c0.cloudfront.net",
             "my-bucket-7f3a9c1e.s3.amazonaws.com",
-            "internal-web-1234567890.us-east-1.elb.amazonaws.com",
-        ] {
-            assert!(check(&a, name, true).is_none(), "{name}");
-        }
+            "d9x8k7q2p3m4n1.cloudfront.net",
+        ];
+        assert!(judge(&names, true).iter().all(Option::is_none));
         assert!(
-            check(&a, "d3k8x9q2a7b1c0.cloudfront.net", false).is_some(),
-            "the same name, not allowed, is judged"
+            judge(&names, false)[2].is_some(),
+            "the same names, not allowed, are judged"
         );
     }
 
     #[test]
     fn ordinary_names_are_near_misses() {
-        let a = agent("data_collector_v1");
         for name in [
             "api.internal.example.net",
             "en.wikipedia.org",
@@ -158,14 +233,10 @@ mod tests {
             "us-east-1.console.aws.amazon.com",
             "telemetry.weather-service.example",
             "cdn77.example.com",
-            "1.0.0.127.in-addr.arpa",
-            "192.168.1.1",
+            "ip-10-20-0-15.ec2.internal.example.net",
         ] {
-            assert!(
-                check(&a, name, false).is_none(),
-                "{name}: {:?}",
-                check(&a, name, false)
-            );
+            let domain = registered_domain(name).unwrap();
+            assert!(random_domain(name, domain).is_none(), "{name}");
         }
     }
 }

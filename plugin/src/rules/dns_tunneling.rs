@@ -1,6 +1,11 @@
 //! `dns.tunneling`: DNS used as a data channel. Per (agent, registered domain)
 //! and five-minute window of event time: many unique subdomains that are long
-//! on average, a burst of TXT/NULL queries, or a large volume of query bytes.
+//! on average, a burst of TXT/NULL queries for distinct names, or a large
+//! volume of distinct query names.
+//!
+//! Only *distinct* names count: a tunnel carries data, so every query name is
+//! new, while an agent without a DNS cache asks for the same few names again
+//! and again, which is repetition, not information.
 
 use super::{Finding, RuleInfo, Severity, Subject, registered_domain};
 use crate::bounded::BoundedMap;
@@ -20,20 +25,29 @@ const WINDOW_NANOS: i64 = 5 * 60 * NANOS_PER_SEC;
 /// Unique subdomains in a window, with their mean length, that mark a tunnel.
 const UNIQUE_SUBDOMAINS: usize = 30;
 const MEAN_SUBDOMAIN_LEN: usize = 16;
-/// TXT/NULL queries in a window, and their share of all queries, that mark a tunnel.
+/// TXT/NULL queries for distinct names in a window, and their share of the window's distinct names, that mark a tunnel.
 const TXT_NULL_QUERIES: u32 = 10;
-/// Bytes of query names to one domain in a window that mark a tunnel.
+/// Bytes of distinct query names under one domain in a window that mark a tunnel.
 const QUERY_BYTES: u64 = 4096;
+
+/// Distinct names remembered per window to tell new from repeated; past it
+/// (far past every threshold) names count as new.
+const SEEN_NAMES: usize = 256;
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Window {
     start: i64,
-    queries: u32,
+    /// Distinct query names (of any type) in the window.
+    names: u32,
+    /// Distinct names asked for as TXT/NULL.
     txt_null: u32,
+    /// Bytes of the distinct names.
     query_bytes: u64,
-    /// Hashes of the distinct subdomains seen, up to the threshold (bounded).
-    distinct: Vec<u64>,
+    /// Distinct non-empty subdomains and their total length.
+    distinct: u32,
     distinct_len_total: usize,
+    /// Hashes of the (name, TXT/NULL) pairs seen.
+    seen: Vec<u64>,
 }
 
 /// Windows per (agent, registered domain), least recently used forgotten first.
@@ -86,34 +100,45 @@ impl TunnelWindows {
                 ..Window::default()
             };
         }
-        w.queries += 1;
-        w.query_bytes += qname.len() as u64;
-        if matches!(
+        let txt_null = matches!(
             qtype.map(str::to_ascii_uppercase).as_deref(),
             Some("TXT" | "NULL" | "16" | "10")
-        ) {
+        );
+        let hash = {
+            let mut h = rustc_hash::FxHasher::default();
+            qname.hash(&mut h);
+            txt_null.hash(&mut h);
+            h.finish()
+        };
+        if w.seen.contains(&hash) {
+            return None; // asked before in this window: repetition carries nothing
+        }
+        if w.seen.len() < SEEN_NAMES {
+            w.seen.push(hash);
+        }
+        w.names += 1;
+        w.query_bytes += qname.len() as u64;
+        if txt_null {
             w.txt_null += 1;
         }
-        if !sub.is_empty() && w.distinct.len() <= UNIQUE_SUBDOMAINS {
-            let mut h = rustc_hash::FxHasher::default();
-            sub.hash(&mut h);
-            let h = h.finish();
-            if !w.distinct.contains(&h) {
-                w.distinct.push(h);
-                w.distinct_len_total += sub.len();
-            }
+        if !sub.is_empty() {
+            w.distinct += 1;
+            w.distinct_len_total += sub.len();
         }
-        let why = if w.distinct.len() > UNIQUE_SUBDOMAINS
-            && w.distinct_len_total / w.distinct.len() >= MEAN_SUBDOMAIN_LEN
+        let why = if w.distinct as usize > UNIQUE_SUBDOMAINS
+            && w.distinct_len_total / w.distinct as usize >= MEAN_SUBDOMAIN_LEN
         {
             format!(
                 "more than {UNIQUE_SUBDOMAINS} unique subdomains averaging {} characters",
-                w.distinct_len_total / w.distinct.len()
+                w.distinct_len_total / w.distinct as usize
             )
-        } else if w.txt_null >= TXT_NULL_QUERIES && w.txt_null * 2 >= w.queries {
-            format!("{} TXT/NULL queries out of {}", w.txt_null, w.queries)
+        } else if w.txt_null >= TXT_NULL_QUERIES && w.txt_null * 2 >= w.names {
+            format!(
+                "{} TXT/NULL queries for distinct names out of {}",
+                w.txt_null, w.names
+            )
         } else if w.query_bytes >= QUERY_BYTES {
-            format!("{} bytes of query names", w.query_bytes)
+            format!("{} bytes of distinct query names", w.query_bytes)
         } else {
             return None;
         };
@@ -186,6 +211,18 @@ mod tests {
             ] {
                 assert!(w.check(&a, name, Some("A"), t).is_none());
             }
+        }
+        // An agent without a DNS cache: one allowed name ~170 times in 5 minutes.
+        for i in 0..170 {
+            let t = ts("2026-11-24T16:00:00Z").plus_secs(i * 5 / 3);
+            assert!(
+                w.check(&a, "telemetry-ingest.internal.example.net", Some("A"), t)
+                    .is_none()
+            );
+            assert!(
+                w.check(&a, "telemetry-ingest.internal.example.net", Some("TXT"), t)
+                    .is_none()
+            );
         }
         // Many short unique subdomains (a CDN's shards) within one window.
         for i in 0..60 {

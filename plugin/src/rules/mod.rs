@@ -116,8 +116,9 @@ impl fmt::Display for Subject<'_> {
 }
 
 /// One rule firing on one record (or at one moment of event time).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Finding {
+    #[serde(with = "rule_by_id")]
     pub rule: &'static RuleInfo,
     /// This instance's severity (a rule may grade its findings).
     pub severity: Severity,
@@ -259,6 +260,8 @@ allowed_outbound = [
             proto,
             bytes: 100,
             packets: 1,
+            tcp_flags: None,
+            src_initiated: false,
         }
     }
 }

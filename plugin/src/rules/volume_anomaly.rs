@@ -10,6 +10,7 @@ use super::{Finding, RuleInfo, Severity, Subject};
 use crate::activity::HourTotals;
 use crate::policy::Profile;
 use crate::registry::Agent;
+use crate::time::{NANOS_PER_SEC, Timestamp};
 use rustc_hash::FxHashMap;
 
 pub const RULE: RuleInfo = RuleInfo {
@@ -70,6 +71,30 @@ impl Baselines {
         self.learned
             .insert((profile.name.clone(), profile.context.clone()), next);
     }
+}
+
+/// Whether the hour is over the baseline at all (cheap: no finding built).
+pub fn exceeds(profile: &Profile, baselines: &Baselines, hour: HourTotals) -> bool {
+    let multiplier = profile
+        .volume_anomaly_threshold_multiplier
+        .unwrap_or(DEFAULT_MULTIPLIER);
+    let (conns, bytes) = baselines.current(profile);
+    let over = |observed: u64, baseline: Option<f64>| {
+        baseline.is_some_and(|b| observed as f64 > b * multiplier)
+    };
+    over(hour.connections, conns) || over(hour.bytes, bytes)
+}
+
+/// When a crossing at `t` is judged: the end of its minute, so the minute's
+/// connections (and a retry loop among them) are all counted first.
+pub fn judged_at(t: Timestamp) -> Timestamp {
+    let minute = 60 * NANOS_PER_SEC;
+    Timestamp((t.0.div_euclid(minute) + 1) * minute)
+}
+
+/// Whether the finding is about the number of connections (not bytes).
+pub fn counts_connections(f: &Finding) -> bool {
+    f.incident.ends_with("/connections")
 }
 
 /// Judges the agent's last hour (including this connection).
