@@ -34,7 +34,15 @@ pub struct Metrics {
     pub reloads_rejected: u64,
     pub snapshots_saved: u64,
     pub snapshots_failed: u64,
+    /// One line per alerting incident opened in this run (the first
+    /// [`MAX_LISTED_INCIDENTS`]), for the summary.
+    opened: Vec<String>,
+    /// Alerting incidents opened beyond the listed ones.
+    opened_unlisted: u64,
 }
+
+/// Incidents the end-of-run summary lists one per line.
+const MAX_LISTED_INCIDENTS: usize = 50;
 
 pub type Shared = Arc<Mutex<Metrics>>;
 
@@ -46,6 +54,38 @@ impl Metrics {
 
     pub fn set_engine(&mut self, stats: Stats) {
         self.engine = Some(stats);
+    }
+
+    /// Notes the alerting incidents a batch's output opened.
+    pub fn note_incidents(&mut self, out: &[u8]) {
+        const OPEN: &[u8] = b"\"status\":\"open\"";
+        let finder = memchr::memmem::Finder::new(OPEN);
+        for line in out.split(|b| *b == b'\n') {
+            if finder.find(line).is_none() {
+                continue;
+            }
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            let cw = &v["clawwatch"];
+            let i = &cw["incident"];
+            if cw["stream"] != "incident" || i["status"] != "open" || cw["verdict"] != "alert" {
+                continue;
+            }
+            if self.opened.len() >= MAX_LISTED_INCIDENTS {
+                self.opened_unlisted += 1;
+                continue;
+            }
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+            self.opened.push(format!(
+                "{} {:<6} {} {}: {}",
+                text(&i["first_seen"]),
+                text(&i["severity"]),
+                text(&i["rule"]),
+                text(&i["id"]),
+                text(&i["summary"])
+            ));
+        }
     }
 
     pub fn observe_batch(&mut self, took: Duration) {
@@ -298,6 +338,22 @@ impl Metrics {
             .map(|(r, n)| format!("{r} {n}"))
             .collect();
         let _ = writeln!(out, "  findings: {}", list(findings));
+        let listed = self.opened.len() as u64 + self.opened_unlisted;
+        let _ = writeln!(
+            out,
+            "  alerts: {}",
+            match listed {
+                0 => "none: no incident opened".to_string(),
+                1 => "1 incident opened".to_string(),
+                n => format!("{n} incidents opened"),
+            }
+        );
+        for line in &self.opened {
+            let _ = writeln!(out, "    {line}");
+        }
+        if self.opened_unlisted > 0 {
+            let _ = writeln!(out, "    ... and {} more", self.opened_unlisted);
+        }
         let _ = writeln!(
             out,
             "  incidents: {} opened, {} closed, {} open; {} agents known; {} entries evicted",
@@ -424,6 +480,30 @@ mod tests {
             }],
             incidents_open: 1,
         }
+    }
+
+    #[test]
+    fn the_summary_lists_each_alerting_incident_opened_on_a_line() {
+        let mut m = Metrics::default();
+        m.set_engine(stats(1, 1));
+        let out = concat!(
+            r#"{"type":"flow","clawwatch":{"stream":"flow","verdict":"alert"}}"#,
+            "\n",
+            r#"{"clawwatch":{"stream":"incident","verdict":"alert","incident":{"id":"w-1/egress.not_allowed/203.0.113.9:8443","rule":"egress.not_allowed","severity":"high","status":"open","count":1,"first_seen":"2026-11-24T14:01:00Z","last_seen":"2026-11-24T14:01:00Z","summary":"worker w-1 connected to 203.0.113.9:8443/tcp, not in allowed_outbound"}}}"#,
+            "\n",
+            r#"{"clawwatch":{"stream":"incident","verdict":"alert","incident":{"id":"w-1/egress.not_allowed/203.0.113.9:8443","rule":"egress.not_allowed","severity":"high","status":"closed","count":4}}}"#,
+            "\n",
+            r#"{"clawwatch":{"stream":"audit","verdict":"approved","incident":{"id":"w-1/approval.granted/pypi.org:443","rule":"approval.granted","severity":"info","status":"open"}}}"#,
+            "\n",
+        );
+        m.note_incidents(out.as_bytes());
+        let summary = m.summary(Duration::from_secs(1));
+        assert!(summary.contains("  alerts: 1 incident opened\n    2026-11-24T14:01:00Z high   egress.not_allowed w-1/egress.not_allowed/203.0.113.9:8443: worker w-1 connected to 203.0.113.9:8443/tcp, not in allowed_outbound\n"), "{summary}");
+        let quiet = Metrics::default().summary(Duration::from_secs(1));
+        assert!(
+            quiet.contains("  alerts: none: no incident opened\n"),
+            "{quiet}"
+        );
     }
 
     #[test]

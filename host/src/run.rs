@@ -229,6 +229,9 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
                 m.observe_batch(began.elapsed());
                 m.engine_restarts = monitor.restarts();
             }
+            if !out.is_empty() {
+                metrics.lock().expect("metrics lock").note_incidents(&out);
+            }
             if last_stats.elapsed() >= stats_every {
                 if let Ok(stats) = monitor.stats() {
                     metrics.lock().expect("metrics lock").set_engine(stats);

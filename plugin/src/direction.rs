@@ -31,6 +31,10 @@ use std::rc::Rc;
 /// (agent address, agent port, peer address, peer port) of one connection.
 pub type ConnKey = (IpAddr, u16, IpAddr, u16);
 
+/// How long after its last record a connection can still be answered on; a
+/// later flow on the same four-tuple is a new connection (peers reuse ports).
+const CONVERSATION_IDLE_NANOS: i64 = 15 * 60 * crate::time::NANOS_PER_SEC;
+
 /// Whether `agent_port` is the serving side of a conversation with `peer_port`:
 /// the profile's `listen` ports when it declares them, else the lower port.
 fn serving(agent_port: u16, peer_port: u16, declared: Option<bool>) -> bool {
@@ -70,9 +74,10 @@ pub struct PendingReply {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct Conversations {
-    /// Connections peers opened to agents' service ports, with the start of
-    /// the peer's side (its earliest record).
-    inbound: BoundedMap<ConnKey, Timestamp>,
+    /// Connections peers opened to agents' service ports: the first and last
+    /// start of the peer's side. Peers reuse their ports, so a connection
+    /// answers only while it is recent.
+    inbound: BoundedMap<ConnKey, (Timestamp, Timestamp)>,
     /// Provisional answers by connection; `order` says which come due first.
     pending: BoundedMap<ConnKey, PendingReply>,
     /// May hold keys already settled: they are skipped when popped.
@@ -93,18 +98,20 @@ impl Conversations {
     }
 
     /// Classifies a flow to an agent; a peer's connection is remembered, and
-    /// settles the provisional answer waiting for it (returned, to be dropped).
+    /// settles the provisional answer waiting for it.
     /// `declared`: whether the agent's profile lists the port as a service port.
     pub fn to_agent(&mut self, flow: &Flow, declared: Option<bool>) -> ToAgent {
         if !(flow.opened_by_source() || serving(flow.dst_port, flow.src_port, declared)) {
             return ToAgent::Return;
         }
         let key = (flow.dst, flow.dst_port, flow.src, flow.src_port);
-        let first = self
-            .inbound
-            .peek(&key)
-            .map_or(flow.ts, |t| (*t).min(flow.ts));
-        self.inbound.insert(key, first);
+        let (first, last) = match self.inbound.peek(&key) {
+            Some(&(first, last)) if flow.ts.0 <= last.0 + CONVERSATION_IDLE_NANOS => {
+                (first.min(flow.ts), last.max(flow.ts))
+            }
+            _ => (flow.ts, flow.ts), // a new connection on a reused port
+        };
+        self.inbound.insert(key, (first, last));
         // An answer that started before the peer spoke is no answer: it stays
         // waiting, to be judged as the agent's call when it comes due.
         if self.pending.peek(&key).is_some_and(|p| p.flow.ts >= first) {
@@ -116,8 +123,12 @@ impl Conversations {
     /// Classifies a flow from an agent (before [`Conversations::hold`]).
     pub fn from_agent(&mut self, flow: &Flow, declared: Option<bool>) -> FromAgent {
         let key = (flow.src, flow.src_port, flow.dst, flow.dst_port);
-        if let Some(peer_first) = self.inbound.get(&key) {
-            if flow.ts >= *peer_first {
+        let recent = self.inbound.get(&key).copied().filter(|(first, last)| {
+            flow.ts.0 + CONVERSATION_IDLE_NANOS >= first.0
+                && flow.ts.0 <= last.0 + CONVERSATION_IDLE_NANOS
+        });
+        if let Some((peer_first, _)) = recent {
+            if flow.ts >= peer_first {
                 FromAgent::Reply
             } else {
                 FromAgent::ServiceCall
@@ -280,6 +291,14 @@ mod tests {
             c.from_agent(&flow(AGENT, 8080, CHECKER, 51234, 0), None),
             FromAgent::Reply
         );
+    }
+
+    #[test]
+    fn a_port_the_peer_used_hours_ago_answers_nothing_now() {
+        let mut c = Conversations::new(16);
+        c.to_agent(&flow("198.51.100.200", 40123, AGENT, 8080, 0), None);
+        let later = flow(AGENT, 8080, "198.51.100.200", 40123, 2 * 86_400);
+        assert_eq!(c.from_agent(&later, None), FromAgent::Provisional);
     }
 
     #[test]

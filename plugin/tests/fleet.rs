@@ -149,6 +149,7 @@ fn simulate(plan: &Plan) -> Fleet {
                 let at = d0 + 7 * HOUR + 11 * MIN;
                 f.inject(
                     &a.id.clone(),
+                    day,
                     "egress.not_allowed",
                     "call home on a port never allowed",
                     |f| {
@@ -199,6 +200,7 @@ fn simulate(plan: &Plan) -> Fleet {
                 let ip = a.ip.clone();
                 f.inject(
                     &a.id.clone(),
+                    day,
                     "egress.not_allowed",
                     "data sent from the service port to a peer that never connected",
                     |f| {
@@ -218,11 +220,12 @@ fn simulate(plan: &Plan) -> Fleet {
                 );
             }
             if inject && n == 5 {
-                a.stop_heartbeats_at(d0 + 13 * HOUR + 3 * MIN);
+                a.silence_heartbeats(d0 + 13 * HOUR + 3 * MIN, d0 + 15 * HOUR);
                 f.injected.push(Injected {
                     who: a.id.clone(),
+                    day,
                     rule: "heartbeat.missing",
-                    kind: "heartbeats stop, the agent lives on",
+                    kind: "heartbeats stop for two hours, the agent lives on",
                 });
             }
         }
@@ -264,6 +267,7 @@ fn simulate(plan: &Plan) -> Fleet {
                 let at = d0 + 15 * HOUR + 20 * MIN + 5 * SEC;
                 f.inject(
                     &a.id.clone(),
+                    day,
                     "rate.runaway",
                     "a retry loop hammering its API",
                     |f| {
@@ -279,6 +283,7 @@ fn simulate(plan: &Plan) -> Fleet {
                 let at = slot0 + k * 15 * MIN + 7 * MIN + 30 * SEC;
                 f.inject(
                     &a.id.clone(),
+                    day,
                     "schedule.deviation",
                     "a scheduled call half way between slots",
                     |f| {
@@ -313,6 +318,7 @@ fn simulate(plan: &Plan) -> Fleet {
                 a.invent(d0 + 14 * HOUR + 2 * MIN, "api.github.com");
                 f.injected.push(Injected {
                     who: a.id.clone(),
+                    day,
                     rule: "heartbeat.mismatch",
                     kind: "a heartbeat reporting a connection never made",
                 });
@@ -321,6 +327,7 @@ fn simulate(plan: &Plan) -> Fleet {
                 let at = d0 + 11 * HOUR + 5 * MIN;
                 f.inject(
                     &a.id.clone(),
+                    day,
                     "dns.high_entropy",
                     "a domain generator resolving 300 random domains",
                     |f| {
@@ -408,6 +415,7 @@ fn simulate(plan: &Plan) -> Fleet {
                 if inject && n == 3 {
                     f.inject(
                         &a.id.clone(),
+                        day,
                         "dns.foreign_resolver",
                         "DNS sent to a public resolver",
                         |f| {
@@ -424,6 +432,7 @@ fn simulate(plan: &Plan) -> Fleet {
                 if inject && n == 6 {
                     f.inject(
                         &a.id.clone(),
+                        day,
                         "volume.anomaly",
                         "an upload burst of 70 calls in 20 minutes",
                         |f| {
@@ -443,6 +452,7 @@ fn simulate(plan: &Plan) -> Fleet {
                 if inject && n == 12 {
                     f.inject(
                         &a.id.clone(),
+                        day,
                         "plan.undeclared",
                         "a call its policy allows but its plan does not declare",
                         |f| {
@@ -460,6 +470,7 @@ fn simulate(plan: &Plan) -> Fleet {
                 if overstays {
                     f.injected.push(Injected {
                         who: a.id.clone(),
+                        day,
                         rule: "lifetime.exceeded",
                         kind: "a task outliving its window",
                     });
@@ -487,6 +498,7 @@ fn simulate(plan: &Plan) -> Fleet {
                     );
                     f.injected.push(Injected {
                         who: a.id.clone(),
+                        day,
                         rule: "heartbeat.mismatch",
                         kind: "registry pushes left out of its heartbeats",
                     });
@@ -541,6 +553,7 @@ fn simulate(plan: &Plan) -> Fleet {
                 if inject && n == 8 {
                     f.inject(
                         &a.id.clone(),
+                        day,
                         "dns.tunneling",
                         "data sent out in TXT queries under one domain",
                         |f| {
@@ -567,6 +580,7 @@ fn simulate(plan: &Plan) -> Fleet {
         if inject {
             f.inject(
                 "10.20.250.1",
+                day,
                 "egress.unknown_agent",
                 "traffic from an address no agent holds",
                 |f| {
@@ -600,8 +614,8 @@ fn simulate(plan: &Plan) -> Fleet {
 
 struct Score {
     lines: usize,
-    /// Opened alerting incidents: (who, rule, incident id).
-    alerts: Vec<(String, String, String)>,
+    /// Opened alerting incidents: (who, rule, incident id, day of first sight).
+    alerts: Vec<(String, String, String, i64)>,
     /// Judged records whose verdict is `alert`, by label.
     alert_records: Vec<Label>,
     /// The first few look-alike records that alerted, for the report.
@@ -639,9 +653,12 @@ fn run(input: &[u8], labels: &[Label], end: i64) -> Score {
                         .as_str()
                         .map(str::to_string)
                         .unwrap_or_else(|| id.split('/').next().unwrap().to_string());
+                    let first = i["first_seen"].as_str().unwrap();
+                    let first = clawwatch_plugin::time::Timestamp::parse_rfc3339(first).unwrap();
+                    let day = (first.0 - T0).div_euclid(DAY);
                     score
                         .alerts
-                        .push((who, i["rule"].as_str().unwrap().to_string(), id));
+                        .push((who, i["rule"].as_str().unwrap().to_string(), id, day));
                 }
             }
             Some("audit") => {}
@@ -673,10 +690,10 @@ fn report(
 ) -> (usize, Vec<usize>) {
     let mut matched = vec![0usize; injected.len()];
     let mut false_alerts = Vec::new();
-    for (who, rule, id) in &score.alerts {
+    for (who, rule, id, day) in &score.alerts {
         match injected
             .iter()
-            .position(|i| &i.who == who && i.rule == rule)
+            .position(|i| &i.who == who && i.rule == rule && i.day == *day)
         {
             Some(i) => matched[i] += 1,
             None => false_alerts.push(id.clone()),
@@ -690,9 +707,6 @@ fn report(
             _ => None,
         })
         .collect();
-    let agents: std::collections::BTreeSet<&str> =
-        score.alerts.iter().map(|(w, _, _)| w.as_str()).collect();
-    let _ = agents;
     let mut by_rule: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
     for (i, inj) in injected.iter().enumerate() {
         let e = by_rule.entry(inj.rule).or_default();

@@ -103,6 +103,8 @@ pub enum Label {
 pub struct Injected {
     /// Agent id, or the address for an unknown agent.
     pub who: String,
+    /// The day of the simulation it happens on.
+    pub day: i64,
     pub rule: &'static str,
     pub kind: &'static str,
 }
@@ -184,9 +186,10 @@ pub struct Agent {
     contacted: Vec<(i64, String, u16)>,
     /// Connections left out of heartbeats (an injected lie): (from, to, host).
     hides: Option<(i64, i64, String)>,
-    /// A connection reported but never made (an injected lie): (when, host).
-    invents: Option<(i64, String)>,
-    heartbeats_until: Option<i64>,
+    /// Connections reported but never made (injected lies): (when, host).
+    invents: Vec<(i64, String)>,
+    /// Spans in which no heartbeat is sent though the agent lives on.
+    heartbeat_gaps: Vec<(i64, i64)>,
 }
 
 pub struct Fleet {
@@ -224,12 +227,14 @@ impl Fleet {
     pub fn inject(
         &mut self,
         who: &str,
+        day: i64,
         rule: &'static str,
         kind: &'static str,
         f: impl FnOnce(&mut Fleet),
     ) {
         self.injected.push(Injected {
             who: who.to_string(),
+            day,
             rule,
             kind,
         });
@@ -288,8 +293,8 @@ impl Fleet {
             caches_dns: true,
             contacted: Vec::new(),
             hides: None,
-            invents: None,
-            heartbeats_until: None,
+            invents: Vec::new(),
+            heartbeat_gaps: Vec::new(),
         };
         let delay = self.rng.between(0, 2 * SEC);
         self.push(spawn + delay, format!(r#"{{"type":"agent.spawn","ts":"{}","agent_id":"{}","agent_type":"{}","deployment":"{}","ip":"{}","task_id":"t-{}"}}"#, rfc3339(spawn), a.id, kind, deployment, ip, a.id));
@@ -577,11 +582,7 @@ impl Fleet {
     /// lives, reporting what it opened in each window by its own clock, and a
     /// last one for the partial window when it terminates.
     pub fn heartbeats(&mut self, a: &Agent, every: i64) {
-        let last = a
-            .heartbeats_until
-            .or(a.end)
-            .unwrap_or(self.end)
-            .min(a.end.unwrap_or(i64::MAX));
+        let last = a.end.unwrap_or(self.end);
         let mut start = a.spawn;
         while start < last {
             let end = (start + every).min(last);
@@ -594,7 +595,7 @@ impl Fleet {
                 .filter(|(t, _, _)| *t >= start && *t < end)
                 .map(|(_, h, p)| (h.as_str(), *p))
                 .collect();
-            if let Some((t, h)) = &a.invents {
+            for (t, h) in &a.invents {
                 if *t >= start && *t < end {
                     dests.push((h.as_str(), 443));
                 }
@@ -613,6 +614,14 @@ impl Fleet {
                     format!(r#"{{"dest":"{d}","port":{p},"proto":"tcp","count":{count}}}"#)
                 })
                 .collect();
+            let silent = a
+                .heartbeat_gaps
+                .iter()
+                .any(|(from, to)| end > *from && end <= *to);
+            if silent {
+                start = end;
+                continue;
+            }
             let delay = self.rng.between(0, 3 * SEC);
             self.push(end + delay, format!(r#"{{"type":"agent.heartbeat","ts":"{}","agent_id":"{}","window_start":"{}","window_end":"{}","connections":[{}]}}"#, rfc3339(end), a.id, rfc3339(start), rfc3339(end), conns.join(",")));
             start = end;
@@ -632,10 +641,10 @@ impl Agent {
         self.hides = Some((from, to, host.to_string()));
     }
     pub fn invent(&mut self, t: i64, host: &str) {
-        self.invents = Some((t, host.to_string()));
+        self.invents.push((t, host.to_string()));
     }
-    pub fn stop_heartbeats_at(&mut self, t: i64) {
-        self.heartbeats_until = Some(t);
+    pub fn silence_heartbeats(&mut self, from: i64, to: i64) {
+        self.heartbeat_gaps.push((from, to));
     }
     pub fn exporter(&self) -> Exporter {
         self.exporter
