@@ -663,7 +663,7 @@ impl Live {
 }
 
 const SPAWN_0X8A3F: &str = r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","agent_type":"data_collector_v1","ip":"10.20.0.15"}"#;
-const FORBIDDEN_FROM_0X8A3F: &str = r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.0.15","src_port":5,"dst_ip":"203.0.113.9","dst_port":8443,"proto":"TCP"}"#;
+const FORBIDDEN_FROM_0X8A3F: &str = r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.0.15","src_port":51000,"dst_ip":"203.0.113.9","dst_port":8443,"proto":"TCP"}"#;
 
 #[test]
 fn sighup_reloads_the_policy_keeps_state_and_a_bad_policy_keeps_the_old_one() {

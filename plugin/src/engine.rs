@@ -740,7 +740,13 @@ impl Engine {
             Shape::UnansweredReply,
         );
         let info = AgentInfo::from(agent);
+        // The incident's evidence is the answer that came due, not whatever record is current.
+        let current = self.current.take();
+        if self.field_set != FieldSet::Native {
+            self.current = Some(Endpoints::of(&Event::Flow(pending.flow.clone())));
+        }
         self.report(findings, Some(&info), flow.ts);
+        self.current = current;
     }
 
     /// A connection asked for by name through an egress proxy: judged by name

@@ -100,8 +100,9 @@ CASES = {
         [spawn(), *API, flow(65, "93.184.216.34"), terminate(68), tick(200)],
     ),
     "schedule.deviation": (
-        [spawn(), *WEATHER, plan(0.2, [EVERY_HALF_HOUR]), flow(15, "203.0.113.80")],
-        [spawn(), *WEATHER, plan(0.2, [EVERY_HALF_HOUR]), flow(0.5, "203.0.113.80"), flow(21, "203.0.113.80"), flow(39, "203.0.113.80")],
+        # Judged once its minute is complete (and the lateness allowance past): the tick moves time on.
+        [spawn(), *WEATHER, plan(0.2, [EVERY_HALF_HOUR]), flow(15, "203.0.113.80"), tick(25)],
+        [spawn(), *WEATHER, plan(0.2, [EVERY_HALF_HOUR]), flow(0.5, "203.0.113.80"), flow(21, "203.0.113.80"), flow(39, "203.0.113.80"), tick(50)],
     ),
     "plan.undeclared": (
         [spawn(), *WEATHER, *API, plan(0.2, [EVERY_HALF_HOUR]), flow(1, "93.184.216.34")],
