@@ -624,17 +624,8 @@ impl Engine {
             }
             FromAgent::ServiceCall => {
                 note.direction = Some("outbound");
-                let empty = Activity::default();
-                let activity = self.activities.peek(&agent.id).unwrap_or(&empty);
-                findings.extend(crate::egress::judge(
-                    &self.policy,
-                    agent,
-                    profile,
-                    activity,
-                    flow,
-                    &[],
-                    Shape::UnansweredReply,
-                ));
+                let id = agent.id.clone();
+                findings.extend(self.judge_as_service_call(&id, flow));
                 return (note, findings);
             }
             FromAgent::Call => {}
@@ -719,18 +710,18 @@ impl Engine {
         (note, findings)
     }
 
-    /// Judges an answer no peer's connection explained as the agent's own call.
-    fn judge_unanswered(&mut self, pending: PendingReply) {
-        let Some(agent) = self.registry.agent(&pending.agent_id) else {
-            return;
+    /// Judges a flow from an agent's service port that answered no peer as
+    /// the agent's own call, keyed by the peer.
+    fn judge_as_service_call(&mut self, agent_id: &str, flow: &Flow) -> Vec<Finding> {
+        let Some(agent) = self.registry.agent(agent_id) else {
+            return Vec::new();
         };
-        let flow = &pending.flow;
         let profile = self
             .policy
             .profile(&agent.profile, agent.deployment.as_deref());
         let empty = Activity::default();
         let activity = self.activities.peek(&agent.id).unwrap_or(&empty);
-        let findings = crate::egress::judge(
+        crate::egress::judge(
             &self.policy,
             agent,
             profile,
@@ -738,7 +729,16 @@ impl Engine {
             flow,
             &[],
             Shape::UnansweredReply,
-        );
+        )
+    }
+
+    /// Judges an answer no peer's connection explained, once it comes due.
+    fn judge_unanswered(&mut self, pending: PendingReply) {
+        let findings = self.judge_as_service_call(&pending.agent_id, &pending.flow);
+        let Some(agent) = self.registry.agent(&pending.agent_id) else {
+            return;
+        };
+        let flow = &pending.flow;
         let info = AgentInfo::from(agent);
         // The incident's evidence is the answer that came due, not whatever record is current.
         let current = self.current.take();

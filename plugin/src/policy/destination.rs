@@ -25,6 +25,15 @@ impl Protocol {
             Protocol::Icmp => proto == Proto::Icmp,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+            Protocol::Any => "any",
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Protocol {
@@ -306,25 +315,19 @@ impl ListenPort {
 
 impl fmt::Display for ListenPort {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let proto = match self.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Icmp => "icmp",
-            Protocol::Any => "any",
-        };
-        write!(f, "{}/{proto}", self.port)
+        write!(f, "{}/{}", self.port, self.protocol.as_str())
     }
 }
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let proto = match self.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Icmp => "icmp",
-            Protocol::Any => "any",
-        };
-        write!(f, "{}:{}/{proto}", self.destination, self.port)
+        write!(
+            f,
+            "{}:{}/{}",
+            self.destination,
+            self.port,
+            self.protocol.as_str()
+        )
     }
 }
 

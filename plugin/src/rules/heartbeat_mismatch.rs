@@ -164,21 +164,27 @@ mod tests {
         }
     }
 
-    fn connect(a: &mut Activity, at: &str, secs: i64, dst: &str, port: u16) {
-        let start = ts(at);
-        a.observe(&Flow {
+    /// A flow record of `secs` from `start`, from the agent's port `sport`.
+    fn slice(start: Timestamp, secs: i64, dst: &str, port: u16, sport: u16) -> Flow {
+        Flow {
             ts: start,
             end: Some(start.plus_secs(secs)),
             src: "10.20.0.15".parse().unwrap(),
             dst: dst.parse().unwrap(),
-            src_port: 50_000 + (start.0 / NANOS_PER_SEC % 10_000) as u16,
+            src_port: sport,
             dst_port: port,
             proto: if port == 53 { Proto::Udp } else { Proto::Tcp },
             bytes: 100,
             packets: 1,
             tcp_flags: None,
             src_initiated: false,
-        });
+        }
+    }
+
+    fn connect(a: &mut Activity, at: &str, secs: i64, dst: &str, port: u16) {
+        let start = ts(at);
+        let sport = 50_000 + (start.0 / NANOS_PER_SEC % 10_000) as u16;
+        a.observe(&slice(start, secs, dst, port, sport));
     }
 
     /// DNS as the fixture's agent resolved it: one CDN address, two names.
@@ -268,19 +274,8 @@ mod tests {
         for (reported_first, reported_second) in [(true, false), (false, true)] {
             let mut a = Activity::default();
             // Stamped by the exporter 0.4 s before the window boundary.
-            a.observe(&Flow {
-                ts: Timestamp(ts("2026-11-24T00:48:31Z").0 - 400_000_000),
-                end: Some(ts("2026-11-24T00:48:33Z")),
-                src: "10.20.0.15".parse().unwrap(),
-                dst: "93.184.216.34".parse().unwrap(),
-                src_port: 50_123,
-                dst_port: 443,
-                proto: Proto::Tcp,
-                bytes: 1,
-                packets: 1,
-                tcp_flags: None,
-                src_initiated: false,
-            });
+            let start = Timestamp(ts("2026-11-24T00:48:31Z").0 - 400_000_000);
+            a.observe(&slice(start, 2, "93.184.216.34", 443, 50_123));
             let r = |yes: bool| {
                 if yes {
                     vec![reported("api.internal.example.net", 443)]
@@ -321,19 +316,7 @@ mod tests {
         // Three active-timeout slices of one connection.
         for m in [0, 1, 2] {
             let start = ts("2026-11-24T00:44:00Z").plus_secs(m * 60);
-            a.observe(&Flow {
-                ts: start,
-                end: Some(start.plus_secs(60)),
-                src: "10.20.0.15".parse().unwrap(),
-                dst: "93.184.216.34".parse().unwrap(),
-                src_port: 50_999,
-                dst_port: 443,
-                proto: Proto::Tcp,
-                bytes: 1,
-                packets: 1,
-                tcp_flags: None,
-                src_initiated: false,
-            });
+            a.observe(&slice(start, 60, "93.184.216.34", 443, 50_999));
         }
         let first = heartbeat(
             "2026-11-24T00:43:31Z",

@@ -171,8 +171,6 @@ fn host(name: &str, t: i64) -> Host {
 pub struct Agent {
     pub id: String,
     pub ip: String,
-    pub kind: &'static str,
-    pub deployment: &'static str,
     pub spawn: i64,
     /// When it terminates; `None`: alive at the end of the simulation.
     pub end: Option<i64>,
@@ -282,8 +280,6 @@ impl Fleet {
         let a = Agent {
             id,
             ip: ip.to_string(),
-            kind,
-            deployment,
             spawn,
             end,
             exporter,
