@@ -390,8 +390,10 @@ impl Fleet {
         self.push(t + delay, line);
         // The query's own packets, as the agent's exporter saw them.
         let flow_t = t - 1_000_000;
-        self.export(
+        let skew = self.rng.between(-500, 500) * 1_000_000;
+        self.export_at(
             a.exporter,
+            skew,
             flow_t,
             flow_t + 2_000_000,
             &a.ip,
@@ -507,27 +509,8 @@ impl Fleet {
         }
     }
 
-    /// One unidirectional flow record, stamped by the exporter's clock, arriving late.
-    #[allow(clippy::too_many_arguments)]
-    fn export(
-        &mut self,
-        exporter: Exporter,
-        start: i64,
-        end: i64,
-        src: &str,
-        sport: u16,
-        dst: &str,
-        dport: u16,
-        proto: &str,
-        bytes: u64,
-        packets: u64,
-    ) {
-        let skew = self.rng.between(-500, 500) * 1_000_000;
-        self.export_at(
-            exporter, skew, start, end, src, sport, dst, dport, proto, bytes, packets,
-        );
-    }
-
+    /// One unidirectional flow record, stamped by the exporter's clock (`skew`
+    /// off), arriving late.
     #[allow(clippy::too_many_arguments)]
     fn export_at(
         &mut self,
