@@ -8,6 +8,7 @@ mod component;
 mod forward;
 mod lines;
 mod metrics;
+mod openclaw_gateway;
 mod run;
 mod selftest;
 mod state;
@@ -125,6 +126,18 @@ struct RunArgs {
     /// `forward` output), until interrupted; chunks are acked once their records are out.
     #[arg(long, value_name = "HOST:PORT")]
     forward_listen: Option<String>,
+    /// Also follow an OpenClaw gateway's events live (ws://HOST:PORT), as a read-only operator
+    /// client: agent runs, tool calls, scheduled turns and exec approvals. Reconnects with backoff.
+    /// The token comes from --openclaw-token-file or OPENCLAW_GATEWAY_TOKEN, never the command line.
+    #[arg(long, value_name = "URL")]
+    openclaw_gateway: Option<String>,
+    /// File holding the OpenClaw gateway's token (gateway.auth.token).
+    #[arg(long, value_name = "PATH", requires = "openclaw_gateway")]
+    openclaw_token_file: Option<PathBuf>,
+    /// clawwatch's device key for the gateway (created on first use; the gateway pairs it once)
+    /// [default: $XDG_STATE_HOME/clawwatch/openclaw-device.key].
+    #[arg(long, value_name = "PATH", requires = "openclaw_gateway")]
+    openclaw_device_key: Option<PathBuf>,
     /// Where enriched records go: "-" (stdout), tcp://HOST:PORT (NDJSON, e.g. Vector's `socket`
     /// source) or forward://HOST:PORT (Fluent forward, each chunk resent until acked).
     #[arg(long, value_name = "DEST", default_value = "-")]
@@ -282,10 +295,21 @@ fn dispatch(cli: Cli) -> Result<()> {
                 !(args.listen.is_some() && args.forward_listen.is_some()),
                 "--listen and --forward-listen: run one clawwatch per listener"
             );
+            let openclaw = match &args.openclaw_gateway {
+                Some(url) => Some(openclaw_gateway::GatewayOptions::new(
+                    url,
+                    args.openclaw_token_file.as_deref(),
+                    args.openclaw_device_key
+                        .clone()
+                        .unwrap_or_else(openclaw_gateway::default_device_key),
+                )?),
+                None => None,
+            };
             match (&args.listen, &args.forward_listen) {
                 (Some(addr), _) => inputs.push(run::Input::Listen(addr.clone())),
                 (_, Some(addr)) => inputs.push(run::Input::Forward(addr.clone())),
-                _ if inputs.is_empty() => inputs.push(run::Input::Stdin),
+                // A live gateway alone is input enough; stdin is not read then.
+                _ if inputs.is_empty() && openclaw.is_none() => inputs.push(run::Input::Stdin),
                 _ => {}
             }
             let opts = run::RunOptions {
@@ -293,6 +317,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 policy_text,
                 policy_path: args.engine.policy.clone(),
                 inputs,
+                openclaw,
                 alerts_only: false,
                 stream: args.format.clone(),
                 output: args.output.clone(),
@@ -335,6 +360,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 policy_text,
                 policy_path: None,
                 inputs: vec![run::Input::Embedded(SAMPLE_RECORDS)],
+                openclaw: None,
                 alerts_only: args.alerts_only,
                 stream: None,
                 output: run::Output::Stdout,

@@ -67,6 +67,8 @@ pub struct RunOptions {
     /// The policy file, watched for changes and re-read on SIGHUP.
     pub policy_path: Option<PathBuf>,
     pub inputs: Vec<Input>,
+    /// An OpenClaw gateway followed live, beside the inputs, until interrupted.
+    pub openclaw: Option<crate::openclaw_gateway::GatewayOptions>,
     /// Write only records whose verdict is `alert` (the demo's digest view).
     pub alerts_only: bool,
     /// The input format, when the operator named it.
@@ -306,6 +308,13 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
             let _ = stop.wait_for(|stopped| *stopped).await;
         }
     };
+    let gateway = opts.openclaw.take().map(|options| {
+        tokio::spawn(crate::openclaw_gateway::follow(
+            options,
+            in_tx.clone(),
+            stopped(),
+        ))
+    });
     let mut splitter = Splitter::new(opts.batch.clone());
     let read_result = async {
         for input in &opts.inputs {
@@ -345,6 +354,10 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
                         .with_context(|| format!("reading input {}", path.display()))?;
                 }
             }
+        }
+        // A gateway followed live goes on until interrupted (or refused).
+        if let Some(gateway) = gateway {
+            gateway.await.context("OpenClaw gateway task")??;
         }
         anyhow::Ok(())
     }

@@ -18,7 +18,8 @@ use crate::output::{AgentInfo, IncidentRecord, IncidentStatus, Note, Reported, V
 use crate::policy::{Policy, PolicyError, Profile};
 use crate::record::fields::Fields;
 use crate::record::{
-    DnsQuery, Event, Flow, Heartbeat, ProxiedCall, Recognized, Stream, recognize_with,
+    CallingAgent, DnsQuery, Event, Flow, Heartbeat, PlannedAction, ProxiedCall, Recognized, Spawn,
+    Stream, TelemetryLine, recognize_with,
 };
 use crate::registry::{Agent, Registry, Update};
 use crate::rules::dns_tunneling::TunnelWindows;
@@ -27,7 +28,7 @@ use crate::rules::volume_anomaly::Baselines;
 use crate::rules::{
     Finding, Subject, approval_granted, dns_foreign_resolver, dns_high_entropy,
     egress_unknown_agent, heartbeat_mismatch, heartbeat_missing, lifetime_exceeded,
-    schedule_deviation, volume_anomaly,
+    schedule_deviation, telemetry_chain_broken, volume_anomaly,
 };
 use crate::siem::{Endpoints, FieldSet, Original};
 use crate::time::Timestamp;
@@ -100,7 +101,16 @@ pub struct Engine {
     /// The current record's endpoints, when the field set reports them.
     current: Option<Endpoints>,
     counters: Counters,
+    /// Recent tool calls of agents without an address of their own (OpenClaw
+    /// agents on their gateway's): which agent a flow from the shared address
+    /// belongs to.
+    shared_intents: std::collections::VecDeque<(Rc<str>, PlannedAction)>,
+    /// The ends of the telemetry hash chains followed.
+    chains: telemetry_chain_broken::Chains,
 }
+
+/// Tool calls remembered for attributing flows from a shared address.
+const MAX_SHARED_INTENTS: usize = 1024;
 
 impl Engine {
     pub fn new(policy_text: &str) -> Result<Engine, PolicyError> {
@@ -126,6 +136,8 @@ impl Engine {
             current: None,
             policy,
             counters: Counters::default(),
+            shared_intents: std::collections::VecDeque::new(),
+            chains: Default::default(),
         }
     }
 
@@ -313,9 +325,32 @@ impl Engine {
         }
         let fields = match Fields::parse(trimmed) {
             Ok(fields) => fields,
-            Err(e) => return fail(format!("not a JSON object: {e}")),
+            Err(e) => {
+                // Text some frameworks write (NanoClaw), or JSON behind a
+                // Docker timestamp (iron-proxy): judged, and kept as `raw`.
+                let text = std::str::from_utf8(trimmed).unwrap_or_default();
+                return match crate::record::recognize_text(text, &self.policy.inputs, None) {
+                    Some(recognized) => (self.note_for(recognized), Original::Raw(record)),
+                    None => fail(format!("not a JSON object: {e}")),
+                };
+            }
         };
-        let note = match recognize_with(&fields, &self.policy.inputs, self.stream_hint) {
+        let mut recognized = recognize_with(&fields, &self.policy.inputs, self.stream_hint);
+        if let Recognized::Event(Event::Telemetry(line)) = &mut recognized {
+            // Its hash covers its own bytes, which only this layer still has.
+            line.verify(trimmed);
+        }
+        let note = self.note_for(recognized);
+        let original = Original::Object {
+            json: trimmed,
+            has_clawwatch: fields.has_clawwatch,
+        };
+        (note, original)
+    }
+
+    /// The note for a recognised (or unrecognised) record.
+    fn note_for(&mut self, recognized: Recognized) -> Note {
+        match recognized {
             Recognized::Event(event) => {
                 if self.field_set != FieldSet::Native {
                     self.current = Some(Endpoints::of(&event));
@@ -332,47 +367,19 @@ impl Engine {
                 note.note = Some(reason);
                 note
             }
-        };
-        let original = Original::Object {
-            json: trimmed,
-            has_clawwatch: fields.has_clawwatch,
-        };
-        (note, original)
+        }
     }
 
     /// The note for one decoded event, updating state on the way.
     pub fn judge(&mut self, event: Event) -> Note {
         let ts = event.ts();
         self.clock.observe(ts);
+        self.bind_gateway();
         let (note, findings) = match event {
-            Event::Spawn(s) => {
-                self.registry.spawn(&s);
-                let mut note = Note::new(Stream::Control, Verdict::Allow);
-                if let Some(agent) = self.registry.agent(&s.agent_id) {
-                    let profile = self
-                        .policy
-                        .profile(&agent.profile, agent.deployment.as_deref());
-                    if profile.is_none() {
-                        note.note = Some(format!(
-                            "profile \"{}\" is not in the policy: this agent is allowed no traffic",
-                            agent.profile
-                        ));
-                    }
-                    if let Some(deadline) = lifetime_exceeded::deadline(agent, profile) {
-                        self.deadlines
-                            .schedule(deadline, Due::Lifetime(agent.id.clone()));
-                    }
-                    let mut activity = Activity::default();
-                    if let Some(overdue) =
-                        heartbeat_missing::overdue_at(profile, agent.spawned, None)
-                    {
-                        activity.heartbeat_overdue = Some(overdue);
-                        self.deadlines
-                            .schedule(overdue, Due::Heartbeat(agent.id.clone()));
-                    }
-                    self.activities.insert(agent.id.clone(), activity);
-                    note.agent = Some(AgentInfo::from(agent));
-                }
+            Event::Spawn(s) => (self.spawn(&s), Vec::new()),
+            Event::Seen(seen) => {
+                let mut note = self.ensure_agent(&seen.spawn);
+                note.note = Some(seen.what);
                 (note, Vec::new())
             }
             Event::Terminate(t) => {
@@ -416,35 +423,25 @@ impl Engine {
                 (self.control_note(&agent_id, update), Vec::new())
             }
             Event::Intent(intent) => {
-                let update = if self.registry.agent(&intent.agent_id).is_some() {
-                    Update::Applied
-                } else {
-                    Update::UnknownAgent
+                let mut note = match &intent.implicit_spawn {
+                    Some(spawn) => self.ensure_agent(spawn),
+                    None => {
+                        let update = if self.registry.agent(&intent.agent_id).is_some() {
+                            Update::Applied
+                        } else {
+                            Update::UnknownAgent
+                        };
+                        self.control_note(&intent.agent_id, update)
+                    }
                 };
-                let mut note = self.control_note(&intent.agent_id, update);
-                // A tool's announced call joins the declared plan; an agent
-                // without one is not judged against intents alone.
-                match self
-                    .activities
-                    .get_mut(intent.agent_id.as_str())
-                    .and_then(|a| a.plan.as_mut())
-                {
-                    Some(plan) => {
-                        if plan.len() >= crate::record::MAX_PLANNED_ACTIONS {
-                            plan.remove(0);
-                        }
-                        plan.push(intent.action);
-                    }
-                    None if note.agent.is_some() => {
-                        note.note = Some(
-                            "no declared plan: the intent is recorded for attribution only".into(),
-                        )
-                    }
-                    None => {}
+                if note.agent.is_some() {
+                    note.note =
+                        Some(self.declare_intent(&intent.agent_id, intent.action, &intent.what));
                 }
                 (note, Vec::new())
             }
             Event::Proxied(call) => self.judge_proxied(&call),
+            Event::Telemetry(line) => self.judge_telemetry(line),
             Event::Liveness(live) => {
                 let Some(agent) = self.registry.agent(&live.agent_id) else {
                     let note = self.control_note(&live.agent_id, Update::UnknownAgent);
@@ -452,7 +449,10 @@ impl Engine {
                 };
                 let mut note = Note::new(Stream::Heartbeat, Verdict::Allow);
                 note.agent = Some(AgentInfo::from(agent));
-                if let Some(status) = live.status.as_deref().filter(|s| *s != "ok") {
+                // OpenClaw's scheduled turns say sent/ok-empty/ok-token/skipped when well.
+                let healthy =
+                    |s: &&str| matches!(*s, "ok" | "sent" | "ok-empty" | "ok-token" | "skipped");
+                if let Some(status) = live.status.as_deref().filter(|s| !healthy(s)) {
                     note.note = Some(format!(
                         "the agent reports status {status}{}",
                         live.reason
@@ -474,6 +474,173 @@ impl Engine {
             Event::Dns(query) => self.judge_dns(&query),
         };
         self.finish(note, findings, ts)
+    }
+
+    /// Binds an agent's addresses from its spawn and arms its deadlines.
+    fn spawn(&mut self, s: &Spawn) -> Note {
+        self.registry.spawn(s);
+        let mut note = Note::new(Stream::Control, Verdict::Allow);
+        if let Some(agent) = self.registry.agent(&s.agent_id) {
+            let profile = self
+                .policy
+                .profile(&agent.profile, agent.deployment.as_deref());
+            if profile.is_none() {
+                note.note = Some(format!(
+                    "profile \"{}\" is not in the policy: this agent is allowed no traffic",
+                    agent.profile
+                ));
+            }
+            if let Some(deadline) = lifetime_exceeded::deadline(agent, profile) {
+                self.deadlines
+                    .schedule(deadline, Due::Lifetime(agent.id.clone()));
+            }
+            let mut activity = Activity::default();
+            if let Some(overdue) = heartbeat_missing::overdue_at(profile, agent.spawned, None) {
+                activity.heartbeat_overdue = Some(overdue);
+                self.deadlines
+                    .schedule(overdue, Due::Heartbeat(agent.id.clone()));
+            }
+            self.activities.insert(agent.id.clone(), activity);
+            note.agent = Some(AgentInfo::from(agent));
+        }
+        note
+    }
+
+    /// A tool call's destination, announced: it says which agent a flow from
+    /// a shared address belongs to, and joins the agent's declared plan if it
+    /// has one (an agent without a plan is not judged against intents).
+    /// Returns the note that says which.
+    fn declare_intent(&mut self, agent_id: &str, action: PlannedAction, what: &str) -> String {
+        let shares_address = self
+            .registry
+            .agent(agent_id)
+            .is_some_and(|a| a.ips.is_empty());
+        if shares_address {
+            if self.shared_intents.len() >= MAX_SHARED_INTENTS {
+                self.shared_intents.pop_front();
+            }
+            self.shared_intents
+                .push_back((Rc::from(agent_id), action.clone()));
+        }
+        let plan = self
+            .activities
+            .get_mut(agent_id)
+            .and_then(|a| a.plan.as_mut());
+        match (plan, shares_address) {
+            (Some(plan), _) => {
+                if plan.len() >= crate::record::MAX_PLANNED_ACTIONS {
+                    plan.remove(0);
+                }
+                plan.push(action);
+                format!("{what}: joins its declared plan")
+            }
+            (None, true) if self.policy.inputs.openclaw.gateway.is_some() => {
+                format!("{what}: a flow to it from the gateway's shared address is this agent's")
+            }
+            (None, true) => format!(
+                "{what}: recorded; the agent has no address of its own ([inputs.openclaw] gateway_addresses names the one it shares)"
+            ),
+            (None, false) => format!("{what}: no declared plan, so recorded for attribution only"),
+        }
+    }
+
+    /// An openclaw-telemetry line: activity of its agent (or the gateway's),
+    /// a tool call's intent, and one more link of the hash chain.
+    fn judge_telemetry(&mut self, line: TelemetryLine) -> (Note, Vec<Finding>) {
+        let gateway = (self.policy.inputs.openclaw.gateway.as_ref()).map(|g| g.agent_id.clone());
+        let mut note = match (&line.agent, &gateway) {
+            (Some(spawn), _) => self.ensure_agent(spawn),
+            (None, Some(gw)) => self.control_note(gw, Update::Applied),
+            (None, None) => Note::new(Stream::Control, Verdict::Allow),
+        };
+        let what = match &line.tool {
+            Some(tool) => format!("telemetry seq {}: {} {tool}", line.seq, line.kind),
+            None => format!("telemetry seq {}: {}", line.seq, line.kind),
+        };
+        let mut remarks = vec![what.clone()];
+        if let (Some(spawn), Some(action)) = (&line.agent, line.intent.clone()) {
+            remarks[0] = self.declare_intent(&spawn.agent_id, action, &what);
+        }
+        let (problems, remark) = self.chains.follow(&line);
+        remarks.extend(remark);
+        note.note = Some(remarks.join("; "));
+        if problems.is_empty() {
+            return (note, Vec::new());
+        }
+        // The log belongs to the gateway that writes it, else to the agent it names.
+        let owner = gateway.or_else(|| line.agent.as_ref().map(|s| s.agent_id.clone()));
+        let finding = match owner.as_deref().and_then(|id| self.registry.agent(id)) {
+            Some(agent) => {
+                telemetry_chain_broken::finding(&Subject::Agent(agent), &line, &problems)
+            }
+            None => telemetry_chain_broken::finding(
+                &Subject::Log("openclaw-telemetry"),
+                &line,
+                &problems,
+            ),
+        };
+        (note, vec![finding])
+    }
+
+    /// A framework agent known by its activity: spawned by the first of it.
+    fn ensure_agent(&mut self, s: &Spawn) -> Note {
+        if self.registry.agent(&s.agent_id).is_none() {
+            return self.spawn(s);
+        }
+        self.control_note(&s.agent_id, Update::Applied)
+    }
+
+    /// The OpenClaw gateway the policy declares is an agent from the start
+    /// of time: it holds its address before any event names it.
+    fn bind_gateway(&mut self) {
+        let Some(gateway) = &self.policy.inputs.openclaw.gateway else {
+            return;
+        };
+        let current = self.registry.agent(&gateway.agent_id).is_some_and(|a| {
+            a.ips == gateway.ips && *a.profile == *gateway.profile && a.terminated.is_none()
+        });
+        if !current {
+            self.registry.spawn(&Spawn {
+                ts: Timestamp(0),
+                agent_id: gateway.agent_id.clone(),
+                agent_type: gateway.profile.clone(),
+                deployment: None,
+                profile: Some(gateway.profile.clone()),
+                ips: gateway.ips.clone(),
+                task_id: None,
+                expected_lifetime_minutes: None,
+            });
+        }
+    }
+
+    /// The agent a flow from the gateway's shared address belongs to: the
+    /// latest whose tool call declared its destination, else the gateway.
+    fn attribute_shared(&mut self, holder: Rc<str>, flow: &Flow) -> (Rc<str>, Option<String>) {
+        let is_gateway =
+            (self.policy.inputs.openclaw.gateway.as_ref()).is_some_and(|g| *g.agent_id == *holder);
+        if !is_gateway {
+            return (holder, None);
+        }
+        let end = flow.end.map_or(flow.ts, |e| e.max(flow.ts));
+        let names = self
+            .dns
+            .names_for_connection(flow.src, flow.dst, flow.ts, end);
+        let declared = (self.shared_intents.iter().rev())
+            .find(|(_, action)| crate::rules::plan_undeclared::covers(action, flow, &names));
+        match declared {
+            Some((agent, action)) => {
+                let call = action.id.as_deref().map(|id| format!(" {id}"));
+                let note = format!(
+                    "from the gateway's shared address: agent {agent}'s tool call{} declared this destination",
+                    call.unwrap_or_default()
+                );
+                (agent.clone(), Some(note))
+            }
+            None => (
+                holder,
+                Some("from the gateway's shared address, and no agent's tool call declared this destination: judged as the gateway's own call".into()),
+            ),
+        }
     }
 
     /// Stamps the note with its event time and files its findings.
@@ -576,7 +743,11 @@ impl Engine {
             }
             None => None,
         };
-        let Some(agent) = self.registry.agent_at(flow.src, flow.ts) else {
+        let holder = self
+            .registry
+            .agent_at(flow.src, flow.ts)
+            .map(|a| a.id.clone());
+        let Some(holder) = holder else {
             let monitor = &self.policy.monitor;
             if let Some((info, side)) = to_agent {
                 note.agent = Some(info);
@@ -596,6 +767,11 @@ impl Engine {
                     ));
                 }
             }
+            return (note, findings);
+        };
+        let (id, shared) = self.attribute_shared(holder, flow);
+        note.note = shared;
+        let Some(agent) = self.registry.agent(&id) else {
             return (note, findings);
         };
         note.agent = Some(AgentInfo::from(agent));
@@ -752,12 +928,20 @@ impl Engine {
     /// A connection asked for by name through an egress proxy: judged by name
     /// against the profile, the plan and the approvals, every name on its own.
     fn judge_proxied(&mut self, call: &ProxiedCall) -> (Note, Vec<Finding>) {
-        let Some(agent) = self.registry.agent(&call.agent_id) else {
+        let found = match &call.agent {
+            CallingAgent::Id(id) => self.registry.agent(id),
+            CallingAgent::Address(ip) => self.registry.agent_at(*ip, call.ts),
+        };
+        let Some(agent) = found else {
             let mut note = Note::new(Stream::Proxy, Verdict::Unattributed);
-            note.note = Some(format!(
-                "agent \"{}\" is not known (never spawned, or forgotten under max_agents)",
-                call.agent_id
-            ));
+            note.note = Some(match &call.agent {
+                CallingAgent::Id(id) => format!(
+                    "agent \"{id}\" is not known (never spawned, or forgotten under max_agents)"
+                ),
+                CallingAgent::Address(ip) => {
+                    format!("no agent held {ip} (the proxy's client) at that time")
+                }
+            });
             return (note, Vec::new());
         };
         let mut note = Note::new(Stream::Proxy, Verdict::Allow);

@@ -57,6 +57,13 @@ API = [dns(0.1, "api.internal.example.net", "93.184.216.34")]
 WEATHER = [dns(0.1, "api.weather.example", "203.0.113.80")]
 EVERY_HALF_HOUR = {"id": "fetch", "dest": "api.weather.example", "port": 443, "proto": "tcp", "not_before": ts(0), "not_after": ts(90), "every_minutes": 30}
 
+# A real openclaw-telemetry hash chain (testdata/formats/frameworks/README.md),
+# kept byte for byte: its hashes cover each line's exact text.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats", "frameworks",
+                       "openclaw_telemetry.jsonl")) as f:
+    CHAIN = [line.rstrip("\n") for line in f if line.strip()]
+TAMPERED = CHAIN[:4] + CHAIN[5:7] + [CHAIN[7].replace('"costUsd":0.0196', '"costUsd":0.0019')] + CHAIN[8:]
+
 CASES = {
     "egress.not_allowed": (
         # A call home; then data sent from the service port to a peer that never connected.
@@ -128,6 +135,9 @@ CASES = {
           "expires": ts(5), "approver": "oncall@example.com", "reason": "install requests"},
          dns(6, "files.pythonhosted.org", "151.101.64.223"), flow(6.1, "151.101.64.223")],
     ),
+    # Line 5 removed and line 8's cost edited; the near miss is the intact
+    # chain, then the same gateway restarted (a new chain from 64 zeros).
+    "telemetry.chain_broken": (TAMPERED, CHAIN + CHAIN),
 }
 
 here = os.path.dirname(os.path.abspath(__file__))
@@ -136,5 +146,5 @@ for rule, (fires, near_miss) in CASES.items():
     for name, records in (("fires", fires), ("near_miss", near_miss)):
         with open(os.path.join(here, rule, f"{name}.ndjson"), "w") as f:
             for r in records:
-                f.write(json.dumps(r, separators=(",", ":")) + "\n")
+                f.write((r if isinstance(r, str) else json.dumps(r, separators=(",", ":"))) + "\n")
 print(f"wrote {len(CASES)} cases")

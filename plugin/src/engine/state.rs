@@ -14,18 +14,21 @@ use crate::clock::{Clock, Deadlines};
 use crate::direction::Conversations;
 use crate::dns_map::DnsMap;
 use crate::incidents::Incidents;
+use crate::record::PlannedAction;
 use crate::registry::Registry;
 use crate::rules::dns_tunneling::TunnelWindows;
 use crate::rules::rate_runaway::RateWindows;
+use crate::rules::telemetry_chain_broken::Chains;
 use crate::rules::volume_anomaly::Baselines;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::fmt;
 use std::rc::Rc;
 
 /// Names the snapshot format, so a stray file is told apart from an old one.
 const FORMAT: &str = "clawwatch-state";
 /// Bumped whenever a saved structure changes shape.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Why a snapshot was refused. The engine is unchanged when this is returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +76,8 @@ struct SavedRef<'a> {
     clock: &'a Clock,
     deadlines: &'a Deadlines,
     counters: &'a Counters,
+    shared_intents: &'a VecDeque<(Rc<str>, PlannedAction)>,
+    chains: &'a Chains,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +93,8 @@ struct Saved {
     clock: Clock,
     deadlines: Deadlines,
     counters: Counters,
+    shared_intents: VecDeque<(Rc<str>, PlannedAction)>,
+    chains: Chains,
 }
 
 impl Engine {
@@ -107,6 +114,8 @@ impl Engine {
             clock: &self.clock,
             deadlines: &self.deadlines,
             counters: &self.counters,
+            shared_intents: &self.shared_intents,
+            chains: &self.chains,
         };
         rmp_serde::to_vec_named(&saved).expect("engine state is always serialisable")
     }
@@ -142,6 +151,8 @@ impl Engine {
         self.clock = saved.clock;
         self.deadlines = saved.deadlines;
         self.counters = saved.counters;
+        self.shared_intents = saved.shared_intents;
+        self.chains = saved.chains;
         self.emitted.clear();
 
         let m = &self.policy.monitor;

@@ -658,35 +658,51 @@ fn an_answer_exported_before_its_call_does_not_excuse_the_call() {
 }
 
 #[test]
-fn liveness_heartbeats_rearm_missing_and_never_count_as_traffic_reports() {
-    let mut e = Engine::new(DAY_POLICY).unwrap();
-    let beat = |m: f64| {
+fn a_gateway_that_stops_its_scheduled_turns_is_missing_and_one_that_skips_them_is_not() {
+    let policy = format!(
+        "{DAY_POLICY}\n[inputs.openclaw]\ngateway_addresses = [\"10.20.6.1\"]\n\n[agent_profile.openclaw_gateway]\nheartbeat_interval_minutes = 10\n"
+    );
+    let mut e = Engine::new(&policy).unwrap();
+    // Heartbeat frames as the gateway sends them: no agent, `skipped` when
+    // the turn had no delivery route (seen from a real gateway).
+    let beat = |m: f64, status: &str| {
         format!(
-            r#"{{"ts":{},"runId":"0x8a3f","status":"ok","durationMs":900,"reason":"interval"}}"#,
+            r#"{{"type":"event","event":"heartbeat","payload":{{"ts":{},"status":"{status}","reason":"no-route","durationMs":3}},"seq":7}}"#,
             1_795_530_600_000i64 + (m * 60_000.0) as i64
         )
     };
-    let mut input = vec![
-        SPAWN.to_string(),
-        dns_at(0.1, "api.internal.example.net", "93.184.216.34"),
-    ];
-    for m in [10.0, 20.0, 30.0, 40.0] {
-        input.push(flow_at(m - 5.0, "93.184.216.34", 443));
-        input.push(beat(m));
-    }
+    let input: Vec<String> = [10.0, 20.0, 30.0, 40.0]
+        .iter()
+        .map(|&m| beat(m, if m == 20.0 { "skipped" } else { "ok-empty" }))
+        .collect();
     let all = run_all(&mut e, &input.join("\n"));
+    assert_eq!(all[0]["clawwatch"]["agent"]["id"], "openclaw-gateway");
+    assert_eq!(all[0]["clawwatch"]["verdict"], "allow");
     assert!(
-        emitted(&all, "heartbeat.mismatch").is_empty(),
-        "no traffic report, nothing to mismatch"
+        all[0]["clawwatch"]["note"].is_null(),
+        "ok-empty is a healthy turn"
     );
     assert!(emitted(&all, "heartbeat.missing").is_empty());
-    let mut out = Vec::new();
-    e.advance_to(Timestamp::parse_rfc3339(&at(76.0)).unwrap(), &mut out);
+    let failed = run_all(&mut e, &beat(41.0, "failed"));
     assert!(
-        String::from_utf8(out)
+        failed[0]["clawwatch"]["note"]
+            .as_str()
             .unwrap()
-            .contains("\"rule\":\"heartbeat.missing\""),
-        "silent since minute 40: overdue at 70, judged at 75"
+            .contains("status failed"),
+        "{:?}",
+        failed[0]
+    );
+    let mut out = Vec::new();
+    e.advance_to(Timestamp::parse_rfc3339(&at(64.0)).unwrap(), &mut out);
+    assert!(
+        out.is_empty(),
+        "overdue at minute 61, judged once lateness (5) has passed"
+    );
+    e.advance_to(Timestamp::parse_rfc3339(&at(70.0)).unwrap(), &mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("\"rule\":\"heartbeat.missing\"") && text.contains("openclaw-gateway"),
+        "silent since minute 41: the gateway stopped its scheduled turns: {text}"
     );
 }
 

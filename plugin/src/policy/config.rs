@@ -36,10 +36,10 @@ pub struct InputsConfig {
     /// The zone of nfdump's zone-less local times, as an offset: "+01:00", "-05:00" ("+00:00" by default).
     #[serde(default, deserialize_with = "utc_offset")]
     pub nfdump_utc_offset: i64,
-    /// `[inputs.openclaw]`: how OpenClaw runs map onto agents.
+    /// `[inputs.openclaw]`: how OpenClaw's agents and gateway map onto agents.
     #[serde(default)]
     pub openclaw: OpenClawInput,
-    /// `[inputs.nanoclaw]`: how NanoClaw group containers map onto agents.
+    /// `[inputs.nanoclaw]`: how NanoClaw's session containers map onto agents.
     #[serde(default)]
     pub nanoclaw: NanoClawInput,
 }
@@ -48,11 +48,20 @@ pub struct InputsConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpenClawInput {
-    /// The agent type (profile) of OpenClaw runs whose events do not say (default "openclaw").
+    /// The agent type (profile) of OpenClaw agents not in `agent_types` (default "openclaw").
     pub agent_type: Option<String>,
-    /// Address(es) of each session's runs, by `sessionKey`, for events that carry none.
+    /// The agent type of each OpenClaw agent, by its `agentId` (`main = "assistant"`).
+    #[serde(default)]
+    pub agent_types: BTreeMap<String, String>,
+    /// Sandbox address(es) of a session, by `sessionKey`: flows from them are that agent's alone.
     #[serde(default)]
     pub session_addresses: BTreeMap<String, Addresses>,
+    /// The gateway host's address(es), which all its unsandboxed agents share.
+    pub gateway_addresses: Option<Addresses>,
+    /// The agent id the gateway itself is known by (default "openclaw-gateway").
+    pub gateway_id: Option<String>,
+    /// The profile the gateway's own calls and scheduled turns are judged by (default "openclaw_gateway").
+    pub gateway_profile: Option<String>,
 }
 
 /// `[inputs.nanoclaw]`
@@ -61,9 +70,15 @@ pub struct OpenClawInput {
 pub struct NanoClawInput {
     /// The agent type (profile) of NanoClaw containers (default "nanoclaw").
     pub agent_type: Option<String>,
-    /// Address(es) of each group's container, by group name.
+    /// Address(es) of each agent group's containers, by group name or folder.
     #[serde(default)]
     pub group_addresses: BTreeMap<String, Addresses>,
+    /// The day of text lines that carry only a time of day ("2026-12-02"), when the shipper gives no record time.
+    #[serde(default, deserialize_with = "day")]
+    pub day: Option<crate::time::Timestamp>,
+    /// NanoClaw prints the host's local time: its offset, "+01:00" ("+00:00" by default).
+    #[serde(default, deserialize_with = "utc_offset")]
+    pub utc_offset: i64,
 }
 
 /// One address or a list of them.
@@ -93,6 +108,18 @@ impl<'de> Deserialize<'de> for Addresses {
             .collect::<Result<_, _>>()
             .map(Addresses)
     }
+}
+
+fn day<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::time::Timestamp>, D::Error> {
+    let s = String::deserialize(d)?;
+    let valid = s.len() == 10 && s.as_bytes()[4] == b'-' && s.as_bytes()[7] == b'-';
+    valid
+        .then(|| crate::time::Timestamp::parse_rfc3339(&format!("{s}T00:00:00Z")))
+        .flatten()
+        .map(Some)
+        .ok_or_else(|| {
+            de::Error::custom(format!("expected a day like \"2026-12-02\", found {s:?}"))
+        })
 }
 
 fn utc_offset<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {

@@ -169,19 +169,35 @@ impl Policy {
                 (name, ProfileEntry { base, contexts })
             })
             .collect();
-        let framework =
-            |agent_type: Option<String>,
-             addresses: std::collections::BTreeMap<String, config::Addresses>| {
-                crate::record::FrameworkSettings {
-                    agent_type,
-                    addresses: addresses.into_iter().map(|(k, v)| (k, v.0)).collect(),
-                }
-            };
+        let addresses = |m: std::collections::BTreeMap<String, config::Addresses>| {
+            m.into_iter().map(|(k, v)| (k, v.0)).collect()
+        };
         let i = config.inputs;
+        let oc = i.openclaw;
         let inputs = crate::record::InputSettings {
             nfdump_utc_offset_secs: i.nfdump_utc_offset,
-            openclaw: framework(i.openclaw.agent_type, i.openclaw.session_addresses),
-            nanoclaw: framework(i.nanoclaw.agent_type, i.nanoclaw.group_addresses),
+            openclaw: crate::record::OpenClawSettings {
+                agent_type: oc.agent_type,
+                agent_types: oc.agent_types,
+                session_addresses: addresses(oc.session_addresses),
+                gateway: oc
+                    .gateway_addresses
+                    .map(|ips| crate::record::GatewaySettings {
+                        agent_id: oc.gateway_id.unwrap_or_else(|| "openclaw-gateway".into()),
+                        profile: oc
+                            .gateway_profile
+                            .unwrap_or_else(|| "openclaw_gateway".into()),
+                        ips: ips.0,
+                    }),
+            },
+            nanoclaw: crate::record::NanoClawSettings {
+                framework: crate::record::FrameworkSettings {
+                    agent_type: i.nanoclaw.agent_type,
+                    addresses: addresses(i.nanoclaw.group_addresses),
+                },
+                day: i.nanoclaw.day,
+                utc_offset_secs: i.nanoclaw.utc_offset,
+            },
         };
         Policy {
             monitor,

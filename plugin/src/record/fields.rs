@@ -117,20 +117,34 @@ known_keys! {
     Status = "status",
     DurationMs = "durationMs",
     AgentIdCamel = "agentId",
+    SessionId = "sessionId",
+    // OpenClaw gateway WebSocket frames
+    Event = "event",
+    Payload = "payload",
+    Id = "id",
+    Request = "request",
+    CreatedAtMs = "createdAtMs",
+    ResolvedBy = "resolvedBy",
+    // openclaw-telemetry JSONL
+    Seq = "seq",
+    ToolName = "toolName",
+    Params = "params",
+    PrevHash = "prevHash",
+    Hash = "hash",
     // NanoClaw (pino)
     Msg = "msg",
     Time = "time",
     Group = "group",
     ContainerName = "containerName",
-    // IronClaw egress proxy (tracing JSON)
-    TracingFields = "fields",
-    AuditHost = "audit.host",
-    AuditSni = "audit.sni",
-    AuditMethod = "audit.method",
-    AuditAction = "audit.action",
-    AuditPort = "audit.port",
     RejectedBy = "rejected_by",
-    JobId = "job_id",
+    // iron-proxy (Go slog JSON) and IronClaw's AuditEnvelope
+    Audit = "audit",
+    Action = "action",
+    Decision = "decision",
+    // Shippers' wrappers of a text line
+    Message = "message",
+    Log = "log",
+    AtTimestamp = "@timestamp",
 }
 
 /// A JSON value borrowed from the record where possible, of any type.
@@ -238,6 +252,37 @@ impl<'a> Fields<'a> {
         Ok(fields)
     }
 
+    /// The known keys of an object nested in a record (a WebSocket frame's
+    /// `payload`), as if it were the record.
+    pub fn from_value(value: &Value<'a>) -> Option<Fields<'a>> {
+        let Value::Map(entries) = value else {
+            return None;
+        };
+        let mut fields = Fields {
+            values: Vec::with_capacity(entries.len().min(16)),
+            slots: [0; KEY_COUNT],
+            has_clawwatch: false,
+        };
+        for (name, value) in entries {
+            if let Some(key) = Key::from_name(name) {
+                fields.insert(key, value.clone());
+            }
+        }
+        Some(fields)
+    }
+
+    /// Keeps a known key's value; duplicate keys: the last one wins, as in most JSON parsers.
+    fn insert(&mut self, key: Key, value: Value<'a>) {
+        match self.slots[key as usize] {
+            0 if self.values.len() < usize::from(u8::MAX) => {
+                self.values.push(value);
+                self.slots[key as usize] = self.values.len() as u8;
+            }
+            0 => {}
+            slot => self.values[usize::from(slot) - 1] = value,
+        }
+    }
+
     pub fn get(&self, key: Key) -> Option<&Value<'a>> {
         match self.slots[key as usize] {
             0 => None,
@@ -273,15 +318,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
             match Key::from_name(&name.0) {
                 Some(key) => {
                     let value = map.next_value_seed(ValueSeed)?;
-                    // Duplicate keys: the last one wins, as in most JSON parsers.
-                    match fields.slots[key as usize] {
-                        0 if fields.values.len() < usize::from(u8::MAX) => {
-                            fields.values.push(value);
-                            fields.slots[key as usize] = fields.values.len() as u8;
-                        }
-                        0 => {}
-                        slot => fields.values[usize::from(slot) - 1] = value,
-                    }
+                    fields.insert(key, value);
                 }
                 None => {
                     if name.0 == "clawwatch" {

@@ -1,81 +1,160 @@
-//! IronClaw egress-proxy audit lines (tracing JSON, fields flattened or under `fields`):
-//! `{"timestamp":"2026-11-24T14:31:00.123456Z","level":"INFO","target":"ironclaw::proxy","job_id":"job-42","audit.host":"pypi.org","audit.port":443,"audit.method":"CONNECT","audit.sni":"pypi.org","audit.action":"allow"}`
-//! `{"timestamp":"2026-11-24T14:32:00Z","level":"WARN","fields":{"message":"egress denied","job_id":"job-42","audit.host":"paste.example","audit.method":"CONNECT","audit.sni":"paste.example","audit.action":"deny","rejected_by":"allowlist"}}`
+//! IronClaw's egress, as its two logs record it (DESIGN §2.1).
 //!
-//! Each line is a connection the agent (`job_id`, or `agent_id`) asked for by
-//! name, judged against its profile and plan by name, whatever the proxy did.
-//! When the TLS SNI differs from the requested host, both must be allowed.
+//! - iron-proxy, the egress sidecar, writes one Go `slog` JSON line per
+//!   request (often behind `docker logs --timestamps`' prefix, which the text
+//!   reader strips): `{"time":…,"level":"WARN","msg":"request","audit":{"host",
+//!   "method","path","remote_addr","sni","mode","action":"allow"|"reject"|…},
+//!   "rejected_by":"allowlist"}`. The agent is the container at `remote_addr`.
+//! - IronClaw's host keeps `AuditEnvelope` JSONL: `{timestamp,agent_id,
+//!   action:{kind:"network",target:"GET:host:443"},decision:{kind,reason}}`.
+//!
+//! Each is a call asked for by name, judged against the agent's profile and
+//! plan by name whatever the proxy decided; a TLS SNI that differs from the
+//! requested host is judged too.
 
 use super::dns::normalize_name;
 use super::fields::{Fields, Key, Value};
-use super::{Event, ProxiedCall, Reader, Recognized, Stream};
+use super::{CallingAgent, Event, ProxiedCall, Reader, Recognized, Stream};
+use std::net::{IpAddr, SocketAddr};
 
-fn member<'f>(fields: &'f Fields, key: Key) -> Option<&'f Value<'f>> {
-    fields.get(key).or_else(|| {
-        fields
-            .get(Key::TracingFields)
-            .and_then(|f| f.get(key.name()))
-    })
+/// An iron-proxy audit line: `msg` `request` with an `audit` object naming a host.
+pub fn is_proxy_line(fields: &Fields) -> bool {
+    fields.str(Key::Msg) == Some("request")
+        && fields
+            .get(Key::Audit)
+            .is_some_and(|a| a.get("host").is_some())
 }
 
-pub fn is_audit_line(fields: &Fields) -> bool {
-    member(fields, Key::AuditHost).is_some()
+/// An IronClaw `AuditEnvelope`: an `action` and a `decision` object.
+pub fn is_envelope(fields: &Fields) -> bool {
+    matches!(fields.get(Key::Action), Some(Value::Map(_)))
+        && matches!(fields.get(Key::Decision), Some(Value::Map(_)))
 }
 
-pub fn audit(fields: &Fields) -> Recognized {
+/// `host` or `host:port` (iron-proxy logs the request's Host header as sent).
+fn split_host(text: &str) -> (String, Option<u16>) {
+    if let Ok(sock) = text.parse::<SocketAddr>() {
+        return (sock.ip().to_string(), Some(sock.port()));
+    }
+    match text.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (h.to_string(), Some(port)),
+            Err(_) => (text.to_string(), None),
+        },
+        _ => (text.trim_matches(['[', ']']).to_string(), None),
+    }
+}
+
+/// The client's address in `remote_addr` (`10.16.0.5:43210`, `[fd00::5]:43210`).
+fn client_address(text: &str) -> Option<IpAddr> {
+    text.parse::<SocketAddr>()
+        .map(|s| s.ip())
+        .or_else(|_| text.parse::<IpAddr>())
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
+pub fn proxy_line(fields: &Fields) -> Recognized {
     let r = Reader {
         fields,
         stream: Stream::Proxy,
-        format: "ironclaw audit",
+        format: "iron-proxy audit",
     };
-    let text = |key: Key| {
-        member(fields, key)
+    let audit = |name: &str| {
+        fields
+            .get(Key::Audit)
+            .and_then(|a| a.get(name))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let decode = || {
+        let ts = r.required(Key::Time, Reader::timestamp)?;
+        let host = audit("host")
+            .ok_or_else(|| r.error(Key::Audit, "has no `host` naming where the call went"))?;
+        let remote = audit("remote_addr").ok_or_else(|| {
+            r.error(
+                Key::Audit,
+                "has no `remote_addr`: the agent container's address is how the call is attributed",
+            )
+        })?;
+        let client = client_address(remote).ok_or_else(|| {
+            r.error(
+                Key::Audit,
+                format!("has `remote_addr` {remote:?}, not an address:port"),
+            )
+        })?;
+        let (name, port) = split_host(host);
+        let sni = audit("sni").map(normalize_name);
+        let port = port.unwrap_or(match (sni.as_deref(), audit("method")) {
+            // A TLS handshake or a CONNECT tunnel: HTTPS; plain HTTP otherwise.
+            (Some(_), _) | (None, Some("CONNECT")) => 443,
+            _ => 80,
+        });
+        let mut hosts = vec![normalize_name(&name)];
+        if let Some(sni) = sni.filter(|s| !hosts.contains(s)) {
+            hosts.push(sni);
+        }
+        Ok(ProxiedCall {
+            ts,
+            agent: CallingAgent::Address(client),
+            hosts,
+            port,
+            method: audit("method").map(str::to_string),
+            action: audit("action").map(str::to_string),
+            rejected_by: r.string(Key::RejectedBy)?,
+        })
+    };
+    Recognized::from_decoded(decode(), Event::Proxied)
+}
+
+pub fn envelope(fields: &Fields) -> Recognized {
+    let r = Reader {
+        fields,
+        stream: Stream::Proxy,
+        format: "ironclaw audit envelope",
+    };
+    let member = |key: Key, name: &str| {
+        fields
+            .get(key)
+            .and_then(|v| v.get(name))
             .and_then(Value::as_str)
             .map(str::to_string)
     };
+    let kind = member(Key::Action, "kind").unwrap_or_default();
+    if kind != "network" {
+        return Recognized::Unknown(format!(
+            "IronClaw audit action {kind:?}: not a network call"
+        ));
+    }
     let decode = || {
-        let ts = match r.timestamp(Key::Timestamp)? {
-            Some(t) => t,
-            None => r.required(Key::Ts, Reader::timestamp)?,
+        let ts = r.required(Key::Timestamp, Reader::timestamp)?;
+        let agent_id = r.required(Key::AgentId, Reader::string)?;
+        let target = member(Key::Action, "target")
+            .ok_or_else(|| r.error(Key::Action, "has no `target` (METHOD:host:port)"))?;
+        let bad_target = || {
+            r.error(
+                Key::Action,
+                format!("has `target` {target:?}, not METHOD:host:port"),
+            )
         };
-        let agent_id = text(Key::JobId)
-            .or_else(|| text(Key::AgentId))
-            .ok_or_else(|| {
-                r.error(
-                    Key::JobId,
-                    "is missing (the agent the call belongs to: `job_id` or `agent_id`)",
-                )
-            })?;
-        let host = text(Key::AuditHost)
-            .filter(|h| !h.trim().is_empty())
-            .ok_or_else(|| r.error(Key::AuditHost, "must be a host name"))?;
-        let mut hosts = vec![normalize_name(&host)];
-        if let Some(sni) = text(Key::AuditSni)
-            .map(|s| normalize_name(&s))
-            .filter(|s| !s.is_empty() && !hosts.contains(s))
-        {
-            hosts.push(sni);
+        let (method, rest) = target.split_once(':').ok_or_else(bad_target)?;
+        let (host, port) = rest.rsplit_once(':').ok_or_else(bad_target)?;
+        let port = port.parse::<u16>().map_err(|_| bad_target())?;
+        let host = normalize_name(host.trim_matches(['[', ']']));
+        if host.is_empty() {
+            return Err(bad_target());
         }
-        let port = match member(fields, Key::AuditPort) {
-            None | Some(Value::Null) => 443,
-            Some(v) => v
-                .as_u64()
-                .and_then(|p| u16::try_from(p).ok())
-                .ok_or_else(|| {
-                    r.error(
-                        Key::AuditPort,
-                        format!("is not a port number 0-65535: {}", v.preview()),
-                    )
-                })?,
-        };
+        let decision = member(Key::Decision, "kind");
+        let reason = member(Key::Decision, "reason");
         Ok(ProxiedCall {
             ts,
-            agent_id,
-            hosts,
+            agent: CallingAgent::Id(agent_id),
+            hosts: vec![host],
             port,
-            method: text(Key::AuditMethod),
-            action: text(Key::AuditAction),
-            rejected_by: text(Key::RejectedBy),
+            method: Some(method.to_string()),
+            rejected_by: reason.filter(|_| decision.as_deref() == Some("deny")),
+            action: decision,
         })
     };
     Recognized::from_decoded(decode(), Event::Proxied)
@@ -91,33 +170,67 @@ mod tests {
     }
 
     #[test]
-    fn flattened_and_nested_audit_lines_decode() {
+    fn proxy_lines_are_attributed_by_the_client_address() {
         let Recognized::Event(Event::Proxied(p)) = run(
-            r#"{"timestamp":"2026-11-24T14:31:00.123456Z","level":"INFO","job_id":"job-42","audit.host":"PyPI.org","audit.port":443,"audit.method":"CONNECT","audit.sni":"pypi.org","audit.action":"allow"}"#,
+            r#"{"time":"2026-11-24T14:31:00.123456789Z","level":"WARN","msg":"request","audit":{"host":"evil.com","method":"GET","path":"/exfil","remote_addr":"10.16.0.5:43211","sni":"evil.com","mode":"mitm","action":"reject","status_code":403,"duration_ms":0.05},"rejected_by":"allowlist"}"#,
         ) else {
             panic!()
         };
+        assert_eq!(p.agent, CallingAgent::Address("10.16.0.5".parse().unwrap()));
         assert_eq!(
-            (p.agent_id.as_str(), p.hosts.clone(), p.port),
-            ("job-42", vec!["pypi.org".to_string()], 443)
+            (p.hosts.clone(), p.port),
+            (vec!["evil.com".to_string()], 443)
+        );
+        assert_eq!(
+            (p.action.as_deref(), p.rejected_by.as_deref()),
+            (Some("reject"), Some("allowlist"))
         );
         let Recognized::Event(Event::Proxied(p)) = run(
-            r#"{"timestamp":"2026-11-24T14:32:00Z","level":"WARN","fields":{"message":"egress denied","job_id":"job-42","audit.host":"cdn.example","audit.sni":"evil.example","audit.action":"deny","rejected_by":"allowlist"}}"#,
+            r#"{"time":"2026-11-24T14:31:00Z","level":"INFO","msg":"request","audit":{"host":"cdn.example:8443","method":"GET","path":"/","remote_addr":"[fd00::5]:5000","sni":"other.example","mode":"mitm","action":"allow","status_code":200,"duration_ms":1.5}}"#,
         ) else {
             panic!()
         };
         assert_eq!(
             p.hosts,
-            ["cdn.example", "evil.example"],
+            ["cdn.example", "other.example"],
             "a different SNI is judged too"
         );
-        assert_eq!(p.rejected_by.as_deref(), Some("allowlist"));
+        assert_eq!(p.port, 8443);
     }
 
     #[test]
-    fn a_line_without_its_agent_is_named() {
-        match run(r#"{"timestamp":"2026-11-24T14:31:00Z","audit.host":"pypi.org"}"#) {
-            Recognized::Invalid(e) => assert_eq!(e.field, "job_id"),
+    fn a_proxy_line_without_its_client_is_named() {
+        match run(
+            r#"{"time":"2026-11-24T14:31:00Z","msg":"request","audit":{"host":"pypi.org","action":"allow"}}"#,
+        ) {
+            Recognized::Invalid(e) => {
+                assert_eq!(e.field, "audit");
+                assert!(e.problem.contains("remote_addr"), "{}", e.problem);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn audit_envelopes_name_their_agent_and_target() {
+        let Recognized::Event(Event::Proxied(p)) = run(
+            r#"{"timestamp":"2026-11-24T14:32:00Z","tenant_id":"t1","user_id":"u1","agent_id":"job-42","invocation_id":"inv-9","action":{"kind":"network","target":"GET:paste.example:443"},"decision":{"kind":"deny","reason":"not in allowlist"}}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(p.agent, CallingAgent::Id("job-42".into()));
+        assert_eq!((p.hosts[0].as_str(), p.port), ("paste.example", 443));
+        assert_eq!(p.rejected_by.as_deref(), Some("not in allowlist"));
+        assert!(matches!(
+            run(
+                r#"{"timestamp":"2026-11-24T14:32:00Z","agent_id":"job-42","action":{"kind":"file","target":"/etc/passwd"},"decision":{"kind":"allow"}}"#
+            ),
+            Recognized::Unknown(_)
+        ));
+        match run(
+            r#"{"timestamp":"2026-11-24T14:32:00Z","agent_id":"job-42","action":{"kind":"network","target":"paste.example"},"decision":{"kind":"allow"}}"#,
+        ) {
+            Recognized::Invalid(e) => assert!(e.problem.contains("METHOD:host:port"), "{e}"),
             other => panic!("{other:?}"),
         }
     }

@@ -15,6 +15,8 @@ mod ironclaw;
 mod nanoclaw;
 mod nfdump;
 mod openclaw;
+mod openclaw_telemetry;
+pub use openclaw_telemetry::{ChainLinks, TelemetryLine};
 mod pmacct;
 mod suricata;
 mod zeek;
@@ -275,6 +277,8 @@ pub enum Event {
     Intent(Intent),
     Proxied(ProxiedCall),
     Liveness(Liveness),
+    Seen(Seen),
+    Telemetry(TelemetryLine),
 }
 
 impl Event {
@@ -285,7 +289,9 @@ impl Event {
             | Event::PolicyChange(_)
             | Event::Plan(_)
             | Event::Grant(_)
-            | Event::Intent(_) => Stream::Control,
+            | Event::Intent(_)
+            | Event::Seen(_)
+            | Event::Telemetry(_) => Stream::Control,
             Event::Proxied(_) => Stream::Proxy,
             Event::Liveness(_) => Stream::Heartbeat,
             Event::Heartbeat(_) => Stream::Heartbeat,
@@ -307,6 +313,8 @@ impl Event {
             Event::Intent(e) => e.ts,
             Event::Proxied(e) => e.ts,
             Event::Liveness(e) => e.ts,
+            Event::Seen(e) => e.spawn.ts,
+            Event::Telemetry(e) => e.ts,
         }
     }
 }
@@ -357,8 +365,52 @@ impl Recognized {
 pub struct InputSettings {
     /// nfdump writes local time without a zone: its offset east of UTC, in seconds.
     pub nfdump_utc_offset_secs: i64,
-    pub openclaw: FrameworkSettings,
-    pub nanoclaw: FrameworkSettings,
+    pub openclaw: OpenClawSettings,
+    pub nanoclaw: NanoClawSettings,
+}
+
+/// How OpenClaw's agents (lasting `agentId`s) map onto clawwatch agents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenClawSettings {
+    /// The agent type of agents without an entry in `agent_types` (default `openclaw`).
+    pub agent_type: Option<String>,
+    /// The agent type per OpenClaw agent id.
+    pub agent_types: std::collections::BTreeMap<String, String>,
+    /// Sandbox addresses by `sessionKey`: flows from them are that agent's alone.
+    pub session_addresses: std::collections::BTreeMap<String, Vec<IpAddr>>,
+    /// The gateway host, whose address its agents share.
+    pub gateway: Option<GatewaySettings>,
+}
+
+impl OpenClawSettings {
+    pub fn agent_type_of(&self, agent_id: &str) -> String {
+        self.agent_types
+            .get(agent_id)
+            .or(self.agent_type.as_ref())
+            .cloned()
+            .unwrap_or_else(|| "openclaw".into())
+    }
+}
+
+/// An OpenClaw gateway: an agent of its own (its scheduled turns, its own
+/// calls) on an address its agents share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    pub agent_id: String,
+    pub profile: String,
+    pub ips: Vec<IpAddr>,
+}
+
+/// How NanoClaw's session containers map onto agents, and the date its
+/// time-only text lines leave out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NanoClawSettings {
+    pub framework: FrameworkSettings,
+    /// The day of lines that carry only a time of day (`2026-12-02`), when
+    /// the shipper gives no record time.
+    pub day: Option<crate::time::Timestamp>,
+    /// NanoClaw prints local time: the host's offset east of UTC, in seconds.
+    pub utc_offset_secs: i64,
 }
 
 /// How an agent framework's records map onto agents.
@@ -374,7 +426,7 @@ pub struct FrameworkSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxiedCall {
     pub ts: Timestamp,
-    pub agent_id: String,
+    pub agent: CallingAgent,
     /// Normalised host name(s) the call was for: the requested host, and the TLS SNI when it differs.
     pub hosts: Vec<String>,
     pub port: u16,
@@ -382,6 +434,13 @@ pub struct ProxiedCall {
     /// What the proxy did (`allow`, `deny`, ...) and, when it refused, which control refused.
     pub action: Option<String>,
     pub rejected_by: Option<String>,
+}
+
+/// Who made a proxied call: named by the log, or found by its address.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallingAgent {
+    Id(String),
+    Address(IpAddr),
 }
 
 /// An agent's sign of life without a traffic report (OpenClaw heartbeat events).
@@ -400,6 +459,19 @@ pub struct Intent {
     pub ts: Timestamp,
     pub agent_id: String,
     pub action: PlannedAction,
+    /// A framework's lasting agent is known by its activity: spawned by its
+    /// first event when no spawn record named it.
+    pub implicit_spawn: Option<Spawn>,
+    /// What the tool call was, for the note.
+    pub what: String,
+}
+
+/// A framework agent was active (a run started, a tool ran, an approval was
+/// asked): spawned by it when not yet known, otherwise only noted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub spawn: Spawn,
+    pub what: String,
 }
 
 /// Recognises a record with default input settings.
@@ -461,17 +533,26 @@ pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&s
         }
     }
     // Agent frameworks' own records.
+    if openclaw_telemetry::is_telemetry(fields) {
+        return openclaw_telemetry::line(fields, &settings.openclaw);
+    }
+    if openclaw::is_frame(fields) {
+        return openclaw::frame(fields, &settings.openclaw);
+    }
     if fields.has(Key::RunId) && fields.has(Key::Stream) {
         return openclaw::agent_event(fields, &settings.openclaw);
     }
     if fields.has(Key::Status) && fields.has(Key::DurationMs) && fields.has(Key::Ts) {
-        return openclaw::heartbeat(fields);
+        return openclaw::heartbeat(fields, &settings.openclaw);
     }
     if fields.has(Key::Msg) && fields.has(Key::Group) && nanoclaw::is_container_line(fields) {
         return nanoclaw::container(fields, &settings.nanoclaw);
     }
-    if ironclaw::is_audit_line(fields) {
-        return ironclaw::audit(fields);
+    if ironclaw::is_proxy_line(fields) {
+        return ironclaw::proxy_line(fields);
+    }
+    if ironclaw::is_envelope(fields) {
+        return ironclaw::envelope(fields);
     }
     // Collectors' own shapes, each by the keys only it writes.
     if let Some(kind) = fields.str(Key::EventType) {
@@ -509,6 +590,21 @@ pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&s
     if looks_goflow {
         return flow::goflow2(fields);
     }
+    // A shipper's wrapper of a text line (Vector `message`, Fluent Bit and
+    // Docker `log`): the line inside, dated by the wrapper's record time.
+    if let Some(line) = fields.str(Key::Log).or_else(|| fields.str(Key::Message)) {
+        let reader = Reader {
+            fields,
+            stream: Stream::Other,
+            format: "shipper record",
+        };
+        let record_time = [Key::Timestamp, Key::AtTimestamp, Key::Time]
+            .into_iter()
+            .find_map(|k| reader.timestamp(k).ok().flatten());
+        if let Some(recognized) = recognize_text(line, settings, record_time) {
+            return recognized;
+        }
+    }
     match fields.str(Key::Type) {
         Some(other) => Recognized::Unknown(format!(
             "unrecognised record type \"{}\"",
@@ -518,6 +614,28 @@ pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&s
             "unrecognised record shape (no `type` and no known flow or DNS fields)".into(),
         ),
     }
+}
+
+/// Recognises a line that is not a JSON object by itself: NanoClaw's text,
+/// or a JSON record behind `docker logs --timestamps`' prefix. `None`: no
+/// such shape. `record_time` is the shipper's, for lines that carry only a
+/// time of day.
+pub fn recognize_text(
+    line: &str,
+    settings: &InputSettings,
+    record_time: Option<Timestamp>,
+) -> Option<Recognized> {
+    if let Some(text) = nanoclaw::parse_text_line(line) {
+        return Some(nanoclaw::text_line(&text, record_time, &settings.nanoclaw));
+    }
+    let line = line.trim();
+    let (prefix, json) = line.split_once(' ')?;
+    let docker_time = json.starts_with('{') && Timestamp::parse_rfc3339(prefix).is_some();
+    if !docker_time {
+        return None;
+    }
+    let fields = Fields::parse(json.as_bytes()).ok()?;
+    Some(recognize_with(&fields, settings, None))
 }
 
 pub(crate) fn truncate(s: &str, max_chars: usize) -> String {

@@ -1,33 +1,110 @@
-//! OpenClaw gateway `agent` events (its agent event stream, one JSON object a line):
-//! `{"runId":"run-7f3a","seq":1,"stream":"lifecycle","ts":1795530600000,"sessionKey":"agent:main:main","data":{"phase":"start"}}`
-//! `{"runId":"run-7f3a","seq":4,"stream":"tool","ts":1795530660000,"sessionKey":"agent:main:main","data":{"phase":"start","name":"web_fetch","toolCallId":"call-1","args":{"url":"https://api.weather.example/v1/forecast"}}}`
+//! OpenClaw's gateway, as its WebSocket events show it (DESIGN §2.1).
 //!
-//! A run is an agent: lifecycle `start` spawns it (agent id = `runId`),
-//! `end`/`error` terminates it. Its address comes from `data.ip`, else from the
-//! policy's `[inputs.openclaw] session_addresses` by `sessionKey`; its type from
-//! `data.agentType`, else `[inputs.openclaw] agent_type`, else `openclaw`.
-//! A `tool` start of `web_fetch`, `browser` or `exec` whose arguments name a URL
-//! or host is a declared intent: it joins the agent's declared plan, if it has one.
+//! An OpenClaw agent is its `agentId` (also inside `sessionKey`
+//! `agent:<agentId>:<session>`): a lasting identity. A `runId` is one turn
+//! of a few seconds, so runs, tools and approvals are *activity* of that
+//! agent: the first one spawns it when no spawn record did ([`Seen`]).
+//! A tool call naming a URL or host (`web_fetch`, `browser`, `exec`,
+//! `process`, …, also inside the `tool_call` wrapper) is an [`Intent`]: it
+//! says which of the agents sharing the gateway's address makes the
+//! connection that follows. Heartbeat events are the gateway's scheduled
+//! turns, carry no agent, and are liveness of the gateway's own agent.
+//! An allowed `exec.approval.resolved` with a URL in its command is a
+//! [`Grant`] by the operator who resolved it.
 //!
-//! OpenClaw `heartbeat` events report liveness, not traffic:
-//! `{"ts":1795530900000,"runId":"run-7f3a","status":"ok","durationMs":1234,"reason":"interval"}`
-//! They re-arm `heartbeat.missing` for the agent they name (`runId`, `agentId`
-//! or `sessionKey`) and never count as a (silent) traffic report.
+//! Frames arrive as the gateway sends them (`{"type":"event","event":…,
+//! "payload":{…}}`, live or saved one a line) or as bare agent payloads.
 
 use super::fields::{Fields, Key, Value};
 use super::{
-    Event, FrameworkSettings, Intent, Liveness, PlannedAction, Proto, Reader, Recognized, Spawn,
-    Stream, Terminate, parse_ip,
+    Event, Grant, Intent, Liveness, OpenClawSettings, PlannedAction, Proto, Reader, Recognized,
+    Seen, Spawn, Stream,
 };
 use crate::policy::Destination;
-use crate::time::NANOS_PER_SEC;
+use crate::time::{NANOS_PER_SEC, Timestamp};
 
-/// Tools whose calls reach the network.
-const NETWORK_TOOLS: &[&str] = &["web_fetch", "browser", "exec"];
 /// How long after a tool call its connection may start.
 const INTENT_WINDOW_SECS: i64 = 600;
+/// A connection may be logged a little before the tool event that caused it
+/// (the two come from different clocks).
+const INTENT_LEAD_SECS: i64 = 5;
+/// How long an `allow-once` exec approval stays usable.
+const ALLOW_ONCE_SECS: i64 = 600;
+/// Tool arguments that name where a call goes.
+const URL_ARGS: &[&str] = &["url", "targetUrl", "href", "uri", "host", "hostname"];
+/// Tool arguments that hold a shell command (URLs inside it count).
+const COMMAND_ARGS: &[&str] = &["command", "cmd"];
 
-pub fn agent_event(fields: &Fields, settings: &FrameworkSettings) -> Recognized {
+/// A gateway WebSocket frame: events are decoded, anything else is named.
+pub fn frame(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
+    let event = fields.str(Key::Event).unwrap_or_default();
+    let Some(payload) = fields.get(Key::Payload).and_then(Fields::from_value) else {
+        return Recognized::Invalid(super::DecodeError {
+            stream: Stream::Control,
+            format: "openclaw frame",
+            field: Key::Payload.name(),
+            problem: "is missing or not an object".into(),
+        });
+    };
+    match event {
+        "agent" | "session.tool" => agent_event(&payload, settings),
+        "heartbeat" => heartbeat(&payload, settings),
+        "exec.approval.requested" => approval_requested(&payload, settings),
+        "exec.approval.resolved" => approval_resolved(&payload, settings),
+        other => Recognized::Unknown(format!("OpenClaw gateway event {other}: nothing to judge")),
+    }
+}
+
+/// Whether a record is a gateway frame (`type` `event` with an `event` name).
+pub fn is_frame(fields: &Fields) -> bool {
+    fields.str(Key::Type) == Some("event") && fields.has(Key::Event)
+}
+
+/// The agent a payload belongs to: `agentId`, else the one its `sessionKey` names.
+fn agent_of(r: &Reader) -> Result<Option<String>, super::DecodeError> {
+    if let Some(id) = r.string(Key::AgentIdCamel)? {
+        return Ok(Some(id));
+    }
+    Ok(r.string(Key::SessionKey)?
+        .as_deref()
+        .and_then(agent_in_session_key))
+}
+
+/// `agent:<agentId>:<rest>` → `agentId`.
+pub(crate) fn agent_in_session_key(key: &str) -> Option<String> {
+    let mut parts = key.splitn(3, ':');
+    match (parts.next(), parts.next()) {
+        (Some("agent"), Some(id)) if !id.is_empty() => Some(id.to_string()),
+        _ => None,
+    }
+}
+
+/// The spawn that makes a lasting OpenClaw agent known by its first activity.
+pub(crate) fn implicit_spawn(
+    ts: Timestamp,
+    agent_id: &str,
+    session: Option<&str>,
+    settings: &OpenClawSettings,
+) -> Spawn {
+    Spawn {
+        ts,
+        agent_id: agent_id.to_string(),
+        agent_type: settings.agent_type_of(agent_id),
+        deployment: None,
+        profile: None,
+        // A sandboxed session has an address of its own; otherwise the
+        // agent shares the gateway's and is found by its intents.
+        ips: session
+            .and_then(|s| settings.session_addresses.get(s))
+            .cloned()
+            .unwrap_or_default(),
+        task_id: None,
+        expected_lifetime_minutes: None,
+    }
+}
+
+/// An agent event payload: `{runId,seq,ts,stream,sessionKey,agentId,data}`.
+pub fn agent_event(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
     let r = Reader {
         fields,
         stream: Stream::Control,
@@ -35,97 +112,107 @@ pub fn agent_event(fields: &Fields, settings: &FrameworkSettings) -> Recognized 
     };
     let data = |name: &str| fields.get(Key::Data).and_then(|d| d.get(name));
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
-    let stream = fields.str(Key::Stream).unwrap_or_default().to_string();
-    let phase = text(data("phase")).unwrap_or_default();
     let decode = || -> Result<Recognized, super::DecodeError> {
         let ts = r.required(Key::Ts, Reader::timestamp)?;
-        let run_id = r.required(Key::RunId, Reader::string)?;
+        let Some(agent_id) = agent_of(&r)? else {
+            return Err(r.error(
+                Key::AgentIdCamel,
+                "is missing, and no `sessionKey` of the form agent:<agentId>:… names the agent",
+            ));
+        };
+        let run = r.string(Key::RunId)?.unwrap_or_else(|| "?".into());
         let session = r.string(Key::SessionKey)?;
-        Ok(match (stream.as_str(), phase.as_str()) {
-            ("lifecycle", "start") => {
-                let ips = match data("ip").and_then(parse_ip) {
-                    Some(ip) => vec![ip],
-                    None => session
-                        .as_ref()
-                        .and_then(|s| settings.addresses.get(s))
-                        .cloned()
-                        .unwrap_or_default(),
-                };
-                if ips.is_empty() {
-                    return Ok(Recognized::Unknown(format!(
-                        "OpenClaw run {run_id} started, but no address is known for session {}: add it to [inputs.openclaw] session_addresses",
-                        session.as_deref().unwrap_or("(none)")
-                    )));
-                }
-                let agent_type = text(data("agentType"))
-                    .or_else(|| settings.agent_type.clone())
-                    .unwrap_or_else(|| "openclaw".into());
-                Recognized::Event(Event::Spawn(Spawn {
-                    ts,
-                    agent_id: run_id,
-                    agent_type,
-                    deployment: None,
-                    profile: None,
-                    ips,
-                    task_id: session,
-                    expected_lifetime_minutes: None,
-                }))
-            }
-            ("lifecycle", "end" | "error") => Recognized::Event(Event::Terminate(Terminate {
-                ts,
-                agent_id: run_id,
-                reason: Some(phase.clone()),
-            })),
-            ("tool", "start") => {
-                let name = text(data("name")).unwrap_or_default();
-                if !NETWORK_TOOLS.contains(&name.as_str()) {
-                    return Ok(Recognized::Unknown(format!(
-                        "OpenClaw tool {name}: no network destination to declare"
-                    )));
-                }
-                let args = data("args");
-                let target = ["url", "targetUrl", "href", "host", "command", "cmd"]
-                    .iter()
-                    .filter_map(|k| args.and_then(|a| a.get(k)).and_then(Value::as_str))
-                    .find_map(host_and_port);
-                let Some((host, port)) = target else {
-                    return Ok(Recognized::Unknown(format!(
-                        "OpenClaw tool {name} call names no URL or host"
-                    )));
-                };
-                let dest = Destination::parse(&host).map_err(|why| {
-                    r.error(
-                        Key::Data,
-                        format!("has a tool destination that is not a host: {why}"),
-                    )
-                })?;
-                let action = PlannedAction {
-                    id: text(data("toolCallId")),
-                    dest,
-                    port: Some(port),
-                    proto: Some(Proto::Tcp),
-                    not_before: Some(ts),
-                    not_after: Some(crate::time::Timestamp(
-                        ts.0 + INTENT_WINDOW_SECS * NANOS_PER_SEC,
-                    )),
-                    every_minutes: None,
-                };
-                Recognized::Event(Event::Intent(Intent {
-                    ts,
-                    agent_id: run_id,
-                    action,
-                }))
-            }
-            (stream, phase) => {
-                Recognized::Unknown(format!("OpenClaw {stream} event {phase}: nothing to judge"))
-            }
-        })
+        let spawn = implicit_spawn(ts, &agent_id, session.as_deref(), settings);
+        let stream = fields.str(Key::Stream).unwrap_or("?");
+        let phase = text(data("phase"));
+        let seen = |what: String| {
+            Ok(Recognized::Event(Event::Seen(Seen {
+                spawn: spawn.clone(),
+                what,
+            })))
+        };
+        if stream != "tool" || phase.as_deref() != Some("start") {
+            let phase = phase.as_deref().unwrap_or("event");
+            let what = match (stream, data("name").and_then(Value::as_str)) {
+                ("tool", Some(tool)) => format!("run {run}: tool {tool} {phase}"),
+                ("lifecycle", _) => format!("run {run}: {phase}"),
+                (stream, _) => format!("run {run}: {stream} {phase}"),
+            };
+            return seen(what);
+        }
+        let (tool, args) = unwrap_tool_call(
+            data("name").and_then(Value::as_str).unwrap_or("?"),
+            data("args"),
+        );
+        let Some((host, port)) = destination_in_args(args) else {
+            return seen(format!("run {run}: tool {tool} names no URL or host"));
+        };
+        let Ok(dest) = Destination::parse(&host) else {
+            return seen(format!(
+                "run {run}: tool {tool} names {host:?}, not a host clawwatch can judge"
+            ));
+        };
+        Ok(Recognized::Event(Event::Intent(Intent {
+            ts,
+            agent_id,
+            action: PlannedAction {
+                id: text(data("toolCallId")),
+                dest,
+                port: Some(port),
+                proto: Some(Proto::Tcp),
+                not_before: Some(Timestamp(ts.0 - INTENT_LEAD_SECS * NANOS_PER_SEC)),
+                not_after: Some(Timestamp(ts.0 + INTENT_WINDOW_SECS * NANOS_PER_SEC)),
+                every_minutes: None,
+            },
+            what: format!(
+                "run {run}: tool {tool} calls {}",
+                crate::rules::endpoint(&host, port)
+            ),
+            implicit_spawn: Some(spawn),
+        })))
     };
     decode().unwrap_or_else(Recognized::Invalid)
 }
 
-/// An OpenClaw `heartbeat` event: liveness of the agent it names.
-pub fn heartbeat(fields: &Fields) -> Recognized {
+/// The tool a call really runs: the `tool_call` wrapper of searched tools
+/// names it inside its arguments.
+fn unwrap_tool_call<'v>(
+    name: &'v str,
+    args: Option<&'v Value<'v>>,
+) -> (&'v str, Option<&'v Value<'v>>) {
+    if name != "tool_call" {
+        return (name, args);
+    }
+    let inner = ["id", "name", "tool", "toolName"]
+        .iter()
+        .find_map(|k| args.and_then(|a| a.get(k)).and_then(Value::as_str));
+    let inner_args = ["args", "arguments", "input", "params"]
+        .iter()
+        .find_map(|k| args.and_then(|a| a.get(k)));
+    match inner {
+        Some(inner) => (inner, inner_args.or(args)),
+        None => (name, args),
+    }
+}
+
+/// The host and port a tool's arguments name: a URL or host argument, or a
+/// URL inside a shell command.
+pub(crate) fn destination_in_args(args: Option<&Value>) -> Option<(String, u16)> {
+    let arg = |keys: &[&str]| {
+        keys.iter()
+            .filter_map(|k| args.and_then(|a| a.get(k)).and_then(Value::as_str))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    arg(URL_ARGS)
+        .iter()
+        .find_map(|t| host_and_port(t))
+        .or_else(|| arg(COMMAND_ARGS).iter().find_map(|c| url_in_text(c)))
+}
+
+/// A `heartbeat` event: one scheduled turn of the gateway (`sent`,
+/// `ok-empty`, `ok-token`, `skipped`, `failed`), liveness of the gateway.
+pub fn heartbeat(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
     let r = Reader {
         fields,
         stream: Stream::Heartbeat,
@@ -133,26 +220,165 @@ pub fn heartbeat(fields: &Fields) -> Recognized {
     };
     let decode = || -> Result<Recognized, super::DecodeError> {
         let ts = r.required(Key::Ts, Reader::timestamp)?;
-        let agent_id = match (
-            r.string(Key::RunId)?,
-            r.string(Key::AgentIdCamel)?,
-            r.string(Key::SessionKey)?,
-        ) {
-            (Some(id), _, _) | (None, Some(id), _) | (None, None, Some(id)) => id,
-            _ => {
-                return Ok(Recognized::Unknown(
-                    "OpenClaw heartbeat names no agent (`runId`, `agentId` or `sessionKey`)".into(),
-                ));
-            }
+        let Some(gateway) = &settings.gateway else {
+            return Ok(Recognized::Unknown(
+                "OpenClaw heartbeat: a scheduled turn of the gateway; set [inputs.openclaw] gateway_addresses to watch the gateway".into(),
+            ));
         };
         Ok(Recognized::Event(Event::Liveness(Liveness {
             ts,
-            agent_id,
+            agent_id: gateway.agent_id.clone(),
             status: r.string(Key::Status)?,
             reason: r.string(Key::Reason)?,
         })))
     };
     decode().unwrap_or_else(Recognized::Invalid)
+}
+
+/// The request inside an approval payload, and what it runs.
+struct ApprovalRequest {
+    id: String,
+    agent_id: Option<String>,
+    session: Option<String>,
+    command: Option<String>,
+}
+
+fn approval_request(r: &Reader, fields: &Fields) -> Result<ApprovalRequest, super::DecodeError> {
+    let id = r.required(Key::Id, Reader::string)?;
+    let request = fields.get(Key::Request);
+    let text = |name: &str| {
+        request
+            .and_then(|q| q.get(name))
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string)
+    };
+    let command = text("command").or_else(|| {
+        let argv = request.and_then(|q| q.get("commandArgv"));
+        match argv {
+            Some(Value::List(items)) => Some(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        }
+    });
+    let session = text("sessionKey");
+    let agent_id = text("agentId").or_else(|| session.as_deref().and_then(agent_in_session_key));
+    Ok(ApprovalRequest {
+        id,
+        agent_id,
+        session,
+        command,
+    })
+}
+
+fn describe_command(command: Option<&str>) -> String {
+    match command {
+        Some(c) => {
+            let short: String = c.chars().take(120).collect();
+            let more = if c.chars().count() > 120 { "…" } else { "" };
+            format!("`{short}{more}`")
+        }
+        None => "a command it does not show".into(),
+    }
+}
+
+/// `exec.approval.requested`: an agent asks to run a command.
+fn approval_requested(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
+    let r = Reader {
+        fields,
+        stream: Stream::Control,
+        format: "openclaw exec approval",
+    };
+    let decode = || -> Result<Recognized, super::DecodeError> {
+        let ts = r.required(Key::CreatedAtMs, Reader::timestamp)?;
+        let req = approval_request(&r, fields)?;
+        let Some(agent_id) = req.agent_id.clone() else {
+            return Ok(Recognized::Unknown(format!(
+                "OpenClaw exec approval {} names no agent",
+                req.id
+            )));
+        };
+        let dest = req.command.as_deref().and_then(url_in_text);
+        let what = format!(
+            "exec approval {} requested for {}{}",
+            req.id,
+            describe_command(req.command.as_deref()),
+            dest.map(|(h, p)| format!(", which reaches {}", crate::rules::endpoint(&h, p)))
+                .unwrap_or_default()
+        );
+        Ok(Recognized::Event(Event::Seen(Seen {
+            spawn: implicit_spawn(ts, &agent_id, req.session.as_deref(), settings),
+            what,
+        })))
+    };
+    decode().unwrap_or_else(Recognized::Invalid)
+}
+
+/// `exec.approval.resolved`: an operator allowed or denied a command; an
+/// allowed one that reaches a host grants the agent that destination.
+fn approval_resolved(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
+    let r = Reader {
+        fields,
+        stream: Stream::Control,
+        format: "openclaw exec approval",
+    };
+    let decode = || -> Result<Recognized, super::DecodeError> {
+        let ts = r.required(Key::Ts, Reader::timestamp)?;
+        let req = approval_request(&r, fields)?;
+        let decision = r.required(Key::Decision, Reader::string)?;
+        let by = r.string(Key::ResolvedBy)?;
+        let Some(agent_id) = req.agent_id.clone() else {
+            return Ok(Recognized::Unknown(format!(
+                "OpenClaw exec approval {} names no agent",
+                req.id
+            )));
+        };
+        let dest = req.command.as_deref().and_then(url_in_text);
+        let allowed = decision.starts_with("allow");
+        let who = by.clone().unwrap_or_else(|| "an unnamed operator".into());
+        match (allowed, dest) {
+            (true, Some((host, port))) if Destination::parse(&host).is_ok() => {
+                Ok(Recognized::Event(Event::Grant(Grant {
+                    ts,
+                    agent_id,
+                    dest: Destination::parse(&host).expect("checked above"),
+                    port: Some(port),
+                    proto: Some(Proto::Tcp),
+                    expires: (decision == "allow-once")
+                        .then(|| Timestamp(ts.0 + ALLOW_ONCE_SECS * NANOS_PER_SEC)),
+                    approver: by,
+                    reason: Some(format!(
+                        "OpenClaw exec approval {} ({decision}) of {}",
+                        req.id,
+                        describe_command(req.command.as_deref())
+                    )),
+                })))
+            }
+            _ => Ok(Recognized::Event(Event::Seen(Seen {
+                spawn: implicit_spawn(ts, &agent_id, req.session.as_deref(), settings),
+                what: format!(
+                    "exec approval {} {decision} by {who} for {}",
+                    req.id,
+                    describe_command(req.command.as_deref())
+                ),
+            }))),
+        }
+    };
+    decode().unwrap_or_else(Recognized::Invalid)
+}
+
+/// The host and port of the first http(s) URL in free text (a shell command).
+pub(crate) fn url_in_text(text: &str) -> Option<(String, u16)> {
+    let start = match (text.find("https://"), text.find("http://")) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    host_and_port(&text[start..])
 }
 
 /// The host and port of the first URL in `text` (or `text` itself as a bare host).
@@ -185,133 +411,4 @@ pub(crate) fn host_and_port(text: &str) -> Option<(String, u16)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::{InputSettings, recognize_with};
-    use super::*;
-
-    fn run(line: &str, settings: &InputSettings) -> Recognized {
-        recognize_with(&Fields::parse(line.as_bytes()).unwrap(), settings, None)
-    }
-
-    fn settings() -> InputSettings {
-        let mut s = InputSettings::default();
-        s.openclaw
-            .addresses
-            .insert("agent:main:main".into(), vec!["10.20.6.2".parse().unwrap()]);
-        s.openclaw.agent_type = Some("assistant".into());
-        s
-    }
-
-    #[test]
-    fn lifecycle_start_and_end_spawn_and_terminate_the_run() {
-        let Recognized::Event(Event::Spawn(s)) = run(
-            r#"{"runId":"run-7f3a","seq":1,"stream":"lifecycle","ts":1795530600000,"sessionKey":"agent:main:main","data":{"phase":"start"}}"#,
-            &settings(),
-        ) else {
-            panic!()
-        };
-        assert_eq!(
-            (
-                s.agent_id.as_str(),
-                s.agent_type.as_str(),
-                s.ips[0].to_string().as_str()
-            ),
-            ("run-7f3a", "assistant", "10.20.6.2")
-        );
-        assert_eq!(s.ts.to_rfc3339(), "2026-11-24T14:30:00Z");
-        assert!(matches!(
-            run(
-                r#"{"runId":"run-7f3a","seq":9,"stream":"lifecycle","ts":1795530900000,"data":{"phase":"end"}}"#,
-                &settings()
-            ),
-            Recognized::Event(Event::Terminate(_))
-        ));
-        match run(
-            r#"{"runId":"run-1","seq":1,"stream":"lifecycle","ts":1795530600000,"sessionKey":"agent:other","data":{"phase":"start"}}"#,
-            &settings(),
-        ) {
-            Recognized::Unknown(why) => {
-                assert!(why.contains("[inputs.openclaw] session_addresses"), "{why}")
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn network_tool_calls_declare_intent() {
-        let Recognized::Event(Event::Intent(i)) = run(
-            r#"{"runId":"run-7f3a","seq":4,"stream":"tool","ts":1795530660000,"data":{"phase":"start","name":"web_fetch","toolCallId":"call-1","args":{"url":"https://api.weather.example/v1/forecast?q=1"}}}"#,
-            &settings(),
-        ) else {
-            panic!()
-        };
-        assert_eq!(
-            i.action.dest,
-            Destination::Name("api.weather.example".into())
-        );
-        assert_eq!(i.action.port, Some(443));
-        let Recognized::Event(Event::Intent(i)) = run(
-            r#"{"runId":"r","seq":5,"stream":"tool","ts":1795530660000,"data":{"phase":"start","name":"exec","args":{"command":"curl -s http://10.30.0.7:8080/status"}}}"#,
-            &settings(),
-        ) else {
-            panic!()
-        };
-        assert_eq!(
-            (i.action.dest.clone(), i.action.port),
-            (Destination::Ip("10.30.0.7".parse().unwrap()), Some(8080))
-        );
-        assert!(matches!(
-            run(
-                r#"{"runId":"r","seq":6,"stream":"tool","ts":1795530660000,"data":{"phase":"start","name":"read_file","args":{"path":"/etc/hosts"}}}"#,
-                &settings()
-            ),
-            Recognized::Unknown(_)
-        ));
-        assert!(matches!(
-            run(
-                r#"{"runId":"r","seq":7,"stream":"assistant","ts":1795530660000,"data":{"text":"hi"}}"#,
-                &settings()
-            ),
-            Recognized::Unknown(_)
-        ));
-    }
-
-    #[test]
-    fn heartbeats_are_liveness_of_the_agent_they_name() {
-        let Recognized::Event(Event::Liveness(l)) = run(
-            r#"{"ts":1795530900000,"runId":"run-7f3a","status":"error","durationMs":1234,"reason":"timeout"}"#,
-            &settings(),
-        ) else {
-            panic!()
-        };
-        assert_eq!(
-            (
-                l.agent_id.as_str(),
-                l.status.as_deref(),
-                l.reason.as_deref()
-            ),
-            ("run-7f3a", Some("error"), Some("timeout"))
-        );
-        assert!(matches!(
-            run(
-                r#"{"ts":1795530900000,"status":"ok","durationMs":12}"#,
-                &settings()
-            ),
-            Recognized::Unknown(_)
-        ));
-    }
-
-    #[test]
-    fn urls_give_host_and_port() {
-        assert_eq!(
-            host_and_port("https://user:pw@Example.com:8443/x"),
-            Some(("example.com".into(), 8443))
-        );
-        assert_eq!(
-            host_and_port("http://[2001:db8::1]/x"),
-            Some(("2001:db8::1".into(), 80))
-        );
-        assert_eq!(host_and_port("pypi.org"), Some(("pypi.org".into(), 443)));
-        assert_eq!(host_and_port("ls -la"), None);
-    }
-}
+mod tests;

@@ -14,6 +14,7 @@ pub mod lifetime_exceeded;
 pub mod plan_undeclared;
 pub mod rate_runaway;
 pub mod schedule_deviation;
+pub mod telemetry_chain_broken;
 pub mod volume_anomaly;
 
 use crate::registry::Agent;
@@ -67,6 +68,7 @@ pub const ALL: &[&RuleInfo] = &[
     &heartbeat_mismatch::RULE,
     &heartbeat_missing::RULE,
     &approval_granted::RULE,
+    &telemetry_chain_broken::RULE,
 ];
 
 /// The rule with this id.
@@ -94,6 +96,8 @@ pub mod rule_by_id {
 pub enum Subject<'a> {
     Agent(&'a Agent),
     Address(IpAddr),
+    /// A log no agent owns (a telemetry stream without its gateway declared).
+    Log(&'a str),
 }
 
 impl Subject<'_> {
@@ -102,6 +106,7 @@ impl Subject<'_> {
         match self {
             Subject::Agent(a) => a.id.to_string(),
             Subject::Address(ip) => ip.to_string(),
+            Subject::Log(name) => name.to_string(),
         }
     }
 }
@@ -111,6 +116,7 @@ impl fmt::Display for Subject<'_> {
         match self {
             Subject::Agent(a) => write!(f, "{} {}", a.profile, a.id),
             Subject::Address(ip) => write!(f, "unknown host {ip}"),
+            Subject::Log(name) => write!(f, "log {name}"),
         }
     }
 }

@@ -102,6 +102,8 @@ impl Endpoints {
             Event::Plan(_) => action("agent.plan"),
             Event::Grant(_) => action("approval.grant"),
             Event::Intent(_) => action("agent.intent"),
+            Event::Seen(_) => action("agent.activity"),
+            Event::Telemetry(_) => action("agent.telemetry"),
         }
     }
 }
