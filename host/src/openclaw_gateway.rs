@@ -286,7 +286,13 @@ async fn session(
         Ok(Ok(v)) => v,
     };
     if hello["ok"] != true {
-        return Ended::Refused(refusal(&options.url, &hello["error"]));
+        let error = &hello["error"];
+        // A gateway still starting its sidecars asks to be asked again.
+        if error["code"] == "UNAVAILABLE" || error["retryable"] == true {
+            let why = error["message"].as_str().unwrap_or("unavailable");
+            return Ended::Lost(anyhow!("the gateway is not ready: {why}"));
+        }
+        return Ended::Refused(refusal(&options.url, error));
     }
     *attempt = 0;
     eprintln!(

@@ -21,7 +21,15 @@ TOOL_COMMAND = os.environ.get("TOOL_COMMAND", "curl -s https://api.weather.examp
 def answer(messages, tools):
     """The stub's turn: a tool call unless a tool already answered."""
     names = {t.get("function", {}).get("name") for t in tools or []}
-    answered = bool(messages) and messages[-1].get("role") == "tool"
+    # A tool has answered since the person last spoke (a session's history holds earlier
+    # turns; OpenClaw's own notices after a tool result also come as user messages).
+    def text(m):
+        c = m.get("content")
+        return c if isinstance(c, str) else " ".join(p.get("text", "") for p in c or [] if isinstance(p, dict))
+    last_user = max((i for i, m in enumerate(messages)
+                     if m.get("role") == "user" and not text(m).lstrip().startswith("<<<BEGIN_OPENCLAW")),
+                    default=-1)
+    answered = any(m.get("role") == "tool" for m in messages[last_user + 1:])
     args = {"url": TOOL_URL} if TOOL == "web_fetch" else {"command": TOOL_COMMAND}
     name = TOOL
     if TOOL not in names and "tool_call" in names:
