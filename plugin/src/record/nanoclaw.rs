@@ -163,6 +163,26 @@ fn group_addresses(
         .find_map(|key| settings.framework.addresses.get(key).cloned())
 }
 
+/// A container's start: its agent, typed by `[inputs.nanoclaw] agent_type`.
+fn container_spawn(
+    ts: Timestamp,
+    agent_id: String,
+    ips: Vec<std::net::IpAddr>,
+    container: Option<String>,
+    settings: &NanoClawSettings,
+) -> Spawn {
+    Spawn {
+        ts,
+        agent_id,
+        agent_type: (settings.framework.agent_type.clone()).unwrap_or_else(|| "nanoclaw".into()),
+        deployment: None,
+        profile: None,
+        ips,
+        task_id: container,
+        expected_lifetime_minutes: None,
+    }
+}
+
 /// A v2 text line, with the shipper's record time when it gave one.
 pub fn text_line(
     line: &TextLine,
@@ -216,20 +236,9 @@ pub fn text_line(
                     group.as_deref().unwrap_or("(unnamed)")
                 ));
             };
-            return Recognized::Event(Event::Spawn(Spawn {
-                ts,
-                agent_id,
-                agent_type: settings
-                    .framework
-                    .agent_type
-                    .clone()
-                    .unwrap_or_else(|| "nanoclaw".into()),
-                deployment: None,
-                profile: None,
-                ips,
-                task_id: container,
-                expected_lifetime_minutes: None,
-            }));
+            return Recognized::Event(Event::Spawn(container_spawn(
+                ts, agent_id, ips, container, settings,
+            )));
         }
         "Container exited" => format!(
             "exited with code {}",
@@ -286,17 +295,9 @@ pub fn container(fields: &Fields, settings: &NanoClawSettings) -> Recognized {
                 "NanoClaw container for group {group} started, but its address is unknown: add it to [inputs.nanoclaw] group_addresses"
             )));
         };
-        Ok(Recognized::Event(Event::Spawn(Spawn {
-            ts,
-            agent_id,
-            agent_type: (settings.framework.agent_type.clone())
-                .unwrap_or_else(|| "nanoclaw".into()),
-            deployment: None,
-            profile: None,
-            ips,
-            task_id: container,
-            expected_lifetime_minutes: None,
-        })))
+        Ok(Recognized::Event(Event::Spawn(container_spawn(
+            ts, agent_id, ips, container, settings,
+        ))))
     };
     decode().unwrap_or_else(Recognized::Invalid)
 }

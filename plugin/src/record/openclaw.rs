@@ -243,6 +243,12 @@ struct ApprovalRequest {
     command: Option<String>,
 }
 
+impl ApprovalRequest {
+    fn names_no_agent(&self) -> Recognized {
+        Recognized::Unknown(format!("OpenClaw exec approval {} names no agent", self.id))
+    }
+}
+
 fn approval_request(r: &Reader, fields: &Fields) -> Result<ApprovalRequest, super::DecodeError> {
     let id = r.required(Key::Id, Reader::string)?;
     let request = fields.get(Key::Request);
@@ -298,10 +304,7 @@ fn approval_requested(fields: &Fields, settings: &OpenClawSettings) -> Recognize
         let ts = r.required(Key::CreatedAtMs, Reader::timestamp)?;
         let req = approval_request(&r, fields)?;
         let Some(agent_id) = req.agent_id.clone() else {
-            return Ok(Recognized::Unknown(format!(
-                "OpenClaw exec approval {} names no agent",
-                req.id
-            )));
+            return Ok(req.names_no_agent());
         };
         let dest = req.command.as_deref().and_then(url_in_text);
         let what = format!(
@@ -333,10 +336,7 @@ fn approval_resolved(fields: &Fields, settings: &OpenClawSettings) -> Recognized
         let decision = r.required(Key::Decision, Reader::string)?;
         let by = r.string(Key::ResolvedBy)?;
         let Some(agent_id) = req.agent_id.clone() else {
-            return Ok(Recognized::Unknown(format!(
-                "OpenClaw exec approval {} names no agent",
-                req.id
-            )));
+            return Ok(req.names_no_agent());
         };
         let dest = req.command.as_deref().and_then(url_in_text);
         let allowed = decision.starts_with("allow");
