@@ -273,6 +273,38 @@ pub fn lint(policy: &Policy, expected_types: Option<&[String]>) -> Vec<Lint> {
             });
         }
     }
+    // Profiles the [inputs] tables name: a missing one leaves those agents allowed nothing.
+    let oc = &policy.inputs.openclaw;
+    let named = (oc
+        .agent_type
+        .iter()
+        .map(|t| ("inputs.openclaw", "agent_type", t)))
+    .chain(
+        oc.agent_types
+            .values()
+            .map(|t| ("inputs.openclaw", "agent_types", t)),
+    )
+    .chain(
+        oc.gateway
+            .iter()
+            .map(|g| ("inputs.openclaw", "gateway_profile", &g.profile)),
+    )
+    .chain(
+        (policy.inputs.nanoclaw.framework.agent_type.iter())
+            .map(|t| ("inputs.nanoclaw", "agent_type", t)),
+    );
+    for (place, key, name) in named {
+        if policy.profile(name, None).is_none() {
+            out.push(Lint {
+                level: Level::Warning,
+                code: "missing-profile",
+                place: place.into(),
+                message: format!(
+                    "{key} names profile \"{name}\", which is not in the policy: those agents are allowed nothing"
+                ),
+            });
+        }
+    }
     if let Some(types) = expected_types {
         for name in policy.profile_names() {
             if !types.iter().any(|t| t == name) {
@@ -314,6 +346,24 @@ mod tests {
 
     const BASE: &str =
         "[monitor]\nagent_subnets = [\"10.20.0.0/16\"]\ncorp_resolvers = [\"10.0.0.53\"]\n";
+
+    #[test]
+    fn profiles_the_inputs_name_must_exist() {
+        let text = format!(
+            "{BASE}[inputs.openclaw]\nagent_types = {{ ops = \"operator\" }}\ngateway_addresses = [\"10.20.6.1\"]\n\n[agent_profile.\"operator\"]\nallowed_outbound = [{{ protocol = \"TCP\", port = 443, destination = \"example.org\" }}]\n"
+        );
+        let lints = lint(&Policy::from_toml(&text).unwrap(), None);
+        let missing: Vec<_> = lints
+            .iter()
+            .filter(|l| l.code == "missing-profile")
+            .collect();
+        assert_eq!(missing.len(), 1, "{lints:?}");
+        assert!(
+            missing[0]
+                .message
+                .contains("gateway_profile names profile \"openclaw_gateway\"")
+        );
+    }
 
     #[test]
     fn the_bundled_policy_has_no_warning() {
