@@ -227,6 +227,16 @@ fn real_framework_lines_drive_the_judgements() {
     );
     assert!(!text.contains("10.20.6.1/egress.unknown_agent"));
 
+    // The gateway's file log is its own diagnostics, named as such.
+    let file_log = judged(&lines, r#""1":"agent model: stub/stub-model"#);
+    assert_eq!(verdict(file_log), "not_applicable");
+    assert!(
+        file_log["clawwatch"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("tslog")
+    );
+
     // openclaw-telemetry: an intact chain raises nothing; its tool calls declare.
     assert!(!text.contains("telemetry.chain_broken"));
     let telemetry_fetch = judged(&lines, r#""src_port":51010"#);

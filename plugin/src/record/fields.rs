@@ -121,6 +121,8 @@ known_keys! {
     // OpenClaw gateway WebSocket frames
     Event = "event",
     Payload = "payload",
+    // OpenClaw's gateway file log (tslog)
+    Meta = "_meta",
     Id = "id",
     Request = "request",
     CreatedAtMs = "createdAtMs",

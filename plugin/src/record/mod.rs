@@ -539,6 +539,11 @@ pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&s
     if openclaw::is_frame(fields) {
         return openclaw::frame(fields, &settings.openclaw);
     }
+    if fields.has(Key::Meta) && fields.has(Key::Time) {
+        return Recognized::Unknown(
+            "OpenClaw gateway file log (tslog): the gateway's own diagnostics; agents' activity comes from its WebSocket events (--openclaw-gateway)".into(),
+        );
+    }
     if fields.has(Key::RunId) && fields.has(Key::Stream) {
         return openclaw::agent_event(fields, &settings.openclaw);
     }

@@ -41,6 +41,9 @@ records = []
 for line in lines("openclaw_gateway.ndjson"):
     payload = json.loads(line)["payload"]
     records.append((payload.get("ts") or payload.get("createdAtMs"), line))
+# The gateway's own file log (tslog): diagnostics, no agent activity.
+for line in lines("openclaw_gateway_file.log"):
+    records.append((at(json.loads(line)["_meta"]["date"]), line))
 run_start = at("2026-12-02T19:24:49.887Z")  # the web_fetch tool call (inside tool_call)
 exec_start = at("2026-12-02T19:26:05.822Z")  # the exec tool call
 records += [
