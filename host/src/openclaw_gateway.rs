@@ -72,7 +72,7 @@ impl GatewayOptions {
         Ok(GatewayOptions {
             url: url.to_string(),
             token,
-            device_key: device_key.to_path_buf(),
+            device_key,
         })
     }
 }
@@ -431,6 +431,29 @@ mod tests {
             &json!({"message": "pairing required", "details": {"code": "PAIRING_REQUIRED"}}),
         );
         assert!(e.to_string().contains("openclaw devices approve"), "{e}");
+    }
+
+    #[test]
+    fn options_name_what_is_wrong() {
+        let key = PathBuf::from("k");
+        let e = GatewayOptions::new("http://127.0.0.1:18789", None, key.clone()).unwrap_err();
+        assert!(e.to_string().contains("expected ws://"), "{e}");
+        let missing = Path::new("/nonexistent/clawwatch/token");
+        let e =
+            GatewayOptions::new("ws://127.0.0.1:18789", Some(missing), key.clone()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("/nonexistent/clawwatch/token"),
+            "{e:#}"
+        );
+        let dir = std::env::temp_dir().join(format!("clawwatch-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("t"), "  secret\n").unwrap();
+        let o = GatewayOptions::new("ws://127.0.0.1:18789", Some(&dir.join("t")), key).unwrap();
+        assert_eq!(
+            o.token, "secret",
+            "surrounding whitespace is not part of a token"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
