@@ -166,6 +166,40 @@ fn the_tag_names_the_format_when_the_record_does_not() {
     );
 }
 
+/// Fluent Bit's tail input hands lines its parser could not read on as
+/// `{"log": line}`; the filter says of them what `clawwatch run` says of a bad line.
+#[test]
+fn a_line_fluent_bit_could_not_parse_is_an_error_and_a_wrapped_record_is_itself() {
+    let policy_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fluent-bit-policy-log");
+    std::fs::create_dir_all(&policy_dir).unwrap();
+    std::fs::copy(
+        repo().join("testdata/policy.toml"),
+        policy_dir.join("policy.toml"),
+    )
+    .unwrap();
+    let mut filter = Filter::new(Some(&policy_dir));
+    let bad: serde_json::Value =
+        serde_json::from_str(&filter.call("clawwatch.agents", br#"{"log":"GET /index.html 200"}"#))
+            .unwrap();
+    assert_eq!(bad["clawwatch"]["verdict"], "error", "{bad}");
+    assert!(
+        bad["clawwatch"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("field `log` holds a line that is not a JSON object"),
+        "{bad}"
+    );
+    assert_eq!(
+        bad["log"], "GET /index.html 200",
+        "the record itself is kept"
+    );
+    let spawn = r#"{"log":"{\"type\":\"agent.spawn\",\"ts\":\"2026-11-24T14:30:00Z\",\"agent_id\":\"0x8a3f\",\"agent_type\":\"data_collector_v1\",\"ip\":\"10.20.0.15\"}"}"#;
+    let wrapped: serde_json::Value =
+        serde_json::from_str(&filter.call("clawwatch.agents", spawn.as_bytes())).unwrap();
+    assert_eq!(wrapped["clawwatch"]["agent"]["id"], "0x8a3f", "{wrapped}");
+    assert_eq!(wrapped["clawwatch"]["verdict"], "allow");
+}
+
 #[test]
 fn without_a_policy_every_record_still_comes_back_tagged() {
     let mut filter = Filter::new(None);

@@ -242,6 +242,9 @@ pub struct Fields<'a> {
     /// The record already has a top-level `clawwatch` key (it went through
     /// clawwatch before): the note must replace it, not be appended beside it.
     pub has_clawwatch: bool,
+    /// How many top-level members the record has, known or not (a shipper's
+    /// bare wrapper of a line has exactly one).
+    pub members: usize,
 }
 
 impl<'a> Fields<'a> {
@@ -264,6 +267,7 @@ impl<'a> Fields<'a> {
             values: Vec::with_capacity(entries.len().min(16)),
             slots: [0; KEY_COUNT],
             has_clawwatch: false,
+            members: entries.len(),
         };
         for (name, value) in entries {
             if let Some(key) = Key::from_name(name) {
@@ -315,8 +319,10 @@ impl<'de> Visitor<'de> for FieldsVisitor {
             values: Vec::with_capacity(12),
             slots: [0; KEY_COUNT],
             has_clawwatch: false,
+            members: 0,
         };
         while let Some(name) = map.next_key::<KeyName<'de>>()? {
+            fields.members += 1;
             match Key::from_name(&name.0) {
                 Some(key) => {
                     let value = map.next_value_seed(ValueSeed)?;

@@ -601,13 +601,23 @@ pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&s
         let reader = Reader {
             fields,
             stream: Stream::Other,
-            format: "shipper record",
+            format: "shipper's wrapper",
         };
         let record_time = [Key::Timestamp, Key::AtTimestamp, Key::Time]
             .into_iter()
             .find_map(|k| reader.timestamp(k).ok().flatten());
         if let Some(recognized) = recognize_text(line, settings, record_time) {
             return recognized;
+        }
+        // Fluent Bit's tail input hands a line its parser could not read on as
+        // `{"log": line}`: a bad line, said as the host says it of one.
+        if fields.members == 1 && fields.has(Key::Log) {
+            if let Err(e) = Fields::parse(line.trim().as_bytes()) {
+                return Recognized::Invalid(reader.error(
+                    Key::Log,
+                    format!("holds a line that is not a JSON object: {e}"),
+                ));
+            }
         }
     }
     match fields.str(Key::Type) {
@@ -634,6 +644,11 @@ pub fn recognize_text(
         return Some(nanoclaw::text_line(&text, record_time, &settings.nanoclaw));
     }
     let line = line.trim();
+    if line.starts_with('{') {
+        // A JSON record a shipper wrapped without parsing it.
+        let fields = Fields::parse(line.as_bytes()).ok()?;
+        return Some(recognize_with(&fields, settings, None));
+    }
     let (prefix, json) = line.split_once(' ')?;
     let docker_time = json.starts_with('{') && Timestamp::parse_rfc3339(prefix).is_some();
     if !docker_time {
@@ -1025,6 +1040,33 @@ mod tests {
         ] {
             assert_eq!(parse_tcp_flags(&v), flags, "{v:?}");
         }
+    }
+
+    #[test]
+    fn a_shippers_wrapper_is_read_through() {
+        // Fluent Bit's tail without a parser: a JSON record inside `log` is judged as itself.
+        let wrapped = r#"{"log":"{\"type\":\"dns\",\"ts\":\"2026-11-24T14:30:05Z\",\"client_ip\":\"10.20.0.15\",\"qname\":\"example.net\"}"}"#;
+        assert!(matches!(
+            recognize_line(wrapped),
+            Recognized::Event(Event::Dns(_))
+        ));
+        // A line it could not parse is a bad line, named as one.
+        match recognize_line(r#"{"log":"GET /index.html 200"}"#) {
+            Recognized::Invalid(e) => {
+                assert_eq!(e.field, "log");
+                assert!(e.problem.contains("not a JSON object"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Not a bare wrapper: an application's own JSON log with a `log` text stays unknown.
+        assert!(matches!(
+            recognize_line(r#"{"log":"user logged in","level":"info"}"#),
+            Recognized::Unknown(_)
+        ));
+        assert!(matches!(
+            recognize_line(r#"{"message":"user logged in"}"#),
+            Recognized::Unknown(_)
+        ));
     }
 
     #[test]
