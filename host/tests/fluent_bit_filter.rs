@@ -108,16 +108,21 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
 
-#[test]
-fn the_filter_module_agrees_with_the_native_engine_record_by_record() {
-    let policy_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fluent-bit-policy");
+/// A filter whose accessible path holds the bundled policy (a directory per test: they run at once).
+fn with_bundled_policy(dir_name: &str) -> Filter {
+    let policy_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir_name);
     std::fs::create_dir_all(&policy_dir).unwrap();
     std::fs::copy(
         repo().join("testdata/policy.toml"),
         policy_dir.join("policy.toml"),
     )
     .unwrap();
-    let mut filter = Filter::new(Some(&policy_dir));
+    Filter::new(Some(&policy_dir))
+}
+
+#[test]
+fn the_filter_module_agrees_with_the_native_engine_record_by_record() {
+    let mut filter = with_bundled_policy("fluent-bit-policy");
     let mut native =
         Engine::new(&std::fs::read_to_string(repo().join("testdata/policy.toml")).unwrap())
             .unwrap();
@@ -144,14 +149,7 @@ fn the_filter_module_agrees_with_the_native_engine_record_by_record() {
 
 #[test]
 fn the_tag_names_the_format_when_the_record_does_not() {
-    let policy_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fluent-bit-policy-tag");
-    std::fs::create_dir_all(&policy_dir).unwrap();
-    std::fs::copy(
-        repo().join("testdata/policy.toml"),
-        policy_dir.join("policy.toml"),
-    )
-    .unwrap();
-    let mut filter = Filter::new(Some(&policy_dir));
+    let mut filter = with_bundled_policy("fluent-bit-policy-tag");
     let record = br#"{"ip_src":"10.20.0.15","port_src":1,"port_dst":2,"ip_proto":"tcp","timestamp_start":"2026-11-24 14:31:00"}"#;
     let plain: serde_json::Value = serde_json::from_str(&filter.call("flows", record)).unwrap();
     assert_eq!(plain["clawwatch"]["verdict"], "not_applicable");
@@ -170,14 +168,7 @@ fn the_tag_names_the_format_when_the_record_does_not() {
 /// `{"log": line}`; the filter says of them what `clawwatch run` says of a bad line.
 #[test]
 fn a_line_fluent_bit_could_not_parse_is_an_error_and_a_wrapped_record_is_itself() {
-    let policy_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fluent-bit-policy-log");
-    std::fs::create_dir_all(&policy_dir).unwrap();
-    std::fs::copy(
-        repo().join("testdata/policy.toml"),
-        policy_dir.join("policy.toml"),
-    )
-    .unwrap();
-    let mut filter = Filter::new(Some(&policy_dir));
+    let mut filter = with_bundled_policy("fluent-bit-policy-log");
     let bad: serde_json::Value =
         serde_json::from_str(&filter.call("clawwatch.agents", br#"{"log":"GET /index.html 200"}"#))
             .unwrap();
