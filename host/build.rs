@@ -1,6 +1,6 @@
 //! Builds the detection engine as a wasm32-wasip2 component so the binary can
 //! embed it (a fresh checkout needs no separate wasm build step), and as the
-//! wasm32-wasip1 Fluent Bit filter module, for its tests.
+//! wasm32-wasip1 Fluent Bit filter module, which it embeds too.
 //!
 //! The component is built into `<target>/clawwatch-wasm`, shared by every
 //! profile, so debug, release and test builds compile it once.
@@ -26,6 +26,7 @@ fn main() {
         );
     }
     println!("cargo:rerun-if-env-changed=CLAWWATCH_COMPONENT");
+    println!("cargo:rerun-if-env-changed=CLAWWATCH_FLUENT_BIT_MODULE");
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let embedded = out_dir.join("clawwatch_plugin.wasm");
@@ -42,12 +43,23 @@ fn main() {
         embedded.display()
     );
 
-    // The Fluent Bit filter module: the same engine as a wasip1 core module.
-    // Not embedded; its tests find it here.
-    let filter = build_engine(workspace, &out_dir, "wasm32-wasip1");
+    // The Fluent Bit filter module: the same engine as a wasip1 core module,
+    // embedded too (`clawwatch fluent-bit module` writes it out).
+    let filter = match env::var_os("CLAWWATCH_FLUENT_BIT_MODULE") {
+        Some(path) => PathBuf::from(path),
+        None => build_engine(workspace, &out_dir, "wasm32-wasip1"),
+    };
+    let embedded_filter = out_dir.join("clawwatch_filter.wasm");
+    std::fs::copy(&filter, &embedded_filter).unwrap_or_else(|e| {
+        panic!(
+            "copying {} to {}: {e}",
+            filter.display(),
+            embedded_filter.display()
+        )
+    });
     println!(
         "cargo:rustc-env=CLAWWATCH_FLUENT_BIT_MODULE_PATH={}",
-        filter.display()
+        embedded_filter.display()
     );
 }
 

@@ -149,7 +149,7 @@ fn agent_ip(i: u64) -> String {
 
 /// A day-in-the-life mix of 2,000 agents: mostly allowed goflow2 flows, some
 /// DNS, a few forbidden, inbound, unknown-agent and malformed records.
-fn generate(records: usize, batch_records: usize) -> Vec<Vec<u8>> {
+pub fn sample_lines(records: usize) -> Vec<String> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut lines: Vec<String> = Vec::with_capacity(records);
     for i in 0..AGENTS {
@@ -229,6 +229,11 @@ fn generate(records: usize, batch_records: usize) -> Vec<Vec<u8>> {
         ));
     }
     lines
+}
+
+/// [`sample_lines`] in batches of NDJSON.
+fn generate(records: usize, batch_records: usize) -> Vec<Vec<u8>> {
+    sample_lines(records)
         .chunks(batch_records)
         .map(|chunk| {
             let mut batch = Vec::with_capacity(chunk.iter().map(|l| l.len() + 1).sum());

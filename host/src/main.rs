@@ -5,6 +5,7 @@ mod bench;
 mod cache;
 mod check;
 mod component;
+mod fluent_bit;
 mod forward;
 mod lines;
 mod metrics;
@@ -51,6 +52,12 @@ enum Command {
     /// undeclared action, hidden connection) must. Reports each hole. Exit status: 0 no holes,
     /// 1 holes or false alarms, 2 the policy does not load.
     Selftest(SelftestArgs),
+    /// Run clawwatch inside Fluent Bit, as its `wasm` filter: write the embedded module, or
+    /// print a configuration that runs it.
+    FluentBit {
+        #[command(subcommand)]
+        command: fluent_bit::FluentBitCommand,
+    },
 }
 
 #[derive(Args)]
@@ -199,6 +206,16 @@ struct BenchArgs {
     /// Records to generate.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     records: usize,
+    /// Measure through this Fluent Bit binary instead (tail -> wasm filter -> file): no filter,
+    /// a no-op wasm filter, clawwatch interpreted and clawwatch AOT-compiled, with the ratios.
+    #[arg(long, value_name = "PATH")]
+    fluent_bit: Option<PathBuf>,
+    /// WAMR's AOT compiler for the AOT row [default: `wamrc` beside --fluent-bit, if there].
+    #[arg(long, value_name = "PATH", requires = "fluent_bit")]
+    wamrc: Option<PathBuf>,
+    /// Write the generated records (NDJSON) to this file and measure nothing.
+    #[arg(long, value_name = "PATH", conflicts_with = "fluent_bit")]
+    write_records: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -388,8 +405,28 @@ fn dispatch(cli: Cli) -> Result<()> {
                 .block_on(run::run(opts))
         }
         Command::Check(_) | Command::Selftest(_) => unreachable!("handled in main"),
+        Command::FluentBit { command } => fluent_bit::run(&command),
         Command::Bench(args) => {
+            anyhow::ensure!(args.records > 0, "--records must be at least 1");
+            if let Some(path) = &args.write_records {
+                let mut text = bench::sample_lines(args.records).join("\n");
+                text.push('\n');
+                return std::fs::write(path, text)
+                    .with_context(|| format!("writing {}", path.display()));
+            }
             let (_, policy_text) = args.engine.policy()?;
+            if let Some(fluent_bit) = args.fluent_bit {
+                let wamrc = args.wamrc.or_else(|| {
+                    let beside = fluent_bit.with_file_name("wamrc");
+                    beside.is_file().then_some(beside)
+                });
+                return fluent_bit::run_bench(fluent_bit::FluentBitBench {
+                    fluent_bit,
+                    wamrc,
+                    records: bench::sample_lines(args.records),
+                    policy_text,
+                });
+            }
             bench::run(bench::BenchOptions {
                 records: args.records,
                 batch_records: args.engine.batch_records,

@@ -20,7 +20,8 @@ struct Filter {
 }
 
 impl Filter {
-    /// Instantiates the module with `policy_dir` as the accessible path `/etc/clawwatch`.
+    /// Instantiates the module with `policy_dir` as the accessible path `/etc/clawwatch`
+    /// (Fluent Bit's WAMR would name it by its own path; the module searches whatever it is given).
     fn new(policy_dir: Option<&Path>) -> Filter {
         let engine = Wasmtime::default();
         let module = Module::from_file(&engine, env!("CLAWWATCH_FLUENT_BIT_MODULE_PATH")).unwrap();
@@ -184,6 +185,16 @@ fn a_line_fluent_bit_could_not_parse_is_an_error_and_a_wrapped_record_is_itself(
         bad["log"], "GET /index.html 200",
         "the record itself is kept"
     );
+    let empty: serde_json::Value =
+        serde_json::from_str(&filter.call("clawwatch.agents", br#"{"log":""}"#)).unwrap();
+    assert_eq!(empty["clawwatch"]["verdict"], "error", "{empty}");
+    assert!(
+        empty["clawwatch"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("field `log` holds an empty line"),
+        "{empty}"
+    );
     let spawn = r#"{"log":"{\"type\":\"agent.spawn\",\"ts\":\"2026-11-24T14:30:00Z\",\"agent_id\":\"0x8a3f\",\"agent_type\":\"data_collector_v1\",\"ip\":\"10.20.0.15\"}"}"#;
     let wrapped: serde_json::Value =
         serde_json::from_str(&filter.call("clawwatch.agents", spawn.as_bytes())).unwrap();
@@ -202,7 +213,7 @@ fn without_a_policy_every_record_still_comes_back_tagged() {
         out["clawwatch"]["error"]
             .as_str()
             .unwrap()
-            .contains("/etc/clawwatch/policy.toml"),
+            .contains("put policy.toml in a directory the wasm filter's Accessible_Paths lists (looked in: none listed)"),
         "{out}"
     );
 }

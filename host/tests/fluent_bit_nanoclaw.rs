@@ -3,24 +3,21 @@
 //! multiline parser, and the Lua filter that adds the read time) in the real
 //! Fluent Bit of `../shared/tools/fluent-bit`, then through `clawwatch run`:
 //! every line whole, stack traces joined, and dated by Fluent Bit's read time.
-//! Skipped (saying so) where that directory is absent.
+//! Skipped (saying so) where that directory is absent, never under CI.
 
+mod common;
+
+use common::repo;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 #[test]
 fn nanoclaw_text_through_real_fluent_bit() {
-    let fluent_bit = repo().join("../shared/tools/fluent-bit/fluent-bit");
-    if !fluent_bit.exists() {
-        eprintln!("SKIPPED: no Fluent Bit at {}", fluent_bit.display());
+    let Some((fluent_bit, _)) = common::fluent_bit_tools() else {
         return;
-    }
+    };
     let pipelines = repo().join("pipelines/fluent-bit").canonicalize().unwrap();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fluent-bit-nanoclaw");
     let _ = std::fs::remove_dir_all(&dir);

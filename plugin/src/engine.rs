@@ -14,7 +14,9 @@ use crate::direction::{Conversations, FromAgent, PendingReply, ToAgent};
 use crate::dns_map::DnsMap;
 use crate::egress::Shape;
 use crate::incidents::{Closing, Incidents};
-use crate::output::{AgentInfo, IncidentRecord, IncidentStatus, Note, Reported, Verdict};
+use crate::output::{
+    AgentInfo, DueFinding, IncidentRecord, IncidentStatus, Note, Reported, Verdict,
+};
 use crate::policy::{Policy, PolicyError, Profile};
 use crate::record::fields::Fields;
 use crate::record::{
@@ -107,7 +109,19 @@ pub struct Engine {
     shared_intents: std::collections::VecDeque<(Rc<str>, PlannedAction)>,
     /// The ends of the telemetry hash chains followed.
     chains: telemetry_chain_broken::Chains,
+    /// Findings that came due with event time, waiting for the next record
+    /// to carry them (`clawwatch.due[]`), so carriers that cannot add records lose none.
+    due: std::collections::VecDeque<DueFinding>,
+    /// Whether findings being reported came due rather than from the current record.
+    reporting_due: bool,
+    /// Due findings forgotten because the queue was full.
+    due_dropped: u64,
 }
+
+/// Due findings one record carries at most; the rest ride on the following records.
+const MAX_DUE_PER_RECORD: usize = 32;
+/// Due findings waiting at most: a burst beyond this forgets the oldest (counted as evictions).
+const MAX_DUE_WAITING: usize = 4096;
 
 /// Tool calls remembered for attributing flows from a shared address.
 const MAX_SHARED_INTENTS: usize = 1024;
@@ -138,6 +152,9 @@ impl Engine {
             counters: Counters::default(),
             shared_intents: std::collections::VecDeque::new(),
             chains: Default::default(),
+            due: std::collections::VecDeque::new(),
+            reporting_due: false,
+            due_dropped: 0,
         }
     }
 
@@ -195,7 +212,8 @@ impl Engine {
                 + self.activities.evictions()
                 + self.rates.evictions()
                 + self.tunnels.evictions()
-                + self.deadlines.forced,
+                + self.deadlines.forced
+                + self.due_dropped,
             agents: self.registry.len() as u64,
             dns_entries: self.dns.len() as u64,
             incidents_opened: self.incidents.opened(),
@@ -280,7 +298,9 @@ impl Engine {
 
     /// Writes the enriched record; returns its stream and verdict.
     fn judge_and_write(&mut self, record: &[u8], out: &mut Vec<u8>) -> (Stream, Verdict) {
-        let (note, original) = self.judge_record(record);
+        let (mut note, original) = self.judge_record(record);
+        let carried = self.due.len().min(MAX_DUE_PER_RECORD);
+        note.due.extend(self.due.drain(..carried));
         match (self.field_set, &original) {
             (FieldSet::Ecs, _) => {
                 crate::siem::ecs::write_record(&note, self.current.as_ref(), &original, out)
@@ -1104,11 +1124,23 @@ impl Engine {
                         });
                     }
                 }
-                Reported {
+                let reported = Reported {
                     finding,
                     new: occurrence.new,
                     count: occurrence.count,
+                };
+                if self.reporting_due {
+                    if self.due.len() == MAX_DUE_WAITING {
+                        self.due.pop_front();
+                        self.due_dropped += 1;
+                    }
+                    self.due.push_back(DueFinding {
+                        reported: reported.clone(),
+                        agent: agent.map(|a| a.id.clone()),
+                        ts,
+                    });
                 }
+                reported
             })
             .collect()
     }
@@ -1118,6 +1150,12 @@ impl Engine {
         let Some(watermark) = self.clock.watermark() else {
             return;
         };
+        self.reporting_due = true;
+        self.run_due_until(watermark);
+        self.reporting_due = false;
+    }
+
+    fn run_due_until(&mut self, watermark: Timestamp) {
         while let Some(pending) = self.conversations.due(watermark) {
             self.judge_unanswered(pending);
         }

@@ -8,17 +8,21 @@
 //! empty string would drop the record, so clawwatch never returns one, and
 //! incident records (which would be extra records) are not emitted here.
 //!
-//! The policy is read once, when the first record arrives, from
-//! `/etc/clawwatch/policy.toml` (list `/etc/clawwatch` in `accessible_paths`).
+//! The policy is read once, when the first record arrives, from a file named
+//! `policy.toml` in one of the directories the filter's `Accessible_Paths`
+//! lists (the first that has one; `clawwatch fluent-bit config --policy PATH`
+//! writes that line). Fluent Bit passes the module no arguments or
+//! environment, so the directories themselves are how it is told where to look.
 //! Without a readable, valid policy every record passes through tagged
-//! `error` with the reason.
+//! `error` with the reason. Findings that come due between records ride on
+//! the next record (`clawwatch.due[]`): this carrier cannot add records.
 
 use crate::engine::Engine;
 use crate::output::{Note, tag_ndjson_as_error};
 use std::cell::RefCell;
 
-/// Where the policy is looked for, in order (guest paths).
-const POLICY_PATHS: &[&str] = &["/etc/clawwatch/policy.toml", "policy.toml"];
+/// The file looked for in each accessible directory.
+pub const POLICY_FILE: &str = "policy.toml";
 
 struct Filter {
     engine: Result<Engine, String>,
@@ -28,13 +32,20 @@ struct Filter {
 
 impl Filter {
     fn load() -> Filter {
-        let engine = POLICY_PATHS
+        let dirs = preopened_dirs();
+        let engine = dirs
             .iter()
-            .find_map(|path| std::fs::read_to_string(path).ok().map(|text| (path, text)))
+            .map(|dir| format!("{}/{POLICY_FILE}", dir.trim_end_matches('/')))
+            .find_map(|path| std::fs::read_to_string(&path).ok().map(|text| (path, text)))
             .ok_or_else(|| {
                 format!(
-                    "no clawwatch policy at {}: add its directory to accessible_paths",
-                    POLICY_PATHS[0]
+                    "no clawwatch policy: put {POLICY_FILE} in a directory the wasm filter's \
+                     Accessible_Paths lists (looked in: {})",
+                    if dirs.is_empty() {
+                        "none listed".to_string()
+                    } else {
+                        dirs.join(", ")
+                    }
                 )
             })
             .and_then(|(path, text)| Engine::new(&text).map_err(|e| format!("policy {path}: {e}")));
@@ -43,6 +54,47 @@ impl Filter {
             out: Vec::with_capacity(4096),
         }
     }
+}
+
+/// The guest names of the directories the runtime opened for the module
+/// (WASI preopens: Fluent Bit's `Accessible_Paths`), in the order given.
+fn preopened_dirs() -> Vec<String> {
+    #[repr(C)]
+    struct Prestat {
+        tag: u8,
+        name_len: u32,
+    }
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    unsafe extern "C" {
+        fn fd_prestat_get(fd: u32, prestat: *mut Prestat) -> u16;
+        fn fd_prestat_dir_name(fd: u32, path: *mut u8, len: u32) -> u16;
+    }
+    const PREOPEN_DIR: u8 = 0;
+    let mut dirs = Vec::new();
+    // Preopens are numbered from 3 without gaps; the first fd that is not one ends them.
+    for fd in 3.. {
+        let mut prestat = Prestat {
+            tag: u8::MAX,
+            name_len: 0,
+        };
+        // SAFETY: WASI writes one prestat into the struct, laid out as the ABI defines it.
+        if unsafe { fd_prestat_get(fd, &mut prestat) } != 0 {
+            break;
+        }
+        if prestat.tag != PREOPEN_DIR {
+            continue;
+        }
+        let mut name = vec![0u8; prestat.name_len as usize];
+        // SAFETY: the buffer holds exactly the length WASI reported.
+        if unsafe { fd_prestat_dir_name(fd, name.as_mut_ptr(), prestat.name_len) } == 0 {
+            // Some runtimes count a trailing NUL in the length.
+            while name.last() == Some(&0) {
+                name.pop();
+            }
+            dirs.push(String::from_utf8_lossy(&name).into_owned());
+        }
+    }
+    dirs
 }
 
 unsafe extern "C" {

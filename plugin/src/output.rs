@@ -65,7 +65,7 @@ impl From<&Agent> for AgentInfo {
 }
 
 /// A finding with its place in an incident.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reported {
     pub finding: Finding,
     pub new: bool,
@@ -86,6 +86,18 @@ pub struct Note {
     pub error: Option<String>,
     /// Anything else worth knowing (unknown kind, unknown agent, unknown profile).
     pub note: Option<String>,
+    /// Findings that came due with event time since the previous record
+    /// (a missed heartbeat, a silent overrun): they ride on this one.
+    pub due: Vec<DueFinding>,
+}
+
+/// A finding no record caused: it came due when event time passed a deadline.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DueFinding {
+    pub reported: Reported,
+    pub agent: Option<Rc<str>>,
+    /// When it came due (event time).
+    pub ts: Timestamp,
 }
 
 impl Note {
@@ -99,6 +111,7 @@ impl Note {
             findings: Vec::new(),
             error: None,
             note: None,
+            due: Vec::new(),
         }
     }
 
@@ -139,24 +152,25 @@ impl Note {
                 if i > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(b"{\"rule\":\"");
-                out.extend_from_slice(r.finding.rule.id.as_bytes());
-                out.extend_from_slice(b"\",\"severity\":\"");
-                out.extend_from_slice(r.finding.severity.as_str().as_bytes());
-                out.extend_from_slice(b"\",\"incident\":");
-                write_str(out, &r.finding.incident);
-                out.extend_from_slice(if r.new {
-                    b",\"new\":true,\"count\":"
-                } else {
-                    b",\"new\":false,\"count\":"
-                });
-                write_u64(out, r.count);
-                out.extend_from_slice(b",\"summary\":");
-                write_str(out, &r.finding.summary);
-                if !r.finding.alerting {
-                    out.extend_from_slice(b",\"alerting\":false");
-                }
+                write_reported(out, r);
                 out.push(b'}');
+            }
+            out.push(b']');
+        }
+        if !self.due.is_empty() {
+            out.extend_from_slice(b",\"due\":[");
+            for (i, d) in self.due.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_reported(out, &d.reported);
+                if let Some(agent) = &d.agent {
+                    out.extend_from_slice(b",\"agent\":");
+                    write_str(out, agent);
+                }
+                out.extend_from_slice(b",\"ts\":\"");
+                d.ts.write_rfc3339_bytes(out);
+                out.extend_from_slice(b"\"}");
             }
             out.push(b']');
         }
@@ -227,6 +241,27 @@ impl Note {
         out.push(b',');
         self.write_member(out);
         out.push(b'}');
+    }
+}
+
+/// `{"rule":…,"summary":…` of a finding, left open for more members.
+fn write_reported(out: &mut Vec<u8>, r: &Reported) {
+    out.extend_from_slice(b"{\"rule\":\"");
+    out.extend_from_slice(r.finding.rule.id.as_bytes());
+    out.extend_from_slice(b"\",\"severity\":\"");
+    out.extend_from_slice(r.finding.severity.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"incident\":");
+    write_str(out, &r.finding.incident);
+    out.extend_from_slice(if r.new {
+        b",\"new\":true,\"count\":"
+    } else {
+        b",\"new\":false,\"count\":"
+    });
+    write_u64(out, r.count);
+    out.extend_from_slice(b",\"summary\":");
+    write_str(out, &r.finding.summary);
+    if !r.finding.alerting {
+        out.extend_from_slice(b",\"alerting\":false");
     }
 }
 

@@ -14,6 +14,7 @@ use crate::clock::{Clock, Deadlines};
 use crate::direction::Conversations;
 use crate::dns_map::DnsMap;
 use crate::incidents::Incidents;
+use crate::output::DueFinding;
 use crate::record::PlannedAction;
 use crate::registry::Registry;
 use crate::rules::dns_tunneling::TunnelWindows;
@@ -28,7 +29,7 @@ use std::rc::Rc;
 /// Names the snapshot format, so a stray file is told apart from an old one.
 const FORMAT: &str = "clawwatch-state";
 /// Bumped whenever a saved structure changes shape.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Why a snapshot was refused. The engine is unchanged when this is returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +79,8 @@ struct SavedRef<'a> {
     counters: &'a Counters,
     shared_intents: &'a VecDeque<(Rc<str>, PlannedAction)>,
     chains: &'a Chains,
+    due: &'a VecDeque<DueFinding>,
+    due_dropped: u64,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +98,8 @@ struct Saved {
     counters: Counters,
     shared_intents: VecDeque<(Rc<str>, PlannedAction)>,
     chains: Chains,
+    due: VecDeque<DueFinding>,
+    due_dropped: u64,
 }
 
 impl Engine {
@@ -116,6 +121,8 @@ impl Engine {
             counters: &self.counters,
             shared_intents: &self.shared_intents,
             chains: &self.chains,
+            due: &self.due,
+            due_dropped: self.due_dropped,
         };
         rmp_serde::to_vec_named(&saved).expect("engine state is always serialisable")
     }
@@ -153,6 +160,8 @@ impl Engine {
         self.counters = saved.counters;
         self.shared_intents = saved.shared_intents;
         self.chains = saved.chains;
+        self.due = saved.due;
+        self.due_dropped = saved.due_dropped;
         self.emitted.clear();
 
         let m = &self.policy.monitor;
@@ -244,7 +253,7 @@ mod tests {
                 supported: super::VERSION
             }
         );
-        assert!(err.to_string().contains("version 3"), "{err}");
+        assert!(err.to_string().contains("version 4"), "{err}");
     }
 
     #[test]

@@ -578,6 +578,74 @@ fn silence_is_noticed_when_event_time_passes_the_deadlines() {
     assert!(text.contains("is still alive"), "{text}");
 }
 
+/// One record in, one out (Fluent Bit's filter): findings that come due
+/// between records have no record of their own, so the next record carries them.
+#[test]
+fn due_findings_ride_on_the_next_record_when_no_record_can_be_added() {
+    let mut e = Engine::new(DAY_POLICY).unwrap();
+    let one_in_one_out = |e: &mut Engine, line: &str| -> Value {
+        let mut out = Vec::new();
+        e.process_record(line.as_bytes(), &mut out);
+        e.discard_emitted();
+        serde_json::from_slice(&out).unwrap()
+    };
+    one_in_one_out(&mut e, SPAWN);
+    let before = one_in_one_out(
+        &mut e,
+        &dns_at(10.0, "api.internal.example.net", "93.184.216.34"),
+    );
+    assert!(before["clawwatch"].get("due").is_none(), "{before}");
+    // A record from another subnet moves event time past the heartbeat deadline
+    // (two 15-minute intervals, + 5 minutes of lateness); the finding is on the record after it.
+    let late = flow(&at(52.0), "10.9.0.1", "10.9.0.2", 80, "TCP");
+    let passing = one_in_one_out(&mut e, &late);
+    assert!(passing["clawwatch"].get("due").is_none(), "{passing}");
+    let carrier = one_in_one_out(&mut e, &late);
+    let due = carrier["clawwatch"]["due"].as_array().expect("carried");
+    assert_eq!(due.len(), 1, "{carrier}");
+    assert_eq!(due[0]["rule"], "heartbeat.missing");
+    assert_eq!(due[0]["agent"], "0x8a3f");
+    assert_eq!(due[0]["new"], true);
+    assert_eq!(due[0]["ts"], at(30.0), "due two intervals after the spawn");
+    assert_eq!(
+        carrier["clawwatch"]["verdict"], "unattributed",
+        "its own verdict is kept"
+    );
+    let next = one_in_one_out(&mut e, &late);
+    assert!(
+        next["clawwatch"].get("due").is_none(),
+        "carried once: {next}"
+    );
+}
+
+/// A burst of due findings is spread over the following records, none lost.
+#[test]
+fn a_burst_of_due_findings_is_spread_over_the_next_records() {
+    let mut e = Engine::new(DAY_POLICY).unwrap();
+    let agents = MAX_DUE_PER_RECORD * 2 + 3;
+    let mut input: Vec<String> = (0..agents)
+        .map(|i| {
+            format!(
+                r#"{{"type":"agent.spawn","ts":"{}","agent_id":"a-{i}","agent_type":"data_collector_v1","ip":"10.20.1.{}"}}"#,
+                at(0.0),
+                i + 1
+            )
+        })
+        .collect();
+    let late = flow(&at(60.0), "10.9.0.1", "10.9.0.2", 80, "TCP");
+    input.extend(std::iter::repeat_n(late, 5));
+    let lines = run(&mut e, &input.join("\n"));
+    let carried: Vec<usize> = lines
+        .iter()
+        .map(|l| l["clawwatch"]["due"].as_array().map_or(0, Vec::len))
+        .collect();
+    assert!(
+        carried.iter().all(|n| *n <= MAX_DUE_PER_RECORD),
+        "{carried:?}"
+    );
+    assert_eq!(carried.iter().sum::<usize>(), agents, "{carried:?}");
+}
+
 #[test]
 fn a_terminated_agent_is_neither_missing_nor_overdue() {
     let mut e = Engine::new(DAY_POLICY).unwrap();

@@ -612,6 +612,9 @@ pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&s
         // Fluent Bit's tail input hands a line its parser could not read on as
         // `{"log": line}`: a bad line, said as the host says it of one.
         if fields.members == 1 && fields.has(Key::Log) {
+            if line.trim().is_empty() {
+                return Recognized::Invalid(reader.error(Key::Log, "holds an empty line"));
+            }
             if let Err(e) = Fields::parse(line.trim().as_bytes()) {
                 return Recognized::Invalid(reader.error(
                     Key::Log,
