@@ -291,3 +291,43 @@ fn the_module_interpreted_in_real_fluent_bit_agrees_with_clawwatch_run() {
 fn the_module_compiled_ahead_of_time_in_real_fluent_bit_agrees_with_clawwatch_run() {
     module_agrees_with_run(true);
 }
+
+/// `clawwatch bench --fluent-bit` measures the four pipelines in one run and
+/// prints their ratios.
+#[test]
+fn the_fluent_bit_bench_measures_four_pipelines_and_their_ratios() {
+    let Some((fluent_bit, wamrc)) = common::fluent_bit_tools() else {
+        return;
+    };
+    let out = clawwatch(&[
+        "bench",
+        "--records",
+        "3000",
+        "--fluent-bit",
+        path(&fluent_bit),
+        "--wamrc",
+        path(&wamrc),
+    ]);
+    let report = String::from_utf8(out.stdout).unwrap();
+    for row in [
+        "no filter",
+        "no-op wasm filter",
+        "clawwatch, interpreted",
+        "clawwatch, AOT (wamrc)",
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row {row}: {report}"));
+        let rate: f64 = line[row.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(rate > 0.0, "{line}");
+    }
+    assert!(report.contains("3000 records"), "{report}");
+    assert!(report.contains("vs no-op filter"), "{report}");
+    assert!(report.contains("outputs identical: yes"), "{report}");
+}

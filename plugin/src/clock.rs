@@ -53,6 +53,11 @@ impl Clock {
     }
 
     /// Until this moment every record has (probably) arrived.
+    /// The latest event time seen (or advanced to).
+    pub fn now(&self) -> Option<Timestamp> {
+        self.now
+    }
+
     pub fn watermark(&self) -> Option<Timestamp> {
         self.now
             .map(|now| Timestamp(now.0.saturating_sub(self.lateness_nanos)))

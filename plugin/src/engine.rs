@@ -302,9 +302,13 @@ impl Engine {
         let carried = self.due.len().min(MAX_DUE_PER_RECORD);
         note.due.extend(self.due.drain(..carried));
         match (self.field_set, &original) {
-            (FieldSet::Ecs, _) => {
-                crate::siem::ecs::write_record(&note, self.current.as_ref(), &original, out)
-            }
+            (FieldSet::Ecs, _) => crate::siem::ecs::write_record(
+                &note,
+                self.current.as_ref(),
+                &original,
+                self.clock.now(),
+                out,
+            ),
             (
                 _,
                 Original::Object {
@@ -666,6 +670,9 @@ impl Engine {
     /// Stamps the note with its event time and files its findings.
     fn finish(&mut self, mut note: Note, findings: Vec<Finding>, ts: Timestamp) -> Note {
         note.ts = Some(ts);
+        if let (Some(current), Some(direction)) = (&mut self.current, note.direction) {
+            current.direction = Some(direction.to_string());
+        }
         note.findings = self.report(findings, note.agent.as_ref(), ts);
         if note.findings.iter().any(|r| r.finding.alerting) {
             note.verdict = Verdict::Alert;
@@ -939,7 +946,11 @@ impl Engine {
         // The incident's evidence is the answer that came due, not whatever record is current.
         let current = self.current.take();
         if self.field_set != FieldSet::Native {
-            self.current = Some(Endpoints::of(&Event::Flow(pending.flow.clone())));
+            self.current = Some(Endpoints {
+                // Judged as the agent's own call.
+                direction: Some("outbound".into()),
+                ..Endpoints::of(&Event::Flow(pending.flow.clone()))
+            });
         }
         self.report(findings, Some(&info), flow.ts);
         self.current = current;

@@ -50,8 +50,10 @@ fn ecs_keeps_every_record_and_verdict_and_maps_the_fields() {
                 (_, "alert") => assert_eq!(kind, "alert", "{case}: {e}"),
                 (false, "error") => assert_eq!(kind, "pipeline_error", "{case}: {e}"),
                 (true, _) => assert_eq!(kind, "event", "{case}: {e}"),
-                (false, _) => assert_eq!(kind, "enrichment", "{case}: {e}"),
+                (false, _) => assert_eq!(kind, "event", "{case}: {e}"),
             }
+            // Required: the event time, or (a record without one) the latest seen.
+            assert!(e["@timestamp"].is_string(), "{case}: {e}");
             if let Some(ts) = note["ts"].as_str() {
                 assert_eq!(e["@timestamp"], ts, "{case}");
             }
@@ -175,4 +177,27 @@ fn examples_of_each_field_set_for_the_docs() {
         insta::assert_snapshot!("ecs_alert_and_incident", pretty(pick(FieldSet::Ecs)));
         insta::assert_snapshot!("ocsf_detection_finding", pretty(pick(FieldSet::Ocsf)));
     });
+}
+
+/// ECS requires `@timestamp` and has no field for bytes that are not text: a
+/// record without an event time takes the latest one seen (the Unix epoch
+/// before any), and non-UTF-8 bytes travel exactly in `clawwatch.raw_base64`.
+#[test]
+fn ecs_dates_every_record_and_keeps_bytes_that_are_not_text() {
+    let mut input = b"not json at all\n".to_vec();
+    input.extend_from_slice(br#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"a","agent_type":"worker","ip":"10.20.0.15"}"#);
+    input.extend_from_slice(b"\n{\"type\":\"flow\",\"note\":\"caf\xe9\"}\n");
+    let ecs = run(&input, FieldSet::Ecs);
+    assert_eq!(ecs[0]["@timestamp"], "1970-01-01T00:00:00Z", "{}", ecs[0]);
+    assert_eq!(ecs[0]["event"]["original"], "not json at all");
+    assert_eq!(ecs[2]["@timestamp"], "2026-11-24T14:30:00Z", "{}", ecs[2]);
+    assert_eq!(
+        ecs[2]["event"]["original"],
+        "{\"type\":\"flow\",\"note\":\"caf\u{fffd}\"}"
+    );
+    assert_eq!(
+        ecs[2]["clawwatch"]["raw_base64"],
+        "eyJ0eXBlIjoiZmxvdyIsIm5vdGUiOiJjYWbpIn0="
+    );
+    assert!(ecs[2].get("raw_base64").is_none(), "not a top-level field");
 }

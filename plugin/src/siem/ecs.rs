@@ -9,8 +9,10 @@ use crate::record::{Proto, Stream};
 use crate::rules::Severity;
 use serde_json::{Map, Value, json};
 
-/// The ECS release whose fields (including `gen_ai.*`) this output follows.
-pub const ECS_VERSION: &str = "8.17.0";
+/// The ECS release whose fields this output follows: 9.x for `gen_ai.agent.*`
+/// (beta since 9.1.0), and the release `plugin/tests/siem_conformance.rs`
+/// validates against.
+pub const ECS_VERSION: &str = "9.4.0";
 
 /// ECS `event.severity`: a number, higher is worse.
 pub fn severity_number(s: Severity) -> u8 {
@@ -22,23 +24,25 @@ pub fn severity_number(s: Severity) -> u8 {
     }
 }
 
-/// One judged record in ECS.
+/// One judged record in ECS. `@timestamp` (required) is the record's event
+/// time; a record without one (unrecognised, invalid) takes `latest`, the
+/// latest event time the engine has seen, or the Unix epoch before any.
 pub fn write_record(
     note: &Note,
     endpoints: Option<&Endpoints>,
     original: &Original,
+    latest: Option<crate::time::Timestamp>,
     out: &mut Vec<u8>,
 ) {
     let mut doc = Map::new();
-    if let Some(ts) = note.ts {
-        doc.insert("@timestamp".into(), rfc3339(ts).into());
-    }
+    let ts = note.ts.or(latest).unwrap_or(crate::time::Timestamp(0));
+    doc.insert("@timestamp".into(), rfc3339(ts).into());
     doc.insert("ecs".into(), json!({ "version": ECS_VERSION }));
     let alert = note.verdict == Verdict::Alert;
     let kind = match note.verdict {
         Verdict::Alert => "alert",
         Verdict::Error => "pipeline_error",
-        _ => "enrichment",
+        _ => "event",
     };
     let (mut category, mut types): (Vec<&str>, Vec<&str>) = match note.stream {
         Stream::Flow => (vec!["network"], vec!["connection"]),
@@ -81,26 +85,20 @@ pub fn write_record(
     if let Some(f) = top {
         event.insert("severity".into(), severity_number(f.severity).into());
     }
-    match original {
-        Original::Object { json, .. } => {
-            event.insert(
-                "original".into(),
-                String::from_utf8_lossy(json).into_owned().into(),
-            );
-        }
-        Original::Raw(raw) => match std::str::from_utf8(raw) {
-            Ok(text) => {
-                event.insert("original".into(), text.into());
-            }
-            Err(_) => {
-                use base64::Engine as _;
-                doc.insert(
-                    "raw_base64".into(),
-                    base64::engine::general_purpose::STANDARD.encode(raw).into(),
-                );
-            }
-        },
+    // Bytes that are not UTF-8 cannot be an ECS keyword: `event.original`
+    // holds them with U+FFFD in place of each bad sequence, and the exact bytes
+    // go into the note (a custom field set) as `raw_base64`.
+    let mut raw_base64 = None;
+    let bytes = match original {
+        Original::Object { json, .. } => json,
+        Original::Raw(raw) => raw,
+    };
+    let text = String::from_utf8_lossy(bytes);
+    if let std::borrow::Cow::Owned(_) = text {
+        use base64::Engine as _;
+        raw_base64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
     }
+    event.insert("original".into(), text.into_owned().into());
     doc.insert("event".into(), Value::Object(event));
     if let Some(f) = top {
         doc.insert("message".into(), f.summary.clone().into());
@@ -124,7 +122,7 @@ pub fn write_record(
     if let Some(e) = endpoints {
         insert_endpoints(&mut doc, e, note.direction);
     }
-    write_with_note(doc, note, out);
+    write_with_note(doc, note, raw_base64.as_deref(), out);
 }
 
 /// An incident or audit record in ECS.
@@ -139,8 +137,10 @@ pub fn write_incident(record: &IncidentRecord, out: &mut Vec<u8>) {
     } else {
         "event"
     };
+    // An approval allowed a connection: `network`/`allowed` (ECS's `iam`
+    // category expects no `allowed` type).
     let (category, types) = if stream == Stream::Audit {
-        (vec!["network", "iam"], vec!["allowed"])
+        (vec!["network"], vec!["allowed"])
     } else {
         (vec!["intrusion_detection"], vec!["info"])
     };
@@ -211,10 +211,13 @@ fn insert_endpoints(doc: &mut Map<String, Value>, e: &Endpoints, direction: Opti
         network.insert("transport".into(), p.to_string().into());
         network.insert("iana_number".into(), p.number().to_string().into());
     }
+    // Network monitoring, so the perimeter's point of view (agents inside):
+    // traffic to an agent is `inbound`, traffic from one (its calls, and its
+    // answers to inbound connections, `return` in the note) `outbound`.
     if let Some(d) = direction {
         let ecs = match d {
-            "inbound" => "ingress",
-            _ => "egress",
+            "inbound" => "inbound",
+            _ => "outbound",
         };
         network.insert("direction".into(), ecs.into());
     }

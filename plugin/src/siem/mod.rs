@@ -57,6 +57,9 @@ pub struct Endpoints {
     pub dns_type: Option<String>,
     /// What kind of record it was (`agent.spawn`, `flow`, `dns`, ...).
     pub action: String,
+    /// Flows: the note's `outbound`, `inbound` or `return`.
+    #[serde(default)]
+    pub direction: Option<String>,
 }
 
 impl Endpoints {
@@ -161,10 +164,12 @@ fn endpoint(
 }
 
 /// `{...fields, "clawwatch": note}`: a JSON object whose last member is the
-/// native note, so nothing the native output says is lost.
+/// native note, so nothing the native output says is lost; `raw_base64` (the
+/// original bytes, where they are not UTF-8) goes into the note.
 fn write_with_note(
     fields: serde_json::Map<String, serde_json::Value>,
     note: &crate::output::Note,
+    raw_base64: Option<&str>,
     out: &mut Vec<u8>,
 ) {
     let body = serde_json::to_vec(&serde_json::Value::Object(fields))
@@ -174,5 +179,11 @@ fn write_with_note(
         out.push(b',');
     }
     note.write_member(out);
+    if let Some(raw) = raw_base64 {
+        out.pop(); // reopen the note
+        out.extend_from_slice(b",\"raw_base64\":\"");
+        out.extend_from_slice(raw.as_bytes());
+        out.extend_from_slice(b"\"}");
+    }
     out.push(b'}');
 }

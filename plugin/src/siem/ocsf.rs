@@ -1,5 +1,5 @@
 //! OCSF output: incident and audit records as Detection Findings (class 2004,
-//! OCSF 1.3), the shape OCSF-native SIEMs and data lakes (Security Lake,
+//! OCSF 1.3.0), the shape OCSF-native SIEMs and data lakes (Security Lake,
 //! Splunk, Sentinel's OCSF mappings) take findings in. Other records keep the
 //! native note; the native incident object stays under `unmapped.clawwatch`.
 
@@ -75,7 +75,8 @@ pub fn write_incident(record: &IncidentRecord, out: &mut Vec<u8>) {
                 "version": env!("CARGO_PKG_VERSION"),
             },
             "log_name": record.stream().as_str(),
-            "profiles": if approval { vec!["security_control"] } else { vec![] },
+            // `time_dt` is the datetime profile's; dispositions are security_control's.
+            "profiles": if approval { vec!["datetime", "security_control"] } else { vec!["datetime"] },
         }),
     );
     doc.insert(
@@ -131,9 +132,21 @@ fn evidence(e: &Endpoints) -> Value {
         m.insert("dst_endpoint".into(), Value::Object(dst));
     }
     if let Some(p) = e.proto {
+        // Who initiated the connection: a peer for `inbound` and for the
+        // agent's `return` answers to it, the agent for `outbound`.
+        let (direction_id, direction) = match e.direction.as_deref() {
+            Some("outbound") => (2, "Outbound"),
+            Some("inbound" | "return") => (1, "Inbound"),
+            _ => (0, "Unknown"),
+        };
         m.insert(
             "connection_info".into(),
-            json!({ "protocol_name": p.to_string(), "protocol_num": p.number() }),
+            json!({
+                "protocol_name": p.to_string(),
+                "protocol_num": p.number(),
+                "direction_id": direction_id,
+                "direction": direction,
+            }),
         );
     }
     if let Some(q) = &e.dns_question {
@@ -144,6 +157,5 @@ fn evidence(e: &Endpoints) -> Value {
         }
         m.insert("query".into(), Value::Object(query));
     }
-    m.insert("name".into(), e.action.clone().into());
     Value::Object(m)
 }
