@@ -77,22 +77,13 @@ fn nanoclaw_text_through_real_fluent_bit() {
     )
     .unwrap();
 
-    let judged = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
-        .args([
-            "run",
-            "--policy",
-            "testdata/formats/frameworks.toml",
-            "--input",
-        ])
-        .arg(&out)
-        .current_dir(repo())
-        .env(
-            "CLAWWATCH_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
-        )
-        .output()
-        .unwrap();
-    assert!(judged.status.success());
+    let judged = common::clawwatch(&[
+        "run".as_ref(),
+        "--policy".as_ref(),
+        "testdata/formats/frameworks.toml".as_ref(),
+        "--input".as_ref(),
+        out.as_os_str(),
+    ]);
     let notes: Vec<Value> = String::from_utf8(judged.stdout)
         .unwrap()
         .lines()

@@ -9,28 +9,11 @@
 
 mod common;
 
-use common::repo;
+use common::{clawwatch, repo};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn clawwatch(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
-        .args(args)
-        .env(
-            "CLAWWATCH_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "clawwatch {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -8,6 +8,8 @@
 //! installs them). Without them the test says so and passes, except under CI,
 //! where it fails.
 
+mod common;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,7 +30,8 @@ fn tools_present() -> bool {
             .is_ok_and(|s| s.success())
 }
 
-fn judge(repo: &Path, inputs: &[&Path]) -> Vec<Value> {
+/// `clawwatch run` with the bundled policy (run in the repository) on `inputs`.
+fn judge(inputs: &[&Path]) -> Vec<Value> {
     let mut args = vec![
         "run".to_string(),
         "--policy".into(),
@@ -38,20 +41,7 @@ fn judge(repo: &Path, inputs: &[&Path]) -> Vec<Value> {
         args.push("--input".into());
         args.push(input.display().to_string());
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
-        .args(&args)
-        .current_dir(repo)
-        .env(
-            "CLAWWATCH_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::clawwatch(&args);
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -117,7 +107,7 @@ fn flows_from_real_collectors_get_the_expected_verdicts() {
     let control = out_dir.join("control.ndjson");
 
     // NetFlow v9 → nfacctd: every verdict, times included.
-    let lines = judge(repo, &[&control, &out_dir.join("pmacct.ndjson")]);
+    let lines = judge(&[&control, &out_dir.join("pmacct.ndjson")]);
     assert!(lines.len() >= 10, "{lines:#?}");
     assert!(
         lines.iter().all(|v| v["clawwatch"]["verdict"] != "error"
@@ -148,7 +138,7 @@ fn flows_from_real_collectors_get_the_expected_verdicts() {
 
     // IPFIX → nfcapd → nfdump: softflowd's pcap replay leaves these records
     // with shifted times, so only the verdicts that do not depend on time are held.
-    let lines = judge(repo, &[&control, &out_dir.join("nfdump.ndjson")]);
+    let lines = judge(&[&control, &out_dir.join("nfdump.ndjson")]);
     assert!(lines.len() >= 10, "{lines:#?}");
     assert!(
         lines.iter().all(|v| v["clawwatch"]["verdict"] != "error"

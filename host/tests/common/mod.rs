@@ -1,7 +1,10 @@
-//! What the tests that run real Fluent Bit share: where it is, and the rule
-//! that such a test may skip only outside CI.
+//! What the tests that run the binary and real tools share: running
+//! `clawwatch`, where Fluent Bit is, and the rule that a test needing a real
+//! tool may skip only outside CI.
+#![allow(dead_code)] // each test crate uses its part
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -26,4 +29,24 @@ pub fn fluent_bit_tools() -> Option<(PathBuf, PathBuf)> {
         dir.display()
     );
     None
+}
+
+/// Runs the `clawwatch` binary in the repository (its compiled component
+/// cached for every test), asserting it succeeds.
+pub fn clawwatch<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
+        .args(args)
+        .current_dir(repo())
+        .env(
+            "CLAWWATCH_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "clawwatch {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
