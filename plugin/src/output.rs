@@ -10,6 +10,43 @@ use crate::time::Timestamp;
 use base64::Engine as _;
 use std::rc::Rc;
 
+/// The name a record's own top-level `clawwatch` key is kept under.
+pub const PREVIOUS_NOTE_KEY: &str = "clawwatch_previous";
+
+/// Where the top-level keys spelt exactly `name` (quotes included) are in one
+/// valid JSON object: a single pass that follows strings and nesting.
+fn top_level_keys_named(record: &[u8], name: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut found = Vec::new();
+    let mut depth = 0usize;
+    let mut expecting_key = false;
+    let mut i = 0;
+    while i < record.len() {
+        match record[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < record.len() && record[i] != b'"' {
+                    i += if record[i] == b'\\' { 2 } else { 1 };
+                }
+                if depth == 1 && expecting_key && record.get(start..=i) == Some(name) {
+                    found.push(start..i + 1);
+                }
+                expecting_key = false;
+            }
+            b'{' => {
+                depth += 1;
+                expecting_key = depth == 1;
+            }
+            b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' => expecting_key = depth == 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    found
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
@@ -187,28 +224,22 @@ impl Note {
 
     /// The record with the note appended as its last member. `record` must be
     /// one JSON object (already validated), without surrounding whitespace.
+    /// Its bytes are kept exactly, but for a top-level `clawwatch` key it
+    /// already had (it passed through clawwatch before, or an agent wrote one):
+    /// that key is renamed [`PREVIOUS_NOTE_KEY`], its value untouched, so the
+    /// object never carries two notes and the one it had is not lost.
     pub fn append_to(&self, record: &[u8], replaces_existing: bool, out: &mut Vec<u8>) {
+        let mut kept = 0;
         if replaces_existing {
-            // Rare (a record that passed through clawwatch before): rebuild it so
-            // the object does not carry two `clawwatch` keys.
-            if let Ok(serde_json::Value::Object(mut map)) =
-                serde_json::from_slice::<serde_json::Value>(record)
-            {
-                map.remove("clawwatch");
-                let mut member = Vec::new();
-                self.write_member(&mut member);
-                let body = serde_json::to_vec(&map).unwrap_or_default();
-                out.extend_from_slice(&body[..body.len() - 1]);
-                if map.is_empty() {
-                    out.extend_from_slice(&member)
-                } else {
-                    out.push(b',');
-                    out.extend_from_slice(&member)
-                }
-                out.push(b'}');
-                return;
+            for key in top_level_keys_named(record, b"\"clawwatch\"") {
+                out.extend_from_slice(&record[kept..key.start]);
+                out.extend_from_slice(b"\"");
+                out.extend_from_slice(PREVIOUS_NOTE_KEY.as_bytes());
+                out.extend_from_slice(b"\"");
+                kept = key.end;
             }
         }
+        let record = &record[kept..];
         let close = record.len() - 1;
         let body = &record[..close];
         out.extend_from_slice(body);
@@ -412,6 +443,36 @@ mod tests {
                 String::from_utf8_lossy(&out)
             );
             assert!(v["clawwatch"].get("old").is_none());
+        }
+    }
+
+    /// The record's bytes stay exactly as they came, whatever they hold; a
+    /// `clawwatch` key it had is kept, renamed, byte for byte.
+    #[test]
+    fn originals_are_kept_byte_for_byte_and_an_earlier_note_is_renamed() {
+        let note = Note::new(Stream::Other, Verdict::NotApplicable);
+        let mut member = Vec::new();
+        note.write_member(&mut member);
+        let member = String::from_utf8(member).unwrap();
+        for (record, expected) in [
+            (
+                r#"{"x":123456789012345678901234567890,"d":1e999,"k":1,"k":2}"#.to_string(),
+                format!(r#"{{"x":123456789012345678901234567890,"d":1e999,"k":1,"k":2,{member}}}"#),
+            ),
+            (
+                r#"{"clawwatch":{"verdict":"allow","n":1.50},"a":{"clawwatch":1},"s":""clawwatch""}"#.to_string(),
+                format!(
+                    r#"{{"clawwatch_previous":{{"verdict":"allow","n":1.50}},"a":{{"clawwatch":1}},"s":""clawwatch"",{member}}}"#
+                ),
+            ),
+            (
+                r#"{ "a" : [ "clawwatch" , {"clawwatch":2} ] , "clawwatch" : 7 }"#.to_string(),
+                format!(r#"{{ "a" : [ "clawwatch" , {{"clawwatch":2}} ] , "clawwatch_previous" : 7 ,{member}}}"#),
+            ),
+        ] {
+            let mut out = Vec::new();
+            note.append_to(record.as_bytes(), record.contains("\"clawwatch\" :") || record.starts_with("{\"clawwatch\""), &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
     }
 

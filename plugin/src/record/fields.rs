@@ -240,7 +240,7 @@ pub struct Fields<'a> {
     /// dozen times per record; this makes each lookup one load.
     slots: [u8; KEY_COUNT],
     /// The record already has a top-level `clawwatch` key (it went through
-    /// clawwatch before): the note must replace it, not be appended beside it.
+    /// clawwatch before): it is kept renamed, not beside a second note.
     pub has_clawwatch: bool,
     /// How many top-level members the record has, known or not (a shipper's
     /// bare wrapper of a line has exactly one).
