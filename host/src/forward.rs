@@ -20,6 +20,8 @@ pub struct Batch {
     pub ndjson: Vec<u8>,
     /// Where to send the chunk id once the records are safely out.
     pub ack: Option<(String, tokio::sync::mpsc::Sender<String>)>,
+    /// The policy reload epoch the records were read in.
+    pub epoch: u64,
 }
 
 impl PartialEq for Batch {
@@ -108,6 +110,7 @@ pub async fn serve_connection(
                                 times,
                                 ndjson,
                                 ack,
+                                epoch: crate::lines::policy_epoch(),
                             }))
                             .await
                             .is_err()

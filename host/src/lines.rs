@@ -8,23 +8,49 @@
 use base64::Engine as _;
 use clawwatch_plugin::output::Note;
 use clawwatch_plugin::record::Stream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
+/// Counts policy reload signals (SIGHUP, a changed file). Every record is read
+/// under one value of it, so a reload applies at a record boundary: records
+/// read before the signal are judged by the policy that was running then.
+static POLICY_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// The reload epoch records read now belong to.
+pub fn policy_epoch() -> u64 {
+    POLICY_EPOCH.load(Ordering::SeqCst)
+}
+
+/// Marks a reload signal: records read from now on belong to the new epoch.
+pub fn next_policy_epoch() -> u64 {
+    POLICY_EPOCH.fetch_add(1, Ordering::SeqCst) + 1
+}
+
 /// What the reader hands on, in input order.
 #[derive(Debug, PartialEq)]
 pub enum Chunk {
-    /// Whole lines, each ending in `\n`, for the engine.
-    Batch { bytes: Vec<u8>, records: usize },
+    /// Whole lines, each ending in `\n`, for the engine, all read in one
+    /// reload `epoch`.
+    Batch {
+        bytes: Vec<u8>,
+        records: usize,
+        epoch: u64,
+    },
     /// Output bytes of an oversized line, to be written as they are.
     Passthrough(Vec<u8>),
     /// Input has been idle: event time may be advanced to the wall clock.
     Idle,
     /// Records that came over the Fluent forward protocol.
     Forward(crate::forward::Batch),
-    /// A new policy text to apply before the next records (SIGHUP or file change).
-    Reload(String),
+    /// A new policy text, to apply before the first records of `epoch`
+    /// (read after the signal), or once [`Chunk::ApplyReload`] says so.
+    Reload { text: String, epoch: u64 },
+    /// Records read before the reload's signal have all been handed on by now
+    /// (each reader hands on what it read within the latency bound): a
+    /// reload still waiting applies.
+    ApplyReload { epoch: u64 },
     /// Time to save the engine's state (`--state`).
     Snapshot,
 }
@@ -45,6 +71,8 @@ pub struct Splitter {
     records: usize,
     /// Where the line in progress starts in `batch`.
     line_start: usize,
+    /// The reload epoch of the whole lines in `batch`.
+    epoch: u64,
     oversize: Option<Oversize>,
     /// Lines passed through because of their size.
     pub oversized_lines: u64,
@@ -63,6 +91,7 @@ impl Splitter {
             limits,
             records: 0,
             line_start: 0,
+            epoch: policy_epoch(),
             oversize: None,
             oversized_lines: 0,
         }
@@ -74,6 +103,13 @@ impl Splitter {
     }
 
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Chunk>) {
+        // A reload was signalled since the waiting lines were read: they go
+        // out as a batch of their own, judged by the policy of their time.
+        let epoch = policy_epoch();
+        if epoch != self.epoch {
+            self.flush(out);
+            self.epoch = epoch;
+        }
         while !data.is_empty() {
             let newline = memchr::memchr(b'\n', data);
             if self.oversize.is_some() {
@@ -139,6 +175,7 @@ impl Splitter {
         out.push(Chunk::Batch {
             bytes,
             records: self.records,
+            epoch: self.epoch,
         });
         self.records = 0;
         self.line_start = 0;
@@ -193,12 +230,12 @@ impl Splitter {
     }
 }
 
-/// How the reader behaves when input goes quiet.
+/// How long records may wait, and what happens when input goes quiet.
 #[derive(Debug, Clone, Copy)]
 pub struct IdlePolicy {
-    /// Whole lines already read are sent after this long without new input,
-    /// so a live, slow stream is not held back waiting for a full batch.
-    pub flush: Duration,
+    /// A batch goes out when full or when its oldest record has waited this
+    /// long, whatever the input rate: a trickle is not held back for a full batch.
+    pub max_latency: Duration,
     /// After this long without input, an [`Chunk::Idle`] is sent (and again
     /// each time it passes), so event time can move on.
     pub advance: Option<Duration>,
@@ -215,12 +252,13 @@ pub async fn read_input_until<R: AsyncRead + Unpin>(
 ) -> anyhow::Result<()> {
     let mut reader = BufReader::with_capacity(256 * 1024, input);
     let mut out = Vec::new();
+    // When the oldest whole line waiting in the splitter was read.
+    let mut oldest: Option<tokio::time::Instant> = None;
     tokio::pin!(stop);
     loop {
-        let wait = if splitter.has_pending() {
-            Some(idle.flush)
-        } else {
-            idle.advance
+        let wait = match oldest.filter(|_| splitter.has_pending()) {
+            Some(since) => Some(idle.max_latency.saturating_sub(since.elapsed())),
+            None => idle.advance,
         };
         let read = tokio::select! {
             biased;
@@ -246,6 +284,7 @@ pub async fn read_input_until<R: AsyncRead + Unpin>(
                 } else {
                     out.push(Chunk::Idle);
                 }
+                oldest = None;
                 send_all(&mut out, tx).await?;
                 continue;
             }
@@ -258,8 +297,16 @@ pub async fn read_input_until<R: AsyncRead + Unpin>(
             return Ok(());
         }
         let n = data.len();
+        let had_pending = splitter.has_pending();
         splitter.push(data, &mut out);
         reader.consume(n);
+        let emitted = out.iter().any(|c| matches!(c, Chunk::Batch { .. }));
+        if !splitter.has_pending() {
+            oldest = None;
+        } else if emitted || !had_pending {
+            // What waits now was read in this read.
+            oldest = Some(tokio::time::Instant::now());
+        }
         send_all(&mut out, tx).await?;
     }
 }
@@ -300,18 +347,50 @@ mod tests {
         let mut s = Splitter::new(limits(2, 100));
         let out = run(&mut s, &[b"{\"a\"", b":1}\n{\"b\":2}\n{\"c\"", b":3}"]);
         assert_eq!(
-            out,
+            batches(&out),
             vec![
-                Chunk::Batch {
-                    bytes: b"{\"a\":1}\n{\"b\":2}\n".to_vec(),
-                    records: 2
-                },
-                Chunk::Batch {
-                    bytes: b"{\"c\":3}\n".to_vec(),
-                    records: 1
-                }
+                (&b"{\"a\":1}\n{\"b\":2}\n"[..], 2),
+                (&b"{\"c\":3}\n"[..], 1)
             ]
         );
+    }
+
+    fn batches(out: &[Chunk]) -> Vec<(&[u8], usize)> {
+        out.iter()
+            .filter_map(|c| match c {
+                Chunk::Batch { bytes, records, .. } => Some((bytes.as_slice(), *records)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Lines read before a reload signal never share a batch with lines read
+    /// after it, so each is judged by the policy of its time.
+    #[test]
+    fn a_reload_signal_cuts_the_batch_at_the_record_boundary() {
+        let mut s = Splitter::new(limits(100, 100));
+        let mut out = Vec::new();
+        s.push(b"{\"a\":1}\n{\"b\":2}\n{\"c\"", &mut out);
+        assert!(out.is_empty(), "waiting for more");
+        let before = s.epoch;
+        next_policy_epoch();
+        s.push(b":3}\n{\"d\":4}\n", &mut out);
+        s.flush(&mut out);
+        let epochs: Vec<u64> = out
+            .iter()
+            .filter_map(|c| match c {
+                Chunk::Batch { epoch, .. } => Some(*epoch),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            batches(&out),
+            vec![
+                (&b"{\"a\":1}\n{\"b\":2}\n"[..], 2),
+                (&b"{\"c\":3}\n{\"d\":4}\n"[..], 2)
+            ]
+        );
+        assert!(epochs[0] == before && epochs[1] > before, "{epochs:?}");
     }
 
     #[test]
@@ -323,7 +402,7 @@ mod tests {
             match c {
                 Chunk::Batch { bytes, .. } => text.extend_from_slice(bytes),
                 Chunk::Passthrough(b) => text.extend_from_slice(b),
-                Chunk::Idle | Chunk::Forward(_) | Chunk::Reload(_) | Chunk::Snapshot => {}
+                _ => {}
             }
         }
         let lines: Vec<serde_json::Value> = text

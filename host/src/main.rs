@@ -158,9 +158,15 @@ struct RunArgs {
     /// Lines longer than this are not parsed: they pass through as base64, tagged `error`.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     max_line_bytes: usize,
-    /// When input pauses this long (ms), records already read are processed without waiting for a full batch.
-    #[arg(long, value_name = "MS", default_value_t = 200)]
-    idle_flush_ms: u64,
+    /// A batch goes to the engine when full (--batch-records) or when its oldest record has
+    /// waited this long (ms), whatever the input rate: the latency a slow stream sees.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 200,
+        alias = "idle-flush-ms"
+    )]
+    max_latency_ms: u64,
     /// When input has been idle this long (seconds), move event time to the wall clock so
     /// time-driven checks (silent agents past their lifetime, missing heartbeats, closing
     /// incidents) still fire on a live stream. 0 (default): event time moves only with records.
@@ -347,7 +353,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     line_bytes: args.max_line_bytes.max(1),
                 },
                 idle: lines::IdlePolicy {
-                    flush: Duration::from_millis(args.idle_flush_ms.max(1)),
+                    max_latency: Duration::from_millis(args.max_latency_ms.max(1)),
                     advance: (args.idle_advance_secs > 0)
                         .then(|| Duration::from_secs(args.idle_advance_secs)),
                 },
@@ -390,7 +396,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     line_bytes: 1 << 20,
                 },
                 idle: lines::IdlePolicy {
-                    flush: Duration::from_millis(200),
+                    max_latency: Duration::from_millis(200),
                     advance: None,
                 },
                 progress_every: Duration::from_secs(10),

@@ -344,6 +344,7 @@ async fn session(
             .send(Chunk::Batch {
                 bytes: line,
                 records: 1,
+                epoch: crate::lines::policy_epoch(),
             })
             .await
             .is_err()

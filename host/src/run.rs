@@ -168,25 +168,33 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
         let mut last_report = Instant::now();
         let mut records = 0u64;
         let default_stream = monitor_stream.clone();
+        let mut pending_reload: Option<(u64, String)> = None;
         while let Some(chunk) = in_rx.blocking_recv() {
+            let read_in = match &chunk {
+                Chunk::Batch { epoch, .. } => Some(*epoch),
+                Chunk::Forward(batch) => Some(batch.epoch),
+                _ => None,
+            };
+            if let Some(read_in) = read_in {
+                if pending_reload.as_ref().is_some_and(|(e, _)| *e <= read_in) {
+                    let (_, text) = pending_reload.take().expect("checked");
+                    apply_reload(&mut monitor, &text, &metrics);
+                }
+            }
             let mut origin = None;
             let began = Instant::now();
             let judged = matches!(chunk, Chunk::Batch { .. } | Chunk::Forward(_));
             let out = match chunk {
-                Chunk::Reload(text) => {
-                    let reloaded = monitor.reload(&text);
-                    let mut m = metrics.lock().expect("metrics lock");
-                    match reloaded {
-                        Ok(()) => {
-                            m.reloads_applied += 1;
-                            eprintln!("clawwatch: policy reloaded")
-                        }
-                        Err(e) => {
-                            m.reloads_rejected += 1;
-                            eprintln!(
-                                "clawwatch: policy reload rejected, the running policy stays: {e}"
-                            )
-                        }
+                Chunk::Reload { text, epoch } => {
+                    // Applied before the first records read after its signal:
+                    // those read before it are judged by the running policy.
+                    pending_reload = Some((epoch, text));
+                    Vec::new()
+                }
+                Chunk::ApplyReload { epoch } => {
+                    if pending_reload.as_ref().is_some_and(|(e, _)| *e <= epoch) {
+                        let (_, text) = pending_reload.take().expect("checked");
+                        apply_reload(&mut monitor, &text, &metrics);
                     }
                     Vec::new()
                 }
@@ -207,7 +215,9 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
                     });
                     out
                 }
-                Chunk::Batch { bytes, records: n } => {
+                Chunk::Batch {
+                    bytes, records: n, ..
+                } => {
                     records += n as u64;
                     let out = monitor.process(&bytes);
                     if alerts_only { keep_alerts(&out) } else { out }
@@ -279,10 +289,11 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
         }
     });
 
-    let watcher = opts
-        .policy_path
-        .clone()
-        .map(|path| tokio::spawn(watch_policy(path, in_tx.clone())));
+    let max_latency = opts.idle.max_latency;
+    let watcher = match opts.policy_path.clone() {
+        Some(path) => tokio::spawn(watch_policy(path, in_tx.clone(), max_latency)),
+        None => tokio::spawn(ignore_hangups()),
+    };
     let snapshotter = snapshot_every.map(|every| {
         let tx = in_tx.clone();
         tokio::spawn(async move {
@@ -362,7 +373,7 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
         anyhow::Ok(())
     }
     .await;
-    for task in [watcher, snapshotter].into_iter().flatten() {
+    for task in std::iter::once(watcher).chain(snapshotter) {
         task.abort();
     }
     drop(in_tx);
@@ -585,9 +596,38 @@ async fn write_forward(addr: &str, out_rx: &mut mpsc::Receiver<(Vec<u8>, Option<
     }
 }
 
+/// Applies a policy text, saying so; a policy that does not load changes nothing.
+fn apply_reload(monitor: &mut Monitor, text: &str, metrics: &metrics::Shared) {
+    let reloaded = monitor.reload(text);
+    let mut m = metrics.lock().expect("metrics lock");
+    match reloaded {
+        Ok(()) => {
+            m.reloads_applied += 1;
+            eprintln!("clawwatch: policy reloaded")
+        }
+        Err(e) => {
+            m.reloads_rejected += 1;
+            eprintln!("clawwatch: policy reload rejected, the running policy stays: {e}")
+        }
+    }
+}
+
+/// Without a policy file there is nothing to re-read: SIGHUP (whose default
+/// would end the process) is ignored, saying so.
+async fn ignore_hangups() {
+    #[cfg(unix)]
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        while hup.recv().await.is_some() {
+            eprintln!("clawwatch: SIGHUP ignored: no --policy file to re-read");
+        }
+    }
+}
+
 /// Re-reads the policy on SIGHUP and when the file changes (checked every
-/// two seconds), and hands the text to the engine in order with the records.
-async fn watch_policy(path: PathBuf, tx: mpsc::Sender<Chunk>) {
+/// two seconds), and hands the text to the engine in order with the records:
+/// it applies from the first record read after the signal, or once every
+/// reader has handed on what it read before it (within `max_latency`).
+async fn watch_policy(path: PathBuf, tx: mpsc::Sender<Chunk>, max_latency: Duration) {
     let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut last = modified(&path);
     #[cfg(unix)]
@@ -613,12 +653,18 @@ async fn watch_policy(path: PathBuf, tx: mpsc::Sender<Chunk>) {
             }
         };
         last = modified(&path);
+        let epoch = crate::lines::next_policy_epoch();
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 tracing::info!(reason, path = %path.display(), "reloading the policy");
-                if tx.send(Chunk::Reload(text)).await.is_err() {
+                if tx.send(Chunk::Reload { text, epoch }).await.is_err() {
                     return;
                 }
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(max_latency + Duration::from_millis(100)).await;
+                    let _ = tx.send(Chunk::ApplyReload { epoch }).await;
+                });
             }
             Err(e) => eprintln!(
                 "clawwatch: cannot re-read policy {}: {e}; the running policy stays",

@@ -758,7 +758,7 @@ fn kill_9_and_a_restart_from_the_state_snapshot_keep_every_agent() {
         state_arg,
         "--snapshot-secs",
         "1",
-        "--idle-flush-ms",
+        "--max-latency-ms",
         "5",
     ]);
     first.stderr_until("starting empty");
@@ -839,7 +839,7 @@ fn metrics_endpoint_counts_what_the_output_shows() {
         "run",
         "--metrics-listen",
         "127.0.0.1:0",
-        "--idle-flush-ms",
+        "--max-latency-ms",
         "5",
     ]);
     let line = live.stderr_until("metrics on http://");

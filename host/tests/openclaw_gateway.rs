@@ -213,7 +213,7 @@ allowed_outbound = [{ protocol = "TCP", port = 443, destination = "api.anthropic
         .arg(dir.join("token"))
         .arg("--openclaw-device-key")
         .arg(dir.join("device.key"))
-        .args(["--idle-flush-ms", "50"])
+        .args(["--max-latency-ms", "50"])
         .env(
             "CLAWWATCH_CACHE_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
