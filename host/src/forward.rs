@@ -376,6 +376,25 @@ pub fn take_value(buf: &mut Vec<u8>) -> Result<Option<Value>> {
 }
 
 /// A msgpack record as the JSON object the engine reads.
+/// What travels instead of an enriched line msgpack cannot carry as a map
+/// (nested deeper than the parser goes, a number beyond f64): the line whole,
+/// as text in `raw`, with its note (read from the end of the line, where
+/// clawwatch wrote it) saying why, so its verdict still routes.
+pub fn uncarried(line: &[u8], why: &serde_json::Error) -> serde_json::Value {
+    let text = String::from_utf8_lossy(line);
+    let mut note = text
+        .rfind("\"clawwatch\":{")
+        .and_then(|at| text.get(at + "\"clawwatch\":".len()..text.len().saturating_sub(1)))
+        .and_then(|member| serde_json::from_str::<serde_json::Value>(member).ok())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({ "stream": "other", "verdict": "error" }));
+    note["carrier_error"] = format!(
+        "the forward output cannot carry this record as a map ({why}); it travels whole, as text, in `raw`"
+    )
+    .into();
+    serde_json::json!({ "raw": text, "clawwatch": note })
+}
+
 pub fn record_to_json(v: &Value) -> serde_json::Value {
     use serde_json::Value as J;
     match v {

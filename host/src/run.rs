@@ -570,9 +570,8 @@ async fn write_forward(addr: &str, out_rx: &mut mpsc::Receiver<(Vec<u8>, Option<
         });
         let (mut records, mut incidents) = (Vec::new(), Vec::new());
         for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let Ok(json) = serde_json::from_slice::<serde_json::Value>(line) else {
-                continue;
-            };
+            let json = serde_json::from_slice::<serde_json::Value>(line)
+                .unwrap_or_else(|e| crate::forward::uncarried(line, &e));
             let record = crate::forward::json_to_record(&json);
             // OCSF findings keep the note under `unmapped`.
             let stream = json["clawwatch"]["stream"]

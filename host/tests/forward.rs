@@ -369,3 +369,66 @@ fn forward_heartbeats_are_answered() {
     assert_eq!(&buf[..n], &[0]);
     stop(child);
 }
+
+/// A record msgpack cannot carry as a map (nested deeper than the parser
+/// goes, a number beyond f64) still arrives, whole, as text with its verdict:
+/// an agent cannot hide a record by shaping it so.
+#[test]
+fn records_the_forward_output_cannot_encode_arrive_as_text_with_their_verdict() {
+    let (out, got) = receiver(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("forward-uncarried");
+    std::fs::create_dir_all(&dir).unwrap();
+    let deep = format!(
+        "{{\"type\":\"note\",\"x\":{}1{}}}",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let huge = r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.9.9","src_port":51000,"dst_ip":"203.0.113.9","dst_port":8443,"proto":"TCP","bytes":100,"sampling_error":1e999}"#;
+    let input = dir.join("input.ndjson");
+    std::fs::write(&input, format!("{deep}\n{huge}\n{}\n", FLOWS[0])).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
+        .args(["run", "--policy", "testdata/policy.toml", "--input"])
+        .arg(&input)
+        .args(["--output", &format!("forward://{out}")])
+        .current_dir(repo())
+        .env(
+            "CLAWWATCH_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
+        )
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(&got, 3);
+    let got = got.lock().unwrap();
+    let records: Vec<&Json> = got
+        .iter()
+        .filter(|(t, _)| t != "clawwatch.incident")
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(records.len(), 3, "{records:?}");
+    // The original bytes, then the note clawwatch appended.
+    assert!(
+        records[0]["raw"]
+            .as_str()
+            .unwrap()
+            .starts_with(&deep[..deep.len() - 1])
+    );
+    assert_eq!(records[0]["clawwatch"]["verdict"], "not_applicable");
+    assert!(
+        records[0]["clawwatch"]["carrier_error"]
+            .as_str()
+            .unwrap()
+            .contains("travels whole, as text")
+    );
+    assert!(
+        records[1]["raw"]
+            .as_str()
+            .unwrap()
+            .contains("\"sampling_error\":1e999")
+    );
+    assert_eq!(
+        records[1]["clawwatch"]["verdict"], "alert",
+        "an unknown agent's call: the verdict survives"
+    );
+    assert_eq!(records[2]["type"], "agent.spawn");
+}

@@ -350,6 +350,20 @@ impl Engine {
         let fields = match Fields::parse(trimmed) {
             Ok(fields) => fields,
             Err(e) => {
+                // Valid JSON the field reader cannot take (nested past its
+                // depth, a number beyond f64 in a field it reads): kept as the
+                // object it is, byte for byte, and said to be unjudged.
+                if crate::record::fields::is_json_object(trimmed) {
+                    let mut note = Note::new(Stream::Other, Verdict::Error);
+                    note.error = Some(format!(
+                        "a JSON object whose fields clawwatch cannot read: {e}"
+                    ));
+                    let original = Original::Object {
+                        json: trimmed,
+                        has_clawwatch: true, // unknown: append_to looks
+                    };
+                    return (note, original);
+                }
                 // Text some frameworks write (NanoClaw), or JSON behind a
                 // Docker timestamp (iron-proxy): judged, and kept as `raw`.
                 let text = std::str::from_utf8(trimmed).unwrap_or_default();

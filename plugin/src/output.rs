@@ -501,12 +501,8 @@ pub fn tag_ndjson_as_error(batch: &[u8], why: &str, out: &mut Vec<u8>) {
             None => (rest, &rest[rest.len()..]),
         };
         let trimmed = line.trim_ascii();
-        let is_object = trimmed.first() == Some(&b'{')
-            && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok();
-        if is_object {
-            let has_clawwatch =
-                crate::record::fields::Fields::parse(trimmed).is_ok_and(|f| f.has_clawwatch);
-            note.append_to(trimmed, has_clawwatch, out);
+        if crate::record::fields::is_json_object(trimmed) {
+            note.append_to(trimmed, true, out);
         } else {
             note.wrap_raw(line, out);
         }

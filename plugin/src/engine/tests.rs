@@ -895,3 +895,39 @@ allowed_outbound = [{ protocol = "TCP", port = 443, destination = "api.anthropic
         "main/egress.not_allowed/get.example.dev:443"
     );
 }
+
+/// Any valid JSON object comes out as itself, byte for byte, with the note
+/// appended: nested past the field reader's depth or holding a number
+/// beyond f64 where a field is read, it is an `error` saying so, not text.
+#[test]
+fn valid_json_the_reader_cannot_take_stays_the_object_it_is() {
+    let mut e = Engine::new(POLICY).unwrap();
+    let deep = format!(
+        r#"{{"type":"note","x":{}1{}}}"#,
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let huge = r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.0.15","src_port":1,"dst_ip":"203.0.113.9","dst_port":443,"proto":"TCP","bytes":1e999}"#;
+    for (record, verdict) in [(deep.as_str(), "not_applicable"), (huge, "error")] {
+        let mut out = Vec::new();
+        e.process_ndjson(record.as_bytes(), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(&record[..record.len() - 1]),
+            "the original bytes first: {}",
+            &text[..200.min(text.len())]
+        );
+        let note_at = text.rfind(r#","clawwatch":{"#).expect("the note appended");
+        let note: Value = serde_json::from_str(&text[note_at + 13..text.len() - 2]).unwrap();
+        assert_eq!(note["verdict"], verdict, "{note}");
+        if verdict == "error" {
+            assert!(
+                note["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("a JSON object whose fields clawwatch cannot read"),
+                "{note}"
+            );
+        }
+    }
+}

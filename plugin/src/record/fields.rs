@@ -508,3 +508,198 @@ mod tests {
         assert!(Fields::parse(line.as_bytes()).is_ok());
     }
 }
+
+/// Whether `text` is one JSON object (RFC 8259), however deeply nested and
+/// whatever the size of its numbers. An iterative check (no recursion: a
+/// hostile record nested a million deep costs a byte per level, not stack),
+/// for records the field reader cannot read but that must still be kept as
+/// the objects they are.
+pub fn is_json_object(text: &[u8]) -> bool {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Expect {
+        Value,
+        ValueOrClose,
+        Key,
+        KeyOrClose,
+        CommaOrClose,
+    }
+    let ws = |mut i: usize| {
+        while text
+            .get(i)
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            i += 1;
+        }
+        i
+    };
+    let mut i = ws(0);
+    if text.get(i) != Some(&b'{') {
+        return false;
+    }
+    let mut open: Vec<u8> = Vec::new();
+    let mut expect = Expect::Value;
+    loop {
+        i = ws(i);
+        if expect == Expect::CommaOrClose && open.is_empty() {
+            return i == text.len();
+        }
+        let Some(&c) = text.get(i) else {
+            return false;
+        };
+        match expect {
+            Expect::Value | Expect::ValueOrClose => {
+                if expect == Expect::ValueOrClose && c == b']' {
+                    open.pop();
+                    i += 1;
+                    expect = Expect::CommaOrClose;
+                    continue;
+                }
+                let end = match c {
+                    b'{' => {
+                        open.push(b'{');
+                        expect = Expect::KeyOrClose;
+                        i += 1;
+                        continue;
+                    }
+                    b'[' => {
+                        open.push(b'[');
+                        expect = Expect::ValueOrClose;
+                        i += 1;
+                        continue;
+                    }
+                    b'"' => string_end(text, i),
+                    b't' => text[i..].starts_with(b"true").then_some(i + 4),
+                    b'f' => text[i..].starts_with(b"false").then_some(i + 5),
+                    b'n' => text[i..].starts_with(b"null").then_some(i + 4),
+                    b'-' | b'0'..=b'9' => number_end(text, i),
+                    _ => None,
+                };
+                let Some(end) = end else {
+                    return false;
+                };
+                i = end;
+                expect = Expect::CommaOrClose;
+            }
+            Expect::Key | Expect::KeyOrClose => {
+                if expect == Expect::KeyOrClose && c == b'}' {
+                    open.pop();
+                    i += 1;
+                    expect = Expect::CommaOrClose;
+                    continue;
+                }
+                let Some(end) = (c == b'"').then(|| string_end(text, i)).flatten() else {
+                    return false;
+                };
+                i = ws(end);
+                if text.get(i) != Some(&b':') {
+                    return false;
+                }
+                i += 1;
+                expect = Expect::Value;
+            }
+            Expect::CommaOrClose => {
+                let inside = *open.last().expect("checked above");
+                expect = match (c, inside) {
+                    (b',', b'{') => Expect::Key,
+                    (b',', _) => Expect::Value,
+                    (b'}', b'{') | (b']', b'[') => {
+                        open.pop();
+                        Expect::CommaOrClose
+                    }
+                    _ => return false,
+                };
+                i += 1;
+            }
+        }
+    }
+}
+
+/// The index after the string that opens at `start` (a `"`), if well formed.
+fn string_end(text: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        match *text.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                i += match *text.get(i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
+                    b'u' if text.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => 6,
+                    _ => return None,
+                }
+            }
+            0..=0x1f => return None,
+            _ => i += 1,
+        }
+    }
+}
+
+/// The index after the number that starts at `start`, if well formed.
+fn number_end(text: &[u8], start: usize) -> Option<usize> {
+    let digits = |mut i: usize| {
+        let from = i;
+        while text.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        (i > from).then_some(i)
+    };
+    let mut i = start + usize::from(text[start] == b'-');
+    i = match text.get(i)? {
+        b'0' => i + 1,
+        b'1'..=b'9' => digits(i)?,
+        _ => return None,
+    };
+    if text.get(i) == Some(&b'.') {
+        i = digits(i + 1)?;
+    }
+    if matches!(text.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(text.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        i = digits(i)?;
+    }
+    Some(i)
+}
+
+#[cfg(test)]
+mod object_check_tests {
+    use super::is_json_object;
+
+    #[test]
+    fn any_valid_object_is_one_and_anything_else_is_not() {
+        let deep = format!("{{\"x\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        for valid in [
+            "{}",
+            " { } ",
+            r#"{"a":1e999,"b":-0.5E+3,"c":123456789012345678901234567890}"#,
+            r#"{"a":"\"\\\/\b\f\n\r\t\u00e9","b":[true,false,null,{}],"a":2}"#,
+            &deep,
+        ] {
+            assert!(
+                is_json_object(valid.as_bytes()),
+                "{}",
+                &valid[..valid.len().min(80)]
+            );
+        }
+        for invalid in [
+            "",
+            "[]",
+            "\"x\"",
+            "{",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{\"a\":01}",
+            "{\"a\":1.}",
+            "{\"a\":[1,]}",
+            "{\"a\":[1}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":\"\u{1}\"}",
+            "{\"a\":tru}",
+            "{} {}",
+            "{\"a\":1]",
+        ] {
+            assert!(!is_json_object(invalid.as_bytes()), "{invalid}");
+        }
+    }
+}
