@@ -187,8 +187,26 @@ impl std::fmt::Display for RestoreError {
 
 impl std::error::Error for RestoreError {}
 
-/// One live monitor inside the component, re-created from the policy if the
-/// guest traps or exceeds its limits.
+/// What changed the guest's state since its last checkpoint, in order: a
+/// guest re-created after a failure replays it, so it resumes exactly where
+/// the failed one stood before the failing call.
+enum Logged {
+    Batch {
+        bytes: Vec<u8>,
+        stream: Option<String>,
+    },
+    Advance(i64),
+    Reload(String),
+}
+
+/// A checkpoint (an exported snapshot kept in memory) is taken when the log
+/// holds this much, or is this old, so a replay stays short and bounded.
+const CHECKPOINT_BYTES: usize = 32 << 20;
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+
+/// One live monitor inside the component. If the guest traps or exceeds its
+/// limits it is re-created from its last checkpoint, and what came after is
+/// replayed into it, so nothing learnt is lost.
 pub struct Monitor {
     runtime: Arc<Runtime>,
     policy: String,
@@ -202,6 +220,12 @@ pub struct Monitor {
     restarts: u64,
     /// The latest snapshot of the guest's state; a re-created guest resumes from it.
     last_state: Option<Vec<u8>>,
+    /// The policy the guest ran when `last_state` was taken.
+    checkpoint_policy: String,
+    /// What happened since `last_state`, to replay.
+    log: Vec<Logged>,
+    log_bytes: usize,
+    checkpointed_at: std::time::Instant,
 }
 
 impl Monitor {
@@ -222,6 +246,10 @@ impl Monitor {
             handle,
             restarts: 0,
             last_state: None,
+            checkpoint_policy: policy.to_string(),
+            log: Vec::new(),
+            log_bytes: 0,
+            checkpointed_at: std::time::Instant::now(),
         })
     }
 
@@ -237,6 +265,8 @@ impl Monitor {
             .map_err(|e| CreateError::Runtime(e.into()))?;
         reloaded.map_err(CreateError::Policy)?;
         self.policy = policy.to_string();
+        self.log_bytes += policy.len();
+        self.log.push(Logged::Reload(policy.to_string()));
         Ok(())
     }
 
@@ -259,21 +289,60 @@ impl Monitor {
     }
 
     /// Processes one NDJSON batch. If the guest traps or runs out of time or
-    /// memory, the batch comes back with every record tagged `error`, and the
-    /// monitor is re-created from the policy so the next batch is judged again.
+    /// memory, the batch comes back with every record tagged `error` naming
+    /// the cause, and the guest is re-created from its last checkpoint with
+    /// everything since replayed, so the next batch meets everything learnt.
     pub fn process(&mut self, batch: &[u8]) -> Vec<u8> {
         match self.try_process(batch) {
-            Ok(out) => out,
+            Ok(out) => {
+                self.log_bytes += batch.len();
+                self.log.push(Logged::Batch {
+                    bytes: batch.to_vec(),
+                    stream: self.stream.clone(),
+                });
+                self.checkpoint_if_due();
+                out
+            }
             Err(trap) => {
+                let cause = self.cause(&trap);
                 let why = format!(
-                    "the detection engine failed on this batch ({}); records passed through unjudged",
-                    first_line(&trap)
+                    "the detection engine failed on this batch ({cause}); records passed through unjudged"
                 );
-                tracing::error!(error = %format!("{trap:#}"), "engine failed; re-creating it from the policy");
+                tracing::error!(error = %format!("{trap:#}"), %cause, "engine failed; re-creating it from its last checkpoint");
                 self.restart();
                 let mut out = Vec::with_capacity(batch.len() * 2);
                 clawwatch_plugin::output::tag_ndjson_as_error(batch, &why, &mut out);
                 out
+            }
+        }
+    }
+
+    /// What made a call fail, in the operator's terms: which limit to raise,
+    /// or that the engine itself faulted.
+    fn cause(&self, e: &anyhow::Error) -> String {
+        let text = format!("{e:#}");
+        if matches!(
+            e.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ) {
+            let limit = self.limits.batch_timeout.unwrap_or_default().as_millis();
+            format!("time limit: the batch took longer than --batch-timeout-ms ({limit} ms)")
+        } else if text.contains("growing memory") || text.contains("memory limit") {
+            let mib = self.limits.memory_bytes >> 20;
+            format!("memory limit: the engine needed more than --guest-memory-mib ({mib} MiB)")
+        } else {
+            format!("engine fault: {}", first_line(e))
+        }
+    }
+
+    /// Takes a checkpoint when the replay log is big or old enough.
+    fn checkpoint_if_due(&mut self) {
+        if self.log_bytes >= CHECKPOINT_BYTES || self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY
+        {
+            if let Err(e) = self.export_state() {
+                let cause = self.cause(&e);
+                tracing::error!(%cause, "engine failed while taking a checkpoint; re-creating it");
+                self.restart();
             }
         }
     }
@@ -289,9 +358,14 @@ impl Monitor {
             .monitor()
             .call_advance_to(&mut self.store, self.handle, now_ns)
         {
-            Ok(out) => out,
+            Ok(out) => {
+                self.log.push(Logged::Advance(now_ns));
+                out
+            }
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "engine failed while advancing time; re-creating it from the policy");
+                let e = anyhow::Error::from(e);
+                let cause = self.cause(&e);
+                tracing::error!(error = %format!("{e:#}"), %cause, "engine failed while advancing time; re-creating it from its last checkpoint");
                 self.restart();
                 Vec::new()
             }
@@ -314,8 +388,8 @@ impl Monitor {
         Ok(out)
     }
 
-    /// Everything the engine has learnt, as a snapshot; also kept so that a
-    /// guest re-created after a failure resumes from it.
+    /// Everything the engine has learnt, as a snapshot; also kept (a
+    /// checkpoint) so that a guest re-created after a failure resumes from it.
     pub fn export_state(&mut self) -> Result<Vec<u8>> {
         set_deadline(&mut self.store, &self.limits);
         let state = anyhow_of(
@@ -324,8 +398,16 @@ impl Monitor {
                 .monitor()
                 .call_export_state(&mut self.store, self.handle),
         )?;
-        self.last_state = Some(state.clone());
+        self.checkpointed(state.clone());
         Ok(state)
+    }
+
+    fn checkpointed(&mut self, state: Vec<u8>) {
+        self.last_state = Some(state);
+        self.checkpoint_policy = self.policy.clone();
+        self.log.clear();
+        self.log_bytes = 0;
+        self.checkpointed_at = std::time::Instant::now();
     }
 
     /// Replaces what the engine has learnt with a snapshot. A refused snapshot
@@ -338,43 +420,127 @@ impl Monitor {
             .call_restore_state(&mut self.store, self.handle, snapshot)
             .map_err(|e| RestoreError::Runtime(e.into()))?
             .map_err(RestoreError::Refused)?;
-        self.last_state = Some(snapshot.to_vec());
+        self.checkpointed(snapshot.to_vec());
         Ok(())
     }
 
+    /// A new guest at the last checkpoint (policy and state), with what came
+    /// after it replayed (outputs discarded: they were written already). If
+    /// the guest cannot be created, the failed one stays and the next call
+    /// tries again; if a replayed step fails, the guest keeps the checkpoint.
     fn restart(&mut self) {
         self.restarts += 1;
-        match instantiate(&self.runtime, &self.policy, &self.limits) {
-            Ok((store, instance, handle)) => {
-                self.store = store;
-                self.instance = instance;
-                self.handle = handle;
-                if let Err(e) = self.set_field_set(self.field_set) {
-                    tracing::error!(error = %format!("{e:#}"), "re-created engine refused the field set");
+        let (store, instance, handle) =
+            match instantiate(&self.runtime, &self.checkpoint_policy, &self.limits) {
+                Ok(created) => created,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not re-create the engine");
+                    return;
                 }
-                if let Some(state) = self.last_state.take() {
-                    match self.restore_state(&state) {
-                        Ok(()) => tracing::info!("engine resumed from its last snapshot"),
-                        Err(e) => {
-                            tracing::error!(error = %e, "engine re-created without its state")
-                        }
-                    }
-                }
+            };
+        (self.store, self.instance, self.handle) = (store, instance, handle);
+        if let Err(e) = self.set_field_set(self.field_set) {
+            tracing::error!(error = %format!("{e:#}"), "re-created engine refused the field set");
+        }
+        if let Some(state) = self.last_state.clone() {
+            set_deadline(&mut self.store, &self.limits);
+            let restored = self
+                .instance
+                .clawwatch_monitor_engine()
+                .monitor()
+                .call_restore_state(&mut self.store, self.handle, &state);
+            if !matches!(restored, Ok(Ok(()))) {
+                tracing::error!("engine re-created without its checkpoint");
             }
-            // The policy loaded before, so this is a runtime problem; the old
-            // (poisoned) instance stays and the next batch will report it again.
-            Err(e) => tracing::error!(error = %e, "could not re-create the engine"),
+        }
+        let log = std::mem::take(&mut self.log);
+        let steps = log.len();
+        for (i, step) in log.iter().enumerate() {
+            set_deadline(&mut self.store, &self.limits);
+            let engine = self.instance.clawwatch_monitor_engine().monitor();
+            let replayed = match step {
+                Logged::Batch { bytes, stream } => engine
+                    .call_process(
+                        &mut self.store,
+                        self.handle,
+                        BatchFormat::Ndjson,
+                        bytes,
+                        stream.as_deref(),
+                    )
+                    .map(drop),
+                Logged::Advance(now) => engine
+                    .call_advance_to(&mut self.store, self.handle, *now)
+                    .map(drop),
+                Logged::Reload(policy) => engine
+                    .call_reload(&mut self.store, self.handle, policy)
+                    .map(drop),
+            };
+            if let Err(e) = replayed {
+                tracing::error!(error = %format!("{e:#}"), "replaying step {} of {steps} failed: the engine resumes from its checkpoint without the rest", i + 1);
+                // The guest trapped: start again from the checkpoint alone.
+                self.log.clear();
+                self.log_bytes = 0;
+                return self.restart_bare();
+            }
+        }
+        self.log = log;
+        tracing::info!(
+            steps,
+            "engine re-created from its last checkpoint, later batches replayed"
+        );
+    }
+
+    /// A new guest at the last checkpoint, nothing replayed.
+    fn restart_bare(&mut self) {
+        if let Ok((store, instance, handle)) =
+            instantiate(&self.runtime, &self.checkpoint_policy, &self.limits)
+        {
+            (self.store, self.instance, self.handle) = (store, instance, handle);
+            let _ = self.set_field_set(self.field_set);
+            if let Some(state) = self.last_state.clone() {
+                set_deadline(&mut self.store, &self.limits);
+                let _ = self
+                    .instance
+                    .clawwatch_monitor_engine()
+                    .monitor()
+                    .call_restore_state(&mut self.store, self.handle, &state);
+            }
+        }
+        self.policy_after_replay_loss();
+    }
+
+    /// After a lost replay the guest runs the checkpoint's policy; the
+    /// current one is applied again.
+    fn policy_after_replay_loss(&mut self) {
+        if self.policy != self.checkpoint_policy {
+            let policy = self.policy.clone();
+            if self.reload(&policy).is_err() {
+                tracing::error!("re-created engine refused the current policy");
+            }
         }
     }
 
+    /// The engine's totals. A guest that fails here is re-created (as after
+    /// a failed batch) and asked again, so reading totals never ends a run.
     pub fn stats(&mut self) -> Result<Stats> {
-        set_deadline(&mut self.store, &self.limits);
-        anyhow_of(
-            self.instance
-                .clawwatch_monitor_engine()
-                .monitor()
-                .call_stats(&mut self.store, self.handle),
-        )
+        let ask = |m: &mut Monitor| {
+            set_deadline(&mut m.store, &m.limits);
+            anyhow_of(
+                m.instance
+                    .clawwatch_monitor_engine()
+                    .monitor()
+                    .call_stats(&mut m.store, m.handle),
+            )
+        };
+        match ask(self) {
+            Ok(stats) => Ok(stats),
+            Err(e) => {
+                let cause = self.cause(&e);
+                tracing::error!(%cause, "engine failed while reporting its totals; re-creating it");
+                self.restart();
+                ask(self).with_context(|| format!("reading the engine's totals ({cause})"))
+            }
+        }
     }
 
     /// Times the guest was re-created after a failure.

@@ -5,7 +5,7 @@
 //! overlaps judging): a reader cutting batches, the engine on a blocking
 //! thread, and a writer.
 
-use crate::component::{Limits, Monitor, Runtime};
+use crate::component::{Limits, Monitor, RestoreError, Runtime};
 use crate::forward::Origin;
 use crate::lines::{self, BatchLimits, Chunk, Splitter};
 use crate::metrics;
@@ -101,9 +101,12 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
         .map_err(|e| e.explain(&policy_name))?;
     monitor.set_stream(opts.stream.clone());
     monitor.set_field_set(opts.field_set)?;
-    let state_file = opts.state.take();
+    let mut state_file = opts.state.take();
     if let Some((file, _)) = &state_file {
-        restore(&mut monitor, file);
+        if !restore(&mut monitor, file) {
+            // Saving would overwrite the one snapshot that holds the state.
+            state_file = None;
+        }
     }
     let metrics = metrics::Shared::default();
     {
@@ -404,8 +407,11 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
 }
 
 /// Resumes from the saved state, if any. A snapshot that cannot be used is
-/// reported and set aside; the run starts empty rather than not at all.
-fn restore(monitor: &mut Monitor, file: &StateFile) {
+/// reported and set aside; the run starts empty rather than not at all. One
+/// the engine could not load within its limits is kept where it is, and the
+/// run, started empty, says what to raise and saves nothing over it: returns
+/// false then.
+fn restore(monitor: &mut Monitor, file: &StateFile) -> bool {
     let shown = file.path().display();
     match file.load() {
         Ok(None) => eprintln!("clawwatch: no saved state at {shown}; starting empty"),
@@ -413,6 +419,15 @@ fn restore(monitor: &mut Monitor, file: &StateFile) {
             Ok(()) => {
                 let agents = monitor.stats().map_or(0, |s| s.agents);
                 eprintln!("clawwatch: state restored from {shown} ({agents} agents)");
+            }
+            Err(RestoreError::Runtime(e)) => {
+                eprintln!(
+                    "clawwatch: saved state {shown} could not be loaded within the engine's limits ({}): \
+                     it is kept as it is and nothing will be saved over it in this run; raise \
+                     --guest-memory-mib or --batch-timeout-ms and start again to resume from it. Starting empty.",
+                    e.root_cause()
+                );
+                return false;
             }
             Err(e) => {
                 let aside = file.set_aside();
@@ -424,6 +439,7 @@ fn restore(monitor: &mut Monitor, file: &StateFile) {
         },
         Err(e) => eprintln!("clawwatch: {e:#}; starting empty"),
     }
+    true
 }
 
 /// The lines of an enriched batch whose verdict is `alert`.

@@ -183,3 +183,95 @@ fn a_reload_applies_at_the_record_boundary_of_its_signal() {
     );
     assert!(stderr.contains("policy reloaded"), "{stderr}");
 }
+
+const SPAWN_A: &str = r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","agent_type":"data_collector_v1","deployment":"staging","ip":"10.20.0.15"}"#;
+const DNS_A: &str = r#"{"type":"dns","ts":"2026-11-24T14:30:05Z","client_ip":"10.20.0.15","resolver_ip":"10.0.0.53","qname":"api.internal.example.net","qtype":"A","answers":[{"data":"93.184.216.34","ttl":3600}]}"#;
+const FLOW_A: &str = r#"{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"10.20.0.15","src_port":40000,"dst_ip":"93.184.216.34","dst_port":443,"proto":"TCP","bytes":900}"#;
+
+/// A batch the engine cannot hold under `--guest-memory-mib` passes through
+/// tagged with that cause; the engine is rebuilt with everything it knew (an
+/// agent spawned before is still known after), and the run goes on.
+#[test]
+fn a_trap_names_its_cause_and_the_engine_resumes_with_what_it_knew() {
+    let mut run = Running::start(&["--guest-memory-mib", "8", "--batch-records", "100000"]);
+    run.send(SPAWN_A);
+    run.send(DNS_A);
+    run.next_line(Duration::from_secs(30));
+    run.next_line(Duration::from_secs(5));
+    // One write of ~6 MB: a 4 MiB batch (the batch byte cap) no 8 MiB engine can take in and out.
+    let filler: Vec<String> = (0..6000)
+        .map(|i| format!(r#"{{"type":"note","n":{i},"pad":"{}"}}"#, "x".repeat(1000)))
+        .collect();
+    run.send(&filler.join("\n"));
+    let mut trapped = 0;
+    for _ in 0..filler.len() {
+        let (_, line) = run.next_line(Duration::from_secs(30));
+        let error = line["clawwatch"]["error"].as_str().unwrap_or_default();
+        if error.contains("memory limit: the engine needed more than --guest-memory-mib (8 MiB)") {
+            trapped += 1;
+        }
+    }
+    assert!(
+        trapped > 1000,
+        "{trapped} records tagged with the memory limit"
+    );
+    run.send(FLOW_A);
+    let (_, flow) = run.next_line(Duration::from_secs(30));
+    let (rest, stderr) = run.finish();
+    assert_eq!(
+        flow["clawwatch"]["agent"]["id"], "0x8a3f",
+        "{flow}\n{stderr}"
+    );
+    assert_eq!(
+        flow["clawwatch"]["verdict"], "allow",
+        "the name it resolved is known too: {flow}"
+    );
+    assert!(rest.iter().all(|v| v["clawwatch"]["stream"] == "incident"));
+}
+
+/// A valid snapshot the engine cannot load under a smaller memory limit is
+/// not set aside or overwritten: the run says what to raise and goes on.
+#[test]
+fn a_snapshot_too_big_for_the_limits_is_kept_and_the_run_says_what_to_raise() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults-restore");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.msgpack");
+    let input = dir.join("agents.ndjson");
+    let mut lines = String::new();
+    for i in 0..20_000u32 {
+        lines.push_str(&format!(
+            r#"{{"type":"agent.spawn","ts":"2026-11-24T14:00:00Z","agent_id":"a-{i}","agent_type":"data_collector_v1","ip":"10.20.{}.{}"}}"#,
+            i / 250,
+            i % 250 + 2
+        ));
+        lines.push('\n');
+    }
+    std::fs::write(&input, lines).unwrap();
+    common::clawwatch(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    let saved = std::fs::read(&state).unwrap();
+    assert!(saved.len() > 4 << 20, "a snapshot of {} bytes", saved.len());
+
+    let mut run = Running::start(&[
+        "--guest-memory-mib",
+        "8",
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    run.send(FLOW_A);
+    run.next_line(Duration::from_secs(30));
+    let (_, stderr) = run.finish();
+    assert!(
+        stderr.contains("could not be loaded within the engine's limits")
+            && stderr.contains("raise --guest-memory-mib"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), saved, "kept as it was");
+    assert!(!dir.join("state.msgpack.rejected").exists());
+}
