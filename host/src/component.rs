@@ -340,9 +340,7 @@ impl Monitor {
         if self.log_bytes >= CHECKPOINT_BYTES || self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY
         {
             if let Err(e) = self.export_state() {
-                let cause = self.cause(&e);
-                tracing::error!(%cause, "engine failed while taking a checkpoint; re-creating it");
-                self.restart();
+                tracing::error!(error = %e, "no checkpoint taken; the replay log goes on");
             }
         }
     }
@@ -390,16 +388,29 @@ impl Monitor {
 
     /// Everything the engine has learnt, as a snapshot; also kept (a
     /// checkpoint) so that a guest re-created after a failure resumes from it.
+    /// A guest that fails here is re-created (from the previous checkpoint,
+    /// with what came after replayed) and the error names the cause.
     pub fn export_state(&mut self) -> Result<Vec<u8>> {
         set_deadline(&mut self.store, &self.limits);
-        let state = anyhow_of(
+        let exported = anyhow_of(
             self.instance
                 .clawwatch_monitor_engine()
                 .monitor()
                 .call_export_state(&mut self.store, self.handle),
-        )?;
-        self.checkpointed(state.clone());
-        Ok(state)
+        );
+        match exported {
+            Ok(state) => {
+                self.checkpointed(state.clone());
+                Ok(state)
+            }
+            Err(e) => {
+                let cause = self.cause(&e);
+                self.restart();
+                Err(e.context(format!(
+                    "the engine failed while exporting its state ({cause})"
+                )))
+            }
+        }
     }
 
     fn checkpointed(&mut self, state: Vec<u8>) {

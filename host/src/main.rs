@@ -173,7 +173,7 @@ struct RunArgs {
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     idle_advance_secs: u64,
     /// Keep the engine's state (agents, DNS answers, baselines, windows, open incidents) in this
-    /// file: restored at start, saved every --snapshot-secs and at shutdown (Ctrl-C, SIGTERM, end
+    /// file (or, for a directory, in its clawwatch-state.msgpack): restored at start, saved every --snapshot-secs and at shutdown (Ctrl-C, SIGTERM, end
     /// of input), replaced atomically. A snapshot that cannot be used is reported, moved to
     /// PATH.rejected, and the run starts empty.
     #[arg(long, value_name = "PATH")]

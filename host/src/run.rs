@@ -154,7 +154,7 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
                 Some(Err(e)) => {
                     m.snapshots_failed += 1;
                     // The previous snapshot stays; the next attempt may succeed.
-                    eprintln!("clawwatch: state not saved: {e:#}");
+                    eprintln!("clawwatch: state not saved: {e}");
                 }
                 None => {}
             }
@@ -261,12 +261,15 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
                 last_report = Instant::now();
             }
         }
+        let failed_before = metrics.lock().expect("metrics lock").snapshots_failed;
         save(&mut monitor);
         drop(save);
         if let Some(saver) = saver.as_mut() {
             count(saver.finish());
         }
-        monitor
+        let final_save_failed =
+            metrics.lock().expect("metrics lock").snapshots_failed > failed_before;
+        (monitor, final_save_failed)
     });
 
     let output = opts.output.clone();
@@ -381,7 +384,7 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
     }
     drop(in_tx);
 
-    let mut monitor = judge.await.context("engine thread")?;
+    let (mut monitor, final_save_failed) = judge.await.context("engine thread")?;
     let write_result = writer.await.context("writer task")?;
     match write_result {
         // A closed stdout (`| head`) ends the run quietly, as for any Unix filter.
@@ -403,6 +406,10 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
         server.abort();
     }
     eprintln!("{summary}");
+    anyhow::ensure!(
+        !final_save_failed,
+        "the state could not be saved at shutdown (said above); the previous snapshot, if any, stays"
+    );
     Ok(())
 }
 

@@ -14,8 +14,17 @@ pub struct StateFile {
     path: PathBuf,
 }
 
+/// The snapshot's name when `--state` names a directory.
+pub const FILE_IN_DIRECTORY: &str = "clawwatch-state.msgpack";
+
 impl StateFile {
+    /// `path` is the snapshot file, or a directory to keep it in.
     pub fn new(path: PathBuf) -> StateFile {
+        let path = if path.is_dir() {
+            path.join(FILE_IN_DIRECTORY)
+        } else {
+            path
+        };
         StateFile { path }
     }
 
@@ -39,7 +48,13 @@ impl StateFile {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(snapshot)?;
             file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
+            std::fs::rename(&tmp, &self.path)?;
+            // The rename itself is durable only once the directory is synced.
+            #[cfg(unix)]
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
         };
         write().with_context(|| format!("saving state to {}", self.path.display()))
     }
@@ -95,6 +110,17 @@ impl Saver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_holds_the_snapshot_under_a_fixed_name() {
+        let dir = std::env::temp_dir().join(format!("clawwatch-state-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = StateFile::new(dir.clone());
+        assert_eq!(file.path(), dir.join(FILE_IN_DIRECTORY));
+        file.save(b"snapshot").unwrap();
+        assert_eq!(file.load().unwrap().as_deref(), Some(&b"snapshot"[..]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn saves_atomically_loads_back_and_sets_a_bad_file_aside() {

@@ -275,3 +275,50 @@ fn a_snapshot_too_big_for_the_limits_is_kept_and_the_run_says_what_to_raise() {
     assert_eq!(std::fs::read(&state).unwrap(), saved, "kept as it was");
     assert!(!dir.join("state.msgpack.rejected").exists());
 }
+
+/// `--state` names a file or a directory; a save that fails is an error that
+/// shows in the exit status, not a message lost in a log.
+#[test]
+fn state_goes_into_a_directory_and_a_failed_save_fails_the_run() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults-state-dir");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, format!("{SPAWN_A}\n{DNS_A}\n")).unwrap();
+    common::clawwatch(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--state",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(dir.join("clawwatch-state.msgpack").is_file());
+
+    let unwritable = dir.join("no-such-directory").join("state.msgpack");
+    let out = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
+        .args([
+            "run",
+            "--input",
+            input.to_str().unwrap(),
+            "--state",
+            unwritable.to_str().unwrap(),
+        ])
+        .current_dir(common::repo())
+        .env(
+            "CLAWWATCH_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("state could not be saved at shutdown"),
+        "{stderr}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        2,
+        "the records still come out"
+    );
+}
