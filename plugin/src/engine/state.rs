@@ -3,8 +3,9 @@
 //! window, deadline or open incident.
 //!
 //! The state is msgpack with named fields, headed by a format name and a
-//! version: a snapshot from an incompatible version is refused as a whole,
-//! never half-applied. The policy is not part of it: a restore keeps the
+//! version, and followed by the SHA-256 of those bytes: a snapshot from an
+//! incompatible version, or altered or cut short by a single byte, is refused
+//! as a whole, never half-applied. The policy is not part of it: a restore keeps the
 //! running policy, and its caps and timings apply to what is restored.
 
 use super::{Counters, Engine, deadline_cap, window_cap};
@@ -22,14 +23,18 @@ use crate::rules::rate_runaway::RateWindows;
 use crate::rules::telemetry_chain_broken::Chains;
 use crate::rules::volume_anomaly::Baselines;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::fmt;
 use std::rc::Rc;
 
+/// The SHA-256 after the msgpack body.
+const CHECKSUM_BYTES: usize = 32;
+
 /// Names the snapshot format, so a stray file is told apart from an old one.
 const FORMAT: &str = "clawwatch-state";
 /// Bumped whenever a saved structure changes shape.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Why a snapshot was refused. The engine is unchanged when this is returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +129,11 @@ impl Engine {
             due: &self.due,
             due_dropped: self.due_dropped,
         };
-        rmp_serde::to_vec_named(&saved).expect("engine state is always serialisable")
+        let mut bytes =
+            rmp_serde::to_vec_named(&saved).expect("engine state is always serialisable");
+        let digest = Sha256::digest(&bytes);
+        bytes.extend_from_slice(&digest);
+        bytes
     }
 
     /// Replaces everything learnt with a snapshot's, keeping the policy; the
@@ -145,8 +154,17 @@ impl Engine {
                 supported: VERSION,
             });
         }
+        let Some(body_len) = bytes.len().checked_sub(CHECKSUM_BYTES) else {
+            return Err(StateError::Corrupt("shorter than its checksum".into()));
+        };
+        let (body, checksum) = bytes.split_at(body_len);
+        if Sha256::digest(body).as_slice() != checksum {
+            return Err(StateError::Corrupt(
+                "its SHA-256 does not match its bytes: altered or cut short".into(),
+            ));
+        }
         let saved: Saved =
-            rmp_serde::from_slice(bytes).map_err(|e| StateError::Corrupt(e.to_string()))?;
+            rmp_serde::from_slice(body).map_err(|e| StateError::Corrupt(e.to_string()))?;
         self.registry = saved.registry;
         self.dns = saved.dns;
         self.incidents = saved.incidents;
@@ -232,6 +250,35 @@ mod tests {
         }
     }
 
+    /// Any single byte altered anywhere, or the snapshot cut short, is refused.
+    #[test]
+    fn every_altered_byte_is_refused() {
+        let mut engine = Engine::new(POLICY).unwrap();
+        run(&mut engine, SCENARIO);
+        let snapshot = engine.export_state();
+        let step = (snapshot.len() / 300).max(1);
+        let mut fresh = Engine::new(POLICY).unwrap();
+        let before = fresh.export_state();
+        let mut flipped = 0;
+        for at in (0..snapshot.len()).step_by(step) {
+            let mut damaged = snapshot.clone();
+            damaged[at] ^= 0x01;
+            assert!(
+                fresh.restore_state(&damaged).is_err(),
+                "a flip at byte {at} was accepted"
+            );
+            flipped += 1;
+        }
+        assert!(flipped >= 300);
+        assert!(
+            fresh
+                .restore_state(&snapshot[..snapshot.len() - 1])
+                .is_err()
+        );
+        assert_eq!(fresh.export_state(), before, "nothing applied");
+        fresh.restore_state(&snapshot).unwrap();
+    }
+
     #[test]
     fn a_snapshot_of_another_version_is_refused_by_version() {
         #[derive(serde::Serialize)]
@@ -253,7 +300,7 @@ mod tests {
                 supported: super::VERSION
             }
         );
-        assert!(err.to_string().contains("version 4"), "{err}");
+        assert!(err.to_string().contains("version 5"), "{err}");
     }
 
     #[test]
