@@ -1,6 +1,7 @@
 //! `clawwatch`: tags every agent log record with the agent it belongs to and a
 //! policy verdict, through the detection engine compiled to WebAssembly.
 
+mod accept;
 mod bench;
 mod cache;
 mod check;

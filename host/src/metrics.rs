@@ -415,7 +415,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Shared) -> Result
         listener.local_addr()?
     );
     loop {
-        let (mut stream, _) = listener.accept().await?;
+        let (mut stream, _) = crate::accept::accept_resiliently(&listener, "metrics").await;
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(1024);

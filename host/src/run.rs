@@ -500,8 +500,7 @@ async fn listen(
     loop {
         tokio::select! {
             _ = &mut interrupted => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = accepted.context("accepting a connection")?;
+            (stream, peer) = crate::accept::accept_resiliently(&listener, "listener") => {
                 tracing::info!(%peer, "connection");
                 let (tx, protocol, mut stop) = (tx.clone(), protocol.clone(), stop_rx.clone());
                 connections.spawn(async move {

@@ -322,3 +322,69 @@ fn state_goes_into_a_directory_and_a_failed_save_fails_the_run() {
         "the records still come out"
     );
 }
+
+/// More connections than the process may hold files: the listener stops
+/// accepting for a while, says so, and takes connections again once some
+/// close; the process never exits of it.
+#[test]
+fn a_listener_rides_out_running_out_of_file_descriptors() {
+    use std::io::Read;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec {} run --listen 127.0.0.1:0",
+            env!("CARGO_BIN_EXE_clawwatch")
+        ))
+        .current_dir(common::repo())
+        .env(
+            "CLAWWATCH_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exited before listening"
+        );
+        if let Some(a) = line.trim().strip_prefix("clawwatch: listening on ") {
+            break a.to_string();
+        }
+    };
+    let (said_tx, said) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = said_tx.send(text);
+    });
+    // Twice what the process may open, all idle.
+    let idle: Vec<std::net::TcpStream> = (0..128)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running with every descriptor in use"
+    );
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(format!("{SPAWN_A}\n").as_bytes()).unwrap();
+    drop(conn);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("\"agent_id\":\"0x8a3f\""), "{line}");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let said = said.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(said.contains("cannot accept a connection"), "{said}");
+}
