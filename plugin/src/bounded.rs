@@ -41,6 +41,18 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
         self.inner.put(key, value);
     }
 
+    /// [`BoundedMap::insert`], handing back the entry forgotten to make room.
+    pub fn insert_evicting(&mut self, key: K, value: V) -> Option<(K, V)> {
+        let evicted = if self.inner.len() >= self.cap.get() && !self.inner.contains(&key) {
+            self.evictions += 1;
+            self.inner.pop_lru()
+        } else {
+            None
+        };
+        self.inner.put(key, value);
+        evicted
+    }
+
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         self.make_room_for(&key);
         self.inner.get_or_insert_mut(key, make)

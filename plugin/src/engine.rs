@@ -1136,6 +1136,15 @@ impl Engine {
                 let (occurrence, opened) =
                     self.incidents
                         .observe(&finding, agent, self.current.as_ref(), ts);
+                for incident in self.incidents.take_evicted() {
+                    if incident.alerting {
+                        self.emitted.push(IncidentRecord {
+                            incident,
+                            status: IncidentStatus::Evicted,
+                            ts,
+                        });
+                    }
+                }
                 if let Some(incident) = opened {
                     if let Some(at) = self.incidents.quiet_at(&incident.id) {
                         self.deadlines

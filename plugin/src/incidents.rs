@@ -55,6 +55,9 @@ pub struct Incidents {
     quiet_nanos: i64,
     opened: u64,
     closed: u64,
+    /// Incidents forgotten to make room, waiting for their closing records.
+    #[serde(skip)]
+    evicted: Vec<Incident>,
 }
 
 impl Incidents {
@@ -64,6 +67,7 @@ impl Incidents {
             quiet_nanos: quiet_secs.saturating_mul(crate::time::NANOS_PER_SEC),
             opened: 0,
             closed: 0,
+            evicted: Vec::new(),
         }
     }
 
@@ -108,7 +112,13 @@ impl Incidents {
             count: 1,
             evidence: evidence.map(|e| Box::new(e.clone())),
         };
-        self.open.insert(incident.id.clone(), incident.clone());
+        if let Some((_, forgotten)) = self
+            .open
+            .insert_evicting(incident.id.clone(), incident.clone())
+        {
+            self.closed += 1;
+            self.evicted.push(forgotten);
+        }
         self.opened += 1;
         (
             Occurrence {
@@ -138,6 +148,12 @@ impl Incidents {
                     .map_or(Closing::Gone, |incident| Closing::Closed(incident, at))
             }
         }
+    }
+
+    /// The incidents forgotten under the cap since the last call: each still
+    /// gets its closing record.
+    pub fn take_evicted(&mut self) -> Vec<Incident> {
+        std::mem::take(&mut self.evicted)
     }
 
     /// Incidents open now.

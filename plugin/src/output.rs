@@ -315,6 +315,8 @@ fn write_u64(out: &mut Vec<u8>, mut v: u64) {
 pub enum IncidentStatus {
     Open,
     Closed,
+    /// Closed early: forgotten to make room under `max_incidents`.
+    Evicted,
 }
 
 /// A record of its own about an incident (stream `incident`) or an approval
@@ -363,6 +365,9 @@ impl IncidentRecord {
         member.extend_from_slice(match self.status {
             IncidentStatus::Open => b"\",\"status\":\"open\",\"count\":".as_slice(),
             IncidentStatus::Closed => b"\",\"status\":\"closed\",\"count\":".as_slice(),
+            IncidentStatus::Evicted => {
+                b"\",\"status\":\"closed\",\"closed_by\":\"max_incidents\",\"count\":".as_slice()
+            }
         });
         write_u64(&mut member, i.count);
         member.extend_from_slice(b",\"first_seen\":\"");

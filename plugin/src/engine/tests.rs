@@ -931,3 +931,45 @@ fn valid_json_the_reader_cannot_take_stays_the_object_it_is() {
         }
     }
 }
+
+/// An incident forgotten to make room under `max_incidents` still gets its
+/// closing record, saying why: none is left open forever downstream.
+#[test]
+fn an_incident_evicted_under_the_cap_still_gets_its_closing_record() {
+    let policy = POLICY.replace("[monitor]", "[monitor]\nmax_incidents = 2");
+    let mut e = Engine::new(&policy).unwrap();
+    let flows: Vec<String> = (1..=3)
+        .map(|i| {
+            flow(
+                &format!("2026-11-24T14:3{i}:00Z"),
+                "10.20.0.15",
+                &format!("203.0.113.{i}"),
+                8443,
+                "TCP",
+            )
+        })
+        .collect();
+    let all = run_all(&mut e, &[SPAWN, &flows.join("\n")].join("\n"));
+    let incidents: Vec<&Value> = all
+        .iter()
+        .filter(|v| v["clawwatch"]["stream"] == "incident")
+        .collect();
+    let closed: Vec<&Value> = incidents
+        .iter()
+        .copied()
+        .filter(|v| v["clawwatch"]["incident"]["status"] == "closed")
+        .collect();
+    assert_eq!(
+        incidents.len(),
+        4,
+        "three opened, one closed: {incidents:?}"
+    );
+    assert_eq!(closed.len(), 1);
+    let incident = &closed[0]["clawwatch"]["incident"];
+    assert_eq!(incident["closed_by"], "max_incidents");
+    assert_eq!(
+        incident["id"], "0x8a3f/egress.not_allowed/203.0.113.1:8443",
+        "the least recently seen"
+    );
+    assert_eq!(e.stats().incidents_closed, 1);
+}

@@ -152,7 +152,9 @@ pub fn write_incident(record: &IncidentRecord, out: &mut Vec<u8>) {
             "type": types,
             "action": match record.status {
                 crate::output::IncidentStatus::Open => "incident-opened",
-                crate::output::IncidentStatus::Closed => "incident-closed",
+                crate::output::IncidentStatus::Closed | crate::output::IncidentStatus::Evicted => {
+                    "incident-closed"
+                }
             },
             "module": "clawwatch",
             "dataset": format!("clawwatch.{}", stream.as_str()),
