@@ -80,6 +80,8 @@ pub enum Due {
     Volume(Rc<str>),
     /// A call off its schedule, held until its minute is complete.
     Schedule(Rc<str>),
+    /// A flood limit's minute that held incidents back has ended.
+    FloodSummary(Rc<str>),
 }
 
 /// Pending deadlines in time order, bounded: past the cap the earliest are

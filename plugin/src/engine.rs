@@ -13,6 +13,7 @@ use crate::clock::{Clock, Deadlines, Due};
 use crate::direction::{Conversations, FromAgent, PendingReply, ToAgent};
 use crate::dns_map::DnsMap;
 use crate::egress::Shape;
+use crate::flood;
 use crate::incidents::{Closing, Incidents};
 use crate::output::{
     AgentInfo, DueFinding, IncidentRecord, IncidentStatus, Note, Reported, Verdict,
@@ -109,6 +110,8 @@ pub struct Engine {
     shared_intents: std::collections::VecDeque<(Rc<str>, PlannedAction)>,
     /// The ends of the telemetry hash chains followed.
     chains: telemetry_chain_broken::Chains,
+    /// Alert-flood limits on new incidents.
+    flood: flood::FloodLimits,
     /// Findings that came due with event time, waiting for the next record
     /// to carry them (`clawwatch.due[]`), so carriers that cannot add records lose none.
     due: std::collections::VecDeque<DueFinding>,
@@ -144,6 +147,11 @@ impl Engine {
             tunnels: TunnelWindows::new(window_cap(m)),
             clock: Clock::new(m.lateness_secs, m.max_clock_step_secs),
             deadlines: Deadlines::new(deadline_cap(m)),
+            flood: flood::FloodLimits::new(
+                m.max_new_incidents_per_minute,
+                m.max_new_incidents_per_subnet_per_minute,
+                m.max_incidents,
+            ),
             emitted: Vec::new(),
             stream_hint: None,
             field_set: FieldSet::Native,
@@ -184,6 +192,10 @@ impl Engine {
             .set_lateness(m.lateness_secs, m.max_clock_step_secs);
         self.dns.set_grace(m.dns_ttl_grace_secs);
         self.incidents.set_quiet(m.incident_quiet_secs);
+        self.flood.set_limits(
+            m.max_new_incidents_per_minute,
+            m.max_new_incidents_per_subnet_per_minute,
+        );
     }
 
     pub fn stats(&self) -> Stats {
@@ -213,6 +225,7 @@ impl Engine {
                 + self.rates.evictions()
                 + self.tunnels.evictions()
                 + self.deadlines.forced
+                + self.flood.evictions()
                 + self.due_dropped,
             agents: self.registry.len() as u64,
             dns_entries: self.dns.len() as u64,
@@ -1133,6 +1146,19 @@ impl Engine {
         findings
             .into_iter()
             .map(|finding| {
+                if finding.alerting && self.incidents.would_open(&finding, ts) {
+                    if let flood::Admission::Held { summary_due } = self.flood.admit(&finding, ts) {
+                        if let Some((key, at)) = summary_due {
+                            self.deadlines.schedule(at, Due::FloodSummary(key));
+                        }
+                        return Reported {
+                            finding,
+                            new: false,
+                            count: 0,
+                            suppressed: true,
+                        };
+                    }
+                }
                 let (occurrence, opened) =
                     self.incidents
                         .observe(&finding, agent, self.current.as_ref(), ts);
@@ -1162,6 +1188,7 @@ impl Engine {
                     finding,
                     new: occurrence.new,
                     count: occurrence.count,
+                    suppressed: false,
                 };
                 if self.reporting_due {
                     if self.due.len() == MAX_DUE_WAITING {
@@ -1197,6 +1224,31 @@ impl Engine {
             match due {
                 Due::Volume(id) => self.volume_due(&id, at),
                 Due::Schedule(id) => self.schedule_due(&id),
+                Due::FloodSummary(key) => {
+                    if let Some(held) = self.flood.take_summary(&key) {
+                        self.emitted.push(IncidentRecord {
+                            incident: crate::incidents::Incident {
+                                id: Rc::from(format!(
+                                    "{}/{}/suppressed@{}",
+                                    held.scope,
+                                    held.rule.id,
+                                    held.start.to_rfc3339()
+                                )),
+                                rule: held.rule,
+                                severity: held.rule.severity,
+                                alerting: true,
+                                agent: None,
+                                summary: held.summary(),
+                                first_seen: held.start,
+                                last_seen: held.end,
+                                count: held.count,
+                                evidence: None,
+                            },
+                            status: IncidentStatus::Suppressed,
+                            ts: held.end,
+                        });
+                    }
+                }
                 Due::Lifetime(id) => self.lifetime_due(&id, at, watermark),
                 Due::Heartbeat(id) => self.heartbeat_due(&id, at),
                 Due::HeartbeatWindow(id) => self.heartbeat_window_due(&id, watermark),

@@ -129,6 +129,14 @@ impl Incidents {
         )
     }
 
+    /// Whether `finding` at `t` would open a new incident (none open for its
+    /// key, or the open one quiet for longer than the quiet period).
+    pub fn would_open(&self, finding: &Finding, t: Timestamp) -> bool {
+        self.open
+            .peek(finding.incident.as_str())
+            .is_none_or(|i| t.0.saturating_sub(i.last_seen.0) > self.quiet_nanos)
+    }
+
     /// When an incident's quiet period would end, if it is open.
     pub fn quiet_at(&self, id: &str) -> Option<Timestamp> {
         self.open

@@ -12,6 +12,7 @@ mod direction;
 mod dns_map;
 mod egress;
 mod engine;
+mod flood;
 pub mod incidents;
 pub mod output;
 pub mod policy;

@@ -107,6 +107,9 @@ pub struct Reported {
     pub finding: Finding,
     pub new: bool,
     pub count: u64,
+    /// Held back by a flood limit: it opened no incident (a summary record counts it).
+    #[serde(default)]
+    pub suppressed: bool,
 }
 
 /// Everything clawwatch says about one record.
@@ -294,6 +297,9 @@ fn write_reported(out: &mut Vec<u8>, r: &Reported) {
     if !r.finding.alerting {
         out.extend_from_slice(b",\"alerting\":false");
     }
+    if r.suppressed {
+        out.extend_from_slice(b",\"suppressed\":true");
+    }
 }
 
 fn write_u64(out: &mut Vec<u8>, mut v: u64) {
@@ -317,6 +323,8 @@ pub enum IncidentStatus {
     Closed,
     /// Closed early: forgotten to make room under `max_incidents`.
     Evicted,
+    /// A flood limit's summary: `count` new incidents held back in a minute.
+    Suppressed,
 }
 
 /// A record of its own about an incident (stream `incident`) or an approval
@@ -365,6 +373,7 @@ impl IncidentRecord {
         member.extend_from_slice(match self.status {
             IncidentStatus::Open => b"\",\"status\":\"open\",\"count\":".as_slice(),
             IncidentStatus::Closed => b"\",\"status\":\"closed\",\"count\":".as_slice(),
+            IncidentStatus::Suppressed => b"\",\"status\":\"suppressed\",\"count\":".as_slice(),
             IncidentStatus::Evicted => {
                 b"\",\"status\":\"closed\",\"closed_by\":\"max_incidents\",\"count\":".as_slice()
             }

@@ -80,6 +80,19 @@ fn inputs() -> Vec<(String, String, Vec<u8>)> {
         };
         all.push((format!("formats/{name}"), policy, read(sample)));
     }
+    // A flood of new incidents: some held back, and their summary record.
+    let mut flood = vec![r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"w-9","agent_type":"worker","ip":"10.20.0.15"}"#.to_string()];
+    for i in 1..=10 {
+        flood.push(format!(
+            r#"{{"type":"flow","ts":"2026-11-24T14:31:{i:02}Z","src_ip":"10.20.0.15","src_port":4000{i},"dst_ip":"203.0.113.{i}","dst_port":8443,"proto":"TCP"}}"#
+        ));
+    }
+    flood.push(r#"{"type":"flow","ts":"2026-11-24T15:10:00Z","src_ip":"10.9.0.1","src_port":1,"dst_ip":"10.9.0.2","dst_port":2,"proto":"TCP"}"#.to_string());
+    all.push((
+        "flood".into(),
+        case_policy.replace("[monitor]", "[monitor]\nmax_new_incidents_per_minute = 3"),
+        flood.join("\n").into_bytes(),
+    ));
     all.push((
         "scenario".into(),
         policy,

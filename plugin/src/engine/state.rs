@@ -14,6 +14,7 @@ use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Deadlines};
 use crate::direction::Conversations;
 use crate::dns_map::DnsMap;
+use crate::flood::FloodLimits;
 use crate::incidents::Incidents;
 use crate::output::DueFinding;
 use crate::record::PlannedAction;
@@ -86,6 +87,7 @@ struct SavedRef<'a> {
     chains: &'a Chains,
     due: &'a VecDeque<DueFinding>,
     due_dropped: u64,
+    flood: &'a FloodLimits,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +107,7 @@ struct Saved {
     chains: Chains,
     due: VecDeque<DueFinding>,
     due_dropped: u64,
+    flood: FloodLimits,
 }
 
 impl Engine {
@@ -128,6 +131,7 @@ impl Engine {
             chains: &self.chains,
             due: &self.due,
             due_dropped: self.due_dropped,
+            flood: &self.flood,
         };
         let mut bytes =
             rmp_serde::to_vec_named(&saved).expect("engine state is always serialisable");
@@ -180,6 +184,7 @@ impl Engine {
         self.chains = saved.chains;
         self.due = saved.due;
         self.due_dropped = saved.due_dropped;
+        self.flood = saved.flood;
         self.emitted.clear();
 
         let m = &self.policy.monitor;
@@ -191,6 +196,7 @@ impl Engine {
         self.rates.recap(window_cap(m));
         self.tunnels.recap(window_cap(m));
         self.deadlines.recap(deadline_cap(m));
+        self.flood.recap(m.max_incidents);
         self.apply_timings();
         Ok(())
     }

@@ -973,3 +973,86 @@ fn an_incident_evicted_under_the_cap_still_gets_its_closing_record() {
     );
     assert_eq!(e.stats().incidents_closed, 1);
 }
+
+/// A flood of new incidents (one agent calling many forbidden destinations,
+/// a subnet of addresses no agent holds) opens at most the limit per minute;
+/// the rest are marked on their records and counted in one summary each.
+#[test]
+fn a_flood_of_new_incidents_is_limited_and_summarised() {
+    let policy = POLICY.replace(
+        "[monitor]",
+        "[monitor]\nmax_new_incidents_per_minute = 3\nmax_new_incidents_per_subnet_per_minute = 5",
+    );
+    let mut e = Engine::new(&policy).unwrap();
+    let mut input = vec![SPAWN.to_string()];
+    for i in 1..=10 {
+        input.push(flow(
+            &format!("2026-11-24T14:31:{i:02}Z"),
+            "10.20.0.15",
+            &format!("203.0.113.{i}"),
+            8443,
+            "TCP",
+        ));
+    }
+    for i in 1..=40 {
+        input.push(flow(
+            &format!("2026-11-24T14:31:{:02}Z", 10 + i),
+            &format!("10.20.5.{i}"),
+            "198.51.100.7",
+            443,
+            "TCP",
+        ));
+    }
+    let mut all = run_all(&mut e, &input.join("\n"));
+    let mut out = Vec::new();
+    e.advance_to(
+        Timestamp::parse_rfc3339("2026-11-24T14:45:00Z").unwrap(),
+        &mut out,
+    );
+    all.extend(
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+    );
+
+    let records: Vec<&Value> = all.iter().filter(|v| !is_emitted(v)).collect();
+    let held = |v: &&&Value| v["clawwatch"]["findings"][0]["suppressed"] == true;
+    assert_eq!(records.iter().filter(held).count(), 7 + 35, "{records:?}");
+    assert!(
+        records
+            .iter()
+            .filter(|v| v["clawwatch"]["findings"].is_array())
+            .all(|v| v["clawwatch"]["verdict"] == "alert"),
+        "every record still says what it is"
+    );
+    let opened = all
+        .iter()
+        .filter(|v| v["clawwatch"]["incident"]["status"] == "open")
+        .count();
+    assert_eq!(opened, 3 + 5);
+    let summaries: Vec<&Value> = all
+        .iter()
+        .filter(|v| v["clawwatch"]["incident"]["status"] == "suppressed")
+        .map(|v| &v["clawwatch"]["incident"])
+        .collect();
+    assert_eq!(summaries.len(), 2, "{summaries:?}");
+    assert_eq!(summaries[0]["count"], 7);
+    assert_eq!(
+        summaries[0]["summary"],
+        "7 further incidents of rule egress.not_allowed suppressed in the last minute for 0x8a3f (flood limit)"
+    );
+    assert_eq!(summaries[1]["count"], 35);
+    assert!(
+        summaries[1]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("egress.unknown_agent")
+    );
+    assert!(
+        summaries[1]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("for 10.20.5.0/24")
+    );
+}

@@ -162,6 +162,14 @@ pub struct MonitorConfig {
     /// Cap on incidents tracked at once.
     #[serde(deserialize_with = "at_least_one")]
     pub max_incidents: usize,
+    /// Flood limit: new incidents of one rule for one agent (or address) in a minute;
+    /// more open none and are counted in one summary record.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_new_incidents_per_minute: usize,
+    /// Flood limit: new incidents of one rule for one /24 (IPv6: /64) of addresses
+    /// no agent holds, in a minute.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_new_incidents_per_subnet_per_minute: usize,
     /// Records longer than this pass through unparsed, tagged as oversized.
     #[serde(deserialize_with = "at_least_one")]
     pub max_record_bytes: usize,
@@ -187,6 +195,8 @@ impl Default for MonitorConfig {
             max_agents: 32_768,
             max_dns_entries: 262_144,
             max_incidents: 65_536,
+            max_new_incidents_per_minute: 20,
+            max_new_incidents_per_subnet_per_minute: 100,
             max_record_bytes: 1 << 20,
             lateness_minutes: 10,
             max_clock_step_minutes: 60,

@@ -27,6 +27,8 @@ pub struct Monitor {
     pub max_agents: usize,
     pub max_dns_entries: usize,
     pub max_incidents: usize,
+    pub max_new_incidents_per_minute: u32,
+    pub max_new_incidents_per_subnet_per_minute: u32,
     pub max_record_bytes: usize,
     pub lateness_secs: i64,
     pub max_clock_step_secs: i64,
@@ -133,6 +135,11 @@ impl Policy {
             max_agents: m.max_agents,
             max_dns_entries: m.max_dns_entries,
             max_incidents: m.max_incidents,
+            max_new_incidents_per_minute: m.max_new_incidents_per_minute.min(u32::MAX as usize)
+                as u32,
+            max_new_incidents_per_subnet_per_minute: m
+                .max_new_incidents_per_subnet_per_minute
+                .min(u32::MAX as usize) as u32,
             max_record_bytes: m.max_record_bytes,
             lateness_secs: (m.lateness_minutes as i64).saturating_mul(60),
             max_clock_step_secs: (m.max_clock_step_minutes as i64).saturating_mul(60),

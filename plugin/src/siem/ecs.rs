@@ -155,6 +155,7 @@ pub fn write_incident(record: &IncidentRecord, out: &mut Vec<u8>) {
                 crate::output::IncidentStatus::Closed | crate::output::IncidentStatus::Evicted => {
                     "incident-closed"
                 }
+                crate::output::IncidentStatus::Suppressed => "incidents-suppressed",
             },
             "module": "clawwatch",
             "dataset": format!("clawwatch.{}", stream.as_str()),

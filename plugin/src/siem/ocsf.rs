@@ -32,6 +32,7 @@ pub fn write_incident(record: &IncidentRecord, out: &mut Vec<u8>) {
     let (activity_id, activity, status_id, status) = match record.status {
         IncidentStatus::Open => (1, "Create", 1, "New"),
         IncidentStatus::Closed | IncidentStatus::Evicted => (3, "Close", 4, "Resolved"),
+        IncidentStatus::Suppressed => (1, "Create", 3, "Suppressed"),
     };
     let (severity_id, severity_name) = severity(i.severity);
     let approval = record.stream() == Stream::Audit;
