@@ -270,7 +270,7 @@ pub struct Message {
 }
 
 /// Bounds a packed/compressed chunk once expanded, so a gzip bomb costs bounded memory.
-const MAX_EXPANDED: u64 = 256 << 20;
+const MAX_EXPANDED: u64 = MAX_MESSAGE_BYTES as u64;
 
 pub fn decode_message(v: Value) -> Result<Message> {
     let Value::Array(mut parts) = v else {
@@ -303,9 +303,12 @@ pub fn decode_message(v: Value) -> Result<Message> {
                 Some("gzip") => {
                     let mut out = Vec::new();
                     flate2::read::MultiGzDecoder::new(&packed[..])
-                        .take(MAX_EXPANDED)
+                        .take(MAX_EXPANDED + 1)
                         .read_to_end(&mut out)
                         .context("gunzipping a CompressedPackedForward chunk")?;
+                    if out.len() as u64 > MAX_EXPANDED {
+                        bail!("a compressed chunk that expands beyond {MAX_EXPANDED} bytes");
+                    }
                     out
                 }
                 Some(other) => bail!("unknown compression `{other}`"),
@@ -344,10 +347,17 @@ fn decode_entry(v: &Value) -> Result<(EventTime, Value)> {
 fn decode_stream(mut raw: &[u8]) -> Result<Vec<(EventTime, Value)>> {
     let mut entries = Vec::new();
     while !raw.is_empty() {
-        let mut cur = Cursor::new(raw);
-        let v = rmpv::decode::read_value(&mut cur).context("decoding a packed entry")?;
+        if entries.len() as u64 >= LIMITS.max_entries {
+            bail!(
+                "a chunk of more than {} entries; split it into smaller chunks",
+                LIMITS.max_entries
+            );
+        }
+        let len = value_len(raw, LIMITS)?.ok_or_else(|| anyhow!("a packed entry cut short"))?;
+        let v = rmpv::decode::read_value(&mut Cursor::new(&raw[..len]))
+            .context("decoding a packed entry")?;
         entries.push(decode_entry(&v)?);
-        raw = &raw[cur.position() as usize..];
+        raw = &raw[len..];
     }
     Ok(entries)
 }
@@ -359,20 +369,139 @@ fn map_get<'v>(map: &'v Value, key: &str) -> Option<&'v Value> {
         .map(|(_, v)| v)
 }
 
-/// Takes one complete msgpack value off the front of `buf`, if it holds one.
-pub fn take_value(buf: &mut Vec<u8>) -> Result<Option<Value>> {
-    let mut cur = Cursor::new(&buf[..]);
-    match rmpv::decode::read_value(&mut cur) {
-        Ok(v) => {
-            let used = cur.position() as usize;
-            buf.drain(..used);
-            Ok(Some(v))
+/// What one forward message may hold, whatever its bytes claim: entries per
+/// message, msgpack values in all, and nesting. Checked before anything is
+/// built from the bytes, so a small hostile message cannot cost gigabytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bytes: usize,
+    pub max_entries: u64,
+    pub max_values: u64,
+    pub max_depth: usize,
+}
+
+pub const LIMITS: Limits = Limits {
+    max_bytes: MAX_MESSAGE_BYTES,
+    max_entries: 100_000,
+    max_values: 4_000_000,
+    max_depth: 128,
+};
+
+/// The length of the first msgpack value in `buf`: `None` while it is
+/// incomplete, an error when it is malformed or breaks `limits`. One pass,
+/// nothing allocated but a counter per nesting level.
+pub fn value_len(buf: &[u8], limits: Limits) -> Result<Option<usize>> {
+    // Values still to read at each open nesting level (the outermost first).
+    let mut levels: Vec<u64> = vec![1];
+    let mut values = 0u64;
+    let mut at = 0usize;
+    let be = |at: usize, n: usize| -> Option<u64> {
+        let bytes = buf.get(at..at + n)?;
+        Some(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    };
+    while let Some(remaining) = levels.last_mut() {
+        if *remaining == 0 {
+            levels.pop();
+            continue;
         }
-        Err(
-            rmpv::decode::Error::InvalidMarkerRead(e) | rmpv::decode::Error::InvalidDataRead(e),
-        ) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-        Err(e) => Err(anyhow!("not msgpack: {e}")),
+        *remaining -= 1;
+        let Some(&marker) = buf.get(at) else {
+            return Ok(None);
+        };
+        values += 1;
+        // (bytes of header after the marker, payload bytes, values contained)
+        let (header, payload, contains): (usize, u64, u64) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0, 0),
+            0x80..=0x8f => (0, 0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, 0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (0, u64::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (1, 0, 0),
+            0xc5 | 0xda => (2, 0, 0),
+            0xc6 | 0xdb => (4, 0, 0),
+            0xc7 => (2, 0, 0),
+            0xc8 => (3, 0, 0),
+            0xc9 => (5, 0, 0),
+            0xca => (0, 4, 0),
+            0xcb => (0, 8, 0),
+            0xcc | 0xd0 => (0, 1, 0),
+            0xcd | 0xd1 => (0, 2, 0),
+            0xce | 0xd2 => (0, 4, 0),
+            0xcf | 0xd3 => (0, 8, 0),
+            0xd4 => (0, 2, 0),
+            0xd5 => (0, 3, 0),
+            0xd6 => (0, 5, 0),
+            0xd7 => (0, 9, 0),
+            0xd8 => (0, 17, 0),
+            0xdc | 0xde => (2, 0, 0),
+            0xdd | 0xdf => (4, 0, 0),
+            0xc1 => bail!("not msgpack: marker 0xc1 at byte {at}"),
+        };
+        // Lengths that follow the marker (str, bin, ext, array, map).
+        let (payload, contains) = match marker {
+            0xc4..=0xc6 | 0xd9..=0xdb => {
+                let Some(n) = be(at + 1, header) else {
+                    return Ok(None);
+                };
+                (n, 0)
+            }
+            0xc7..=0xc9 => {
+                let Some(n) = be(at + 1, header - 1) else {
+                    return Ok(None);
+                };
+                (n + 1, 0) // the ext type byte is in the header count
+            }
+            0xdc | 0xdd => {
+                let Some(n) = be(at + 1, header) else {
+                    return Ok(None);
+                };
+                (0, n)
+            }
+            0xde | 0xdf => {
+                let Some(n) = be(at + 1, header) else {
+                    return Ok(None);
+                };
+                (0, 2 * n)
+            }
+            _ => (payload, contains),
+        };
+        let header = match marker {
+            0xc7..=0xc9 => header - 1, // the type byte counted in payload
+            _ => header,
+        };
+        at = at
+            .checked_add(1 + header)
+            .and_then(|a| a.checked_add(usize::try_from(payload).ok()?))
+            .ok_or_else(|| anyhow!("a msgpack length beyond this machine's memory"))?;
+        if at > limits.max_bytes {
+            bail!("a message longer than {} bytes", limits.max_bytes);
+        }
+        if contains > 0 {
+            if contains > 2 * limits.max_entries || values + contains > limits.max_values {
+                bail!(
+                    "a message of more than {} entries or {} values; split it into smaller chunks",
+                    limits.max_entries,
+                    limits.max_values
+                );
+            }
+            if levels.len() >= limits.max_depth {
+                bail!("msgpack nested deeper than {} levels", limits.max_depth);
+            }
+            levels.push(contains);
+        }
     }
+    Ok((at <= buf.len()).then_some(at))
+}
+
+/// Takes one complete msgpack value off the front of `buf`, if it holds one
+/// within [`LIMITS`]: nothing is built until the whole value is there.
+pub fn take_value(buf: &mut Vec<u8>) -> Result<Option<Value>> {
+    let Some(len) = value_len(buf, LIMITS)? else {
+        return Ok(None);
+    };
+    let v = rmpv::decode::read_value(&mut Cursor::new(&buf[..len]))
+        .map_err(|e| anyhow!("not msgpack: {e}"))?;
+    buf.drain(..len);
+    Ok(Some(v))
 }
 
 /// A msgpack record as the JSON object the engine reads.
@@ -492,6 +621,59 @@ mod tests {
 
     fn record(n: i64) -> Value {
         Value::Map(vec![(Value::from("n"), Value::from(n))])
+    }
+
+    /// The scanner agrees with rmpv on where every kind of value ends, and
+    /// says "not yet" for every cut short.
+    #[test]
+    fn value_len_finds_the_end_of_every_kind_of_value() {
+        let values = vec![
+            Value::from(7),
+            Value::from(-3),
+            Value::from(300),
+            Value::from(-70_000),
+            Value::from(u64::MAX),
+            Value::from(1.5f32),
+            Value::from(2.5f64),
+            Value::Nil,
+            Value::from(true),
+            Value::from("x".repeat(40)),
+            Value::from("y".repeat(300)),
+            Value::from("z".repeat(70_000)),
+            Value::Binary(vec![1; 300]),
+            Value::Ext(0, vec![0; 8]),
+            Value::Ext(5, vec![0; 3]),
+            Value::Ext(5, vec![0; 300]),
+            Value::Array((0..20).map(Value::from).collect()),
+            Value::Map((0..20).map(|i| (Value::from(i), record(i))).collect()),
+        ];
+        for v in values {
+            let mut bytes = pack(&v);
+            let len = bytes.len();
+            for cut in 0..len {
+                assert_eq!(
+                    value_len(&bytes[..cut], LIMITS).unwrap(),
+                    None,
+                    "{v} cut at {cut}"
+                );
+            }
+            bytes.extend_from_slice(&[0x01, 0x02]);
+            assert_eq!(value_len(&bytes, LIMITS).unwrap(), Some(len), "{v}");
+        }
+    }
+
+    /// A small message claiming a million entries, or nested without end, is
+    /// refused before anything is built from it.
+    #[test]
+    fn value_len_refuses_what_would_cost_unbounded_memory() {
+        let many = pack(&Value::Array(vec![Value::from(1); 200_001]));
+        assert!(value_len(&many, LIMITS).is_err());
+        // A header claiming 4 billion entries, and nothing behind it.
+        assert!(value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff], LIMITS).is_err());
+        let deep = [vec![0x91u8; 1000], vec![0x01]].concat();
+        assert!(value_len(&deep, LIMITS).is_err());
+        // A string claiming 3 GB.
+        assert!(value_len(&[0xdb, 0xc0, 0x00, 0x00, 0x00], LIMITS).is_err());
     }
 
     #[test]

@@ -388,3 +388,97 @@ fn a_listener_rides_out_running_out_of_file_descriptors() {
     let said = said.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(said.contains("cannot accept a connection"), "{said}");
 }
+
+/// The most memory a process has held resident so far (its high-water
+/// mark, from /proc on Linux).
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// Hostile forward input (a 3 MB message of a million entries, a gzip bomb)
+/// is refused before it is expanded or built; memory stays small and the
+/// listener serves the next client.
+#[test]
+fn hostile_forward_messages_are_refused_within_bounded_memory() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
+        .args(["run", "--forward-listen", "127.0.0.1:0"])
+        .current_dir(common::repo())
+        .env(
+            "CLAWWATCH_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exited before listening"
+        );
+        if let Some(a) = line.trim().strip_prefix("clawwatch: listening on ") {
+            break a.to_string();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let tag = [&[0xa3u8][..], b"bad"].concat();
+    // ["bad", [[1, {}] × 1,000,000]] in Forward mode: 3 MB.
+    let mut many = vec![0x92];
+    many.extend_from_slice(&tag);
+    many.push(0xdd);
+    many.extend_from_slice(&1_000_000u32.to_be_bytes());
+    for _ in 0..1_000_000 {
+        many.extend_from_slice(&[0x92, 0x01, 0x80]);
+    }
+    // ["bad", <gzip of 300 MB of zeros>, {"compressed": "gzip"}].
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..300 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb_bytes = gz.finish().unwrap();
+    let mut bomb = vec![0x93];
+    bomb.extend_from_slice(&tag);
+    bomb.push(0xc6);
+    bomb.extend_from_slice(&(bomb_bytes.len() as u32).to_be_bytes());
+    bomb.extend_from_slice(&bomb_bytes);
+    bomb.push(0x81);
+    bomb.extend_from_slice(&[0xaa]);
+    bomb.extend_from_slice(b"compressed");
+    bomb.extend_from_slice(&[0xa4]);
+    bomb.extend_from_slice(b"gzip");
+    let mut peak = 0;
+    for (what, message) in [("a million entries", &many), ("a gzip bomb", &bomb)] {
+        let started = Instant::now();
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let _ = conn.write_all(message);
+        let mut rest = Vec::new();
+        let _ = conn.read_to_end(&mut rest); // the connection is cut
+        peak = peak.max(peak_rss_mib(child.id()));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{what}: {:?}",
+            started.elapsed()
+        );
+        assert!(rest.is_empty(), "{what}: no ack for a refused message");
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    assert!(peak < 150, "{peak} MiB resident after hostile input");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    eprintln!("hostile forward input: peak {peak} MiB resident");
+}
