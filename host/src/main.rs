@@ -147,7 +147,8 @@ struct RunArgs {
     #[arg(long, value_name = "PATH", requires = "openclaw_gateway")]
     openclaw_device_key: Option<PathBuf>,
     /// Where enriched records go: "-" (stdout), tcp://HOST:PORT (NDJSON, e.g. Vector's `socket`
-    /// source) or forward://HOST:PORT (Fluent forward, each chunk resent until acked).
+    /// source; no acknowledgements, so records in flight when the receiver restarts can be lost)
+    /// or forward://HOST:PORT (Fluent forward, each chunk resent until acked: nothing lost).
     #[arg(long, value_name = "DEST", default_value = "-")]
     output: run::Output,
     /// The inputs' format, for records whose shape does not say (a record's own `stream`
