@@ -134,6 +134,10 @@ struct RunArgs {
     /// `forward` output), until interrupted; chunks are acked once their records are out.
     #[arg(long, value_name = "HOST:PORT")]
     forward_listen: Option<String>,
+    /// Connections a listener (--listen, --forward-listen) serves at once; more are closed at
+    /// once and counted (clawwatch_connections_refused_total). Keep it below the file limit.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    max_connections: usize,
     /// Also follow an OpenClaw gateway's events live (ws://HOST:PORT), as a read-only operator
     /// client: agent runs, tool calls, scheduled turns and exec approvals. Reconnects with backoff.
     /// The token comes from --openclaw-token-file or OPENCLAW_GATEWAY_TOKEN, never the command line.
@@ -360,6 +364,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                         .then(|| Duration::from_secs(args.idle_advance_secs)),
                 },
                 progress_every: Duration::from_secs(args.progress_secs.max(1)),
+                max_connections: args.max_connections,
                 metrics_listen: args.metrics_listen.clone(),
                 field_set: args.fields.into(),
                 state: args.state.clone().map(|path| {
@@ -402,6 +407,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     advance: None,
                 },
                 progress_every: Duration::from_secs(10),
+                max_connections: 1,
                 state: None,
                 metrics_listen: None,
                 field_set: args.fields.into(),

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub reloads_rejected: u64,
     pub snapshots_saved: u64,
     pub snapshots_failed: u64,
+    /// Connections closed at once because --max-connections were open.
+    pub connections_refused: u64,
+    /// Connections cut off for what they sent (malformed, over a bound).
+    pub connections_cut: u64,
     /// One line per alerting incident opened in this run (the first
     /// [`MAX_LISTED_INCIDENTS`]), for the summary.
     opened: Vec<String>,
@@ -187,6 +191,16 @@ impl Metrics {
             out,
             "# HELP clawwatch_oversized_lines_total Lines over --max-line-bytes, passed through tagged `error`.\n# TYPE clawwatch_oversized_lines_total counter\nclawwatch_oversized_lines_total {}",
             self.oversized_lines
+        );
+        let _ = writeln!(
+            out,
+            "# HELP clawwatch_connections_refused_total Connections closed at once: --max-connections were open.\n# TYPE clawwatch_connections_refused_total counter\nclawwatch_connections_refused_total {}",
+            self.connections_refused
+        );
+        let _ = writeln!(
+            out,
+            "# HELP clawwatch_connections_cut_total Connections cut off for what they sent (malformed, over a bound).\n# TYPE clawwatch_connections_cut_total counter\nclawwatch_connections_cut_total {}",
+            self.connections_cut
         );
         let _ = writeln!(
             out,

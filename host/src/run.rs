@@ -79,6 +79,8 @@ pub struct RunOptions {
     pub limits: Limits,
     pub batch: BatchLimits,
     pub idle: lines::IdlePolicy,
+    /// Connections a listener serves at once.
+    pub max_connections: usize,
     pub progress_every: Duration,
     /// Where the engine's state is restored from and saved to, and how often.
     pub state: Option<(StateFile, Duration)>,
@@ -357,11 +359,21 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
                         addr,
                         Protocol::Ndjson(opts.batch.clone(), opts.idle),
                         &in_tx,
+                        (opts.max_connections, &metrics),
                         stopped(),
                     )
                     .await?
                 }
-                Input::Forward(addr) => listen(addr, Protocol::Forward, &in_tx, stopped()).await?,
+                Input::Forward(addr) => {
+                    listen(
+                        addr,
+                        Protocol::Forward,
+                        &in_tx,
+                        (opts.max_connections, &metrics),
+                        stopped(),
+                    )
+                    .await?
+                }
                 Input::File(path) => {
                     let file = tokio::fs::File::open(path)
                         .await
@@ -474,12 +486,18 @@ enum Protocol {
 /// (NDJSON: its own splitter, so lines from different senders never mix);
 /// the bounded channel makes a busy engine slow the senders down (TCP
 /// backpressure). On interrupt every connection sends what it has read.
+/// Serves one listener until interrupted: at most `max_connections` at once
+/// (more are closed at once and counted), each cut off and counted when what
+/// it sends breaks the protocol or a bound.
 async fn listen(
     addr: &str,
     protocol: Protocol,
     tx: &mpsc::Sender<Chunk>,
+    (max_connections, metrics): (usize, &metrics::Shared),
     interrupted: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let mut refusing = false;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
@@ -501,9 +519,21 @@ async fn listen(
         tokio::select! {
             _ = &mut interrupted => break,
             (stream, peer) = crate::accept::accept_resiliently(&listener, "listener") => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    metrics.lock().expect("metrics lock").connections_refused += 1;
+                    if !refusing {
+                        eprintln!("clawwatch: {max_connections} connections open (--max-connections): closing new ones until some end");
+                        refusing = true;
+                    }
+                    drop(stream);
+                    continue;
+                };
+                refusing = false;
                 tracing::info!(%peer, "connection");
                 let (tx, protocol, mut stop) = (tx.clone(), protocol.clone(), stop_rx.clone());
+                let metrics = metrics.clone();
                 connections.spawn(async move {
+                    let _slot = slot;
                     let stopped = async move {
                         let _ = stop.wait_for(|stopped| *stopped).await;
                     };
@@ -512,7 +542,8 @@ async fn listen(
                         Protocol::Forward => crate::forward::serve_connection(stream, tx, stopped).await,
                     };
                     if let Err(e) = ended {
-                        tracing::warn!(%peer, error = %format!("{e:#}"), "connection ended");
+                        metrics.lock().expect("metrics lock").connections_cut += 1;
+                        tracing::warn!(%peer, error = %format!("{e:#}"), "connection cut off");
                     }
                 });
             }

@@ -482,3 +482,75 @@ fn hostile_forward_messages_are_refused_within_bounded_memory() {
     assert!(child.wait().unwrap().success());
     eprintln!("hostile forward input: peak {peak} MiB resident");
 }
+
+/// Past --max-connections a listener closes new connections at once and
+/// counts them; the connections it serves go on undisturbed.
+#[test]
+fn connections_past_the_limit_are_closed_at_once_and_counted() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "2",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(common::repo())
+        .env(
+            "CLAWWATCH_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (mut addr, mut metrics) = (None, None);
+    while addr.is_none() || metrics.is_none() {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exited before listening"
+        );
+        if let Some(a) = line.trim().strip_prefix("clawwatch: listening on ") {
+            addr = Some(a.to_string());
+        }
+        if let Some(m) = line.trim().strip_prefix("clawwatch: metrics on http://") {
+            metrics = Some(m.trim_end_matches("/metrics").to_string());
+        }
+    }
+    let (addr, metrics) = (addr.unwrap(), metrics.unwrap());
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let mut first = std::net::TcpStream::connect(&addr).unwrap();
+    let _second = std::net::TcpStream::connect(&addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = std::net::TcpStream::connect(&addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(third.read(&mut buf).unwrap_or(0), 0, "closed at once");
+    first.write_all(format!("{SPAWN_A}\n").as_bytes()).unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("0x8a3f"), "{line}");
+    let mut http = std::net::TcpStream::connect(&metrics).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    assert!(
+        body.contains("clawwatch_connections_refused_total 1"),
+        "{body}"
+    );
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
