@@ -85,6 +85,74 @@ impl Running {
     }
 }
 
+/// A `clawwatch run` serving listeners: the addresses it said it listens on
+/// (`listening on`, `metrics on`), its stdout, the rest of its stderr drained.
+struct Listening {
+    child: Child,
+    addr: String,
+    metrics: Option<String>,
+    stdout: BufReader<std::process::ChildStdout>,
+    said: mpsc::Receiver<String>,
+}
+
+impl Listening {
+    /// Runs `program ARGS` (the binary, or `sh -c` around it) until it listens.
+    fn start(program: &str, args: &[&str], wants_metrics: bool) -> Listening {
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(common::repo())
+            .env(
+                "CLAWWATCH_CACHE_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let (mut addr, mut metrics) = (None, None);
+        while addr.is_none() || (wants_metrics && metrics.is_none()) {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "exited before listening"
+            );
+            if let Some(a) = line.trim().strip_prefix("clawwatch: listening on ") {
+                addr = Some(a.to_string());
+            }
+            if let Some(m) = line.trim().strip_prefix("clawwatch: metrics on http://") {
+                metrics = Some(m.trim_end_matches("/metrics").to_string());
+            }
+        }
+        let (said_tx, said) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            let _ = said_tx.send(text);
+        });
+        Listening {
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+            child,
+            addr: addr.unwrap(),
+            metrics,
+            said,
+        }
+    }
+
+    /// Ctrl-C; the run must end cleanly. Returns what it said on stderr.
+    fn stop(mut self) -> String {
+        Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(self.child.wait().unwrap().success());
+        self.said
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default()
+    }
+}
+
 fn flow(n: usize, src: &str) -> String {
     format!(
         r#"{{"type":"flow","ts":"2026-11-24T14:{:02}:{:02}Z","src_ip":"{src}","src_port":{},"dst_ip":"203.0.113.9","dst_port":443,"proto":"TCP","bytes":100}}"#,
@@ -328,64 +396,29 @@ fn state_goes_into_a_directory_and_a_failed_save_fails_the_run() {
 /// close; the process never exits of it.
 #[test]
 fn a_listener_rides_out_running_out_of_file_descriptors() {
-    use std::io::Read;
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 64 && exec {} run --listen 127.0.0.1:0",
-            env!("CARGO_BIN_EXE_clawwatch")
-        ))
-        .current_dir(common::repo())
-        .env(
-            "CLAWWATCH_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "exited before listening"
-        );
-        if let Some(a) = line.trim().strip_prefix("clawwatch: listening on ") {
-            break a.to_string();
-        }
-    };
-    let (said_tx, said) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        let _ = said_tx.send(text);
-    });
+    let script = format!(
+        "ulimit -n 64 && exec {} run --listen 127.0.0.1:0",
+        env!("CARGO_BIN_EXE_clawwatch")
+    );
+    let mut run = Listening::start("sh", &["-c", &script], false);
     // Twice what the process may open, all idle.
     let idle: Vec<std::net::TcpStream> = (0..128)
-        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .map(|_| std::net::TcpStream::connect(&run.addr).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     assert!(
-        child.try_wait().unwrap().is_none(),
+        run.child.try_wait().unwrap().is_none(),
         "still running with every descriptor in use"
     );
     drop(idle);
     std::thread::sleep(Duration::from_millis(1500));
-    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    let mut conn = std::net::TcpStream::connect(&run.addr).unwrap();
     conn.write_all(format!("{SPAWN_A}\n").as_bytes()).unwrap();
     drop(conn);
-    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    out.read_line(&mut line).unwrap();
+    run.stdout.read_line(&mut line).unwrap();
     assert!(line.contains("\"agent_id\":\"0x8a3f\""), "{line}");
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    let said = said.recv_timeout(Duration::from_secs(10)).unwrap();
+    let said = run.stop();
     assert!(said.contains("cannot accept a connection"), "{said}");
 }
 
@@ -406,30 +439,12 @@ fn peak_rss_mib(pid: u32) -> u64 {
 #[test]
 fn hostile_forward_messages_are_refused_within_bounded_memory() {
     use std::io::Read;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
-        .args(["run", "--forward-listen", "127.0.0.1:0"])
-        .current_dir(common::repo())
-        .env(
-            "CLAWWATCH_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "exited before listening"
-        );
-        if let Some(a) = line.trim().strip_prefix("clawwatch: listening on ") {
-            break a.to_string();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let run = Listening::start(
+        env!("CARGO_BIN_EXE_clawwatch"),
+        &["run", "--forward-listen", "127.0.0.1:0"],
+        false,
+    );
+    let (addr, pid) = (run.addr.clone(), run.child.id());
     let tag = [&[0xa3u8][..], b"bad"].concat();
     // ["bad", [[1, {}] × 1,000,000]] in Forward mode: 3 MB.
     let mut many = vec![0x92];
@@ -465,7 +480,7 @@ fn hostile_forward_messages_are_refused_within_bounded_memory() {
         let _ = conn.write_all(message);
         let mut rest = Vec::new();
         let _ = conn.read_to_end(&mut rest); // the connection is cut
-        peak = peak.max(peak_rss_mib(child.id()));
+        peak = peak.max(peak_rss_mib(pid));
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "{what}: {:?}",
@@ -473,13 +488,8 @@ fn hostile_forward_messages_are_refused_within_bounded_memory() {
         );
         assert!(rest.is_empty(), "{what}: no ack for a refused message");
     }
-    assert!(child.try_wait().unwrap().is_none(), "still running");
     assert!(peak < 150, "{peak} MiB resident after hostile input");
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    run.stop(); // still running, and ends cleanly
     eprintln!("hostile forward input: peak {peak} MiB resident");
 }
 
@@ -488,8 +498,9 @@ fn hostile_forward_messages_are_refused_within_bounded_memory() {
 #[test]
 fn connections_past_the_limit_are_closed_at_once_and_counted() {
     use std::io::Read;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
-        .args([
+    let mut run = Listening::start(
+        env!("CARGO_BIN_EXE_clawwatch"),
+        &[
             "run",
             "--listen",
             "127.0.0.1:0",
@@ -497,34 +508,10 @@ fn connections_past_the_limit_are_closed_at_once_and_counted() {
             "2",
             "--metrics-listen",
             "127.0.0.1:0",
-        ])
-        .current_dir(common::repo())
-        .env(
-            "CLAWWATCH_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let (mut addr, mut metrics) = (None, None);
-    while addr.is_none() || metrics.is_none() {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "exited before listening"
-        );
-        if let Some(a) = line.trim().strip_prefix("clawwatch: listening on ") {
-            addr = Some(a.to_string());
-        }
-        if let Some(m) = line.trim().strip_prefix("clawwatch: metrics on http://") {
-            metrics = Some(m.trim_end_matches("/metrics").to_string());
-        }
-    }
-    let (addr, metrics) = (addr.unwrap(), metrics.unwrap());
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        ],
+        true,
+    );
+    let (addr, metrics) = (run.addr.clone(), run.metrics.clone().unwrap());
     let mut first = std::net::TcpStream::connect(&addr).unwrap();
     let _second = std::net::TcpStream::connect(&addr).unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -535,9 +522,8 @@ fn connections_past_the_limit_are_closed_at_once_and_counted() {
     let mut buf = [0u8; 16];
     assert_eq!(third.read(&mut buf).unwrap_or(0), 0, "closed at once");
     first.write_all(format!("{SPAWN_A}\n").as_bytes()).unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    out.read_line(&mut line).unwrap();
+    run.stdout.read_line(&mut line).unwrap();
     assert!(line.contains("0x8a3f"), "{line}");
     let mut http = std::net::TcpStream::connect(&metrics).unwrap();
     http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -548,9 +534,5 @@ fn connections_past_the_limit_are_closed_at_once_and_counted() {
         body.contains("clawwatch_connections_refused_total 1"),
         "{body}"
     );
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    run.stop();
 }
