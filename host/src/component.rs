@@ -438,31 +438,12 @@ impl Monitor {
     /// A new guest at the last checkpoint (policy and state), with what came
     /// after it replayed (outputs discarded: they were written already). If
     /// the guest cannot be created, the failed one stays and the next call
-    /// tries again; if a replayed step fails, the guest keeps the checkpoint.
+    /// tries again; if a replayed step fails, the guest keeps the checkpoint
+    /// and the current policy.
     fn restart(&mut self) {
         self.restarts += 1;
-        let (store, instance, handle) =
-            match instantiate(&self.runtime, &self.checkpoint_policy, &self.limits) {
-                Ok(created) => created,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not re-create the engine");
-                    return;
-                }
-            };
-        (self.store, self.instance, self.handle) = (store, instance, handle);
-        if let Err(e) = self.set_field_set(self.field_set) {
-            tracing::error!(error = %format!("{e:#}"), "re-created engine refused the field set");
-        }
-        if let Some(state) = self.last_state.clone() {
-            set_deadline(&mut self.store, &self.limits);
-            let restored = self
-                .instance
-                .clawwatch_monitor_engine()
-                .monitor()
-                .call_restore_state(&mut self.store, self.handle, &state);
-            if !matches!(restored, Ok(Ok(()))) {
-                tracing::error!("engine re-created without its checkpoint");
-            }
+        if !self.fresh_guest_at_checkpoint() {
+            return;
         }
         let log = std::mem::take(&mut self.log);
         let steps = log.len();
@@ -489,9 +470,14 @@ impl Monitor {
             if let Err(e) = replayed {
                 tracing::error!(error = %format!("{e:#}"), "replaying step {} of {steps} failed: the engine resumes from its checkpoint without the rest", i + 1);
                 // The guest trapped: start again from the checkpoint alone.
-                self.log.clear();
                 self.log_bytes = 0;
-                return self.restart_bare();
+                if self.fresh_guest_at_checkpoint() && self.policy != self.checkpoint_policy {
+                    let policy = self.policy.clone();
+                    if self.reload(&policy).is_err() {
+                        tracing::error!("re-created engine refused the current policy");
+                    }
+                }
+                return;
             }
         }
         self.log = log;
@@ -501,34 +487,32 @@ impl Monitor {
         );
     }
 
-    /// A new guest at the last checkpoint, nothing replayed.
-    fn restart_bare(&mut self) {
-        if let Ok((store, instance, handle)) =
-            instantiate(&self.runtime, &self.checkpoint_policy, &self.limits)
-        {
-            (self.store, self.instance, self.handle) = (store, instance, handle);
-            let _ = self.set_field_set(self.field_set);
-            if let Some(state) = self.last_state.clone() {
-                set_deadline(&mut self.store, &self.limits);
-                let _ = self
-                    .instance
-                    .clawwatch_monitor_engine()
-                    .monitor()
-                    .call_restore_state(&mut self.store, self.handle, &state);
+    /// Replaces the guest with a new one running the checkpoint's policy and
+    /// state (and the field set); false when none could be created.
+    fn fresh_guest_at_checkpoint(&mut self) -> bool {
+        let created = match instantiate(&self.runtime, &self.checkpoint_policy, &self.limits) {
+            Ok(created) => created,
+            Err(e) => {
+                tracing::error!(error = %e, "could not re-create the engine");
+                return false;
+            }
+        };
+        (self.store, self.instance, self.handle) = created;
+        if let Err(e) = self.set_field_set(self.field_set) {
+            tracing::error!(error = %format!("{e:#}"), "re-created engine refused the field set");
+        }
+        if let Some(state) = self.last_state.clone() {
+            set_deadline(&mut self.store, &self.limits);
+            let restored = self
+                .instance
+                .clawwatch_monitor_engine()
+                .monitor()
+                .call_restore_state(&mut self.store, self.handle, &state);
+            if !matches!(restored, Ok(Ok(()))) {
+                tracing::error!("engine re-created without its checkpoint");
             }
         }
-        self.policy_after_replay_loss();
-    }
-
-    /// After a lost replay the guest runs the checkpoint's policy; the
-    /// current one is applied again.
-    fn policy_after_replay_loss(&mut self) {
-        if self.policy != self.checkpoint_policy {
-            let policy = self.policy.clone();
-            if self.reload(&policy).is_err() {
-                tracing::error!("re-created engine refused the current policy");
-            }
-        }
+        true
     }
 
     /// The engine's totals. A guest that fails here is re-created (as after
