@@ -226,6 +226,8 @@ pub struct Monitor {
     log: Vec<Logged>,
     log_bytes: usize,
     checkpointed_at: std::time::Instant,
+    /// The last batch failed (its records passed through tagged `error`).
+    last_failed: bool,
 }
 
 impl Monitor {
@@ -250,6 +252,7 @@ impl Monitor {
             log: Vec::new(),
             log_bytes: 0,
             checkpointed_at: std::time::Instant::now(),
+            last_failed: false,
         })
     }
 
@@ -293,7 +296,9 @@ impl Monitor {
     /// the cause, and the guest is re-created from its last checkpoint with
     /// everything since replayed, so the next batch meets everything learnt.
     pub fn process(&mut self, batch: &[u8]) -> Vec<u8> {
-        match self.try_process(batch) {
+        let result = self.try_process(batch);
+        self.last_failed = result.is_err();
+        match result {
             Ok(out) => {
                 self.log_bytes += batch.len();
                 self.log.push(Logged::Batch {
@@ -315,6 +320,11 @@ impl Monitor {
                 out
             }
         }
+    }
+
+    /// Whether the last [`Monitor::process`] failed (and so changed nothing).
+    pub fn last_failed(&self) -> bool {
+        self.last_failed
     }
 
     /// What made a call fail, in the operator's terms: which limit to raise,

@@ -8,6 +8,7 @@ mod check;
 mod component;
 mod fluent_bit;
 mod forward;
+mod journal;
 mod lines;
 mod metrics;
 mod openclaw_gateway;

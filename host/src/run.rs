@@ -103,11 +103,26 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
         .map_err(|e| e.explain(&policy_name))?;
     monitor.set_stream(opts.stream.clone());
     monitor.set_field_set(opts.field_set)?;
-    let mut state_file = opts.state.take();
-    if let Some((file, _)) = &state_file {
-        if !restore(&mut monitor, file) {
-            // Saving would overwrite the one snapshot that holds the state.
-            state_file = None;
+    let mut durable = None;
+    let mut snapshot_every = None;
+    if let Some((file, every)) = opts.state.take() {
+        // None: saving would overwrite the one snapshot that holds the state.
+        if let Some(covered_from) = restore(&mut monitor, &file) {
+            let shown = file.path().display().to_string();
+            match crate::state::Durable::start(file, &mut monitor, covered_from) {
+                Ok((started, replayed)) => {
+                    if replayed > 0 {
+                        eprintln!(
+                            "clawwatch: {replayed} journaled steps replayed from beside {shown}"
+                        );
+                    }
+                    durable = Some(started);
+                    snapshot_every = Some(every);
+                }
+                // Asked to keep state and unable to: a setup error, said before any record is read.
+                Err(e) => return Err(e).with_context(|| format!("keeping state at {shown}")),
+            }
+            monitor.set_stream(opts.stream.clone());
         }
     }
     let metrics = metrics::Shared::default();
@@ -138,7 +153,6 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
     let alerts_only = opts.alerts_only;
     let monitor_stream = opts.stream.clone();
 
-    let snapshot_every = state_file.as_ref().map(|(_, every)| *every);
     let judge_metrics = metrics.clone();
     // Engine totals are read at most this often for the metrics endpoint.
     let stats_every = if opts.metrics_listen.is_some() {
@@ -148,7 +162,6 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
     };
     let judge = tokio::task::spawn_blocking(move || {
         let metrics = judge_metrics;
-        let mut saver = state_file.map(|(file, _)| crate::state::Saver::new(file));
         let count = |outcome: Option<Result<()>>| {
             let mut m = metrics.lock().expect("metrics lock");
             match outcome {
@@ -161,12 +174,16 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
                 None => {}
             }
         };
-        let mut save = |monitor: &mut Monitor| {
-            if let Some(saver) = saver.as_mut() {
-                match monitor.export_state() {
-                    Ok(snapshot) => count(saver.save(snapshot)),
-                    Err(e) => count(Some(Err(e))),
-                }
+        let save = |monitor: &mut Monitor, durable: &mut Option<crate::state::Durable>| {
+            if let Some(durable) = durable.as_mut() {
+                count(durable.save(monitor));
+            }
+        };
+        // A step that changed the engine, journaled (synced) before its output leaves.
+        let record = |step: crate::journal::Step, durable: &mut Option<crate::state::Durable>| {
+            if let Some(Err(e)) = durable.as_mut().map(|d| d.record(&step)) {
+                metrics.lock().expect("metrics lock").snapshots_failed += 1;
+                eprintln!("clawwatch: journal not written: {e:#}");
             }
         };
         let mut last_stats = Instant::now();
@@ -183,7 +200,9 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
             if let Some(read_in) = read_in {
                 if pending_reload.as_ref().is_some_and(|(e, _)| *e <= read_in) {
                     let (_, text) = pending_reload.take().expect("checked");
-                    apply_reload(&mut monitor, &text, &metrics);
+                    if apply_reload(&mut monitor, &text, &metrics) {
+                        record(crate::journal::Step::Reload(text), &mut durable);
+                    }
                 }
             }
             let mut origin = None;
@@ -199,20 +218,30 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
                 Chunk::ApplyReload { epoch } => {
                     if pending_reload.as_ref().is_some_and(|(e, _)| *e <= epoch) {
                         let (_, text) = pending_reload.take().expect("checked");
-                        apply_reload(&mut monitor, &text, &metrics);
+                        if apply_reload(&mut monitor, &text, &metrics) {
+                            record(crate::journal::Step::Reload(text), &mut durable);
+                        }
                     }
                     Vec::new()
                 }
                 Chunk::Forward(batch) => {
                     records += batch.times.len() as u64;
                     // A format named in the tag (`agents.pmacct`) says how to read the records.
-                    monitor.set_stream(
-                        clawwatch_plugin::record::format_named_in_tag(&batch.tag)
-                            .map(str::to_string)
-                            .or(default_stream.clone()),
-                    );
+                    let stream = clawwatch_plugin::record::format_named_in_tag(&batch.tag)
+                        .map(str::to_string)
+                        .or(default_stream.clone());
+                    monitor.set_stream(stream.clone());
                     let out = monitor.process(&batch.ndjson);
                     monitor.set_stream(default_stream.clone());
+                    if !monitor.last_failed() {
+                        record(
+                            crate::journal::Step::Batch {
+                                bytes: batch.ndjson,
+                                stream,
+                            },
+                            &mut durable,
+                        );
+                    }
                     origin = Some(Origin {
                         tag: batch.tag,
                         times: batch.times,
@@ -225,10 +254,19 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
                 } => {
                     records += n as u64;
                     let out = monitor.process(&bytes);
+                    if !monitor.last_failed() {
+                        record(
+                            crate::journal::Step::Batch {
+                                bytes,
+                                stream: default_stream.clone(),
+                            },
+                            &mut durable,
+                        );
+                    }
                     if alerts_only { keep_alerts(&out) } else { out }
                 }
                 Chunk::Snapshot => {
-                    save(&mut monitor);
+                    save(&mut monitor, &mut durable);
                     Vec::new()
                 }
                 Chunk::Passthrough(bytes) if !alerts_only => bytes,
@@ -238,6 +276,7 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_nanos() as i64);
                     let out = monitor.advance_to(now);
+                    record(crate::journal::Step::Advance(now), &mut durable);
                     if alerts_only { keep_alerts(&out) } else { out }
                 }
             };
@@ -264,10 +303,9 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
             }
         }
         let failed_before = metrics.lock().expect("metrics lock").snapshots_failed;
-        save(&mut monitor);
-        drop(save);
-        if let Some(saver) = saver.as_mut() {
-            count(saver.finish());
+        save(&mut monitor, &mut durable);
+        if let Some(durable) = durable.as_mut() {
+            count(durable.finish());
         }
         let final_save_failed =
             metrics.lock().expect("metrics lock").snapshots_failed > failed_before;
@@ -425,19 +463,21 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// Resumes from the saved state, if any. A snapshot that cannot be used is
+/// Resumes from the saved state, if any; returns the first journal the
+/// snapshot does not cover (0 without one). A snapshot that cannot be used is
 /// reported and set aside; the run starts empty rather than not at all. One
 /// the engine could not load within its limits is kept where it is, and the
-/// run, started empty, says what to raise and saves nothing over it: returns
-/// false then.
-fn restore(monitor: &mut Monitor, file: &StateFile) -> bool {
+/// run, started empty, says what to raise and keeps no state (`None`), so
+/// nothing is saved over it.
+fn restore(monitor: &mut Monitor, file: &StateFile) -> Option<u64> {
     let shown = file.path().display();
     match file.load() {
         Ok(None) => eprintln!("clawwatch: no saved state at {shown}; starting empty"),
-        Ok(Some(snapshot)) => match monitor.restore_state(&snapshot) {
+        Ok(Some((covered_from, snapshot))) => match monitor.restore_state(&snapshot) {
             Ok(()) => {
                 let agents = monitor.stats().map_or(0, |s| s.agents);
                 eprintln!("clawwatch: state restored from {shown} ({agents} agents)");
+                return Some(covered_from);
             }
             Err(RestoreError::Runtime(e)) => {
                 eprintln!(
@@ -446,7 +486,7 @@ fn restore(monitor: &mut Monitor, file: &StateFile) -> bool {
                      --guest-memory-mib or --batch-timeout-ms and start again to resume from it. Starting empty.",
                     e.root_cause()
                 );
-                return false;
+                return None;
             }
             Err(e) => {
                 let aside = file.set_aside();
@@ -454,11 +494,13 @@ fn restore(monitor: &mut Monitor, file: &StateFile) -> bool {
                     "clawwatch: saved state {shown} not used: {e}; starting empty{}",
                     aside.map_or(String::new(), |p| format!(" (moved to {})", p.display()))
                 );
+                // Its journal still holds what came after it.
+                return Some(covered_from);
             }
         },
         Err(e) => eprintln!("clawwatch: {e:#}; starting empty"),
     }
-    true
+    Some(0)
 }
 
 /// The lines of an enriched batch whose verdict is `alert`.
@@ -648,18 +690,21 @@ async fn write_forward(addr: &str, out_rx: &mut mpsc::Receiver<(Vec<u8>, Option<
     }
 }
 
-/// Applies a policy text, saying so; a policy that does not load changes nothing.
-fn apply_reload(monitor: &mut Monitor, text: &str, metrics: &metrics::Shared) {
+/// Applies a policy text, saying so; a policy that does not load changes
+/// nothing. Whether it applied.
+fn apply_reload(monitor: &mut Monitor, text: &str, metrics: &metrics::Shared) -> bool {
     let reloaded = monitor.reload(text);
     let mut m = metrics.lock().expect("metrics lock");
     match reloaded {
         Ok(()) => {
             m.reloads_applied += 1;
-            eprintln!("clawwatch: policy reloaded")
+            eprintln!("clawwatch: policy reloaded");
+            true
         }
         Err(e) => {
             m.reloads_rejected += 1;
-            eprintln!("clawwatch: policy reload rejected, the running policy stays: {e}")
+            eprintln!("clawwatch: policy reload rejected, the running policy stays: {e}");
+            false
         }
     }
 }

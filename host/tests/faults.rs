@@ -362,6 +362,7 @@ fn state_goes_into_a_directory_and_a_failed_save_fails_the_run() {
     ]);
     assert!(dir.join("clawwatch-state.msgpack").is_file());
 
+    // A place state cannot be kept: said at once, before any record is read.
     let unwritable = dir.join("no-such-directory").join("state.msgpack");
     let out = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
         .args([
@@ -381,13 +382,60 @@ fn state_goes_into_a_directory_and_a_failed_save_fails_the_run() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
+        stderr.contains("keeping state at") && stderr.contains("no-such-directory"),
+        "{stderr}"
+    );
+
+    // A save that fails at shutdown (the engine cannot export its state
+    // within 8 MiB): the records still come out, and the exit status says so.
+    let mut lines = String::new();
+    for i in 0..2000u32 {
+        let ip = format!("10.20.{}.{}", i / 250, i % 250 + 2);
+        lines.push_str(&format!(
+            r#"{{"type":"agent.spawn","ts":"2026-11-24T14:00:00Z","agent_id":"a-{i}","agent_type":"data_collector_v1","ip":"{ip}"}}"#
+        ));
+        lines.push('\n');
+        for k in 0..10 {
+            lines.push_str(&format!(
+                r#"{{"type":"dns","ts":"2026-11-24T14:01:00Z","client_ip":"{ip}","resolver_ip":"10.0.0.53","qname":"h{k}-{i}-abcdefghijklmnop.example.net","answers":[{{"data":"93.1.{}.{k}","ttl":3600}}]}}"#,
+                i % 250
+            ));
+            lines.push('\n');
+        }
+    }
+    let big = dir.join("big.ndjson");
+    std::fs::write(&big, lines).unwrap();
+    let state = dir.join("small.msgpack");
+    let out = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
+        .args([
+            "run",
+            "--guest-memory-mib",
+            "8",
+            "--input",
+            big.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ])
+        .current_dir(common::repo())
+        .env(
+            "CLAWWATCH_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
         stderr.contains("state could not be saved at shutdown"),
         "{stderr}"
     );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().count(),
-        2,
-        "the records still come out"
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.contains(r#""stream":"incident""#))
+            .count(),
+        22_000,
+        "every record still comes out"
     );
 }
 
@@ -535,4 +583,40 @@ fn connections_past_the_limit_are_closed_at_once_and_counted() {
         "{body}"
     );
     run.stop();
+}
+
+/// `kill -9` between snapshots: what the engine learnt and wrote out since the
+/// last one is in the journal, so after a restart an agent spawned just
+/// before the kill is known, and its traffic raises no false alert.
+#[test]
+fn after_kill_9_the_journal_brings_back_what_was_learnt_since_the_snapshot() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults-kill-9");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.msgpack");
+    let args = [
+        "--state",
+        state.to_str().unwrap(),
+        "--snapshot-secs",
+        "3600",
+    ];
+    let mut run = Running::start(&args);
+    run.send(SPAWN_A);
+    run.send(DNS_A);
+    run.next_line(Duration::from_secs(30));
+    run.next_line(Duration::from_secs(5));
+    // Written out, so journaled: now the hard way down, no snapshot since the start.
+    run.signal("KILL");
+    let _ = run.child.wait();
+
+    let mut run = Running::start(&args);
+    run.send(FLOW_A);
+    let (_, flow) = run.next_line(Duration::from_secs(30));
+    let (_, stderr) = run.finish();
+    assert_eq!(
+        flow["clawwatch"]["agent"]["id"], "0x8a3f",
+        "{flow}\n{stderr}"
+    );
+    assert_eq!(flow["clawwatch"]["verdict"], "allow", "{flow}");
+    assert!(stderr.contains("journaled steps replayed"), "{stderr}");
 }
