@@ -364,21 +364,13 @@ fn state_goes_into_a_directory_and_a_failed_save_fails_the_run() {
 
     // A place state cannot be kept: said at once, before any record is read.
     let unwritable = dir.join("no-such-directory").join("state.msgpack");
-    let out = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
-        .args([
-            "run",
-            "--input",
-            input.to_str().unwrap(),
-            "--state",
-            unwritable.to_str().unwrap(),
-        ])
-        .current_dir(common::repo())
-        .env(
-            "CLAWWATCH_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
-        )
-        .output()
-        .unwrap();
+    let out = common::clawwatch_output(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--state",
+        unwritable.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -406,23 +398,15 @@ fn state_goes_into_a_directory_and_a_failed_save_fails_the_run() {
     let big = dir.join("big.ndjson");
     std::fs::write(&big, lines).unwrap();
     let state = dir.join("small.msgpack");
-    let out = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
-        .args([
-            "run",
-            "--guest-memory-mib",
-            "8",
-            "--input",
-            big.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-        ])
-        .current_dir(common::repo())
-        .env(
-            "CLAWWATCH_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
-        )
-        .output()
-        .unwrap();
+    let out = common::clawwatch_output(&[
+        "run",
+        "--guest-memory-mib",
+        "8",
+        "--input",
+        big.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(

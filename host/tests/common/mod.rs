@@ -32,9 +32,9 @@ pub fn fluent_bit_tools() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// Runs the `clawwatch` binary in the repository (its compiled component
-/// cached for every test), asserting it succeeds.
-pub fn clawwatch<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
+/// cached for every test), however it ends.
+pub fn clawwatch_output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clawwatch"))
         .args(args)
         .current_dir(repo())
         .env(
@@ -42,7 +42,12 @@ pub fn clawwatch<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Out
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
         )
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`clawwatch_output`], asserting the run succeeds.
+pub fn clawwatch<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Output {
+    let out = clawwatch_output(args);
     assert!(
         out.status.success(),
         "clawwatch {args:?}: {}",
