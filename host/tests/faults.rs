@@ -20,14 +20,9 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_clawwatch"))
+        let mut child = common::command(env!("CARGO_BIN_EXE_clawwatch"))
             .arg("run")
             .args(args)
-            .current_dir(common::repo())
-            .env(
-                "CLAWWATCH_CACHE_DIR",
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
-            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -98,13 +93,8 @@ struct Listening {
 impl Listening {
     /// Runs `program ARGS` (the binary, or `sh -c` around it) until it listens.
     fn start(program: &str, args: &[&str], wants_metrics: bool) -> Listening {
-        let mut child = Command::new(program)
+        let mut child = common::command(program)
             .args(args)
-            .current_dir(common::repo())
-            .env(
-                "CLAWWATCH_CACHE_DIR",
-                Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
-            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

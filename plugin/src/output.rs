@@ -186,34 +186,20 @@ impl Note {
         out.extend_from_slice(b",\"verdict\":\"");
         out.extend_from_slice(self.verdict.as_str().as_bytes());
         out.push(b'"');
-        if !self.findings.is_empty() {
-            out.extend_from_slice(b",\"findings\":[");
-            for (i, r) in self.findings.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_reported(out, r);
-                out.push(b'}');
+        write_list(out, b",\"findings\":[", &self.findings, |out, r| {
+            write_reported(out, r);
+            out.push(b'}');
+        });
+        write_list(out, b",\"due\":[", &self.due, |out, d| {
+            write_reported(out, &d.reported);
+            if let Some(agent) = &d.agent {
+                out.extend_from_slice(b",\"agent\":");
+                write_str(out, agent);
             }
-            out.push(b']');
-        }
-        if !self.due.is_empty() {
-            out.extend_from_slice(b",\"due\":[");
-            for (i, d) in self.due.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_reported(out, &d.reported);
-                if let Some(agent) = &d.agent {
-                    out.extend_from_slice(b",\"agent\":");
-                    write_str(out, agent);
-                }
-                out.extend_from_slice(b",\"ts\":\"");
-                d.ts.write_rfc3339_bytes(out);
-                out.extend_from_slice(b"\"}");
-            }
-            out.push(b']');
-        }
+            out.extend_from_slice(b",\"ts\":\"");
+            d.ts.write_rfc3339_bytes(out);
+            out.extend_from_slice(b"\"}");
+        });
         if let Some(e) = &self.error {
             out.extend_from_slice(b",\"error\":");
             write_str(out, e);
@@ -276,6 +262,27 @@ impl Note {
         self.write_member(out);
         out.push(b'}');
     }
+}
+
+/// `opening` (`,"name":[`), each item written by `each`, comma-separated, and
+/// `]`; nothing at all for no items.
+fn write_list<T>(
+    out: &mut Vec<u8>,
+    opening: &[u8],
+    items: &[T],
+    mut each: impl FnMut(&mut Vec<u8>, &T),
+) {
+    if items.is_empty() {
+        return;
+    }
+    out.extend_from_slice(opening);
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        each(out, item);
+    }
+    out.push(b']');
 }
 
 /// `{"rule":…,"summary":…` of a finding, left open for more members.

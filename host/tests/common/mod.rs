@@ -31,16 +31,21 @@ pub fn fluent_bit_tools() -> Option<(PathBuf, PathBuf)> {
     None
 }
 
-/// Runs the `clawwatch` binary in the repository (its compiled component
-/// cached for every test), however it ends.
+/// `program` (the binary, or a shell around it) to run in the repository,
+/// with the compiled component cached for every test.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
+    command.current_dir(repo()).env(
+        "CLAWWATCH_CACHE_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
+    );
+    command
+}
+
+/// Runs the `clawwatch` binary in the repository, however it ends.
 pub fn clawwatch_output<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clawwatch"))
+    command(env!("CARGO_BIN_EXE_clawwatch"))
         .args(args)
-        .current_dir(repo())
-        .env(
-            "CLAWWATCH_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
-        )
         .output()
         .unwrap()
 }
