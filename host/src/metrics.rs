@@ -429,7 +429,8 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Shared) -> Result
         listener.local_addr()?
     );
     loop {
-        let (mut stream, _) = crate::accept::accept_resiliently(&listener, "metrics").await;
+        let (mut stream, _) =
+            crate::source::listener::accept_resiliently(&listener, "metrics").await;
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(1024);

@@ -80,69 +80,6 @@ impl Running {
     }
 }
 
-/// A `clawwatch run` serving listeners: the addresses it said it listens on
-/// (`listening on`, `metrics on`), its stdout, the rest of its stderr drained.
-struct Listening {
-    child: Child,
-    addr: String,
-    metrics: Option<String>,
-    stdout: BufReader<std::process::ChildStdout>,
-    said: mpsc::Receiver<String>,
-}
-
-impl Listening {
-    /// Runs `program ARGS` (the binary, or `sh -c` around it) until it listens.
-    fn start(program: &str, args: &[&str], wants_metrics: bool) -> Listening {
-        let mut child = common::command(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let (mut addr, mut metrics) = (None, None);
-        while addr.is_none() || (wants_metrics && metrics.is_none()) {
-            let mut line = String::new();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "exited before listening"
-            );
-            if let Some(a) = line.trim().strip_prefix("clawwatch: listening on ") {
-                addr = Some(a.to_string());
-            }
-            if let Some(m) = line.trim().strip_prefix("clawwatch: metrics on http://") {
-                metrics = Some(m.trim_end_matches("/metrics").to_string());
-            }
-        }
-        let (said_tx, said) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-            let _ = said_tx.send(text);
-        });
-        Listening {
-            stdout: BufReader::new(child.stdout.take().unwrap()),
-            child,
-            addr: addr.unwrap(),
-            metrics,
-            said,
-        }
-    }
-
-    /// Ctrl-C; the run must end cleanly. Returns what it said on stderr.
-    fn stop(mut self) -> String {
-        Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(self.child.wait().unwrap().success());
-        self.said
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_default()
-    }
-}
-
 fn flow(n: usize, src: &str) -> String {
     format!(
         r#"{{"type":"flow","ts":"2026-11-24T14:{:02}:{:02}Z","src_ip":"{src}","src_port":{},"dst_ip":"203.0.113.9","dst_port":443,"proto":"TCP","bytes":100}}"#,
@@ -422,7 +359,7 @@ fn a_listener_rides_out_running_out_of_file_descriptors() {
         "ulimit -n 64 && exec {} run --listen 127.0.0.1:0",
         env!("CARGO_BIN_EXE_clawwatch")
     );
-    let mut run = Listening::start("sh", &["-c", &script], false);
+    let mut run = common::Listening::start("sh", &["-c", &script], false);
     // Twice what the process may open, all idle.
     let idle: Vec<std::net::TcpStream> = (0..128)
         .map(|_| std::net::TcpStream::connect(&run.addr).unwrap())
@@ -444,24 +381,13 @@ fn a_listener_rides_out_running_out_of_file_descriptors() {
     assert!(said.contains("cannot accept a connection"), "{said}");
 }
 
-/// The most memory a process has held resident so far (its high-water
-/// mark, from /proc on Linux).
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
-}
-
 /// Hostile forward input (a 3 MB message of a million entries, a gzip bomb)
 /// is refused before it is expanded or built; memory stays small and the
 /// listener serves the next client.
 #[test]
 fn hostile_forward_messages_are_refused_within_bounded_memory() {
     use std::io::Read;
-    let run = Listening::start(
+    let run = common::Listening::start(
         env!("CARGO_BIN_EXE_clawwatch"),
         &["run", "--forward-listen", "127.0.0.1:0"],
         false,
@@ -502,7 +428,7 @@ fn hostile_forward_messages_are_refused_within_bounded_memory() {
         let _ = conn.write_all(message);
         let mut rest = Vec::new();
         let _ = conn.read_to_end(&mut rest); // the connection is cut
-        peak = peak.max(peak_rss_mib(pid));
+        peak = peak.max(common::peak_rss_mib(pid));
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "{what}: {:?}",
@@ -520,7 +446,7 @@ fn hostile_forward_messages_are_refused_within_bounded_memory() {
 #[test]
 fn connections_past_the_limit_are_closed_at_once_and_counted() {
     use std::io::Read;
-    let mut run = Listening::start(
+    let mut run = common::Listening::start(
         env!("CARGO_BIN_EXE_clawwatch"),
         &[
             "run",
@@ -533,7 +459,7 @@ fn connections_past_the_limit_are_closed_at_once_and_counted() {
         ],
         true,
     );
-    let (addr, metrics) = (run.addr.clone(), run.metrics.clone().unwrap());
+    let addr = run.addr.clone();
     let mut first = std::net::TcpStream::connect(&addr).unwrap();
     let _second = std::net::TcpStream::connect(&addr).unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -547,11 +473,7 @@ fn connections_past_the_limit_are_closed_at_once_and_counted() {
     let mut line = String::new();
     run.stdout.read_line(&mut line).unwrap();
     assert!(line.contains("0x8a3f"), "{line}");
-    let mut http = std::net::TcpStream::connect(&metrics).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    http.read_to_string(&mut body).unwrap();
+    let body = run.metrics_text();
     assert!(
         body.contains("clawwatch_connections_refused_total 1"),
         "{body}"
@@ -593,4 +515,98 @@ fn after_kill_9_the_journal_brings_back_what_was_learnt_since_the_snapshot() {
     );
     assert_eq!(flow["clawwatch"]["verdict"], "allow", "{flow}");
     assert!(stderr.contains("journaled steps replayed"), "{stderr}");
+}
+
+/// Unfinished forward messages (four of 20 MB, sent and never completed) and
+/// a sender trickling a small one: each is cut off at its per-connection
+/// budget or its message deadline, counted, and memory stays small; a sender
+/// that behaves is served all along.
+#[test]
+fn unfinished_and_trickled_forward_messages_are_cut_off_and_others_served() {
+    use std::io::Read;
+    let mut run = common::Listening::start(
+        env!("CARGO_BIN_EXE_clawwatch"),
+        &[
+            "run",
+            "--forward-listen",
+            "127.0.0.1:0",
+            "--connection-budget-mib",
+            "8",
+            "--message-deadline-secs",
+            "2",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        true,
+    );
+    let (addr, pid) = (run.addr.clone(), run.child.id());
+    // ["t", <bin32 of 20 MB>, ...: announced, never finished.
+    let mut head = vec![0x93, 0xa1, b't', 0xc6];
+    head.extend_from_slice(&(20u32 << 20).to_be_bytes());
+    let hostile: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = addr.clone();
+            let head = head.clone();
+            std::thread::spawn(move || {
+                let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                let _ = conn.write_all(&head);
+                let _ = conn.write_all(&vec![0u8; 19 << 20]);
+                let mut rest = Vec::new();
+                let _ = conn.read_to_end(&mut rest); // cut off
+            })
+        })
+        .collect();
+    // A message trickled a byte a second: past the 2 s deadline it is cut off.
+    let trickle = std::thread::spawn({
+        let addr = addr.clone();
+        move || {
+            let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+            let started = Instant::now();
+            for byte in [0x93u8, 0xa1, b't', 0x90, 0x80, 0x80] {
+                if conn.write_all(&[byte]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            let mut rest = Vec::new();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let _ = conn.read_to_end(&mut rest);
+            started.elapsed()
+        }
+    });
+    // Meanwhile a well-behaved sender is served: one record, one line out.
+    let mut good = std::net::TcpStream::connect(&addr).unwrap();
+    let mut message = vec![0x92, 0xa1, b'g', 0x91, 0x92, 0x01, 0x81, 0xa4];
+    message.extend_from_slice(b"type");
+    message.push(0xa3);
+    message.extend_from_slice(b"ok!");
+    good.write_all(&message).unwrap();
+    let mut line = String::new();
+    run.stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok!\""), "{line}");
+    for h in hostile {
+        h.join().unwrap();
+    }
+    let took = trickle.join().unwrap();
+    assert!(
+        took < Duration::from_secs(8),
+        "the trickle was cut at its deadline, not served: {took:?}"
+    );
+    let peak = common::peak_rss_mib(pid);
+    assert!(
+        peak < 150,
+        "{peak} MiB resident with four 20 MB messages unfinished"
+    );
+    let metrics = run.metrics_text();
+    assert!(
+        metrics.contains("clawwatch_connections_cut_total 5"),
+        "{metrics}"
+    );
+    run.stop();
+    eprintln!(
+        "four unfinished 20 MB messages and a trickle: all cut off, peak {peak} MiB resident"
+    );
 }

@@ -3,8 +3,11 @@
 //! tool may skip only outside CI.
 #![allow(dead_code)] // each test crate uses its part
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -59,4 +62,141 @@ pub fn clawwatch<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Out
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// A `clawwatch run` serving listeners: the addresses it said it listens on
+/// (`listening on`, `metrics on`), its stdout, the rest of its stderr drained.
+pub struct Listening {
+    pub child: Child,
+    pub addr: String,
+    pub metrics: Option<String>,
+    pub stdout: BufReader<std::process::ChildStdout>,
+    said: mpsc::Receiver<String>,
+}
+
+impl Listening {
+    /// Runs `program ARGS` (the binary, or `sh -c` around it) until it listens.
+    pub fn start(program: &str, args: &[&str], wants_metrics: bool) -> Listening {
+        let mut child = command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let (mut addr, mut metrics) = (None, None);
+        while addr.is_none() || (wants_metrics && metrics.is_none()) {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "exited before listening"
+            );
+            if let Some(a) = line.trim().strip_prefix("clawwatch: listening on ") {
+                addr = a.split_whitespace().next().map(str::to_string);
+            }
+            if let Some(m) = line.trim().strip_prefix("clawwatch: metrics on http://") {
+                metrics = Some(m.trim_end_matches("/metrics").to_string());
+            }
+        }
+        let (said_tx, said) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            let _ = said_tx.send(text);
+        });
+        Listening {
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+            child,
+            addr: addr.unwrap(),
+            metrics,
+            said,
+        }
+    }
+
+    /// Ctrl-C; the run must end cleanly. Returns what it said on stderr.
+    /// The metrics page, as text.
+    pub fn metrics_text(&self) -> String {
+        let metrics = self
+            .metrics
+            .as_deref()
+            .expect("started with --metrics-listen");
+        http(metrics, "GET", "/metrics", &[], b"")
+            .expect("metrics")
+            .1
+    }
+
+    /// `kill -9`: no shutdown, no last snapshot.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+
+    pub fn stop(mut self) -> String {
+        Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(self.child.wait().unwrap().success());
+        self.said
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default()
+    }
+}
+
+/// A run a failed test left behind is killed, not leaked.
+impl Drop for Listening {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The most memory a process has held resident so far (its high-water
+/// mark, from /proc on Linux).
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// One HTTP/1.1 request on its own connection: the status and the body.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body)?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP answer: {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((status, body))
 }

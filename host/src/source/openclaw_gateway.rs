@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::lines::Chunk;
+use super::Chunk;
 
 /// The gateway protocol version spoken (OpenClaw 2026.9: 4).
 const PROTOCOL_VERSION: u64 = 4;
@@ -344,7 +344,7 @@ async fn session(
             .send(Chunk::Batch {
                 bytes: line,
                 records: 1,
-                epoch: crate::lines::policy_epoch(),
+                epoch: crate::stage::reload::policy_epoch(),
             })
             .await
             .is_err()

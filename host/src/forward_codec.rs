@@ -1,216 +1,17 @@
-//! The Fluent forward protocol (v1): what Fluent Bit's and Fluentd's `forward`
-//! outputs send and what their `forward` inputs (and Vector's `fluent` source)
-//! receive. All four modes are read: Message, Forward, PackedForward and
-//! CompressedPackedForward (gzip); times as integers or EventTime (ext type 0);
-//! entries as `[time, record]` or Fluent Bit's `[[time, metadata], record]`.
-//! Chunks that ask for an ack are acked only once their records were written
-//! or forwarded (and acked) downstream, so a sender retries what was lost.
+//! The Fluent forward protocol (v1) on the wire: what Fluent Bit's and
+//! Fluentd's `forward` outputs send and what their `forward` inputs (and
+//! Vector's `fluent` source) receive. All four modes are read: Message,
+//! Forward, PackedForward and CompressedPackedForward (gzip); times as
+//! integers or EventTime (ext type 0); entries as `[time, record]` or Fluent
+//! Bit's `[[time, metadata], record]`. Shared by the forward source and sink;
+//! bounded so hostile input costs bounded memory.
 
 use anyhow::{Context, Result, anyhow, bail};
 use rmpv::Value;
-use std::io::{Cursor, Read};
-
-/// Records of one forward message on their way through the engine.
-#[derive(Debug)]
-pub struct Batch {
-    pub tag: String,
-    /// Each record's time, in order: the enriched records keep them.
-    pub times: Vec<EventTime>,
-    /// The records as NDJSON, one line each.
-    pub ndjson: Vec<u8>,
-    /// Where to send the chunk id once the records are safely out.
-    pub ack: Option<(String, tokio::sync::mpsc::Sender<String>)>,
-    /// The policy reload epoch the records were read in.
-    pub epoch: u64,
-}
-
-impl PartialEq for Batch {
-    fn eq(&self, other: &Batch) -> bool {
-        (
-            &self.tag,
-            &self.times,
-            &self.ndjson,
-            self.ack.as_ref().map(|a| &a.0),
-        ) == (
-            &other.tag,
-            &other.times,
-            &other.ndjson,
-            other.ack.as_ref().map(|a| &a.0),
-        )
-    }
-}
-
-/// Where enriched records came from, so a forward output keeps tags and times
-/// and the sender's chunk is acked only when they are safely out.
-#[derive(Debug)]
-pub struct Origin {
-    pub tag: String,
-    pub times: Vec<EventTime>,
-    pub ack: Option<(String, tokio::sync::mpsc::Sender<String>)>,
-}
-
-impl Origin {
-    /// Acks the sender's chunk, if it asked.
-    pub async fn acknowledge(self) {
-        if let Some((chunk, tx)) = self.ack {
-            let _ = tx.send(chunk).await;
-        }
-    }
-}
+use std::io::Cursor;
 
 /// Bounds one connection's unread bytes: a message larger than this is refused.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
-
-/// Serves one forward connection: messages in, acks out on the same socket.
-pub async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    tx: tokio::sync::mpsc::Sender<crate::lines::Chunk>,
-    stop: impl std::future::Future<Output = ()>,
-) -> Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (mut reader, mut writer) = stream.into_split();
-    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<String>(64);
-    let acks = tokio::spawn(async move {
-        while let Some(chunk) = ack_rx.recv().await {
-            if writer.write_all(&encode_ack(&chunk)).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut buf = Vec::with_capacity(64 * 1024);
-    tokio::pin!(stop);
-    let result = loop {
-        let read = tokio::select! {
-            biased;
-            _ = &mut stop => break Ok(()),
-            read = reader.read_buf(&mut buf) => read,
-        };
-        match read {
-            Ok(0) => break Ok(()),
-            Ok(_) => {}
-            Err(e) => break Err(e.into()),
-        }
-        let mut failed = None;
-        loop {
-            match take_value(&mut buf) {
-                Ok(Some(v)) => match decode_message(v) {
-                    Ok(m) => {
-                        let mut ndjson = Vec::new();
-                        let mut times = Vec::with_capacity(m.entries.len());
-                        for (time, record) in &m.entries {
-                            serde_json::to_writer(&mut ndjson, &record_to_json(record))
-                                .expect("writing to a Vec");
-                            ndjson.push(b'\n');
-                            times.push(*time);
-                        }
-                        let ack = m.chunk.map(|c| (c, ack_tx.clone()));
-                        if tx
-                            .send(crate::lines::Chunk::Forward(Batch {
-                                tag: m.tag,
-                                times,
-                                ndjson,
-                                ack,
-                                epoch: crate::lines::policy_epoch(),
-                            }))
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(e) = failed {
-            break Err(e.context("refusing the connection"));
-        }
-        if buf.len() > MAX_MESSAGE_BYTES {
-            break Err(anyhow!(
-                "a message longer than {MAX_MESSAGE_BYTES} bytes; refusing the connection"
-            ));
-        }
-    };
-    drop(ack_tx);
-    let _ = acks.await;
-    result
-}
-
-/// Answers forward heartbeats (UDP, same port) with the same bytes.
-pub async fn answer_heartbeats(socket: tokio::net::UdpSocket) {
-    let mut buf = [0u8; 64];
-    while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-        let _ = socket.send_to(&buf[..n], peer).await;
-    }
-}
-
-/// Sends records to a forward receiver and waits for its ack, reconnecting and
-/// resending until it comes: at least once, never lost.
-pub struct Sender {
-    addr: String,
-    conn: Option<tokio::net::TcpStream>,
-    next_chunk: u64,
-}
-
-impl Sender {
-    pub fn new(addr: &str) -> Sender {
-        Sender {
-            addr: addr.to_string(),
-            conn: None,
-            next_chunk: 0,
-        }
-    }
-
-    pub async fn send(&mut self, tag: &str, entries: &[(EventTime, Value)]) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        if entries.is_empty() {
-            return;
-        }
-        self.next_chunk += 1;
-        let chunk = format!("clawwatch-{}-{}", std::process::id(), self.next_chunk);
-        let message = encode_forward(tag, entries, &chunk);
-        let mut backoff = std::time::Duration::from_millis(100);
-        loop {
-            let attempt = async {
-                if self.conn.is_none() {
-                    self.conn = Some(tokio::net::TcpStream::connect(&self.addr).await?);
-                }
-                let conn = self.conn.as_mut().expect("connected");
-                conn.write_all(&message).await?;
-                let mut buf = Vec::new();
-                loop {
-                    if let Some(v) = take_value(&mut buf)? {
-                        if ack_of(&v) == Some(chunk.as_str()) {
-                            return Ok::<(), anyhow::Error>(());
-                        }
-                        continue;
-                    }
-                    if conn.read_buf(&mut buf).await? == 0 {
-                        bail!("the receiver closed the connection before acking");
-                    }
-                }
-            };
-            match tokio::time::timeout(std::time::Duration::from_secs(30), attempt).await {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => {
-                    tracing::warn!(addr = %self.addr, error = %format!("{e:#}"), "forward output failed; resending")
-                }
-                Err(_) => tracing::warn!(addr = %self.addr, "no ack within 30 s; resending"),
-            }
-            self.conn = None;
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-        }
-    }
-}
 
 /// Seconds and nanoseconds since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,7 +71,7 @@ pub struct Message {
 }
 
 /// Bounds a packed/compressed chunk once expanded, so a gzip bomb costs bounded memory.
-const MAX_EXPANDED: u64 = MAX_MESSAGE_BYTES as u64;
+const MAX_EXPANDED: usize = MAX_MESSAGE_BYTES;
 
 pub fn decode_message(v: Value) -> Result<Message> {
     let Value::Array(mut parts) = v else {
@@ -300,17 +101,8 @@ pub fn decode_message(v: Value) -> Result<Message> {
                 _ => unreachable!(),
             };
             let raw = match map_get(&option, "compressed").and_then(Value::as_str) {
-                Some("gzip") => {
-                    let mut out = Vec::new();
-                    flate2::read::MultiGzDecoder::new(&packed[..])
-                        .take(MAX_EXPANDED + 1)
-                        .read_to_end(&mut out)
-                        .context("gunzipping a CompressedPackedForward chunk")?;
-                    if out.len() as u64 > MAX_EXPANDED {
-                        bail!("a compressed chunk that expands beyond {MAX_EXPANDED} bytes");
-                    }
-                    out
-                }
+                Some("gzip") => crate::source::budget::gunzip_within(&packed, MAX_EXPANDED)
+                    .context("a CompressedPackedForward chunk")?,
                 Some(other) => bail!("unknown compression `{other}`"),
                 None => packed,
             };

@@ -145,3 +145,24 @@ pub fn run(opts: SelftestOptions) -> std::process::ExitCode {
     }
     std::process::ExitCode::from(u8::from(holes + false_alarms > 0))
 }
+
+/// `clawwatch selftest`: exit 2 when the policy cannot be read.
+pub fn command(args: &crate::cli::SelftestArgs) -> std::process::ExitCode {
+    let path = args.policy_file.as_ref().or(args.engine.policy.as_ref());
+    let (policy_name, policy_text) = match crate::cli::load_policy(path.map(|p| p.as_path())) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("clawwatch: error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    run(SelftestOptions {
+        policy_name,
+        policy_text,
+        component: args.engine.component.clone(),
+        cache_dir: args.engine.cache_dir(),
+        limits: args.engine.limits(),
+        json: args.format == "json",
+        verbose: args.verbose,
+    })
+}

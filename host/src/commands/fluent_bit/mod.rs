@@ -218,7 +218,7 @@ mod tests {
     fn the_config_names_the_module_policy_directory_and_tags() {
         let dir = policy_dir("ok");
         let policy = dir.join(POLICY_FILE);
-        std::fs::write(&policy, crate::EXAMPLE_POLICY).unwrap();
+        std::fs::write(&policy, crate::cli::EXAMPLE_POLICY).unwrap();
         let yaml = config(&args(
             &policy,
             &["pmacct=/var/log/pmacct/*.json", "/var/log/a.ndjson"],
@@ -248,10 +248,10 @@ mod tests {
             "{e}"
         );
         let named = dir.join("fleet.toml");
-        std::fs::write(&named, crate::EXAMPLE_POLICY).unwrap();
+        std::fs::write(&named, crate::cli::EXAMPLE_POLICY).unwrap();
         let e = config(&args(&named, &[])).unwrap_err().to_string();
         assert!(e.contains("named policy.toml"), "{e}");
-        std::fs::write(&bad, crate::EXAMPLE_POLICY).unwrap();
+        std::fs::write(&bad, crate::cli::EXAMPLE_POLICY).unwrap();
         let e = config(&args(&bad, &["netflow9=/x"]))
             .unwrap_err()
             .to_string();

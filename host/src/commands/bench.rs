@@ -395,3 +395,36 @@ pub fn run(opts: BenchOptions) -> Result<()> {
     );
     Ok(())
 }
+
+/// `clawwatch bench`: the engine natively and as a component, or through
+/// Fluent Bit, or only the generated records written out.
+pub fn command(args: crate::cli::BenchArgs) -> Result<()> {
+    use anyhow::Context as _;
+    anyhow::ensure!(args.records > 0, "--records must be at least 1");
+    if let Some(path) = &args.write_records {
+        let mut text = sample_lines(args.records).join("\n");
+        text.push('\n');
+        return std::fs::write(path, text).with_context(|| format!("writing {}", path.display()));
+    }
+    let (_, policy_text) = args.engine.policy()?;
+    if let Some(fluent_bit) = args.fluent_bit {
+        let wamrc = args.wamrc.or_else(|| {
+            let beside = fluent_bit.with_file_name("wamrc");
+            beside.is_file().then_some(beside)
+        });
+        return super::fluent_bit::run_bench(super::fluent_bit::FluentBitBench {
+            fluent_bit,
+            wamrc,
+            records: sample_lines(args.records),
+            policy_text,
+        });
+    }
+    run(BenchOptions {
+        records: args.records,
+        batch_records: args.engine.batch_records,
+        policy_text,
+        component: args.engine.component.clone(),
+        cache_dir: args.engine.cache_dir(),
+        limits: args.engine.limits(),
+    })
+}

@@ -5,55 +5,14 @@
 //! the output as `{"raw_base64":"…","clawwatch":{…error…}}`, in order, so even
 //! a gigabyte without a newline costs one read buffer and loses nothing.
 
+use super::Chunk;
+use crate::stage::reload::policy_epoch;
 use base64::Engine as _;
 use clawwatch_plugin::output::Note;
 use clawwatch_plugin::record::Stream;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
-
-/// Counts policy reload signals (SIGHUP, a changed file). Every record is read
-/// under one value of it, so a reload applies at a record boundary: records
-/// read before the signal are judged by the policy that was running then.
-static POLICY_EPOCH: AtomicU64 = AtomicU64::new(0);
-
-/// The reload epoch records read now belong to.
-pub fn policy_epoch() -> u64 {
-    POLICY_EPOCH.load(Ordering::SeqCst)
-}
-
-/// Marks a reload signal: records read from now on belong to the new epoch.
-pub fn next_policy_epoch() -> u64 {
-    POLICY_EPOCH.fetch_add(1, Ordering::SeqCst) + 1
-}
-
-/// What the reader hands on, in input order.
-#[derive(Debug, PartialEq)]
-pub enum Chunk {
-    /// Whole lines, each ending in `\n`, for the engine, all read in one
-    /// reload `epoch`.
-    Batch {
-        bytes: Vec<u8>,
-        records: usize,
-        epoch: u64,
-    },
-    /// Output bytes of an oversized line, to be written as they are.
-    Passthrough(Vec<u8>),
-    /// Input has been idle: event time may be advanced to the wall clock.
-    Idle,
-    /// Records that came over the Fluent forward protocol.
-    Forward(crate::forward::Batch),
-    /// A new policy text, to apply before the first records of `epoch`
-    /// (read after the signal), or once [`Chunk::ApplyReload`] says so.
-    Reload { text: String, epoch: u64 },
-    /// Records read before the reload's signal have all been handed on by now
-    /// (each reader hands on what it read within the latency bound): a
-    /// reload still waiting applies.
-    ApplyReload { epoch: u64 },
-    /// Time to save the engine's state (`--state`).
-    Snapshot,
-}
 
 #[derive(Debug, Clone)]
 pub struct BatchLimits {
@@ -373,7 +332,7 @@ mod tests {
         s.push(b"{\"a\":1}\n{\"b\":2}\n{\"c\"", &mut out);
         assert!(out.is_empty(), "waiting for more");
         let before = s.epoch;
-        next_policy_epoch();
+        crate::stage::reload::next_policy_epoch();
         s.push(b":3}\n{\"d\":4}\n", &mut out);
         s.flush(&mut out);
         let epochs: Vec<u64> = out

@@ -131,7 +131,7 @@ impl Saver {
 /// before the step's output leaves.
 pub struct Durable {
     saver: Saver,
-    journal: crate::journal::Journal,
+    journal: crate::stage::journal::Journal,
 }
 
 impl Durable {
@@ -144,13 +144,13 @@ impl Durable {
         monitor: &mut crate::component::Monitor,
         covered_from: u64,
     ) -> Result<(Durable, usize)> {
-        let steps = crate::journal::Journal::read_from(file.path(), covered_from)?;
+        let steps = crate::stage::journal::Journal::read_from(file.path(), covered_from)?;
         let replayed = steps.len();
         for step in &steps {
             replay(monitor, step);
         }
-        let newest = crate::journal::Journal::newest(file.path(), covered_from);
-        let journal = crate::journal::Journal::open(file.path(), newest)?;
+        let newest = crate::stage::journal::Journal::newest(file.path(), covered_from);
+        let journal = crate::stage::journal::Journal::open(file.path(), newest)?;
         let mut durable = Durable {
             saver: Saver::new(file),
             journal,
@@ -165,7 +165,7 @@ impl Durable {
     }
 
     /// Journals a step the engine took; once this returns it survives a crash.
-    pub fn record(&mut self, step: &crate::journal::Step) -> Result<()> {
+    pub fn record(&mut self, step: &crate::stage::journal::Step) -> Result<()> {
         self.journal.append(step)
     }
 
@@ -195,8 +195,8 @@ impl Durable {
 }
 
 /// Applies one journaled step again (its output was written before).
-pub fn replay(monitor: &mut crate::component::Monitor, step: &crate::journal::Step) {
-    use crate::journal::Step;
+pub fn replay(monitor: &mut crate::component::Monitor, step: &crate::stage::journal::Step) {
+    use crate::stage::journal::Step;
     match step {
         Step::Batch { bytes, stream } => {
             monitor.set_stream(stream.clone());
