@@ -19,9 +19,59 @@ mod bindings {
 
 use bindings::exports::clawwatch::monitor::engine::BatchFormat;
 pub use bindings::exports::clawwatch::monitor::engine::FieldSet;
+pub use bindings::exports::clawwatch::monitor::engine::{Judged, OutputLine, Stream, Verdict};
 pub use bindings::exports::clawwatch::monitor::engine::Stats;
 #[cfg(test)]
 pub use bindings::exports::clawwatch::monitor::engine::{RuleCount, StreamCount};
+
+impl Judged {
+    pub fn empty() -> Judged {
+        Judged {
+            ndjson: Vec::new(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// Lines the engine did not judge (it failed on their batch): each is
+    /// `other`/`error`, as its note says.
+    pub fn unjudged(ndjson: Vec<u8>) -> Judged {
+        let line = |end: usize, start: usize| OutputLine {
+            length: (end + 1 - start) as u32,
+            stream: Stream::Other,
+            verdict: Verdict::Error,
+        };
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &ndjson) {
+            lines.push(line(end, start));
+            start = end + 1;
+        }
+        Judged { ndjson, lines }
+    }
+
+    /// Each line (with its `\n`) and what it is.
+    pub fn each_line(&self) -> impl Iterator<Item = (&[u8], &OutputLine)> {
+        let mut start = 0;
+        self.lines.iter().map(move |line| {
+            let end = (start + line.length as usize).min(self.ndjson.len());
+            let bytes = &self.ndjson[start..end];
+            start = end;
+            (bytes, line)
+        })
+    }
+
+    /// Only the lines `keep` says to keep.
+    pub fn retain(self, keep: impl Fn(&OutputLine) -> bool) -> Judged {
+        let mut kept = Judged::empty();
+        for (bytes, line) in self.each_line() {
+            if keep(line) {
+                kept.ndjson.extend_from_slice(bytes);
+                kept.lines.push(*line);
+            }
+        }
+        kept
+    }
+}
 
 /// The component built from `plugin/` by the build script.
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(env!("CLAWWATCH_COMPONENT_PATH"));
@@ -295,7 +345,7 @@ impl Monitor {
     /// memory, the batch comes back with every record tagged `error` naming
     /// the cause, and the guest is re-created from its last checkpoint with
     /// everything since replayed, so the next batch meets everything learnt.
-    pub fn process(&mut self, batch: &[u8]) -> Vec<u8> {
+    pub fn process(&mut self, batch: &[u8]) -> Judged {
         let result = self.try_process(batch);
         self.last_failed = result.is_err();
         match result {
@@ -317,7 +367,7 @@ impl Monitor {
                 self.restart();
                 let mut out = Vec::with_capacity(batch.len() * 2);
                 clawwatch_plugin::output::tag_ndjson_as_error(batch, &why, &mut out);
-                out
+                Judged::unjudged(out)
             }
         }
     }
@@ -358,7 +408,7 @@ impl Monitor {
     /// Moves the engine's event time to `now_ns` (idle input); returns the
     /// incident records that produced. A failure is logged and yields nothing:
     /// no input record is at stake.
-    pub fn advance_to(&mut self, now_ns: i64) -> Vec<u8> {
+    pub fn advance_to(&mut self, now_ns: i64) -> Judged {
         set_deadline(&mut self.store, &self.limits);
         match self
             .instance
@@ -375,12 +425,12 @@ impl Monitor {
                 let cause = self.cause(&e);
                 tracing::error!(error = %format!("{e:#}"), %cause, "engine failed while advancing time; re-creating it from its last checkpoint");
                 self.restart();
-                Vec::new()
+                Judged::empty()
             }
         }
     }
 
-    fn try_process(&mut self, batch: &[u8]) -> Result<Vec<u8>> {
+    fn try_process(&mut self, batch: &[u8]) -> Result<Judged> {
         set_deadline(&mut self.store, &self.limits);
         let out = self
             .instance

@@ -61,13 +61,12 @@ impl Metrics {
     }
 
     /// Notes the alerting incidents a batch's output opened.
-    pub fn note_incidents(&mut self, out: &[u8]) {
-        const OPEN: &[u8] = b"\"status\":\"open\"";
-        let finder = memchr::memmem::Finder::new(OPEN);
-        for line in out.split(|b| *b == b'\n') {
-            if finder.find(line).is_none() {
-                continue;
-            }
+    pub fn note_incidents(&mut self, out: &crate::component::Judged) {
+        use crate::component::{Stream, Verdict};
+        let alerting = out
+            .each_line()
+            .filter(|(_, l)| l.stream == Stream::Incident && l.verdict == Verdict::Alert);
+        for (line, _) in alerting {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
                 continue;
             };
@@ -511,7 +510,26 @@ mod tests {
             r#"{"clawwatch":{"stream":"audit","verdict":"approved","incident":{"id":"w-1/approval.granted/pypi.org:443","rule":"approval.granted","severity":"info","status":"open"}}}"#,
             "\n",
         );
-        m.note_incidents(out.as_bytes());
+        use crate::component::{Judged, OutputLine, Stream, Verdict};
+        let kinds = [
+            (Stream::Flow, Verdict::Alert),
+            (Stream::Incident, Verdict::Alert),
+            (Stream::Incident, Verdict::Alert),
+            (Stream::Audit, Verdict::Approved),
+        ];
+        let lines = out
+            .split_inclusive('\n')
+            .zip(kinds)
+            .map(|(line, (stream, verdict))| OutputLine {
+                length: line.len() as u32,
+                stream,
+                verdict,
+            })
+            .collect();
+        m.note_incidents(&Judged {
+            ndjson: out.as_bytes().to_vec(),
+            lines,
+        });
         let summary = m.summary(Duration::from_secs(1));
         assert!(summary.contains("  alerts: 1 incident opened\n    2026-11-24T14:01:00Z high   egress.not_allowed w-1/egress.not_allowed/203.0.113.9:8443: worker w-1 connected to 203.0.113.9:8443/tcp, not in allowed_outbound\n"), "{summary}");
         let quiet = Metrics::default().summary(Duration::from_secs(1));

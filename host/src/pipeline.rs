@@ -12,7 +12,7 @@ use crate::source::lines::{self, BatchLimits, IdlePolicy, Splitter};
 use crate::source::listener::{self, Protocol};
 use crate::source::{Chunk, Input};
 use crate::stage::state::StateFile;
-use crate::stage::{Judged, Stage, reload};
+use crate::stage::{Delivery, Stage, reload};
 use anyhow::{Context, Result};
 use std::io::ErrorKind;
 use std::path::PathBuf;
@@ -100,7 +100,7 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
     );
 
     let (in_tx, in_rx) = mpsc::channel::<Chunk>(4);
-    let (out_tx, out_rx) = mpsc::channel::<Judged>(4);
+    let (out_tx, out_rx) = mpsc::channel::<Delivery>(4);
     let progress_every = opts.progress_every;
     let judge = tokio::task::spawn_blocking(move || stage.run(in_rx, out_tx, progress_every));
     let writer = tokio::spawn(sink::deliver(opts.output.clone(), out_rx));

@@ -7,7 +7,8 @@ use std::cell::RefCell;
 wit_bindgen::generate!({ path: "../wit", world: "monitor" });
 
 use exports::clawwatch::monitor::engine::{
-    BatchFormat, FieldSet, Guest, GuestMonitor, Monitor, PolicyError, RuleCount, Stats, StreamCount,
+    BatchFormat, FieldSet, Guest, GuestMonitor, Judged, Monitor, OutputLine, PolicyError,
+    RuleCount, Stats, Stream, StreamCount, Verdict,
 };
 
 struct Component;
@@ -35,16 +36,17 @@ impl GuestMonitor for MonitorResource {
         }
     }
 
-    fn process(&self, format: BatchFormat, batch: Vec<u8>, stream: Option<String>) -> Vec<u8> {
-        let mut out = Vec::new();
+    fn process(&self, format: BatchFormat, batch: Vec<u8>, stream: Option<String>) -> Judged {
+        let (mut out, mut lines) = (Vec::new(), Vec::new());
         match format {
-            BatchFormat::Ndjson => {
-                self.engine
-                    .borrow_mut()
-                    .process_ndjson_as(&batch, stream.as_deref(), &mut out)
-            }
+            BatchFormat::Ndjson => self.engine.borrow_mut().process_ndjson_described(
+                &batch,
+                stream.as_deref(),
+                &mut out,
+                Some(&mut lines),
+            ),
         }
-        out
+        judged(out, &lines)
     }
 
     fn reload(&self, policy: String) -> Result<(), PolicyError> {
@@ -59,12 +61,14 @@ impl GuestMonitor for MonitorResource {
             })
     }
 
-    fn advance_to(&self, now_ns: i64) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.engine
-            .borrow_mut()
-            .advance_to(crate::time::Timestamp(now_ns), &mut out);
-        out
+    fn advance_to(&self, now_ns: i64) -> Judged {
+        let (mut out, mut lines) = (Vec::new(), Vec::new());
+        self.engine.borrow_mut().advance_to_described(
+            crate::time::Timestamp(now_ns),
+            &mut out,
+            Some(&mut lines),
+        );
+        judged(out, &lines)
     }
 
     fn stats(&self) -> Stats {
@@ -132,3 +136,33 @@ impl GuestMonitor for MonitorResource {
 }
 
 export!(Component);
+
+fn judged(ndjson: Vec<u8>, lines: &[crate::engine::OutputLine]) -> Judged {
+    Judged {
+        ndjson,
+        lines: lines
+            .iter()
+            .map(|line| OutputLine {
+                length: line.length,
+                stream: match line.stream {
+                    crate::record::Stream::Control => Stream::Control,
+                    crate::record::Stream::Flow => Stream::Flow,
+                    crate::record::Stream::Dns => Stream::Dns,
+                    crate::record::Stream::Heartbeat => Stream::Heartbeat,
+                    crate::record::Stream::Proxy => Stream::Proxy,
+                    crate::record::Stream::Incident => Stream::Incident,
+                    crate::record::Stream::Audit => Stream::Audit,
+                    crate::record::Stream::Other => Stream::Other,
+                },
+                verdict: match line.verdict {
+                    crate::output::Verdict::Allow => Verdict::Allow,
+                    crate::output::Verdict::Alert => Verdict::Alert,
+                    crate::output::Verdict::Approved => Verdict::Approved,
+                    crate::output::Verdict::Unattributed => Verdict::Unattributed,
+                    crate::output::Verdict::NotApplicable => Verdict::NotApplicable,
+                    crate::output::Verdict::Error => Verdict::Error,
+                },
+            })
+            .collect(),
+    }
+}

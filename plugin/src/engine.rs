@@ -84,6 +84,25 @@ fn deadline_cap(m: &crate::policy::Monitor) -> usize {
         .saturating_add(m.max_incidents)
 }
 
+/// What one output line is: its length (with its `\n`), its stream and its
+/// verdict, so a carrier routes it without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLine {
+    pub length: u32,
+    pub stream: Stream,
+    pub verdict: Verdict,
+}
+
+impl OutputLine {
+    fn new(length: usize, stream: Stream, verdict: Verdict) -> OutputLine {
+        OutputLine {
+            length: u32::try_from(length).unwrap_or(u32::MAX),
+            stream,
+            verdict,
+        }
+    }
+}
+
 pub struct Engine {
     policy: Policy,
     registry: Registry,
@@ -248,6 +267,18 @@ impl Engine {
     /// [`Engine::process_ndjson`] for records of the format `stream` names
     /// (unless a record names its own).
     pub fn process_ndjson_as(&mut self, batch: &[u8], stream: Option<&str>, out: &mut Vec<u8>) {
+        self.process_ndjson_described(batch, stream, out, None);
+    }
+
+    /// [`Engine::process_ndjson_as`], saying in `lines` what each output line
+    /// is, so a carrier can route it without reading it.
+    pub fn process_ndjson_described(
+        &mut self,
+        batch: &[u8],
+        stream: Option<&str>,
+        out: &mut Vec<u8>,
+        mut lines: Option<&mut Vec<OutputLine>>,
+    ) {
         self.stream_hint = stream.and_then(known_format);
         out.reserve(batch.len() + batch.len() / 2);
         let mut rest = batch;
@@ -256,26 +287,37 @@ impl Engine {
                 Some(i) => (&rest[..i], &rest[i + 1..]),
                 None => (rest, &rest[rest.len()..]),
             };
-            self.process_record(line, out);
+            let start = out.len();
+            let (stream, verdict) = self.process_record(line, out);
             out.push(b'\n');
-            self.write_emitted(out);
+            if let Some(lines) = lines.as_deref_mut() {
+                lines.push(OutputLine::new(out.len() - start, stream, verdict));
+            }
+            self.write_emitted_described(out, lines.as_deref_mut());
             rest = next;
         }
     }
 
-    /// Processes one record, writing the enriched record (no trailing newline).
-    /// Incident and audit records it produced wait for [`Engine::write_emitted`].
-    pub fn process_record(&mut self, record: &[u8], out: &mut Vec<u8>) {
+    /// Processes one record, writing the enriched record (no trailing newline);
+    /// returns its stream and verdict. Incident and audit records it produced
+    /// wait for [`Engine::write_emitted`].
+    pub fn process_record(&mut self, record: &[u8], out: &mut Vec<u8>) -> (Stream, Verdict) {
         let (stream, verdict) = self.judge_and_write(record, out);
         self.counters.by_stream[stream as usize][verdict as usize] += 1;
         self.run_due();
+        (stream, verdict)
     }
 
     /// [`Engine::process_record`] for a record of the format `stream` names
     /// (unless the record names its own).
-    pub fn process_record_as(&mut self, record: &[u8], stream: Option<&str>, out: &mut Vec<u8>) {
+    pub fn process_record_as(
+        &mut self,
+        record: &[u8],
+        stream: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> (Stream, Verdict) {
         self.stream_hint = stream.and_then(known_format);
-        self.process_record(record, out);
+        self.process_record(record, out)
     }
 
     /// Forgets the incident/audit records produced so far, for carriers that
@@ -288,7 +330,12 @@ impl Engine {
 
     /// Writes (and forgets) the incident/audit records produced so far, one per line.
     pub fn write_emitted(&mut self, out: &mut Vec<u8>) {
+        self.write_emitted_described(out, None);
+    }
+
+    fn write_emitted_described(&mut self, out: &mut Vec<u8>, mut lines: Option<&mut Vec<OutputLine>>) {
         for record in self.emitted.drain(..) {
+            let start = out.len();
             let (stream, verdict) = record.stream_and_verdict();
             self.counters.by_stream[stream as usize][verdict as usize] += 1;
             match self.field_set {
@@ -297,6 +344,9 @@ impl Engine {
                 FieldSet::Ocsf => crate::siem::ocsf::write_incident(&record, out),
             }
             out.push(b'\n');
+            if let Some(lines) = lines.as_deref_mut() {
+                lines.push(OutputLine::new(out.len() - start, stream, verdict));
+            }
         }
     }
 
@@ -304,9 +354,19 @@ impl Engine {
     /// (silent agents past their lifetime, missing heartbeats, closing
     /// incidents) still fire; writes what they produce as NDJSON.
     pub fn advance_to(&mut self, t: Timestamp, out: &mut Vec<u8>) {
+        self.advance_to_described(t, out, None);
+    }
+
+    /// [`Engine::advance_to`], saying in `lines` what each output line is.
+    pub fn advance_to_described(
+        &mut self,
+        t: Timestamp,
+        out: &mut Vec<u8>,
+        lines: Option<&mut Vec<OutputLine>>,
+    ) {
         self.clock.advance_to(t);
         self.run_due();
-        self.write_emitted(out);
+        self.write_emitted_described(out, lines);
     }
 
     /// Writes the enriched record; returns its stream and verdict.

@@ -23,7 +23,7 @@ pub mod selftest;
 pub mod siem;
 pub mod time;
 
-pub use engine::{Engine, StateError, Stats};
+pub use engine::{Engine, OutputLine, StateError, Stats};
 pub use policy::{Policy, PolicyError};
 
 #[cfg(all(target_arch = "wasm32", target_env = "p2"))]

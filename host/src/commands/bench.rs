@@ -323,7 +323,7 @@ pub fn run(opts: BenchOptions) -> Result<()> {
             Monitor::new(runtime, &opts.policy_text, limits).map_err(|e| e.explain("policy"))?;
         component_paths.push((
             name,
-            measure(&batches, |batch, out| *out = monitor.process(batch)),
+            measure(&batches, |batch, out| *out = monitor.process(batch).ndjson),
         ));
     }
 

@@ -49,8 +49,8 @@ pub fn run(opts: SelftestOptions) -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             };
-        let mut out = monitor.process(trial.records.as_bytes());
-        out.extend(monitor.advance_to(trial.advance_to.0));
+        let mut out = monitor.process(trial.records.as_bytes()).ndjson;
+        out.extend(monitor.advance_to(trial.advance_to.0).ndjson);
         let outcome = judge(&trial, &out);
         results.push((trial, outcome));
     }

@@ -2,7 +2,7 @@
 //! Fluentd, Vector's `fluent` source), each chunk resent until acked.
 
 use crate::forward_codec::{EventTime, ack_of, encode_forward, take_value};
-use crate::stage::Judged;
+use crate::stage::Delivery;
 use anyhow::bail;
 use rmpv::Value;
 
@@ -67,31 +67,43 @@ impl Sender {
 }
 
 /// Forwards enriched records with their tags and times; incident and audit
-/// records go under the tag `clawwatch.incident`. The sender's chunk is acked
-/// once the receiver acked ours.
-pub async fn write(addr: &str, out_rx: &mut tokio::sync::mpsc::Receiver<Judged>) {
+/// records go under the tag `clawwatch.incident`, routed by the engine's
+/// description of each line. A line too long for the engine arrives in
+/// undescribed pieces: it is gathered whole and goes with the records. The
+/// sender's chunk is acked once the receiver acked ours.
+pub async fn write(addr: &str, out_rx: &mut tokio::sync::mpsc::Receiver<Delivery>) {
+    use crate::component::Stream;
+    use crate::forward_codec::{EventTime, json_to_record, uncarried};
     let mut sender = Sender::new(addr);
-    while let Some(Judged { bytes: buf, origin }) = out_rx.recv().await {
+    // Pieces of a passed-through line not yet ended.
+    let mut piece = Vec::new();
+    let encode = |line: &[u8]| {
+        let json = serde_json::from_slice::<serde_json::Value>(line)
+            .unwrap_or_else(|e| uncarried(line, &e));
+        json_to_record(&json)
+    };
+    while let Some(Delivery { output, origin }) = out_rx.recv().await {
         let (tag, times) = origin.as_ref().map_or(("clawwatch.records", &[][..]), |o| {
             (o.tag.as_str(), &o.times[..])
         });
         let (mut records, mut incidents) = (Vec::new(), Vec::new());
-        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let json = serde_json::from_slice::<serde_json::Value>(line)
-                .unwrap_or_else(|e| crate::forward_codec::uncarried(line, &e));
-            let record = crate::forward_codec::json_to_record(&json);
-            // OCSF findings keep the note under `unmapped`.
-            let stream = json["clawwatch"]["stream"]
-                .as_str()
-                .or(json["unmapped"]["clawwatch"]["stream"].as_str());
-            if matches!(stream, Some("incident" | "audit")) {
-                incidents.push((crate::forward_codec::EventTime::now(), record));
+        let add_record = |record: Value, records: &mut Vec<(EventTime, Value)>| {
+            let time = times.get(records.len()).copied().unwrap_or_else(EventTime::now);
+            records.push((time, record));
+        };
+        if output.lines.is_empty() {
+            piece.extend_from_slice(&output.ndjson);
+            while let Some(end) = memchr::memchr(b'\n', &piece) {
+                let line: Vec<u8> = piece.drain(..=end).collect();
+                add_record(encode(&line[..end]), &mut records);
+            }
+        }
+        for (line, described) in output.each_line() {
+            let record = encode(line.strip_suffix(b"\n").unwrap_or(line));
+            if matches!(described.stream, Stream::Incident | Stream::Audit) {
+                incidents.push((EventTime::now(), record));
             } else {
-                let time = times
-                    .get(records.len())
-                    .copied()
-                    .unwrap_or_else(crate::forward_codec::EventTime::now);
-                records.push((time, record));
+                add_record(record, &mut records);
             }
         }
         sender.send(tag, &records).await;

@@ -4,7 +4,7 @@
 //! answered 2xx, so a receiver restarting loses nothing (a batch may arrive
 //! twice). The sender of the records hears they are out only then.
 
-use crate::stage::Judged;
+use crate::stage::Delivery;
 use anyhow::{Context, Result, anyhow, bail};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -36,13 +36,13 @@ impl Target {
 }
 
 /// Posts every batch in order, each until answered 2xx.
-pub async fn write(url: &str, out_rx: &mut mpsc::Receiver<Judged>) {
+pub async fn write(url: &str, out_rx: &mut mpsc::Receiver<Delivery>) {
     let target = Target::parse(url.strip_prefix("http://").unwrap_or(url))
         .expect("checked when the output was parsed");
     let mut conn: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> = None;
-    while let Some(Judged { bytes, origin }) = out_rx.recv().await {
-        if !bytes.is_empty() {
-            let body = Bytes::from(bytes);
+    while let Some(Delivery { output, origin }) = out_rx.recv().await {
+        if !output.ndjson.is_empty() {
+            let body = Bytes::from(output.ndjson);
             let mut backoff = Duration::from_millis(100);
             loop {
                 match tokio::time::timeout(

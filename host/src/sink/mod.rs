@@ -7,7 +7,7 @@ pub mod forward;
 pub mod http;
 pub mod tcp;
 
-use crate::stage::Judged;
+use crate::stage::Delivery;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -50,7 +50,7 @@ impl std::str::FromStr for Output {
 }
 
 /// Delivers everything the stage writes, until it stops writing.
-pub async fn deliver(output: Output, mut out_rx: mpsc::Receiver<Judged>) -> std::io::Result<()> {
+pub async fn deliver(output: Output, mut out_rx: mpsc::Receiver<Delivery>) -> std::io::Result<()> {
     match output {
         Output::Tcp(addr) => tcp::write(&addr, &mut out_rx).await,
         Output::Forward(addr) => {
@@ -63,8 +63,8 @@ pub async fn deliver(output: Output, mut out_rx: mpsc::Receiver<Judged>) -> std:
         }
         Output::Stdout => {
             let mut stdout = tokio::io::BufWriter::with_capacity(1 << 20, tokio::io::stdout());
-            while let Some(Judged { bytes, origin }) = out_rx.recv().await {
-                stdout.write_all(&bytes).await?;
+            while let Some(Delivery { output, origin }) = out_rx.recv().await {
+                stdout.write_all(&output.ndjson).await?;
                 // Each batch goes out at once: downstream pipelines see records promptly.
                 stdout.flush().await?;
                 if let Some(origin) = origin {

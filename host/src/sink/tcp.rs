@@ -3,17 +3,17 @@
 //! the kernel accepted before the receiver died is gone. Use the HTTP or
 //! forward sink where nothing may be lost.
 
-use crate::stage::Judged;
+use crate::stage::Delivery;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// Writes batches to a TCP receiver, reconnecting with backoff; a batch whose
 /// write failed is sent again in full, so nothing is lost.
-pub async fn write(addr: &str, out_rx: &mut mpsc::Receiver<Judged>) -> std::io::Result<()> {
+pub async fn write(addr: &str, out_rx: &mut mpsc::Receiver<Delivery>) -> std::io::Result<()> {
     let mut conn: Option<tokio::net::TcpStream> = None;
     let mut backoff = Duration::from_millis(100);
-    while let Some(Judged { bytes: buf, origin }) = out_rx.recv().await {
+    while let Some(Delivery { output, origin }) = out_rx.recv().await {
         loop {
             if conn.is_none() {
                 match tokio::net::TcpStream::connect(addr).await {
@@ -29,7 +29,7 @@ pub async fn write(addr: &str, out_rx: &mut mpsc::Receiver<Judged>) -> std::io::
                     }
                 }
             }
-            match conn.as_mut().expect("connected").write_all(&buf).await {
+            match conn.as_mut().expect("connected").write_all(&output.ndjson).await {
                 Ok(()) => {
                     if let Some(origin) = origin {
                         origin.acknowledge().await;

@@ -7,7 +7,7 @@ pub mod journal;
 pub mod reload;
 pub mod state;
 
-use crate::component::{Monitor, RestoreError};
+use crate::component::{Judged, Monitor, RestoreError, Verdict};
 use crate::metrics;
 use crate::source::{Chunk, Origin};
 use anyhow::{Context, Result};
@@ -16,10 +16,12 @@ use state::{Durable, StateFile};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// What the stage hands the sink: enriched lines, and where they came from.
+/// What the stage hands the sink: enriched lines, each described (or, for
+/// a line too long for the engine, passed through in pieces, undescribed),
+/// and where they came from.
 #[derive(Debug)]
-pub struct Judged {
-    pub bytes: Vec<u8>,
+pub struct Delivery {
+    pub output: Judged,
     pub origin: Option<Origin>,
 }
 
@@ -91,15 +93,13 @@ impl Stage {
     pub fn run(
         mut self,
         mut in_rx: mpsc::Receiver<Chunk>,
-        out_tx: mpsc::Sender<Judged>,
+        out_tx: mpsc::Sender<Delivery>,
         progress_every: Duration,
     ) -> (Monitor, bool) {
         let mut last_report = Instant::now();
         while let Some(chunk) = in_rx.blocking_recv() {
             let judged = self.handle(chunk);
-            if !judged.bytes.is_empty() {
-                self.lock().note_incidents(&judged.bytes);
-            }
+            self.lock().note_incidents(&judged.output);
             if self.last_stats.elapsed() >= self.stats_every {
                 if let Ok(stats) = self.monitor.stats() {
                     self.lock().set_engine(stats);
@@ -123,7 +123,7 @@ impl Stage {
         (self.monitor, final_save_failed)
     }
 
-    fn handle(&mut self, chunk: Chunk) -> Judged {
+    fn handle(&mut self, chunk: Chunk) -> Delivery {
         let read_in = match &chunk {
             Chunk::Batch { epoch, .. } => Some(*epoch),
             Chunk::Acked(batch) => Some(batch.epoch),
@@ -134,23 +134,29 @@ impl Stage {
         }
         let began = Instant::now();
         let mut origin = None;
-        let bytes = match chunk {
+        let output = match chunk {
             Chunk::Reload { text, epoch } => {
                 // Applied before the first records read after its signal:
                 // those read before it are judged by the running policy.
                 self.pending_reload = Some((epoch, text));
-                return Judged::nothing();
+                return Delivery::nothing();
             }
             Chunk::ApplyReload { epoch } => {
                 self.apply_reload_of(epoch);
-                return Judged::nothing();
+                return Delivery::nothing();
             }
             Chunk::Snapshot => {
                 self.save();
-                return Judged::nothing();
+                return Delivery::nothing();
             }
-            Chunk::Passthrough(bytes) if !self.alerts_only => return Judged { bytes, origin },
-            Chunk::Passthrough(_) => return Judged::nothing(),
+            Chunk::Passthrough(bytes) if !self.alerts_only => {
+                let output = Judged {
+                    ndjson: bytes,
+                    lines: Vec::new(),
+                };
+                return Delivery { output, origin };
+            }
+            Chunk::Passthrough(_) => return Delivery::nothing(),
             Chunk::Acked(batch) => {
                 self.records += batch.times.len().max(count_lines(&batch.ndjson)) as u64;
                 // A format named in the tag (`agents.pmacct`) says how to read the records.
@@ -159,7 +165,7 @@ impl Stage {
                     .or(self.default_stream.clone());
                 // An empty batch only carries an acknowledgement.
                 let out = if batch.ndjson.is_empty() {
-                    Vec::new()
+                    Judged::empty()
                 } else {
                     self.judge(batch.ndjson, stream)
                 };
@@ -189,16 +195,16 @@ impl Stage {
             m.observe_batch(began.elapsed());
             m.engine_restarts = self.monitor.restarts();
         }
-        let bytes = if self.alerts_only {
-            keep_alerts(&bytes)
+        let output = if self.alerts_only {
+            output.retain(|line| line.verdict == Verdict::Alert)
         } else {
-            bytes
+            output
         };
-        Judged { bytes, origin }
+        Delivery { output, origin }
     }
 
     /// Judges a batch read as `stream`, journaling it unless the engine failed on it.
-    fn judge(&mut self, bytes: Vec<u8>, stream: Option<String>) -> Vec<u8> {
+    fn judge(&mut self, bytes: Vec<u8>, stream: Option<String>) -> Judged {
         self.monitor.set_stream(stream.clone());
         let out = self.monitor.process(&bytes);
         self.monitor.set_stream(self.default_stream.clone());
@@ -276,10 +282,10 @@ impl Stage {
     }
 }
 
-impl Judged {
-    fn nothing() -> Judged {
-        Judged {
-            bytes: Vec::new(),
+impl Delivery {
+    fn nothing() -> Delivery {
+        Delivery {
+            output: Judged::empty(),
             origin: None,
         }
     }
@@ -327,18 +333,4 @@ fn restore(monitor: &mut Monitor, file: &StateFile) -> Option<u64> {
         Err(e) => eprintln!("clawwatch: {e:#}; starting empty"),
     }
     Some(0)
-}
-
-/// The lines of an enriched batch whose verdict is `alert`.
-fn keep_alerts(out: &[u8]) -> Vec<u8> {
-    let mut kept = Vec::new();
-    for line in out.split_inclusive(|b| *b == b'\n') {
-        // The note is the last member, so its verdict is near the end.
-        let tail = &line[line.len().saturating_sub(4096)..];
-        const NEEDLE: &[u8] = b"\"verdict\":\"alert\"";
-        if tail.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
-            kept.extend_from_slice(line);
-        }
-    }
-    kept
 }
