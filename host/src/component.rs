@@ -19,8 +19,8 @@ mod bindings {
 
 use bindings::exports::clawwatch::monitor::engine::BatchFormat;
 pub use bindings::exports::clawwatch::monitor::engine::FieldSet;
-pub use bindings::exports::clawwatch::monitor::engine::{Judged, OutputLine, Stream, Verdict};
 pub use bindings::exports::clawwatch::monitor::engine::Stats;
+pub use bindings::exports::clawwatch::monitor::engine::{Judged, OutputLine, Stream, Verdict};
 #[cfg(test)]
 pub use bindings::exports::clawwatch::monitor::engine::{RuleCount, StreamCount};
 

@@ -333,7 +333,11 @@ impl Engine {
         self.write_emitted_described(out, None);
     }
 
-    fn write_emitted_described(&mut self, out: &mut Vec<u8>, mut lines: Option<&mut Vec<OutputLine>>) {
+    fn write_emitted_described(
+        &mut self,
+        out: &mut Vec<u8>,
+        mut lines: Option<&mut Vec<OutputLine>>,
+    ) {
         for record in self.emitted.drain(..) {
             let start = out.len();
             let (stream, verdict) = record.stream_and_verdict();

@@ -88,7 +88,10 @@ pub async fn write(addr: &str, out_rx: &mut tokio::sync::mpsc::Receiver<Delivery
         });
         let (mut records, mut incidents) = (Vec::new(), Vec::new());
         let add_record = |record: Value, records: &mut Vec<(EventTime, Value)>| {
-            let time = times.get(records.len()).copied().unwrap_or_else(EventTime::now);
+            let time = times
+                .get(records.len())
+                .copied()
+                .unwrap_or_else(EventTime::now);
             records.push((time, record));
         };
         if output.lines.is_empty() {

@@ -29,7 +29,12 @@ pub async fn write(addr: &str, out_rx: &mut mpsc::Receiver<Delivery>) -> std::io
                     }
                 }
             }
-            match conn.as_mut().expect("connected").write_all(&output.ndjson).await {
+            match conn
+                .as_mut()
+                .expect("connected")
+                .write_all(&output.ndjson)
+                .await
+            {
                 Ok(()) => {
                     if let Some(origin) = origin {
                         origin.acknowledge().await;
