@@ -131,8 +131,15 @@ impl Runtime {
         if std::env::var_os("CLAWWATCH_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
+        if let Some(dir) = cache_dir {
+            // Without a cache the engine is compiled at every start: slower, still correct.
+            if let Err(e) = cache::enable(&mut config, dir) {
+                tracing::warn!(error = %format!("{e:#}"), "compiled components are not cached");
+            }
+        }
         let engine = anyhow_of(Engine::new(&config)).context("configuring wasmtime")?;
-        let component = cache::load_or_compile(&engine, wasm, cache_dir)?;
+        let component =
+            anyhow_of(Component::new(&engine, wasm)).context("compiling the component")?;
         let mut linker = Linker::new(&engine);
         // Rust's std in the guest imports a few WASI interfaces; they are
         // linked to an empty context, so they grant nothing.

@@ -320,14 +320,17 @@ fn compiled_component_is_cached_and_another_component_can_be_loaded() {
     let cache_arg = cache.to_str().unwrap();
     let out = clawwatch(&["run", "--cache-dir", cache_arg], b"{}\n");
     assert!(out.status.success(), "{}", stderr(&out));
-    let cached: Vec<_> = std::fs::read_dir(&cache)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    // wasmtime's cache layout: modules/wasmtime-VERSION/ENTRY (+ ENTRY.stats).
+    let entries = |dir: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir).map_or(Vec::new(), |d| d.map(|e| e.unwrap().path()).collect())
+    };
+    let versions = entries(&cache.join("modules"));
+    let cached: Vec<_> = versions.iter().flat_map(|v| entries(v)).collect();
     assert!(
         cached
             .iter()
-            .any(|n| n.starts_with("component-") && n.ends_with(".cwasm")),
+            .any(|p| p.extension().is_none()
+                && std::fs::metadata(p).is_ok_and(|m| m.len() > 100_000)),
         "{cached:?}"
     );
     // A second start loads the cached code and gives the same output.

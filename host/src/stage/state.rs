@@ -58,20 +58,14 @@ impl StateFile {
     /// Replaces the snapshot atomically, headed by the first journal it does
     /// not cover.
     pub fn save(&self, snapshot: &[u8], generation: u64) -> Result<()> {
-        let tmp = self.sibling("tmp");
+        // Written beside it, synced, renamed over it, and the directory synced:
+        // a crash at any point leaves the previous snapshot or this one, whole.
         let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
+            let mut file = atomic_write_file::AtomicWriteFile::open(&self.path)?;
             file.write_all(HEADER)?;
             file.write_all(&generation.to_le_bytes())?;
             file.write_all(snapshot)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            // The rename itself is durable only once the directory is synced.
-            #[cfg(unix)]
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
+            file.commit()
         };
         write().with_context(|| format!("saving state to {}", self.path.display()))
     }
@@ -237,7 +231,11 @@ mod tests {
         file.save(b"one", 0).unwrap();
         file.save(b"two", 1).unwrap();
         assert_eq!(file.load().unwrap(), Some((1, b"two".to_vec())));
-        assert!(!dir.join("state.msgpack.tmp").exists());
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["state.msgpack"], "no temporary file is left behind");
         let aside = file.set_aside().unwrap();
         assert!(std::fs::read(aside).unwrap().ends_with(b"two"));
         assert_eq!(file.load().unwrap(), None);
