@@ -8,10 +8,14 @@
 
 use crate::component::Stats;
 use anyhow::Result;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Upper bounds of the batch latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -38,6 +42,8 @@ pub struct Metrics {
     pub connections_refused: u64,
     /// Connections cut off for what they sent (malformed, over a bound).
     pub connections_cut: u64,
+    /// Records passed on tagged `error` because the engine failed on their batch.
+    pub unjudged_records: u64,
     /// One line per alerting incident opened in this run (the first
     /// [`MAX_LISTED_INCIDENTS`]), for the summary.
     opened: Vec<String>,
@@ -49,6 +55,16 @@ pub struct Metrics {
 const MAX_LISTED_INCIDENTS: usize = 50;
 
 pub type Shared = Arc<Mutex<Metrics>>;
+
+/// The totals of a run as the client library's collector sees them.
+#[derive(Debug)]
+struct Exposed(Metrics);
+
+impl Collector for Exposed {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        self.0.encode_families(&mut encoder)
+    }
+}
 
 impl Metrics {
     /// The engine's totals at the start of the run (after any restore).
@@ -173,135 +189,140 @@ impl Metrics {
         self.engine.as_ref().map_or(0, field)
     }
 
-    /// Prometheus' text exposition format (version 0.0.4).
+    /// The OpenMetrics text exposition (what Prometheus scrapes), written by
+    /// the Prometheus project's client library from these totals.
     pub fn render(&self) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Exposed(self.clone())));
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP clawwatch_records_total Records judged by stream and verdict, and incident/audit records written.\n# TYPE clawwatch_records_total counter"
-        );
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String");
+        out
+    }
+
+    /// Every metric family, from the totals of this run.
+    fn encode_families(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64| {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(family)
+        };
+        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64| {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(family)
+        };
+        let mut family = encoder.encode_descriptor(
+            "clawwatch_records",
+            "Records judged by stream and verdict, and incident/audit records written.",
+            None,
+            MetricType::Counter,
+        )?;
         for (stream, verdict, n) in self.records_by_stream() {
-            let _ = writeln!(
-                out,
-                "clawwatch_records_total{{stream=\"{stream}\",verdict=\"{verdict}\"}} {n}"
-            );
+            let labels = [("stream", stream.as_str()), ("verdict", verdict.as_str())];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
         }
-        let _ = writeln!(
-            out,
-            "# HELP clawwatch_oversized_lines_total Lines over --max-line-bytes, passed through tagged `error`.\n# TYPE clawwatch_oversized_lines_total counter\nclawwatch_oversized_lines_total {}",
-            self.oversized_lines
-        );
-        let _ = writeln!(
-            out,
-            "# HELP clawwatch_connections_refused_total Connections closed at once: --max-connections were open.\n# TYPE clawwatch_connections_refused_total counter\nclawwatch_connections_refused_total {}",
-            self.connections_refused
-        );
-        let _ = writeln!(
-            out,
-            "# HELP clawwatch_connections_cut_total Connections cut off for what they sent (malformed, over a bound).\n# TYPE clawwatch_connections_cut_total counter\nclawwatch_connections_cut_total {}",
-            self.connections_cut
-        );
-        let _ = writeln!(
-            out,
-            "# HELP clawwatch_findings_total Findings raised, by rule (repeats within an incident count).\n# TYPE clawwatch_findings_total counter"
-        );
+        let mut family = encoder.encode_descriptor(
+            "clawwatch_findings",
+            "Findings raised, by rule (repeats within an incident count).",
+            None,
+            MetricType::Counter,
+        )?;
         for (rule, n) in self.findings_by_rule() {
-            let _ = writeln!(out, "clawwatch_findings_total{{rule=\"{rule}\"}} {n}");
+            ConstCounter::new(n).encode(family.encode_family(&[("rule", rule.as_str())])?)?;
         }
-        let simple: [(&str, &str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 12] = [
             (
-                "clawwatch_incidents_opened_total",
-                "counter",
+                "clawwatch_oversized_lines",
+                "Lines over --max-line-bytes, passed through tagged `error`.",
+                self.oversized_lines,
+            ),
+            (
+                "clawwatch_connections_refused",
+                "Connections closed at once: --max-connections were open.",
+                self.connections_refused,
+            ),
+            (
+                "clawwatch_connections_cut",
+                "Connections cut off for what they sent (malformed, over a bound).",
+                self.connections_cut,
+            ),
+            (
+                "clawwatch_incidents_opened",
                 "Incidents opened.",
                 self.engine_counter(|s| s.incidents_opened),
             ),
             (
-                "clawwatch_incidents_closed_total",
-                "counter",
+                "clawwatch_incidents_closed",
                 "Incidents closed after their quiet period.",
                 self.engine_counter(|s| s.incidents_closed),
             ),
             (
-                "clawwatch_incidents_open",
-                "gauge",
-                "Incidents open now.",
-                self.engine_gauge(|s| s.incidents_open),
-            ),
-            (
-                "clawwatch_evictions_total",
-                "counter",
+                "clawwatch_evictions",
                 "Entries dropped from bounded state to stay within its caps.",
                 self.engine_counter(|s| s.evictions),
             ),
             (
+                "clawwatch_engine_restarts",
+                "Times the engine was re-created after a trap or a resource limit.",
+                self.engine_restarts,
+            ),
+            (
+                "clawwatch_policy_reloads",
+                "Policy reloads applied.",
+                self.reloads_applied,
+            ),
+            (
+                "clawwatch_policy_reloads_rejected",
+                "Policy reloads rejected (the running policy stayed).",
+                self.reloads_rejected,
+            ),
+            (
+                "clawwatch_state_snapshots",
+                "State snapshots saved.",
+                self.snapshots_saved,
+            ),
+            (
+                "clawwatch_state_snapshot_failures",
+                "State snapshots (or journal writes) that could not be saved.",
+                self.snapshots_failed,
+            ),
+            (
+                "clawwatch_unjudged_records",
+                "Records passed on without the engine's judgement (their batch failed).",
+                self.unjudged_records,
+            ),
+        ];
+        for (name, help, value) in counters {
+            counter(encoder, name, help, value)?;
+        }
+        let gauges: [(&str, &str, u64); 3] = [
+            (
+                "clawwatch_incidents_open",
+                "Incidents open now.",
+                self.engine_gauge(|s| s.incidents_open),
+            ),
+            (
                 "clawwatch_agents",
-                "gauge",
                 "Agents known now (live or recently terminated).",
                 self.engine_gauge(|s| s.agents),
             ),
             (
                 "clawwatch_dns_entries",
-                "gauge",
                 "Address-to-name entries held from DNS answers.",
                 self.engine_gauge(|s| s.dns_entries),
             ),
-            (
-                "clawwatch_engine_restarts_total",
-                "counter",
-                "Times the engine was re-created after a trap or a resource limit.",
-                self.engine_restarts,
-            ),
-            (
-                "clawwatch_policy_reloads_total",
-                "counter",
-                "Policy reloads applied.",
-                self.reloads_applied,
-            ),
-            (
-                "clawwatch_policy_reloads_rejected_total",
-                "counter",
-                "Policy reloads rejected (the running policy stayed).",
-                self.reloads_rejected,
-            ),
-            (
-                "clawwatch_state_snapshots_total",
-                "counter",
-                "State snapshots saved.",
-                self.snapshots_saved,
-            ),
-            (
-                "clawwatch_state_snapshot_failures_total",
-                "counter",
-                "State snapshots that could not be saved.",
-                self.snapshots_failed,
-            ),
         ];
-        for (name, kind, help, value) in simple {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+        for (name, help, value) in gauges {
+            gauge(encoder, name, help, value)?;
         }
-        let _ = writeln!(
-            out,
-            "# HELP clawwatch_batch_seconds Time the engine took per batch.\n# TYPE clawwatch_batch_seconds histogram"
-        );
-        let mut cumulative = 0;
-        for (bound, count) in LATENCY_BUCKETS.iter().zip(self.latency_counts) {
-            cumulative += count;
-            let _ = writeln!(
-                out,
-                "clawwatch_batch_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "clawwatch_batch_seconds_bucket{{le=\"+Inf\"}} {}\nclawwatch_batch_seconds_sum {}\nclawwatch_batch_seconds_count {}",
-            self.batches(),
-            self.latency_sum,
-            self.batches()
-        );
-        out
+        let mut family = encoder.encode_descriptor(
+            "clawwatch_batch_seconds",
+            "Time the engine took per batch.",
+            None,
+            MetricType::Histogram,
+        )?;
+        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::MAX]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(self.latency_counts).collect();
+        family.encode_histogram::<NoLabelSet>(self.latency_sum, self.batches(), &buckets, None)
     }
 
     /// The end-of-run summary, a few lines for stderr.
@@ -322,8 +343,10 @@ impl Metrics {
                 add(&mut verdicts, verdict, *n);
             }
         }
-        if self.oversized_lines > 0 {
-            add(&mut verdicts, "error", self.oversized_lines);
+        // Lines the engine never saw (too long, or in a batch it failed on) were passed on tagged `error`.
+        let unseen = self.oversized_lines + self.unjudged_records;
+        if unseen > 0 {
+            add(&mut verdicts, "error", unseen);
         }
         let judged: u64 = verdicts.iter().map(|(_, n)| n).sum();
         let list = |items: Vec<String>| {
@@ -420,45 +443,55 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` until the process ends. Anything else gets a 404;
-/// requests are read up to a small bound, so a client cannot make it buffer.
+/// Serves `GET /metrics` (OpenMetrics text) until the process ends; anything
+/// else gets a 404.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Shared) -> Result<()> {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
     eprintln!(
         "clawwatch: metrics on http://{}/metrics",
         listener.local_addr()?
     );
     loop {
-        let (mut stream, _) =
-            crate::source::listener::accept_resiliently(&listener, "metrics").await;
+        let (stream, _) = crate::source::listener::accept_resiliently(&listener, "metrics").await;
         let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut head = Vec::with_capacity(1024);
-            let mut buf = [0u8; 1024];
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let wanted = req.method() == hyper::Method::GET
+                        && matches!(req.uri().path(), "/metrics" | "/");
+                    let mut response = if wanted {
+                        let body = metrics.lock().map(|m| m.render()).unwrap_or_default();
+                        let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+                        response.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static(
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            ),
+                        );
+                        response
+                    } else {
+                        let mut response = hyper::Response::new(Full::new(Bytes::from(
+                            "only GET /metrics is served\n",
+                        )));
+                        *response.status_mut() = hyper::StatusCode::NOT_FOUND;
+                        response
+                    };
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                    Ok::<_, std::convert::Infallible>(response)
                 }
-            })
-            .await;
-            if read.is_err() {
-                return;
-            }
-            let wanted = head.starts_with(b"GET /metrics ") || head.starts_with(b"GET / ");
-            let (status, body) = if wanted {
-                let body = metrics.lock().map(|m| m.render()).unwrap_or_default();
-                ("200 OK", body)
-            } else {
-                ("404 Not Found", "only GET /metrics is served\n".to_string())
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Some(Duration::from_secs(5)))
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -540,7 +573,7 @@ mod tests {
     }
 
     #[test]
-    fn counters_count_this_run_only_and_render_as_prometheus_text() {
+    fn counters_count_this_run_only_and_render_as_openmetrics_text() {
         let mut m = Metrics::default();
         m.set_baseline(stats(5, 5));
         m.set_engine(stats(12, 9));
@@ -559,6 +592,14 @@ mod tests {
         assert!(text.contains("clawwatch_batch_seconds_bucket{le=\"0.001\"} 1\n"));
         assert!(text.contains("clawwatch_batch_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("clawwatch_batch_seconds_count 2\n"));
+        assert!(
+            text.contains("# TYPE clawwatch_records counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics ends with EOF: {text}"
+        );
         // Every sample line belongs to a family declared before it.
         let mut declared = Vec::new();
         for line in text.lines() {
@@ -567,6 +608,7 @@ mod tests {
             } else if !line.starts_with('#') {
                 let name = line.split(['{', ' ']).next().unwrap();
                 let family = name
+                    .trim_end_matches("_total")
                     .trim_end_matches("_bucket")
                     .trim_end_matches("_sum")
                     .trim_end_matches("_count");

@@ -222,6 +222,11 @@ fn a_trap_names_its_cause_and_the_engine_resumes_with_what_it_knew() {
         "the name it resolved is known too: {flow}"
     );
     assert!(rest.iter().all(|v| v["clawwatch"]["stream"] == "incident"));
+    // The run's summary counts every record, the unjudged ones as errors.
+    assert!(
+        stderr.contains(&format!("clawwatch: {} records in", filler.len() + 3)),
+        "{stderr}"
+    );
 }
 
 /// A valid snapshot the engine cannot load under a smaller memory limit is

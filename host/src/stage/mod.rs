@@ -208,7 +208,9 @@ impl Stage {
         self.monitor.set_stream(stream.clone());
         let out = self.monitor.process(&bytes);
         self.monitor.set_stream(self.default_stream.clone());
-        if !self.monitor.last_failed() {
+        if self.monitor.last_failed() {
+            self.lock().unjudged_records += out.lines.len() as u64;
+        } else {
             self.journal(Step::Batch { bytes, stream });
         }
         out
