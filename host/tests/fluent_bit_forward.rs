@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::bulk_exporter::{self, DNS, SPAWN, flow};
+use common::{Listening, free_port};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -16,35 +18,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A bulk exporter: many calls to one API are its normal (no volume baseline).
-const POLICY: &str = r#"
-[monitor]
-agent_subnets = ["10.20.0.0/16"]
-corp_resolvers = ["10.0.0.53"]
-
-[agent_profile."data_collector_v1"]
-expected_lifetime_minutes = 120
-allowed_outbound = [
-{ protocol = "TCP", port = 443, destination = "api.internal.example.net" },
-{ protocol = "UDP", port = 53, destination = "10.0.0.53" },
-]
-"#;
-
-const SPAWN: &str = r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","agent_type":"data_collector_v1","deployment":"staging","ip":"10.20.0.15"}"#;
-const DNS: &str = r#"{"type":"dns","ts":"2026-11-24T14:30:05Z","client_ip":"10.20.0.15","resolver_ip":"10.0.0.53","qname":"api.internal.example.net","qtype":"A","answers":[{"data":"93.184.216.34","ttl":3600}]}"#;
-
-/// An allowed flow, numbered by its source port, two a second from 14:31 on.
-fn flow(n: usize) -> String {
-    let secs = 14 * 3600 + 31 * 60 + n / 2;
-    format!(
-        r#"{{"type":"flow","ts":"2026-11-24T{:02}:{:02}:{:02}Z","src_ip":"10.20.0.15","src_port":{},"dst_ip":"93.184.216.34","dst_port":443,"proto":"TCP","bytes":900}}"#,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        10000 + n
-    )
-}
 
 /// Kills a child however the test ends.
 struct Running(Child);
@@ -56,51 +29,15 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `clawwatch run` between the two Fluent Bit ends, once it listens; what it
-/// says goes on to `log`.
-fn start_clawwatch(args: &[String], log: &Path) -> Running {
-    let mut child = common::command(env!("CARGO_BIN_EXE_clawwatch"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "clawwatch exited");
-        if line.starts_with("clawwatch: listening on") {
-            break;
-        }
-    }
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut log));
-    Running(child)
-}
-
 #[test]
 fn kill_9_between_real_fluent_bit_ends_loses_no_record_and_raises_no_false_alert() {
     let Some((fluent_bit, _)) = common::fluent_bit_tools() else {
         return;
     };
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fluent-bit-forward-kill-9");
-    let _ = std::fs::remove_dir_all(&dir);
+    let policy = bulk_exporter::policy_in(&dir);
     std::fs::create_dir_all(dir.join("state")).unwrap();
     let (to_clawwatch, back) = (free_port(), free_port());
-    std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
     let input = dir.join("agents.ndjson");
     std::fs::write(&input, "").unwrap();
     // The shipped configuration, on this test's ports, retrying quickly.
@@ -128,11 +65,14 @@ fn kill_9_between_real_fluent_bit_ends_loses_no_record_and_raises_no_false_alert
         "--snapshot-secs",
         "3600",
         "--policy",
-        dir.join("policy.toml").to_str().unwrap(),
+        policy.to_str().unwrap(),
     ]
     .map(String::from)
     .into();
-    let first = start_clawwatch(&args, &dir.join("clawwatch.log"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Drops kill it: that is the `kill -9` below.
+    let start_clawwatch = || Listening::start(env!("CARGO_BIN_EXE_clawwatch"), &args, false);
+    let first = start_clawwatch();
     let mut bit = Running(
         Command::new(&fluent_bit)
             .arg("-c")
@@ -191,7 +131,7 @@ fn kill_9_between_real_fluent_bit_ends_loses_no_record_and_raises_no_false_alert
             }
             drop(first.take()); // SIGKILL
             std::thread::sleep(Duration::from_millis(500));
-            second = Some(start_clawwatch(&args, &dir.join("clawwatch.log")));
+            second = Some(start_clawwatch());
         }
     }
     let started = Instant::now();

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::bulk_exporter::{self, DNS, SPAWN, flow};
 use common::{Listening, http};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -15,44 +16,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A bulk exporter: many calls to one API are its normal, so no volume baseline.
-const POLICY: &str = r#"
-[monitor]
-agent_subnets = ["10.20.0.0/16"]
-corp_resolvers = ["10.0.0.53"]
-
-[agent_profile."data_collector_v1"]
-expected_lifetime_minutes = 120
-allowed_outbound = [
-{ protocol = "TCP", port = 443, destination = "api.internal.example.net" },
-{ protocol = "UDP", port = 53, destination = "10.0.0.53" },
-]
-"#;
-
-/// [`POLICY`] in a file of its own for a test.
+/// [`bulk_exporter::POLICY`] in a directory of the test's own.
 fn policy_file(test: &str) -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("policy.toml");
-    std::fs::write(&path, POLICY).unwrap();
-    path
-}
-
-const SPAWN: &str = r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","agent_type":"data_collector_v1","deployment":"staging","ip":"10.20.0.15"}"#;
-const DNS: &str = r#"{"type":"dns","ts":"2026-11-24T14:30:05Z","client_ip":"10.20.0.15","resolver_ip":"10.0.0.53","qname":"api.internal.example.net","qtype":"A","answers":[{"data":"93.184.216.34","ttl":3600}]}"#;
-
-/// An allowed flow of the agent above, numbered by its source port, two a
-/// second from 14:31 on (well below the policy's runaway rate).
-fn flow(n: usize) -> String {
-    let secs = 14 * 3600 + 31 * 60 + n / 2;
-    format!(
-        r#"{{"type":"flow","ts":"2026-11-24T{:02}:{:02}:{:02}Z","src_ip":"10.20.0.15","src_port":{},"dst_ip":"93.184.216.34","dst_port":443,"proto":"TCP","bytes":900}}"#,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        10000 + n
-    )
+    bulk_exporter::policy_in(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(test))
 }
 
 fn body_of(lines: &[String]) -> Vec<u8> {

@@ -8,6 +8,9 @@
 //! `CLAWWATCH_NODE` and `CLAWWATCH_OPENCLAW_DIR`. Without them the test says
 //! SKIPPED and passes, except under CI, where it fails.
 
+mod common;
+
+use common::free_port;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -32,14 +35,6 @@ fn tools() -> Option<Tools> {
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child process killed when the test ends, however it ends.

@@ -200,3 +200,55 @@ pub fn http(
         .to_string();
     Ok((status, body))
 }
+
+/// A port free a moment ago, for a process that must be restarted on the same one.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Records of one agent whose normal is many calls to one API, for tests
+/// that push thousands of records through and must see no alert.
+pub mod bulk_exporter {
+    /// Its policy: no volume baseline, so only a wrong destination alerts.
+    pub const POLICY: &str = r#"
+[monitor]
+agent_subnets = ["10.20.0.0/16"]
+corp_resolvers = ["10.0.0.53"]
+
+[agent_profile."data_collector_v1"]
+expected_lifetime_minutes = 120
+allowed_outbound = [
+{ protocol = "TCP", port = 443, destination = "api.internal.example.net" },
+{ protocol = "UDP", port = 53, destination = "10.0.0.53" },
+]
+"#;
+
+    pub const SPAWN: &str = r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","agent_type":"data_collector_v1","deployment":"staging","ip":"10.20.0.15"}"#;
+    pub const DNS: &str = r#"{"type":"dns","ts":"2026-11-24T14:30:05Z","client_ip":"10.20.0.15","resolver_ip":"10.0.0.53","qname":"api.internal.example.net","qtype":"A","answers":[{"data":"93.184.216.34","ttl":3600}]}"#;
+
+    /// An allowed flow, numbered by its source port, two a second from 14:31
+    /// on (well below the runaway rate).
+    pub fn flow(n: usize) -> String {
+        let secs = 14 * 3600 + 31 * 60 + n / 2;
+        format!(
+            r#"{{"type":"flow","ts":"2026-11-24T{:02}:{:02}:{:02}Z","src_ip":"10.20.0.15","src_port":{},"dst_ip":"93.184.216.34","dst_port":443,"proto":"TCP","bytes":900}}"#,
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            10000 + n
+        )
+    }
+
+    /// [`POLICY`] in `dir/policy.toml` (the directory made afresh).
+    pub fn policy_in(dir: &std::path::Path) -> std::path::PathBuf {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("policy.toml");
+        std::fs::write(&path, POLICY).unwrap();
+        path
+    }
+}
