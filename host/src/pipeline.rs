@@ -228,7 +228,7 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
     let summary = {
         let mut m = metrics.lock().expect("metrics lock");
         m.set_engine(stats);
-        m.oversized_lines = splitter.oversized_lines;
+        m.oversized_lines += splitter.oversized_lines;
         m.engine_restarts = monitor.restarts();
         m.summary(started.elapsed())
     };

@@ -57,6 +57,8 @@ fn posted_batches_come_out_as_from_a_file_and_bad_requests_are_answered_plainly(
             "127.0.0.1:0",
             "--connection-budget-mib",
             "1",
+            "--max-line-bytes",
+            "4096",
             "--metrics-listen",
             "127.0.0.1:0",
         ],
@@ -162,6 +164,28 @@ fn posted_batches_come_out_as_from_a_file_and_bad_requests_are_answered_plainly(
     assert_eq!(got, 400, "{text}");
     assert!(text.contains("expands beyond"), "{text}");
     assert_eq!(http(&addr, "GET", "/health", &[], b"").unwrap().0, 200);
+    // A line over --max-line-bytes passes through tagged, in order, and is counted.
+    let long = format!("{{\"pad\":\"{}\"}}\nnot json\n", "x".repeat(5000));
+    let posted = std::thread::spawn({
+        let addr = addr.clone();
+        move || http(&addr, "POST", "/", &[], long.as_bytes()).unwrap().0
+    });
+    let got = read_lines(&mut run.stdout, 2);
+    assert!(got[0]["raw_base64"].is_string(), "{}", got[0]);
+    assert!(
+        got[0]["clawwatch"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("--max-line-bytes"),
+        "{}",
+        got[0]
+    );
+    assert_eq!(got[1]["clawwatch"]["verdict"], "error", "{}", got[1]);
+    assert_eq!(posted.join().unwrap(), 200);
+    assert!(
+        run.metrics_text()
+            .contains("clawwatch_oversized_lines_total 1\n")
+    );
     assert!(
         run.metrics_text()
             .contains("clawwatch_connections_cut_total 1"),

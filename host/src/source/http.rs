@@ -244,6 +244,7 @@ impl Requests {
         splitter.push(body, &mut chunks);
         splitter.end_of_input(&mut chunks);
         splitter.flush(&mut chunks);
+        self.metrics.lock().expect("metrics lock").oversized_lines += splitter.oversized_lines;
         let epoch = crate::stage::reload::policy_epoch();
         let acked = |ndjson: Vec<u8>, ack: Option<Ack>| {
             Chunk::Acked(Batch {

@@ -83,7 +83,12 @@ pub async fn listen(
                         let _ = stop.wait_for(|stopped| *stopped).await;
                     };
                     let ended = match protocol {
-                        Protocol::Ndjson(limits, idle) => lines::read_input_until(stream, &mut Splitter::new(limits), &tx, idle, stopped).await,
+                        Protocol::Ndjson(limits, idle) => {
+                            let mut splitter = Splitter::new(limits);
+                            let ended = lines::read_input_until(stream, &mut splitter, &tx, idle, stopped).await;
+                            metrics.lock().expect("metrics lock").oversized_lines += splitter.oversized_lines;
+                            ended
+                        }
                         Protocol::Forward => super::forward::serve_connection(stream, tx, &budget, stopped).await,
                     };
                     if let Err(e) = ended {
