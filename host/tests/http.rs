@@ -201,11 +201,11 @@ struct Received {
     requests: usize,
 }
 
-/// A receiver like Vector's `http_server` source that misbehaves: the first
-/// request is answered 503, the second is read and the connection dropped
-/// unanswered, then the receiver goes away for a while (a restart) and comes
-/// back on the same port answering 200 after `hold`.
-fn flaky_receiver(hold: Duration) -> (String, Arc<Mutex<Received>>) {
+/// A receiver like Vector's `http_server` source, answering 200 after
+/// `hold`. A `flaky` one misbehaves first: the first request is answered 503,
+/// the second is read and the connection dropped unanswered, then it goes
+/// away for a while (a restart) and comes back on the same port.
+fn receiver(hold: Duration, flaky: bool) -> (String, Arc<Mutex<Received>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let got = Arc::new(Mutex::new(Received::default()));
@@ -225,12 +225,12 @@ fn flaky_receiver(hold: Duration) -> (String, Arc<Mutex<Received>>) {
                     g.requests
                 };
                 match n {
-                    1 => {
+                    1 if flaky => {
                         let _ = conn.write_all(
                             b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
                         );
                     }
-                    2 => {
+                    2 if flaky => {
                         // Taken in and lost: the receiver dies before it answers, and
                         // is away for a second before it is back on the same port.
                         drop(listener.take());
@@ -288,7 +288,7 @@ fn ports(ndjson: &str) -> BTreeSet<u64> {
 #[test]
 fn the_http_output_resends_until_answered_and_senders_hear_only_then() {
     let hold = Duration::from_millis(300);
-    let (receiver, got) = flaky_receiver(hold);
+    let (receiver, got) = receiver(hold, true);
     let output = format!("http://{receiver}/ingest");
     let policy = policy_file("http-output");
     let run = Listening::start(
@@ -352,16 +352,16 @@ fn kill_9_mid_stream_loses_no_acked_record_and_raises_no_false_alert() {
     let policy = policy_file("http-kill-9");
     let state = policy.with_file_name("state");
     std::fs::create_dir_all(&state).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    // Each batch is in flight for 200 ms downstream: the kill finds one unanswered.
+    let (downstream, got) = receiver(Duration::from_millis(200), false);
+    let output = format!("http://{downstream}/");
+    let addr = format!("127.0.0.1:{}", common::free_port());
     let args = [
         "run",
         "--http-listen",
         &addr,
+        "--output",
+        &output,
         "--state",
         state.to_str().unwrap(),
         "--snapshot-secs",
@@ -369,23 +369,7 @@ fn kill_9_mid_stream_loses_no_acked_record_and_raises_no_false_alert() {
         "--policy",
         policy.to_str().unwrap(),
     ];
-    let out = Arc::new(Mutex::new(Vec::<Value>::new()));
-    let collect = |mut run: Listening| {
-        let out = out.clone();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while run.stdout.read_line(&mut line).unwrap_or(0) > 0 {
-                out.lock()
-                    .unwrap()
-                    .push(serde_json::from_str(&line).unwrap());
-                line.clear();
-            }
-            run
-        })
-    };
     let first = Listening::start(env!("CARGO_BIN_EXE_clawwatch"), &args, false);
-    let first_pid = first.child.id().to_string();
-    let first = collect(first);
     // The sender: each batch until it is answered 200, as Vector's http sink retries.
     let sender = std::thread::spawn({
         let addr = addr.clone();
@@ -406,32 +390,26 @@ fn kill_9_mid_stream_loses_no_acked_record_and_raises_no_false_alert() {
                     retried += 1;
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                std::thread::sleep(Duration::from_millis(50));
             }
             retried
         }
     });
     // Kill once some batches are out, long before any snapshot.
     let started = Instant::now();
-    while out.lock().unwrap().len() < 1000 {
+    while got.lock().unwrap().delivered.len() < 5 {
         assert!(started.elapsed() < Duration::from_secs(60), "no output");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut killed = std::process::Command::new("kill");
-    killed.args(["-9", &first_pid]);
-    assert!(killed.status().unwrap().success());
-    let _ = first.join();
+    first.kill();
     let second = Listening::start(env!("CARGO_BIN_EXE_clawwatch"), &args, false);
-    let pid = second.child.id();
-    let second = collect(second);
     let retried = sender.join().unwrap();
-    std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .unwrap();
-    let run = second.join().unwrap();
-    drop(run);
-    let out = out.lock().unwrap();
+    second.stop();
+    assert!(retried > 0, "the kill found no request in flight");
+    let delivered = got.lock().unwrap().delivered.join("");
+    let out: Vec<Value> = delivered
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let flows: Vec<&Value> = out
         .iter()
         .filter(|v| v["clawwatch"]["stream"] == "flow")
