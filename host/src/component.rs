@@ -404,11 +404,10 @@ impl Monitor {
 
     /// Takes a checkpoint when the replay log is big or old enough.
     fn checkpoint_if_due(&mut self) {
-        if self.log_bytes >= CHECKPOINT_BYTES || self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY
-        {
-            if let Err(e) = self.export_state() {
-                tracing::error!(error = %e, "no checkpoint taken; the replay log goes on");
-            }
+        let due = self.log_bytes >= CHECKPOINT_BYTES
+            || self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY;
+        if due && let Err(e) = self.export_state() {
+            tracing::error!(error = %e, "no checkpoint taken; the replay log goes on");
         }
     }
 
