@@ -234,6 +234,10 @@ pub struct BenchArgs {
     /// Write the generated records (NDJSON) to this file and measure nothing.
     #[arg(long, value_name = "PATH", conflicts_with = "fluent_bit")]
     pub write_records: Option<PathBuf>,
+    /// Measure only the native engine, nothing else in the process: for profiling it
+    /// (`perf record -g clawwatch bench --native-only`).
+    #[arg(long, conflicts_with_all = ["fluent_bit", "write_records"])]
+    pub native_only: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

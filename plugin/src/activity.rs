@@ -160,11 +160,13 @@ impl Activity {
     /// whatever order their records arrive in.
     pub fn observe(&mut self, flow: &crate::record::Flow) {
         let end = flow.end.map_or(flow.ts, |e| e.max(flow.ts));
+        // The source port first: it differs between most contacts and is the
+        // cheapest to compare (this scans every contact of the agent).
         let same = |c: &Contact| {
-            c.dst == flow.dst
+            c.src_port == flow.src_port
                 && c.port == flow.dst_port
+                && c.dst == flow.dst
                 && c.proto == flow.proto
-                && c.src_port == flow.src_port
         };
         let touches = |c: &Contact, start: Timestamp, end: Timestamp| {
             start.0 <= c.end.0 + SLICE_GAP_NANOS && end.0 + SLICE_GAP_NANOS >= c.start.0

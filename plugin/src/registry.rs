@@ -150,13 +150,13 @@ impl Registry {
 
     /// The agent that held `ip` at time `t`, if any.
     pub fn agent_at(&mut self, ip: IpAddr, t: Timestamp) -> Option<&Agent> {
-        let history = self.bindings.peek(&ip)?;
-        let binding = history
+        let Registry { agents, bindings } = self;
+        let binding = bindings
+            .peek(&ip)?
             .iter()
             .rev()
             .find(|b| b.from.0 - SPAWN_SKEW_NANOS <= t.0 && b.until.is_none_or(|u| t < u))?;
-        let id = binding.agent_id.clone();
-        self.agents.get(&id)
+        agents.get(&binding.agent_id)
     }
 
     pub fn agent(&mut self, id: &str) -> Option<&Agent> {

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 pub struct BenchOptions {
     pub records: usize,
+    /// Only the native engine, for a profiler.
+    pub native_only: bool,
     pub batch_records: usize,
     pub policy_text: String,
     pub component: Option<PathBuf>,
@@ -27,11 +29,14 @@ pub struct BenchOptions {
 struct CountingAllocator;
 
 static HEAP_IN_USE: AtomicUsize = AtomicUsize::new(0);
+/// Allocations made (and reallocations), ever.
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: defers every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         HEAP_IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -40,6 +45,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         HEAP_IN_USE.fetch_add(new_size, Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         HEAP_IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -123,6 +129,22 @@ fn state_cost(policy_text: &str, agents: usize) -> Result<StateCost> {
         export,
         restore,
     })
+}
+
+/// The peer to beat: what a naive enricher costs with no detection at all:
+/// each line parsed into a `serde_json::Value`, a constant note inserted,
+/// the value written back (a line that is not an object is wrapped).
+fn naive_enrich(batch: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    for line in batch.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let mut value = match serde_json::from_slice::<serde_json::Value>(line) {
+            Ok(serde_json::Value::Object(map)) => serde_json::Value::Object(map),
+            _ => serde_json::json!({ "raw": String::from_utf8_lossy(line) }),
+        };
+        value["clawwatch"] = serde_json::json!({ "verdict": "allow" });
+        serde_json::to_writer(&mut *out, &value).expect("writing to a Vec");
+        out.push(b'\n');
+    }
 }
 
 /// A small deterministic generator: the same records on every run.
@@ -251,6 +273,9 @@ fn generate(records: usize, batch_records: usize) -> Vec<Vec<u8>> {
 struct Measured {
     elapsed: Duration,
     output_hash: u64,
+    /// Allocations made while timed (other threads' included: meaningful
+    /// for the paths that run on this thread alone).
+    allocations: usize,
 }
 
 /// Times `process` over every batch. It writes into a buffer that lives across
@@ -260,17 +285,21 @@ fn measure(batches: &[Vec<u8>], mut process: impl FnMut(&[u8], &mut Vec<u8>)) ->
     #[allow(deprecated)]
     let mut hasher = std::hash::SipHasher::new();
     let mut elapsed = Duration::ZERO;
+    let mut allocations = 0;
     let mut out = Vec::new();
     for batch in batches {
         // Only the engine call is timed; checking that both paths agree is not.
+        let allocated = ALLOCATIONS.load(Ordering::Relaxed);
         let started = Instant::now();
         process(batch, &mut out);
         elapsed += started.elapsed();
+        allocations += ALLOCATIONS.load(Ordering::Relaxed) - allocated;
         out.hash(&mut hasher);
     }
     Measured {
         elapsed,
         output_hash: hasher.finish(),
+        allocations,
     }
 }
 
@@ -295,6 +324,17 @@ pub fn run(opts: BenchOptions) -> Result<()> {
     });
     let native_stats = engine.stats();
     drop(engine);
+    if opts.native_only {
+        println!(
+            "native: {records} records in {:.3} s, {:.0} records/s, {:.2} allocations per record",
+            native.elapsed.as_secs_f64(),
+            records as f64 / native.elapsed.as_secs_f64(),
+            native.allocations as f64 / records as f64
+        );
+        return Ok(());
+    }
+    eprintln!("naive enricher...");
+    let naive = measure(&batches, naive_enrich);
     // Measured while nothing else allocates: before any component is loaded.
     let agents = 10_000;
     let cost = state_cost(&opts.policy_text, agents)?;
@@ -340,23 +380,23 @@ pub fn run(opts: BenchOptions) -> Result<()> {
     );
     let _ = writeln!(
         report,
-        "{:<10} {:>14} {:>10} {:>10} {:>16}",
-        "path", "records/s", "MB/s", "seconds", "time vs native"
+        "{:<10} {:>14} {:>10} {:>10} {:>16} {:>14}",
+        "path", "records/s", "MB/s", "seconds", "time vs native", "allocs/record"
     );
-    let _ = writeln!(
-        report,
-        "{:<10} {:>14.0} {:>10.1} {:>10.3} {:>16}",
-        "native",
-        rate(&native),
-        mbps(&native),
-        native.elapsed.as_secs_f64(),
-        "1.00x"
-    );
-    for (name, m) in &component_paths {
+    let paths = [("native", &native), ("naive", &naive)]
+        .into_iter()
+        .chain(component_paths.iter().map(|(name, m)| (*name, m)));
+    for (name, m) in paths {
         let ratio = m.elapsed.as_secs_f64() / native.elapsed.as_secs_f64();
+        // The component's allocations are in its own linear memory, not counted here.
+        let allocs = if matches!(name, "native" | "naive") {
+            format!("{:.2}", m.allocations as f64 / records as f64)
+        } else {
+            "-".to_string()
+        };
         let _ = writeln!(
             report,
-            "{name:<10} {:>14.0} {:>10.1} {:>10.3} {:>15.2}x",
+            "{name:<10} {:>14.0} {:>10.1} {:>10.3} {:>15.2}x {allocs:>14}",
             rate(m),
             mbps(m),
             m.elapsed.as_secs_f64(),
@@ -365,7 +405,7 @@ pub fn run(opts: BenchOptions) -> Result<()> {
     }
     let _ = writeln!(
         report,
-        "(component: CPU-bounded by --batch-timeout-ms, as `run` uses it; unbounded: --batch-timeout-ms 0)"
+        "(naive: a serde_json parse-insert-serialise enricher with no detection, the peer to beat; component: CPU-bounded by --batch-timeout-ms, as `run` uses it; unbounded: --batch-timeout-ms 0)"
     );
     let _ = writeln!(
         report,
@@ -421,6 +461,7 @@ pub fn command(args: crate::cli::BenchArgs) -> Result<()> {
     }
     run(BenchOptions {
         records: args.records,
+        native_only: args.native_only,
         batch_records: args.engine.batch_records,
         policy_text,
         component: args.engine.component.clone(),

@@ -316,7 +316,9 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
         let mut fields = Fields {
-            values: Vec::with_capacity(12),
+            // Enough for the known keys of the widest format (goflow2's IPFIX
+            // records carry about 20): one allocation per record, no growth.
+            values: Vec::with_capacity(24),
             slots: [0; KEY_COUNT],
             has_clawwatch: false,
             members: 0,

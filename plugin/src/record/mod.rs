@@ -94,12 +94,18 @@ impl Proto {
         if let Ok(n) = name.parse::<u64>() {
             return Proto::from_number(n);
         }
-        Some(match name.to_ascii_lowercase().as_str() {
-            "tcp" => Proto::Tcp,
-            "udp" => Proto::Udp,
-            "icmp" | "ipv6-icmp" | "icmpv6" | "icmp6" => Proto::Icmp,
-            _ => return None,
-        })
+        // Compared in place: this runs for every flow, and an allocation per
+        // flow for a lowercase copy is a waste.
+        let is = |other: &str| name.eq_ignore_ascii_case(other);
+        if is("tcp") {
+            Some(Proto::Tcp)
+        } else if is("udp") {
+            Some(Proto::Udp)
+        } else if ["icmp", "ipv6-icmp", "icmpv6", "icmp6"].into_iter().any(is) {
+            Some(Proto::Icmp)
+        } else {
+            None
+        }
     }
 
     pub fn number(self) -> u8 {

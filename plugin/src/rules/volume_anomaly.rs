@@ -40,6 +40,10 @@ impl Baselines {
             profile.baseline_connections_per_hour.map(|v| v as f64),
             profile.baseline_bytes_per_hour.map(|v| v as f64),
         );
+        // Most fleets learn nothing (adaptive baselines are opt-in): no key to build.
+        if self.learned.is_empty() {
+            return seed;
+        }
         match self
             .learned
             .get(&(profile.name.clone(), profile.context.clone()))
