@@ -19,8 +19,39 @@ mod bindings {
 
 use bindings::exports::clawwatch::monitor::engine::BatchFormat;
 pub use bindings::exports::clawwatch::monitor::engine::FieldSet;
+use bindings::exports::clawwatch::monitor::engine::RestoreError as Refusal;
 pub use bindings::exports::clawwatch::monitor::engine::Stats;
 pub use bindings::exports::clawwatch::monitor::engine::{Judged, OutputLine, Stream, Verdict};
+
+impl Stream {
+    /// The name records carry in `clawwatch.stream`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Control => "control",
+            Stream::Flow => "flow",
+            Stream::Dns => "dns",
+            Stream::Heartbeat => "heartbeat",
+            Stream::Proxy => "proxy",
+            Stream::Incident => "incident",
+            Stream::Audit => "audit",
+            Stream::Other => "other",
+        }
+    }
+}
+
+impl Verdict {
+    /// The name records carry in `clawwatch.verdict`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Alert => "alert",
+            Verdict::Approved => "approved",
+            Verdict::Unattributed => "unattributed",
+            Verdict::NotApplicable => "not_applicable",
+            Verdict::Error => "error",
+        }
+    }
+}
 #[cfg(test)]
 pub use bindings::exports::clawwatch::monitor::engine::{RuleCount, StreamCount};
 
@@ -227,8 +258,8 @@ impl CreateError {
 /// Why a state snapshot was not restored.
 #[derive(Debug)]
 pub enum RestoreError {
-    /// The engine refused it (damaged, or from an incompatible version).
-    Refused(String),
+    /// The engine refused it: damaged, or from another format version.
+    Refused(clawwatch_plugin::StateError),
     /// The component failed while reading it.
     Runtime(anyhow::Error),
 }
@@ -236,7 +267,7 @@ pub enum RestoreError {
 impl std::fmt::Display for RestoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
-            RestoreError::Refused(why) => f.write_str(why),
+            RestoreError::Refused(why) => write!(f, "{why}"),
             RestoreError::Runtime(e) => write!(f, "the engine failed while restoring: {e:#}"),
         }
     }
@@ -496,7 +527,15 @@ impl Monitor {
             .monitor()
             .call_restore_state(&mut self.store, self.handle, snapshot)
             .map_err(|e| RestoreError::Runtime(e.into()))?
-            .map_err(RestoreError::Refused)?;
+            .map_err(|refusal| {
+                RestoreError::Refused(match refusal {
+                    Refusal::Corrupt(why) => clawwatch_plugin::StateError::Corrupt(why),
+                    Refusal::Incompatible(v) => clawwatch_plugin::StateError::Incompatible {
+                        found: v.found,
+                        supported: v.supported,
+                    },
+                })
+            })?;
         self.checkpointed(snapshot.to_vec());
         Ok(())
     }

@@ -153,8 +153,8 @@ impl Metrics {
                         .map_or(0, |o| o.records)
                 });
                 (
-                    c.stream.clone(),
-                    c.verdict.clone(),
+                    c.stream.as_str().to_string(),
+                    c.verdict.as_str().to_string(),
                     c.records.saturating_sub(before),
                 )
             })
@@ -517,8 +517,8 @@ mod tests {
             agents: 3,
             dns_entries: 0,
             records_by_stream: vec![StreamCount {
-                stream: "flow".into(),
-                verdict: "alert".into(),
+                stream: crate::component::Stream::Flow,
+                verdict: crate::component::Verdict::Alert,
                 records: flow_alerts,
             }],
             findings_by_rule: vec![RuleCount {

@@ -8,7 +8,7 @@ wit_bindgen::generate!({ path: "../wit", world: "monitor" });
 
 use exports::clawwatch::monitor::engine::{
     BatchFormat, FieldSet, Guest, GuestMonitor, Judged, Monitor, OutputLine, PolicyError,
-    RuleCount, Stats, Stream, StreamCount, Verdict,
+    RestoreError, RuleCount, SnapshotVersions, Stats, Stream, StreamCount, Verdict,
 };
 
 struct Component;
@@ -97,8 +97,8 @@ impl GuestMonitor for MonitorResource {
                 .filter_map(|(stream, verdict)| {
                     let records = s.records_by_stream[stream as usize][verdict as usize];
                     (records > 0).then(|| StreamCount {
-                        stream: stream.as_str().to_string(),
-                        verdict: verdict.as_str().to_string(),
+                        stream: wit_stream(stream),
+                        verdict: wit_verdict(verdict),
                         records,
                     })
                 })
@@ -127,11 +127,16 @@ impl GuestMonitor for MonitorResource {
         self.engine.borrow().export_state()
     }
 
-    fn restore_state(&self, snapshot: Vec<u8>) -> Result<(), String> {
+    fn restore_state(&self, snapshot: Vec<u8>) -> Result<(), RestoreError> {
         self.engine
             .borrow_mut()
             .restore_state(&snapshot)
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                crate::StateError::Corrupt(why) => RestoreError::Corrupt(why),
+                crate::StateError::Incompatible { found, supported } => {
+                    RestoreError::Incompatible(SnapshotVersions { found, supported })
+                }
+            })
     }
 }
 
@@ -144,25 +149,35 @@ fn judged(ndjson: Vec<u8>, lines: &[crate::engine::OutputLine]) -> Judged {
             .iter()
             .map(|line| OutputLine {
                 length: line.length,
-                stream: match line.stream {
-                    crate::record::Stream::Control => Stream::Control,
-                    crate::record::Stream::Flow => Stream::Flow,
-                    crate::record::Stream::Dns => Stream::Dns,
-                    crate::record::Stream::Heartbeat => Stream::Heartbeat,
-                    crate::record::Stream::Proxy => Stream::Proxy,
-                    crate::record::Stream::Incident => Stream::Incident,
-                    crate::record::Stream::Audit => Stream::Audit,
-                    crate::record::Stream::Other => Stream::Other,
-                },
-                verdict: match line.verdict {
-                    crate::output::Verdict::Allow => Verdict::Allow,
-                    crate::output::Verdict::Alert => Verdict::Alert,
-                    crate::output::Verdict::Approved => Verdict::Approved,
-                    crate::output::Verdict::Unattributed => Verdict::Unattributed,
-                    crate::output::Verdict::NotApplicable => Verdict::NotApplicable,
-                    crate::output::Verdict::Error => Verdict::Error,
-                },
+                stream: wit_stream(line.stream),
+                verdict: wit_verdict(line.verdict),
             })
             .collect(),
+    }
+}
+
+fn wit_stream(stream: crate::record::Stream) -> Stream {
+    use crate::record::Stream as S;
+    match stream {
+        S::Control => Stream::Control,
+        S::Flow => Stream::Flow,
+        S::Dns => Stream::Dns,
+        S::Heartbeat => Stream::Heartbeat,
+        S::Proxy => Stream::Proxy,
+        S::Incident => Stream::Incident,
+        S::Audit => Stream::Audit,
+        S::Other => Stream::Other,
+    }
+}
+
+fn wit_verdict(verdict: crate::output::Verdict) -> Verdict {
+    use crate::output::Verdict as V;
+    match verdict {
+        V::Allow => Verdict::Allow,
+        V::Alert => Verdict::Alert,
+        V::Approved => Verdict::Approved,
+        V::Unattributed => Verdict::Unattributed,
+        V::NotApplicable => Verdict::NotApplicable,
+        V::Error => Verdict::Error,
     }
 }
