@@ -105,6 +105,24 @@ impl OutputLine {
 
 pub struct Engine {
     policy: Policy,
+    /// Everything learnt from the records: what a snapshot saves.
+    learnt: Learnt,
+    /// Incident and audit records waiting to be written after the current record.
+    emitted: Vec<IncidentRecord>,
+    /// The format the current batch's records are in, when the host said so.
+    stream_hint: Option<&'static str>,
+    field_set: FieldSet,
+    /// The current record's endpoints, when the field set reports them.
+    current: Option<Endpoints>,
+    /// Whether findings being reported came due rather than from the current record.
+    reporting_due: bool,
+}
+
+/// Everything the engine learns from the records, in one place: the engine
+/// works on it, a snapshot saves it whole and a restore replaces it whole.
+/// The policy is not part of it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Learnt {
     registry: Registry,
     dns: DnsMap,
     incidents: Incidents,
@@ -115,13 +133,6 @@ pub struct Engine {
     tunnels: TunnelWindows,
     clock: Clock,
     deadlines: Deadlines,
-    /// Incident and audit records waiting to be written after the current record.
-    emitted: Vec<IncidentRecord>,
-    /// The format the current batch's records are in, when the host said so.
-    stream_hint: Option<&'static str>,
-    field_set: FieldSet,
-    /// The current record's endpoints, when the field set reports them.
-    current: Option<Endpoints>,
     counters: Counters,
     /// Recent tool calls of agents without an address of their own (OpenClaw
     /// agents on their gateway's): which agent a flow from the shared address
@@ -134,10 +145,61 @@ pub struct Engine {
     /// Findings that came due with event time, waiting for the next record
     /// to carry them (`clawwatch.due[]`), so carriers that cannot add records lose none.
     due: std::collections::VecDeque<DueFinding>,
-    /// Whether findings being reported came due rather than from the current record.
-    reporting_due: bool,
     /// Due findings forgotten because the queue was full.
     due_dropped: u64,
+}
+
+impl Learnt {
+    /// Nothing learnt yet, with the policy's caps and timings.
+    fn new(m: &crate::policy::Monitor) -> Learnt {
+        Learnt {
+            registry: Registry::new(m.max_agents),
+            dns: DnsMap::new(m.max_dns_entries, m.dns_ttl_grace_secs),
+            incidents: Incidents::new(m.max_incidents, m.incident_quiet_secs),
+            conversations: Conversations::new(m.max_dns_entries),
+            activities: BoundedMap::new(m.max_agents),
+            baselines: Baselines::default(),
+            rates: RateWindows::new(window_cap(m)),
+            tunnels: TunnelWindows::new(window_cap(m)),
+            clock: Clock::new(m.lateness_secs, m.max_clock_step_secs),
+            deadlines: Deadlines::new(deadline_cap(m)),
+            counters: Counters::default(),
+            shared_intents: std::collections::VecDeque::new(),
+            chains: Default::default(),
+            flood: flood::FloodLimits::new(
+                m.max_new_incidents_per_minute,
+                m.max_new_incidents_per_subnet_per_minute,
+                m.max_incidents,
+            ),
+            due: std::collections::VecDeque::new(),
+            due_dropped: 0,
+        }
+    }
+
+    /// Meets the policy's caps (after a restore: least recently used first).
+    fn recap(&mut self, m: &crate::policy::Monitor) {
+        self.registry.recap(m.max_agents);
+        self.dns.recap(m.max_dns_entries);
+        self.incidents.recap(m.max_incidents);
+        self.conversations.recap(m.max_dns_entries);
+        self.activities.recap(m.max_agents);
+        self.rates.recap(window_cap(m));
+        self.tunnels.recap(window_cap(m));
+        self.deadlines.recap(deadline_cap(m));
+        self.flood.recap(m.max_incidents);
+    }
+
+    /// Makes the timing settings follow the policy.
+    fn apply_timings(&mut self, m: &crate::policy::Monitor) {
+        self.clock
+            .set_lateness(m.lateness_secs, m.max_clock_step_secs);
+        self.dns.set_grace(m.dns_ttl_grace_secs);
+        self.incidents.set_quiet(m.incident_quiet_secs);
+        self.flood.set_limits(
+            m.max_new_incidents_per_minute,
+            m.max_new_incidents_per_subnet_per_minute,
+        );
+    }
 }
 
 /// Due findings one record carries at most; the rest ride on the following records.
@@ -154,34 +216,14 @@ impl Engine {
     }
 
     pub fn with_policy(policy: Policy) -> Engine {
-        let m = &policy.monitor;
         Engine {
-            registry: Registry::new(m.max_agents),
-            dns: DnsMap::new(m.max_dns_entries, m.dns_ttl_grace_secs),
-            incidents: Incidents::new(m.max_incidents, m.incident_quiet_secs),
-            conversations: Conversations::new(m.max_dns_entries),
-            activities: BoundedMap::new(m.max_agents),
-            baselines: Baselines::default(),
-            rates: RateWindows::new(window_cap(m)),
-            tunnels: TunnelWindows::new(window_cap(m)),
-            clock: Clock::new(m.lateness_secs, m.max_clock_step_secs),
-            deadlines: Deadlines::new(deadline_cap(m)),
-            flood: flood::FloodLimits::new(
-                m.max_new_incidents_per_minute,
-                m.max_new_incidents_per_subnet_per_minute,
-                m.max_incidents,
-            ),
+            learnt: Learnt::new(&policy.monitor),
             emitted: Vec::new(),
             stream_hint: None,
             field_set: FieldSet::Native,
             current: None,
             policy,
-            counters: Counters::default(),
-            shared_intents: std::collections::VecDeque::new(),
-            chains: Default::default(),
-            due: std::collections::VecDeque::new(),
             reporting_due: false,
-            due_dropped: 0,
         }
     }
 
@@ -206,19 +248,11 @@ impl Engine {
 
     /// Makes the timing settings follow the current policy.
     fn apply_timings(&mut self) {
-        let m = &self.policy.monitor;
-        self.clock
-            .set_lateness(m.lateness_secs, m.max_clock_step_secs);
-        self.dns.set_grace(m.dns_ttl_grace_secs);
-        self.incidents.set_quiet(m.incident_quiet_secs);
-        self.flood.set_limits(
-            m.max_new_incidents_per_minute,
-            m.max_new_incidents_per_subnet_per_minute,
-        );
+        self.learnt.apply_timings(&self.policy.monitor);
     }
 
     pub fn stats(&self) -> Stats {
-        let by_stream = self.counters.by_stream;
+        let by_stream = self.learnt.counters.by_stream;
         // Incident and audit records are written by clawwatch, not judged.
         let judged = |verdict: Verdict| -> u64 {
             Stream::ALL
@@ -235,24 +269,24 @@ impl Engine {
             unattributed: judged(Verdict::Unattributed),
             not_applicable: judged(Verdict::NotApplicable),
             errors: judged(Verdict::Error),
-            findings: self.counters.by_rule.iter().sum(),
-            evictions: self.registry.evictions()
-                + self.dns.evictions()
-                + self.incidents.evictions()
-                + self.conversations.evictions()
-                + self.activities.evictions()
-                + self.rates.evictions()
-                + self.tunnels.evictions()
-                + self.deadlines.forced
-                + self.flood.evictions()
-                + self.due_dropped,
-            agents: self.registry.len() as u64,
-            dns_entries: self.dns.len() as u64,
-            incidents_opened: self.incidents.opened(),
-            incidents_closed: self.incidents.closed(),
-            incidents_open: self.incidents.len() as u64,
+            findings: self.learnt.counters.by_rule.iter().sum(),
+            evictions: self.learnt.registry.evictions()
+                + self.learnt.dns.evictions()
+                + self.learnt.incidents.evictions()
+                + self.learnt.conversations.evictions()
+                + self.learnt.activities.evictions()
+                + self.learnt.rates.evictions()
+                + self.learnt.tunnels.evictions()
+                + self.learnt.deadlines.forced
+                + self.learnt.flood.evictions()
+                + self.learnt.due_dropped,
+            agents: self.learnt.registry.len() as u64,
+            dns_entries: self.learnt.dns.len() as u64,
+            incidents_opened: self.learnt.incidents.opened(),
+            incidents_closed: self.learnt.incidents.closed(),
+            incidents_open: self.learnt.incidents.len() as u64,
             records_by_stream: by_stream,
-            findings_by_rule: self.counters.by_rule,
+            findings_by_rule: self.learnt.counters.by_rule,
         }
     }
 
@@ -303,7 +337,7 @@ impl Engine {
     /// wait for [`Engine::write_emitted`].
     pub fn process_record(&mut self, record: &[u8], out: &mut Vec<u8>) -> (Stream, Verdict) {
         let (stream, verdict) = self.judge_and_write(record, out);
-        self.counters.by_stream[stream as usize][verdict as usize] += 1;
+        self.learnt.counters.by_stream[stream as usize][verdict as usize] += 1;
         self.run_due();
         (stream, verdict)
     }
@@ -341,7 +375,7 @@ impl Engine {
         for record in self.emitted.drain(..) {
             let start = out.len();
             let (stream, verdict) = record.stream_and_verdict();
-            self.counters.by_stream[stream as usize][verdict as usize] += 1;
+            self.learnt.counters.by_stream[stream as usize][verdict as usize] += 1;
             match self.field_set {
                 FieldSet::Native => record.write(out),
                 FieldSet::Ecs => crate::siem::ecs::write_incident(&record, out),
@@ -368,7 +402,7 @@ impl Engine {
         out: &mut Vec<u8>,
         lines: Option<&mut Vec<OutputLine>>,
     ) {
-        self.clock.advance_to(t);
+        self.learnt.clock.advance_to(t);
         self.run_due();
         self.write_emitted_described(out, lines);
     }
@@ -376,14 +410,14 @@ impl Engine {
     /// Writes the enriched record; returns its stream and verdict.
     fn judge_and_write(&mut self, record: &[u8], out: &mut Vec<u8>) -> (Stream, Verdict) {
         let (mut note, original) = self.judge_record(record);
-        let carried = self.due.len().min(MAX_DUE_PER_RECORD);
-        note.due.extend(self.due.drain(..carried));
+        let carried = self.learnt.due.len().min(MAX_DUE_PER_RECORD);
+        note.due.extend(self.learnt.due.drain(..carried));
         match (self.field_set, &original) {
             (FieldSet::Ecs, _) => crate::siem::ecs::write_record(
                 &note,
                 self.current.as_ref(),
                 &original,
-                self.clock.now(),
+                self.learnt.clock.now(),
                 out,
             ),
             (
@@ -488,7 +522,7 @@ impl Engine {
     /// The note for one decoded event, updating state on the way.
     pub fn judge(&mut self, event: Event) -> Note {
         let ts = event.ts();
-        self.clock.observe(ts);
+        self.learnt.clock.observe(ts);
         self.bind_gateway();
         let (note, findings) = match event {
             Event::Spawn(s) => (self.spawn(&s), Vec::new()),
@@ -498,41 +532,42 @@ impl Engine {
                 (note, Vec::new())
             }
             Event::Terminate(t) => {
-                let update = self.registry.terminate(&t);
+                let update = self.learnt.registry.terminate(&t);
                 (self.control_note(&t.agent_id, update), Vec::new())
             }
             Event::PolicyChange(c) => {
-                let update = self.registry.change_policy(&c);
-                if let Some(agent) = self.registry.agent(&c.agent_id) {
+                let update = self.learnt.registry.change_policy(&c);
+                if let Some(agent) = self.learnt.registry.agent(&c.agent_id) {
                     let profile = self
                         .policy
                         .profile(&agent.profile, agent.deployment.as_deref());
                     if let Some(deadline) = lifetime_exceeded::deadline(agent, profile) {
-                        self.deadlines
+                        self.learnt
+                            .deadlines
                             .schedule(deadline, Due::Lifetime(agent.id.clone()));
                     }
                 }
                 (self.control_note(&c.agent_id, update), Vec::new())
             }
             Event::Plan(plan) => {
-                let update = if self.registry.agent(&plan.agent_id).is_some() {
+                let update = if self.learnt.registry.agent(&plan.agent_id).is_some() {
                     Update::Applied
                 } else {
                     Update::UnknownAgent
                 };
-                if let Some(activity) = self.activities.get_mut(plan.agent_id.as_str()) {
+                if let Some(activity) = self.learnt.activities.get_mut(plan.agent_id.as_str()) {
                     activity.plan = Some(plan.actions);
                 }
                 (self.control_note(&plan.agent_id, update), Vec::new())
             }
             Event::Grant(grant) => {
-                let update = if self.registry.agent(&grant.agent_id).is_some() {
+                let update = if self.learnt.registry.agent(&grant.agent_id).is_some() {
                     Update::Applied
                 } else {
                     Update::UnknownAgent
                 };
                 let agent_id = grant.agent_id.clone();
-                if let Some(activity) = self.activities.get_mut(agent_id.as_str()) {
+                if let Some(activity) = self.learnt.activities.get_mut(agent_id.as_str()) {
                     activity.add_grant(grant);
                 }
                 (self.control_note(&agent_id, update), Vec::new())
@@ -541,7 +576,7 @@ impl Engine {
                 let mut note = match &intent.implicit_spawn {
                     Some(spawn) => self.ensure_agent(spawn),
                     None => {
-                        let update = if self.registry.agent(&intent.agent_id).is_some() {
+                        let update = if self.learnt.registry.agent(&intent.agent_id).is_some() {
                             Update::Applied
                         } else {
                             Update::UnknownAgent
@@ -558,7 +593,7 @@ impl Engine {
             Event::Proxied(call) => self.judge_proxied(&call),
             Event::Telemetry(line) => self.judge_telemetry(line),
             Event::Liveness(live) => {
-                let Some(agent) = self.registry.agent(&live.agent_id) else {
+                let Some(agent) = self.learnt.registry.agent(&live.agent_id) else {
                     let note = self.control_note(&live.agent_id, Update::UnknownAgent);
                     return self.finish(note, Vec::new(), live.ts);
                 };
@@ -593,9 +628,9 @@ impl Engine {
 
     /// Binds an agent's addresses from its spawn and arms its deadlines.
     fn spawn(&mut self, s: &Spawn) -> Note {
-        self.registry.spawn(s);
+        self.learnt.registry.spawn(s);
         let mut note = Note::new(Stream::Control, Verdict::Allow);
-        if let Some(agent) = self.registry.agent(&s.agent_id) {
+        if let Some(agent) = self.learnt.registry.agent(&s.agent_id) {
             let profile = self
                 .policy
                 .profile(&agent.profile, agent.deployment.as_deref());
@@ -606,16 +641,18 @@ impl Engine {
                 ));
             }
             if let Some(deadline) = lifetime_exceeded::deadline(agent, profile) {
-                self.deadlines
+                self.learnt
+                    .deadlines
                     .schedule(deadline, Due::Lifetime(agent.id.clone()));
             }
             let mut activity = Activity::default();
             if let Some(overdue) = heartbeat_missing::overdue_at(profile, agent.spawned, None) {
                 activity.heartbeat_overdue = Some(overdue);
-                self.deadlines
+                self.learnt
+                    .deadlines
                     .schedule(overdue, Due::Heartbeat(agent.id.clone()));
             }
-            self.activities.insert(agent.id.clone(), activity);
+            self.learnt.activities.insert(agent.id.clone(), activity);
             note.agent = Some(AgentInfo::from(agent));
         }
         note
@@ -627,17 +664,20 @@ impl Engine {
     /// Returns the note that says which.
     fn declare_intent(&mut self, agent_id: &str, action: PlannedAction, what: &str) -> String {
         let shares_address = self
+            .learnt
             .registry
             .agent(agent_id)
             .is_some_and(|a| a.ips.is_empty());
         if shares_address {
-            if self.shared_intents.len() >= MAX_SHARED_INTENTS {
-                self.shared_intents.pop_front();
+            if self.learnt.shared_intents.len() >= MAX_SHARED_INTENTS {
+                self.learnt.shared_intents.pop_front();
             }
-            self.shared_intents
+            self.learnt
+                .shared_intents
                 .push_back((Rc::from(agent_id), action.clone()));
         }
         let plan = self
+            .learnt
             .activities
             .get_mut(agent_id)
             .and_then(|a| a.plan.as_mut());
@@ -676,7 +716,7 @@ impl Engine {
         if let (Some(spawn), Some(action)) = (&line.agent, line.intent.clone()) {
             remarks[0] = self.declare_intent(&spawn.agent_id, action, &what);
         }
-        let (problems, remark) = self.chains.follow(&line);
+        let (problems, remark) = self.learnt.chains.follow(&line);
         remarks.extend(remark);
         note.note = Some(remarks.join("; "));
         if problems.is_empty() {
@@ -684,7 +724,10 @@ impl Engine {
         }
         // The log belongs to the gateway that writes it, else to the agent it names.
         let owner = gateway.or_else(|| line.agent.as_ref().map(|s| s.agent_id.clone()));
-        let finding = match owner.as_deref().and_then(|id| self.registry.agent(id)) {
+        let finding = match owner
+            .as_deref()
+            .and_then(|id| self.learnt.registry.agent(id))
+        {
             Some(agent) => {
                 telemetry_chain_broken::finding(&Subject::Agent(agent), &line, &problems)
             }
@@ -699,7 +742,7 @@ impl Engine {
 
     /// A framework agent known by its activity: spawned by the first of it.
     fn ensure_agent(&mut self, s: &Spawn) -> Note {
-        if self.registry.agent(&s.agent_id).is_none() {
+        if self.learnt.registry.agent(&s.agent_id).is_none() {
             return self.spawn(s);
         }
         self.control_note(&s.agent_id, Update::Applied)
@@ -711,11 +754,15 @@ impl Engine {
         let Some(gateway) = &self.policy.inputs.openclaw.gateway else {
             return;
         };
-        let current = self.registry.agent(&gateway.agent_id).is_some_and(|a| {
-            a.ips == gateway.ips && *a.profile == *gateway.profile && a.terminated.is_none()
-        });
+        let current = self
+            .learnt
+            .registry
+            .agent(&gateway.agent_id)
+            .is_some_and(|a| {
+                a.ips == gateway.ips && *a.profile == *gateway.profile && a.terminated.is_none()
+            });
         if !current {
-            self.registry.spawn(&Spawn {
+            self.learnt.registry.spawn(&Spawn {
                 ts: Timestamp(0),
                 agent_id: gateway.agent_id.clone(),
                 agent_type: gateway.profile.clone(),
@@ -738,9 +785,10 @@ impl Engine {
         }
         let end = flow.end.map_or(flow.ts, |e| e.max(flow.ts));
         let names = self
+            .learnt
             .dns
             .names_for_connection(flow.src, flow.dst, flow.ts, end);
-        let declared = (self.shared_intents.iter().rev())
+        let declared = (self.learnt.shared_intents.iter().rev())
             .find(|(_, action)| crate::rules::plan_undeclared::covers(action, flow, &names));
         match declared {
             Some((agent, action)) => {
@@ -778,7 +826,7 @@ impl Engine {
     }
 
     fn control_note(&mut self, agent_id: &str, update: Update) -> Note {
-        match (update, self.registry.agent(agent_id)) {
+        match (update, self.learnt.registry.agent(agent_id)) {
             (Update::Applied, Some(agent)) => {
                 let mut note = Note::new(Stream::Control, Verdict::Allow);
                 note.agent = Some(AgentInfo::from(agent));
@@ -795,7 +843,7 @@ impl Engine {
     }
 
     fn judge_heartbeat(&mut self, hb: Heartbeat) -> (Note, Vec<Finding>) {
-        let Some(agent) = self.registry.agent(&hb.agent_id) else {
+        let Some(agent) = self.learnt.registry.agent(&hb.agent_id) else {
             return (
                 self.control_note(&hb.agent_id, Update::UnknownAgent),
                 Vec::new(),
@@ -814,6 +862,7 @@ impl Engine {
         );
         self.heard_from(id.clone(), hb.window_end, overdue);
         let activity = self
+            .learnt
             .activities
             .get_or_insert_with(id.clone(), Activity::default);
         let window_end = hb.window_end;
@@ -823,7 +872,8 @@ impl Engine {
                     .into(),
             );
         }
-        self.deadlines
+        self.learnt
+            .deadlines
             .schedule(window_end, Due::HeartbeatWindow(id));
         (note, Vec::new())
     }
@@ -831,13 +881,14 @@ impl Engine {
     /// The agent was heard from up to `at`: the next heartbeat is due by `overdue`.
     fn heard_from(&mut self, id: Rc<str>, at: Timestamp, overdue: Option<Timestamp>) {
         let activity = self
+            .learnt
             .activities
             .get_or_insert_with(id.clone(), Activity::default);
         if activity.last_heartbeat_end.is_none_or(|last| at > last) {
             activity.last_heartbeat_end = Some(at);
             activity.heartbeat_overdue = overdue;
             if let Some(due) = overdue {
-                self.deadlines.schedule(due, Due::Heartbeat(id));
+                self.learnt.deadlines.schedule(due, Due::Heartbeat(id));
             }
         }
     }
@@ -848,7 +899,7 @@ impl Engine {
         // A flow to an agent is its inbound or return traffic, never judged
         // against allowed_outbound; between two agents it is also the
         // caller's call. A peer's connection settles a waiting answer.
-        let to_agent = match self.registry.agent_at(flow.dst, flow.ts) {
+        let to_agent = match self.learnt.registry.agent_at(flow.dst, flow.ts) {
             Some(agent) => {
                 let declared = self
                     .policy
@@ -856,12 +907,13 @@ impl Engine {
                     .and_then(|p| p.serves(flow.proto, flow.dst_port));
                 Some((
                     AgentInfo::from(agent),
-                    self.conversations.to_agent(flow, declared),
+                    self.learnt.conversations.to_agent(flow, declared),
                 ))
             }
             None => None,
         };
         let holder = self
+            .learnt
             .registry
             .agent_at(flow.src, flow.ts)
             .map(|a| a.id.clone());
@@ -889,7 +941,7 @@ impl Engine {
         };
         let (id, shared) = self.attribute_shared(holder, flow);
         note.note = shared;
-        let Some(agent) = self.registry.agent(&id) else {
+        let Some(agent) = self.learnt.registry.agent(&id) else {
             return (note, findings);
         };
         note.agent = Some(AgentInfo::from(agent));
@@ -898,7 +950,7 @@ impl Engine {
             .policy
             .profile(&agent.profile, agent.deployment.as_deref());
         let declared = profile.and_then(|p| p.serves(flow.proto, flow.src_port));
-        match self.conversations.from_agent(flow, declared) {
+        match self.learnt.conversations.from_agent(flow, declared) {
             FromAgent::Reply => {
                 note.direction = Some("return");
                 return (note, findings);
@@ -911,7 +963,7 @@ impl Engine {
                     crate::rules::endpoint(&flow.dst.to_string(), flow.dst_port)
                 ));
                 let id = agent.id.clone();
-                if let Some(forced) = self.conversations.hold(id, flow) {
+                if let Some(forced) = self.learnt.conversations.hold(id, flow) {
                     self.judge_unanswered(forced);
                 }
                 return (note, findings);
@@ -928,9 +980,11 @@ impl Engine {
         let monitor = &self.policy.monitor;
         let end = flow.end.map_or(flow.ts, |e| e.max(flow.ts));
         let names = self
+            .learnt
             .dns
             .names_for_connection(flow.src, flow.dst, flow.ts, end);
         let activity = self
+            .learnt
             .activities
             .get_or_insert_with(agent.id.clone(), Activity::default);
         // DNS is infrastructure, never an action of a plan nor expected in a
@@ -952,7 +1006,9 @@ impl Engine {
                 // Judged once its minute is complete, when a retry loop has shown itself.
                 let at = volume_anomaly::judged_at(flow.ts);
                 activity.held_deviation = Some((flow.ts, finding));
-                self.deadlines.schedule(at, Due::Schedule(agent.id.clone()));
+                self.learnt
+                    .deadlines
+                    .schedule(at, Due::Schedule(agent.id.clone()));
             }
         }
         findings.extend(dns_foreign_resolver::check_flow(
@@ -980,10 +1036,12 @@ impl Engine {
             let (hour, completed) = activity.volume.add(flow.ts, flow.bytes);
             if let Some(profile) = profile {
                 if let Some(done) = completed {
-                    self.baselines
+                    self.learnt
+                        .baselines
                         .learn(profile, done, monitor.baseline_max_drift);
                 }
                 let runaway = self
+                    .learnt
                     .rates
                     .check(agent, profile, flow, names.first().copied());
                 if runaway.is_some() {
@@ -993,11 +1051,13 @@ impl Engine {
                 // The hour's volume is judged once this minute's late flows
                 // are in, so a retry loop is seen as one before it is counted.
                 if activity.volume_due.is_none()
-                    && volume_anomaly::exceeds(profile, &self.baselines, hour)
+                    && volume_anomaly::exceeds(profile, &self.learnt.baselines, hour)
                 {
                     let at = volume_anomaly::judged_at(flow.ts);
                     activity.volume_due = Some(at);
-                    self.deadlines.schedule(at, Due::Volume(agent.id.clone()));
+                    self.learnt
+                        .deadlines
+                        .schedule(at, Due::Volume(agent.id.clone()));
                 }
             }
         }
@@ -1007,14 +1067,14 @@ impl Engine {
     /// Judges a flow from an agent's service port that answered no peer as
     /// the agent's own call, keyed by the peer.
     fn judge_as_service_call(&mut self, agent_id: &str, flow: &Flow) -> Vec<Finding> {
-        let Some(agent) = self.registry.agent(agent_id) else {
+        let Some(agent) = self.learnt.registry.agent(agent_id) else {
             return Vec::new();
         };
         let profile = self
             .policy
             .profile(&agent.profile, agent.deployment.as_deref());
         let empty = Activity::default();
-        let activity = self.activities.peek(&agent.id).unwrap_or(&empty);
+        let activity = self.learnt.activities.peek(&agent.id).unwrap_or(&empty);
         crate::egress::judge(
             &self.policy,
             agent,
@@ -1029,7 +1089,7 @@ impl Engine {
     /// Judges an answer no peer's connection explained, once it comes due.
     fn judge_unanswered(&mut self, pending: PendingReply) {
         let findings = self.judge_as_service_call(&pending.agent_id, &pending.flow);
-        let Some(agent) = self.registry.agent(&pending.agent_id) else {
+        let Some(agent) = self.learnt.registry.agent(&pending.agent_id) else {
             return;
         };
         let flow = &pending.flow;
@@ -1051,8 +1111,8 @@ impl Engine {
     /// against the profile, the plan and the approvals, every name on its own.
     fn judge_proxied(&mut self, call: &ProxiedCall) -> (Note, Vec<Finding>) {
         let found = match &call.agent {
-            CallingAgent::Id(id) => self.registry.agent(id),
-            CallingAgent::Address(ip) => self.registry.agent_at(*ip, call.ts),
+            CallingAgent::Id(id) => self.learnt.registry.agent(id),
+            CallingAgent::Address(ip) => self.learnt.registry.agent_at(*ip, call.ts),
         };
         let Some(agent) = found else {
             let mut note = Note::new(Stream::Proxy, Verdict::Unattributed);
@@ -1091,6 +1151,7 @@ impl Engine {
             .policy
             .profile(&agent.profile, agent.deployment.as_deref());
         let activity = self
+            .learnt
             .activities
             .get_or_insert_with(agent.id.clone(), Activity::default);
         let mut findings = Vec::new();
@@ -1116,11 +1177,11 @@ impl Engine {
     }
 
     fn judge_dns(&mut self, query: &DnsQuery) -> (Note, Vec<Finding>) {
-        self.dns.learn(query);
+        self.learnt.dns.learn(query);
         let mut note = Note::new(Stream::Dns, Verdict::Unattributed);
         let mut findings: Vec<Finding> = Vec::new();
         let monitor = &self.policy.monitor;
-        if let Some(agent) = self.registry.agent_at(query.client, query.ts) {
+        if let Some(agent) = self.learnt.registry.agent_at(query.client, query.ts) {
             note.agent = Some(AgentInfo::from(agent));
             note.verdict = Verdict::Allow;
             let profile = self
@@ -1135,6 +1196,7 @@ impl Engine {
             // Both DNS analytics work per registered domain: look it up once.
             if let Some(domain) = crate::rules::registered_domain(&query.qname) {
                 let activity = self
+                    .learnt
                     .activities
                     .get_or_insert_with(agent.id.clone(), Activity::default);
                 // A name the agent may reach is not judged for looking random (CDNs, cloud hosts).
@@ -1159,7 +1221,7 @@ impl Engine {
                     allowed,
                     query.ts,
                 ));
-                findings.extend(self.tunnels.check_in(
+                findings.extend(self.learnt.tunnels.check_in(
                     agent,
                     &query.qname,
                     domain,
@@ -1204,16 +1266,18 @@ impl Engine {
                 .iter()
                 .position(|r| r.id == finding.rule.id)
             {
-                self.counters.by_rule[i] += 1;
+                self.learnt.counters.by_rule[i] += 1;
             }
         }
         findings
             .into_iter()
             .map(|finding| {
-                if finding.alerting && self.incidents.would_open(&finding, ts) {
-                    if let flood::Admission::Held { summary_due } = self.flood.admit(&finding, ts) {
+                if finding.alerting && self.learnt.incidents.would_open(&finding, ts) {
+                    if let flood::Admission::Held { summary_due } =
+                        self.learnt.flood.admit(&finding, ts)
+                    {
                         if let Some((key, at)) = summary_due {
-                            self.deadlines.schedule(at, Due::FloodSummary(key));
+                            self.learnt.deadlines.schedule(at, Due::FloodSummary(key));
                         }
                         return Reported {
                             finding,
@@ -1224,9 +1288,10 @@ impl Engine {
                     }
                 }
                 let (occurrence, opened) =
-                    self.incidents
+                    self.learnt
+                        .incidents
                         .observe(&finding, agent, self.current.as_ref(), ts);
-                for incident in self.incidents.take_evicted() {
+                for incident in self.learnt.incidents.take_evicted() {
                     if incident.alerting {
                         self.emitted.push(IncidentRecord {
                             incident,
@@ -1236,8 +1301,9 @@ impl Engine {
                     }
                 }
                 if let Some(incident) = opened {
-                    if let Some(at) = self.incidents.quiet_at(&incident.id) {
-                        self.deadlines
+                    if let Some(at) = self.learnt.incidents.quiet_at(&incident.id) {
+                        self.learnt
+                            .deadlines
                             .schedule(at, Due::IncidentQuiet(incident.id.clone()));
                     }
                     if incident.alerting || incident.rule.id == approval_granted::RULE.id {
@@ -1255,11 +1321,11 @@ impl Engine {
                     suppressed: false,
                 };
                 if self.reporting_due {
-                    if self.due.len() == MAX_DUE_WAITING {
-                        self.due.pop_front();
-                        self.due_dropped += 1;
+                    if self.learnt.due.len() == MAX_DUE_WAITING {
+                        self.learnt.due.pop_front();
+                        self.learnt.due_dropped += 1;
                     }
-                    self.due.push_back(DueFinding {
+                    self.learnt.due.push_back(DueFinding {
                         reported: reported.clone(),
                         agent: agent.map(|a| a.id.clone()),
                         ts,
@@ -1272,7 +1338,7 @@ impl Engine {
 
     /// Handles every deadline the watermark has passed.
     fn run_due(&mut self) {
-        let Some(watermark) = self.clock.watermark() else {
+        let Some(watermark) = self.learnt.clock.watermark() else {
             return;
         };
         self.reporting_due = true;
@@ -1281,15 +1347,15 @@ impl Engine {
     }
 
     fn run_due_until(&mut self, watermark: Timestamp) {
-        while let Some(pending) = self.conversations.due(watermark) {
+        while let Some(pending) = self.learnt.conversations.due(watermark) {
             self.judge_unanswered(pending);
         }
-        while let Some((at, due)) = self.deadlines.pop_due(watermark) {
+        while let Some((at, due)) = self.learnt.deadlines.pop_due(watermark) {
             match due {
                 Due::Volume(id) => self.volume_due(&id, at),
                 Due::Schedule(id) => self.schedule_due(&id),
                 Due::FloodSummary(key) => {
-                    if let Some(held) = self.flood.take_summary(&key) {
+                    if let Some(held) = self.learnt.flood.take_summary(&key) {
                         self.emitted.push(IncidentRecord {
                             incident: crate::incidents::Incident {
                                 id: Rc::from(format!(
@@ -1316,27 +1382,29 @@ impl Engine {
                 Due::Lifetime(id) => self.lifetime_due(&id, at, watermark),
                 Due::Heartbeat(id) => self.heartbeat_due(&id, at),
                 Due::HeartbeatWindow(id) => self.heartbeat_window_due(&id, watermark),
-                Due::IncidentQuiet(id) => match self.incidents.close_if_quiet(&id, watermark) {
-                    Closing::Closed(incident, ts) => {
-                        if incident.alerting {
-                            self.emitted.push(IncidentRecord {
-                                incident,
-                                status: IncidentStatus::Closed,
-                                ts,
-                            });
+                Due::IncidentQuiet(id) => {
+                    match self.learnt.incidents.close_if_quiet(&id, watermark) {
+                        Closing::Closed(incident, ts) => {
+                            if incident.alerting {
+                                self.emitted.push(IncidentRecord {
+                                    incident,
+                                    status: IncidentStatus::Closed,
+                                    ts,
+                                });
+                            }
                         }
+                        Closing::NotBefore(next) => {
+                            self.learnt.deadlines.schedule(next, Due::IncidentQuiet(id))
+                        }
+                        Closing::Gone => {}
                     }
-                    Closing::NotBefore(next) => {
-                        self.deadlines.schedule(next, Due::IncidentQuiet(id))
-                    }
-                    Closing::Gone => {}
-                },
+                }
             }
         }
     }
 
     fn agent_and_profile(&mut self, id: &str) -> Option<(Agent, Option<Profile>)> {
-        let agent = self.registry.agent(id)?.clone();
+        let agent = self.learnt.registry.agent(id)?.clone();
         let profile = self
             .policy
             .profile(&agent.profile, agent.deployment.as_deref())
@@ -1361,7 +1429,7 @@ impl Engine {
     }
 
     fn heartbeat_due(&mut self, id: &str, at: Timestamp) {
-        let Some(activity) = self.activities.peek_mut(id) else {
+        let Some(activity) = self.learnt.activities.peek_mut(id) else {
             return;
         };
         if activity.heartbeat_overdue != Some(at) {
@@ -1381,7 +1449,7 @@ impl Engine {
         let Some((agent, _)) = self.agent_and_profile(id) else {
             return;
         };
-        let Some(activity) = self.activities.peek_mut(id) else {
+        let Some(activity) = self.learnt.activities.peek_mut(id) else {
             return;
         };
         let (mut ready, waiting): (Vec<Heartbeat>, Vec<Heartbeat>) =
@@ -1390,7 +1458,7 @@ impl Engine {
                 .partition(|hb| hb.window_end <= watermark);
         activity.pending_heartbeats = waiting;
         ready.sort_by_key(|hb| hb.window_start);
-        let dns = &mut self.dns;
+        let dns = &mut self.learnt.dns;
         let mut names_of = |ip: IpAddr, t: Timestamp| -> Vec<String> {
             agent
                 .ips
@@ -1429,7 +1497,7 @@ impl Engine {
         let Some((agent, _)) = self.agent_and_profile(id) else {
             return;
         };
-        let Some(activity) = self.activities.peek_mut(id) else {
+        let Some(activity) = self.learnt.activities.peek_mut(id) else {
             return;
         };
         let Some((at, finding)) = activity.held_deviation.take() else {
@@ -1448,12 +1516,16 @@ impl Engine {
         let Some((agent, Some(profile))) = self.agent_and_profile(id) else {
             return;
         };
-        let Some(activity) = self.activities.peek_mut(id) else {
+        let Some(activity) = self.learnt.activities.peek_mut(id) else {
             return;
         };
         activity.volume_due = None;
-        let mut findings =
-            volume_anomaly::check(&agent, &profile, &self.baselines, activity.volume.totals());
+        let mut findings = volume_anomaly::check(
+            &agent,
+            &profile,
+            &self.learnt.baselines,
+            activity.volume.totals(),
+        );
         // A retry loop in the hour is its own incident (rate.runaway): the
         // connections it made are not a second one.
         if activity

@@ -8,26 +8,10 @@
 //! as a whole, never half-applied. The policy is not part of it: a restore keeps the
 //! running policy, and its caps and timings apply to what is restored.
 
-use super::{Counters, Engine, deadline_cap, window_cap};
-use crate::activity::Activity;
-use crate::bounded::BoundedMap;
-use crate::clock::{Clock, Deadlines};
-use crate::direction::Conversations;
-use crate::dns_map::DnsMap;
-use crate::flood::FloodLimits;
-use crate::incidents::Incidents;
-use crate::output::DueFinding;
-use crate::record::PlannedAction;
-use crate::registry::Registry;
-use crate::rules::dns_tunneling::TunnelWindows;
-use crate::rules::rate_runaway::RateWindows;
-use crate::rules::telemetry_chain_broken::Chains;
-use crate::rules::volume_anomaly::Baselines;
+use super::{Engine, Learnt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::VecDeque;
 use std::fmt;
-use std::rc::Rc;
 
 /// The SHA-256 after the msgpack body.
 const CHECKSUM_BYTES: usize = 32;
@@ -35,7 +19,7 @@ const CHECKSUM_BYTES: usize = 32;
 /// Names the snapshot format, so a stray file is told apart from an old one.
 const FORMAT: &str = "clawwatch-state";
 /// Bumped whenever a saved structure changes shape.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// Why a snapshot was refused. The engine is unchanged when this is returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,42 +56,12 @@ struct Header {
 struct SavedRef<'a> {
     format: &'static str,
     version: u32,
-    registry: &'a Registry,
-    dns: &'a DnsMap,
-    incidents: &'a Incidents,
-    conversations: &'a Conversations,
-    activities: &'a BoundedMap<Rc<str>, Activity>,
-    baselines: &'a Baselines,
-    rates: &'a RateWindows,
-    tunnels: &'a TunnelWindows,
-    clock: &'a Clock,
-    deadlines: &'a Deadlines,
-    counters: &'a Counters,
-    shared_intents: &'a VecDeque<(Rc<str>, PlannedAction)>,
-    chains: &'a Chains,
-    due: &'a VecDeque<DueFinding>,
-    due_dropped: u64,
-    flood: &'a FloodLimits,
+    learnt: &'a Learnt,
 }
 
 #[derive(Deserialize)]
 struct Saved {
-    registry: Registry,
-    dns: DnsMap,
-    incidents: Incidents,
-    conversations: Conversations,
-    activities: BoundedMap<Rc<str>, Activity>,
-    baselines: Baselines,
-    rates: RateWindows,
-    tunnels: TunnelWindows,
-    clock: Clock,
-    deadlines: Deadlines,
-    counters: Counters,
-    shared_intents: VecDeque<(Rc<str>, PlannedAction)>,
-    chains: Chains,
-    due: VecDeque<DueFinding>,
-    due_dropped: u64,
-    flood: FloodLimits,
+    learnt: Learnt,
 }
 
 impl Engine {
@@ -116,22 +70,7 @@ impl Engine {
         let saved = SavedRef {
             format: FORMAT,
             version: VERSION,
-            registry: &self.registry,
-            dns: &self.dns,
-            incidents: &self.incidents,
-            conversations: &self.conversations,
-            activities: &self.activities,
-            baselines: &self.baselines,
-            rates: &self.rates,
-            tunnels: &self.tunnels,
-            clock: &self.clock,
-            deadlines: &self.deadlines,
-            counters: &self.counters,
-            shared_intents: &self.shared_intents,
-            chains: &self.chains,
-            due: &self.due,
-            due_dropped: self.due_dropped,
-            flood: &self.flood,
+            learnt: &self.learnt,
         };
         let mut bytes =
             rmp_serde::to_vec_named(&saved).expect("engine state is always serialisable");
@@ -169,34 +108,9 @@ impl Engine {
         }
         let saved: Saved =
             rmp_serde::from_slice(body).map_err(|e| StateError::Corrupt(e.to_string()))?;
-        self.registry = saved.registry;
-        self.dns = saved.dns;
-        self.incidents = saved.incidents;
-        self.conversations = saved.conversations;
-        self.activities = saved.activities;
-        self.baselines = saved.baselines;
-        self.rates = saved.rates;
-        self.tunnels = saved.tunnels;
-        self.clock = saved.clock;
-        self.deadlines = saved.deadlines;
-        self.counters = saved.counters;
-        self.shared_intents = saved.shared_intents;
-        self.chains = saved.chains;
-        self.due = saved.due;
-        self.due_dropped = saved.due_dropped;
-        self.flood = saved.flood;
+        self.learnt = saved.learnt;
         self.emitted.clear();
-
-        let m = &self.policy.monitor;
-        self.registry.recap(m.max_agents);
-        self.dns.recap(m.max_dns_entries);
-        self.incidents.recap(m.max_incidents);
-        self.conversations.recap(m.max_dns_entries);
-        self.activities.recap(m.max_agents);
-        self.rates.recap(window_cap(m));
-        self.tunnels.recap(window_cap(m));
-        self.deadlines.recap(deadline_cap(m));
-        self.flood.recap(m.max_incidents);
+        self.learnt.recap(&self.policy.monitor);
         self.apply_timings();
         Ok(())
     }
@@ -306,7 +220,11 @@ mod tests {
                 supported: super::VERSION
             }
         );
-        assert!(err.to_string().contains("version 5"), "{err}");
+        let shown = err.to_string();
+        assert!(
+            shown.contains(&format!("reads version {}", super::VERSION)),
+            "{shown}"
+        );
     }
 
     #[test]
