@@ -1,0 +1,83 @@
+//! DNS records: what agents resolve, through which resolver, and what the
+//! answers teach about addresses.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn judge_dns(&mut self, query: &DnsQuery) -> (Note, Vec<Finding>) {
+        self.learnt.dns.learn(query);
+        let mut note = Note::new(Stream::Dns, Verdict::Unattributed);
+        let mut findings: Vec<Finding> = Vec::new();
+        let monitor = &self.policy.monitor;
+        if let Some(agent) = self.learnt.registry.agent_at(query.client, query.ts) {
+            note.agent = Some(AgentInfo::from(agent));
+            note.verdict = Verdict::Allow;
+            let profile = self
+                .policy
+                .profile(&agent.profile, agent.deployment.as_deref());
+            findings.extend(dns_foreign_resolver::check_query(
+                &query.qname,
+                query.resolver,
+                &Subject::Agent(agent),
+                monitor,
+            ));
+            // Both DNS analytics work per registered domain: look it up once.
+            if let Some(domain) = crate::rules::registered_domain(&query.qname) {
+                let activity = self
+                    .learnt
+                    .activities
+                    .get_or_insert_with(agent.id.clone(), Activity::default);
+                // A name the agent may reach is not judged for looking random (CDNs, cloud hosts).
+                let names_it =
+                    |d: &crate::policy::Destination| d.is_name() && d.matches_name(&query.qname);
+                let allowed = profile
+                    .is_some_and(|p| p.allowed_outbound.iter().any(|r| names_it(&r.destination)))
+                    || self
+                        .policy
+                        .approvals
+                        .iter()
+                        .any(|r| names_it(&r.destination))
+                    || activity
+                        .grants
+                        .iter()
+                        .any(|g| names_it(&g.dest) && g.expires.is_none_or(|e| query.ts < e));
+                findings.extend(dns_high_entropy::check_in(
+                    agent,
+                    &mut activity.random_domains,
+                    &query.qname,
+                    domain,
+                    allowed,
+                    query.ts,
+                ));
+                findings.extend(self.learnt.tunnels.check_in(
+                    agent,
+                    &query.qname,
+                    domain,
+                    query.qtype.as_deref(),
+                    query.ts,
+                ));
+            }
+            findings.extend(lifetime_exceeded::check_activity(
+                agent,
+                profile,
+                query.ts,
+                || format!("resolved {}", query.qname),
+            ));
+        } else {
+            findings.extend(egress_unknown_agent::check(
+                query.client,
+                monitor,
+                &format!("resolved {}", query.qname),
+            ));
+            if monitor.in_agent_subnet(query.client) {
+                findings.extend(dns_foreign_resolver::check_query(
+                    &query.qname,
+                    query.resolver,
+                    &Subject::Address(query.client),
+                    monitor,
+                ));
+            }
+        }
+        (note, findings)
+    }
+}

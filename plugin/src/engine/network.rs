@@ -1,0 +1,289 @@
+//! Network records: flows (an agent's own calls, services answering, replies
+//! never seen) and egress proxy logs.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn judge_flow(&mut self, flow: &Flow) -> (Note, Vec<Finding>) {
+        let mut note = Note::new(Stream::Flow, Verdict::Unattributed);
+        let mut findings: Vec<Finding> = Vec::new();
+        // A flow to an agent is its inbound or return traffic, never judged
+        // against allowed_outbound; between two agents it is also the
+        // caller's call. A peer's connection settles a waiting answer.
+        let to_agent = match self.learnt.registry.agent_at(flow.dst, flow.ts) {
+            Some(agent) => {
+                let declared = self
+                    .policy
+                    .profile(&agent.profile, agent.deployment.as_deref())
+                    .and_then(|p| p.serves(flow.proto, flow.dst_port));
+                Some((
+                    AgentInfo::from(agent),
+                    self.learnt.conversations.to_agent(flow, declared),
+                ))
+            }
+            None => None,
+        };
+        let holder = self
+            .learnt
+            .registry
+            .agent_at(flow.src, flow.ts)
+            .map(|a| a.id.clone());
+        let Some(holder) = holder else {
+            let monitor = &self.policy.monitor;
+            if let Some((info, side)) = to_agent {
+                note.agent = Some(info);
+                note.verdict = Verdict::Allow;
+                note.direction = Some(match side {
+                    ToAgent::Inbound => "inbound",
+                    ToAgent::Return => "return",
+                });
+            } else {
+                let what = egress_unknown_agent::describe_flow(flow.dst, flow.dst_port, flow.proto);
+                findings.extend(egress_unknown_agent::check(flow.src, monitor, &what));
+                if monitor.in_agent_subnet(flow.src) {
+                    findings.extend(dns_foreign_resolver::check_flow(
+                        flow,
+                        &Subject::Address(flow.src),
+                        monitor,
+                    ));
+                }
+            }
+            return (note, findings);
+        };
+        let (id, shared) = self.attribute_shared(holder, flow);
+        note.note = shared;
+        let Some(agent) = self.learnt.registry.agent(&id) else {
+            return (note, findings);
+        };
+        note.agent = Some(AgentInfo::from(agent));
+        note.verdict = Verdict::Allow;
+        let profile = self
+            .policy
+            .profile(&agent.profile, agent.deployment.as_deref());
+        let declared = profile.and_then(|p| p.serves(flow.proto, flow.src_port));
+        match self.learnt.conversations.from_agent(flow, declared) {
+            FromAgent::Reply => {
+                note.direction = Some("return");
+                return (note, findings);
+            }
+            FromAgent::Provisional => {
+                note.direction = Some("return");
+                note.note = Some(format!(
+                    "an answer from its port {} to {}: judged as its own call if no connection from that peer turns up within lateness_minutes",
+                    flow.src_port,
+                    crate::rules::endpoint(&flow.dst.to_string(), flow.dst_port)
+                ));
+                let id = agent.id.clone();
+                if let Some(forced) = self.learnt.conversations.hold(id, flow) {
+                    self.judge_unanswered(forced);
+                }
+                return (note, findings);
+            }
+            FromAgent::ServiceCall => {
+                note.direction = Some("outbound");
+                let id = agent.id.clone();
+                findings.extend(self.judge_as_service_call(&id, flow));
+                return (note, findings);
+            }
+            FromAgent::Call => {}
+        }
+        note.direction = Some("outbound");
+        let monitor = &self.policy.monitor;
+        let end = flow.end.map_or(flow.ts, |e| e.max(flow.ts));
+        let names = self
+            .learnt
+            .dns
+            .names_for_connection(flow.src, flow.dst, flow.ts, end);
+        let activity = self
+            .learnt
+            .activities
+            .get_or_insert_with(agent.id.clone(), Activity::default);
+        // DNS is infrastructure, never an action of a plan nor expected in a
+        // heartbeat (a foreign resolver is dns.foreign_resolver's incident);
+        // to a corporate resolver it is not volume either.
+        let dns = matches!(flow.dst_port, 53 | 853);
+        let corp_dns = flow.dst_port == 53 && monitor.is_corp_resolver(flow.dst);
+        let shape = if dns {
+            Shape::Infrastructure
+        } else {
+            Shape::Call
+        };
+        for finding in
+            crate::egress::judge(&self.policy, agent, profile, activity, flow, &names, shape)
+        {
+            if finding.rule.id != schedule_deviation::RULE.id {
+                findings.push(finding);
+            } else if activity.held_deviation.is_none() {
+                // Judged once its minute is complete, when a retry loop has shown itself.
+                let at = volume_anomaly::judged_at(flow.ts);
+                activity.held_deviation = Some((flow.ts, finding));
+                self.learnt
+                    .deadlines
+                    .schedule(at, Due::Schedule(agent.id.clone()));
+            }
+        }
+        findings.extend(dns_foreign_resolver::check_flow(
+            flow,
+            &Subject::Agent(agent),
+            monitor,
+        ));
+        let what = || {
+            let host = names
+                .first()
+                .map_or_else(|| flow.dst.to_string(), |n| n.to_string());
+            format!(
+                "connected to {}/{}",
+                crate::rules::endpoint(&host, flow.dst_port),
+                flow.proto
+            )
+        };
+        findings.extend(lifetime_exceeded::check_activity(
+            agent, profile, flow.ts, what,
+        ));
+        if !dns {
+            activity.observe(flow);
+        }
+        if !corp_dns {
+            let (hour, completed) = activity.volume.add(flow.ts, flow.bytes);
+            if let Some(profile) = profile {
+                if let Some(done) = completed {
+                    self.learnt
+                        .baselines
+                        .learn(profile, done, monitor.baseline_max_drift);
+                }
+                let runaway = self
+                    .learnt
+                    .rates
+                    .check(agent, profile, flow, names.first().copied());
+                if runaway.is_some() {
+                    activity.runaway_at = Some(flow.ts);
+                }
+                findings.extend(runaway);
+                // The hour's volume is judged once this minute's late flows
+                // are in, so a retry loop is seen as one before it is counted.
+                if activity.volume_due.is_none()
+                    && volume_anomaly::exceeds(profile, &self.learnt.baselines, hour)
+                {
+                    let at = volume_anomaly::judged_at(flow.ts);
+                    activity.volume_due = Some(at);
+                    self.learnt
+                        .deadlines
+                        .schedule(at, Due::Volume(agent.id.clone()));
+                }
+            }
+        }
+        (note, findings)
+    }
+
+    /// Judges a flow from an agent's service port that answered no peer as
+    /// the agent's own call, keyed by the peer.
+    pub(super) fn judge_as_service_call(&mut self, agent_id: &str, flow: &Flow) -> Vec<Finding> {
+        let Some(agent) = self.learnt.registry.agent(agent_id) else {
+            return Vec::new();
+        };
+        let profile = self
+            .policy
+            .profile(&agent.profile, agent.deployment.as_deref());
+        let empty = Activity::default();
+        let activity = self.learnt.activities.peek(&agent.id).unwrap_or(&empty);
+        crate::egress::judge(
+            &self.policy,
+            agent,
+            profile,
+            activity,
+            flow,
+            &[],
+            Shape::UnansweredReply,
+        )
+    }
+
+    /// Judges an answer no peer's connection explained, once it comes due.
+    pub(super) fn judge_unanswered(&mut self, pending: PendingReply) {
+        let findings = self.judge_as_service_call(&pending.agent_id, &pending.flow);
+        let Some(agent) = self.learnt.registry.agent(&pending.agent_id) else {
+            return;
+        };
+        let flow = &pending.flow;
+        let info = AgentInfo::from(agent);
+        // The incident's evidence is the answer that came due, not whatever record is current.
+        let current = self.current.take();
+        if self.field_set != FieldSet::Native {
+            self.current = Some(Endpoints {
+                // Judged as the agent's own call.
+                direction: Some("outbound".into()),
+                ..Endpoints::of(&Event::Flow(pending.flow.clone()))
+            });
+        }
+        self.report(findings, Some(&info), flow.ts);
+        self.current = current;
+    }
+
+    /// A connection asked for by name through an egress proxy: judged by name
+    /// against the profile, the plan and the approvals, every name on its own.
+    pub(super) fn judge_proxied(&mut self, call: &ProxiedCall) -> (Note, Vec<Finding>) {
+        let found = match &call.agent {
+            CallingAgent::Id(id) => self.learnt.registry.agent(id),
+            CallingAgent::Address(ip) => self.learnt.registry.agent_at(*ip, call.ts),
+        };
+        let Some(agent) = found else {
+            let mut note = Note::new(Stream::Proxy, Verdict::Unattributed);
+            note.note = Some(match &call.agent {
+                CallingAgent::Id(id) => format!(
+                    "agent \"{id}\" is not known (never spawned, or forgotten under max_agents)"
+                ),
+                CallingAgent::Address(ip) => {
+                    format!("no agent held {ip} (the proxy's client) at that time")
+                }
+            });
+            return (note, Vec::new());
+        };
+        let mut note = Note::new(Stream::Proxy, Verdict::Allow);
+        note.agent = Some(AgentInfo::from(agent));
+        note.direction = Some("outbound");
+        let flow = Flow {
+            ts: call.ts,
+            end: None,
+            src: agent
+                .ips
+                .first()
+                .copied()
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            // No address: only name rules can admit it.
+            dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            src_port: 0,
+            dst_port: call.port,
+            proto: crate::record::Proto::Tcp,
+            bytes: 0,
+            packets: 0,
+            tcp_flags: None,
+            src_initiated: true,
+        };
+        let profile = self
+            .policy
+            .profile(&agent.profile, agent.deployment.as_deref());
+        let activity = self
+            .learnt
+            .activities
+            .get_or_insert_with(agent.id.clone(), Activity::default);
+        let mut findings = Vec::new();
+        for host in &call.hosts {
+            findings.extend(crate::egress::judge(
+                &self.policy,
+                agent,
+                profile,
+                activity,
+                &flow,
+                &[host.as_str()],
+                Shape::Call,
+            ));
+        }
+        let what = || format!("asked its proxy for {}:{}", call.hosts[0], call.port);
+        findings.extend(lifetime_exceeded::check_activity(
+            agent, profile, call.ts, what,
+        ));
+        if let Some(by) = &call.rejected_by {
+            note.note = Some(format!("the proxy refused it ({by})"));
+        }
+        (note, findings)
+    }
+}
