@@ -115,7 +115,7 @@ pub struct Engine {
     /// Incident and audit records waiting to be written after the current record.
     emitted: Vec<IncidentRecord>,
     /// The format the current batch's records are in, when the host said so.
-    stream_hint: Option<&'static str>,
+    stream_hint: Option<crate::record::InputFormat>,
     field_set: FieldSet,
     /// The current record's endpoints, when the field set reports them.
     current: Option<Endpoints>,
@@ -318,7 +318,7 @@ impl Engine {
         out: &mut Vec<u8>,
         mut lines: Option<&mut Vec<OutputLine>>,
     ) {
-        self.stream_hint = stream.and_then(known_format);
+        self.stream_hint = stream.and_then(crate::record::InputFormat::from_name);
         out.reserve(batch.len() + batch.len() / 2);
         let mut rest = batch;
         while !rest.is_empty() {
@@ -355,7 +355,7 @@ impl Engine {
         stream: Option<&str>,
         out: &mut Vec<u8>,
     ) -> (Stream, Verdict) {
-        self.stream_hint = stream.and_then(known_format);
+        self.stream_hint = stream.and_then(crate::record::InputFormat::from_name);
         self.process_record(record, out)
     }
 
@@ -630,14 +630,6 @@ impl Engine {
         };
         self.finish(note, findings, ts)
     }
-}
-
-/// The format name as the engine knows it; a name it does not know is no hint.
-fn known_format(name: &str) -> Option<&'static str> {
-    crate::record::FORMAT_NAMES
-        .iter()
-        .copied()
-        .find(|known| *known == name)
 }
 
 mod control;

@@ -140,7 +140,9 @@ pub unsafe extern "C" fn clawwatch_filter(
         match &mut filter.engine {
             Ok(engine) => {
                 let tag = std::str::from_utf8(tag).ok();
-                let hint = tag.and_then(crate::record::format_named_in_tag);
+                let hint = tag
+                    .and_then(crate::record::InputFormat::named_in_tag)
+                    .map(crate::record::InputFormat::name);
                 engine.process_record_as(record, hint, &mut filter.out);
                 // One record in, one out: incident records have no way out here.
                 engine.discard_emitted();

@@ -160,8 +160,8 @@ impl Stage {
             Chunk::Acked(batch) => {
                 self.records += batch.times.len().max(count_lines(&batch.ndjson)) as u64;
                 // A format named in the tag (`agents.pmacct`) says how to read the records.
-                let stream = clawwatch_plugin::record::format_named_in_tag(&batch.tag)
-                    .map(str::to_string)
+                let stream = clawwatch_plugin::record::InputFormat::named_in_tag(&batch.tag)
+                    .map(|format| format.name().to_string())
                     .or(self.default_stream.clone());
                 // An empty batch only carries an acknowledgement.
                 let out = if batch.ndjson.is_empty() {

@@ -485,45 +485,97 @@ pub fn recognize(fields: &Fields) -> Recognized {
     recognize_with(fields, &InputSettings::default(), None)
 }
 
-/// The format a tag names in one of its dot-separated parts (`agents.pmacct`), if any:
-/// how Fluent Bit and forward senders say what their records are.
-pub fn format_named_in_tag(tag: &str) -> Option<&'static str> {
-    tag.split('.')
-        .find_map(|part| FORMAT_NAMES.iter().copied().find(|name| *name == part))
+/// The input formats a record can be read as when its shape alone does not
+/// say: named by `--format`, a tag's part, or the record's own `stream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    Goflow2,
+    Pmacct,
+    Nfdump,
+    Suricata,
+    ZeekConn,
+    ZeekDns,
+    /// A canonical flow (or goflow2's, by its keys).
+    Flow,
+    /// A canonical DNS record.
+    Dns,
 }
 
-/// The format names a record's `stream` (or the host's hint) may give.
-pub const FORMAT_NAMES: &[&str] = &[
-    "goflow2",
-    "pmacct",
-    "nfdump",
-    "suricata",
-    "zeek_conn",
-    "zeek_dns",
-    "flow",
-    "dns",
-];
+impl InputFormat {
+    pub const ALL: [InputFormat; 8] = [
+        InputFormat::Goflow2,
+        InputFormat::Pmacct,
+        InputFormat::Nfdump,
+        InputFormat::Suricata,
+        InputFormat::ZeekConn,
+        InputFormat::ZeekDns,
+        InputFormat::Flow,
+        InputFormat::Dns,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            InputFormat::Goflow2 => "goflow2",
+            InputFormat::Pmacct => "pmacct",
+            InputFormat::Nfdump => "nfdump",
+            InputFormat::Suricata => "suricata",
+            InputFormat::ZeekConn => "zeek_conn",
+            InputFormat::ZeekDns => "zeek_dns",
+            InputFormat::Flow => "flow",
+            InputFormat::Dns => "dns",
+        }
+    }
+
+    /// The format of this name; a name clawwatch does not know is none.
+    pub fn from_name(name: &str) -> Option<InputFormat> {
+        InputFormat::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The format a tag names in one of its dot-separated parts
+    /// (`agents.pmacct`), if any: how Fluent Bit and forward senders say what
+    /// their records are.
+    pub fn named_in_tag(tag: &str) -> Option<InputFormat> {
+        tag.split('.').find_map(InputFormat::from_name)
+    }
+}
+
+/// Every format's name, for command lines and messages.
+pub const FORMAT_NAMES: [&str; InputFormat::ALL.len()] = {
+    let mut names = [""; InputFormat::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = InputFormat::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// Recognises a record by an explicit `stream`/`type` or else by its shape.
 /// `stream` may name any format (`goflow2`, `pmacct`, `nfdump`, `suricata`,
 /// `zeek_conn`, `zeek_dns`) or a kind (`flow`, `dns`).
 /// `hint` names the format when the record's own `stream` does not.
-pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&str>) -> Recognized {
+pub fn recognize_with(
+    fields: &Fields,
+    settings: &InputSettings,
+    hint: Option<InputFormat>,
+) -> Recognized {
     let explicit = fields
         .str(Key::Stream)
-        .filter(|s| FORMAT_NAMES.contains(s))
+        .and_then(InputFormat::from_name)
         .or(hint);
     match explicit {
-        Some("goflow2") => return flow::goflow2(fields),
-        Some("pmacct") => return pmacct::flow(fields),
-        Some("nfdump") => return nfdump::flow(fields, settings.nfdump_utc_offset_secs),
-        Some("suricata") if fields.str(Key::EventType) == Some("dns") => {
+        Some(InputFormat::Goflow2) => return flow::goflow2(fields),
+        Some(InputFormat::Pmacct) => return pmacct::flow(fields),
+        Some(InputFormat::Nfdump) => {
+            return nfdump::flow(fields, settings.nfdump_utc_offset_secs);
+        }
+        Some(InputFormat::Suricata) if fields.str(Key::EventType) == Some("dns") => {
             return suricata::dns(fields);
         }
-        Some("suricata") => return suricata::flow(fields),
-        Some("zeek_conn") => return zeek::conn(fields),
-        Some("zeek_dns") => return zeek::dns(fields),
-        _ => {}
+        Some(InputFormat::Suricata) => return suricata::flow(fields),
+        Some(InputFormat::ZeekConn) => return zeek::conn(fields),
+        Some(InputFormat::ZeekDns) => return zeek::dns(fields),
+        Some(InputFormat::Flow | InputFormat::Dns) | None => {}
     }
     if let Some(kind) = fields.str(Key::Type) {
         match kind {
@@ -593,9 +645,9 @@ pub fn recognize_with(fields: &Fields, settings: &InputSettings, hint: Option<&s
     let looks_goflow =
         fields.has(Key::TimeFlowStartNs) || (fields.has(Key::SrcAddr) && fields.has(Key::DstAddr));
     match explicit {
-        Some("flow") if fields.has(Key::SrcIp) => return flow::canonical(fields),
-        Some("flow") => return flow::goflow2(fields),
-        Some("dns") => return dns::canonical(fields),
+        Some(InputFormat::Flow) if fields.has(Key::SrcIp) => return flow::canonical(fields),
+        Some(InputFormat::Flow) => return flow::goflow2(fields),
+        Some(InputFormat::Dns) => return dns::canonical(fields),
         _ => {}
     }
     if looks_goflow {
@@ -1121,7 +1173,11 @@ mod tests {
             recognize_with(&fields, &InputSettings::default(), None),
             Recognized::Unknown(_)
         ));
-        match recognize_with(&fields, &InputSettings::default(), Some("pmacct")) {
+        match recognize_with(
+            &fields,
+            &InputSettings::default(),
+            Some(InputFormat::Pmacct),
+        ) {
             Recognized::Invalid(e) => assert_eq!((e.format, e.field), ("pmacct", "ip_dst")),
             other => panic!("{other:?}"),
         }
