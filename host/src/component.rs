@@ -23,33 +23,19 @@ use bindings::exports::clawwatch::monitor::engine::RestoreError as Refusal;
 pub use bindings::exports::clawwatch::monitor::engine::Stats;
 pub use bindings::exports::clawwatch::monitor::engine::{Judged, OutputLine, Stream, Verdict};
 
+// The WIT enums list their cases in the engine's order, so the engine's
+// names serve (checked by a test below).
 impl Stream {
     /// The name records carry in `clawwatch.stream`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Control => "control",
-            Stream::Flow => "flow",
-            Stream::Dns => "dns",
-            Stream::Heartbeat => "heartbeat",
-            Stream::Proxy => "proxy",
-            Stream::Incident => "incident",
-            Stream::Audit => "audit",
-            Stream::Other => "other",
-        }
+        clawwatch_plugin::record::Stream::ALL[self as usize].as_str()
     }
 }
 
 impl Verdict {
     /// The name records carry in `clawwatch.verdict`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Allow => "allow",
-            Verdict::Alert => "alert",
-            Verdict::Approved => "approved",
-            Verdict::Unattributed => "unattributed",
-            Verdict::NotApplicable => "not_applicable",
-            Verdict::Error => "error",
-        }
+        clawwatch_plugin::output::Verdict::ALL[self as usize].as_str()
     }
 }
 #[cfg(test)]
@@ -726,4 +712,37 @@ fn instantiate(
         .map_err(|e| CreateError::Runtime(e.into()))?;
     let handle = created.map_err(CreateError::Policy)?;
     Ok((store, instance, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Stream, Verdict};
+
+    #[test]
+    fn the_wit_enums_name_their_cases_as_the_engine_does() {
+        let streams = [
+            (Stream::Control, "control"),
+            (Stream::Flow, "flow"),
+            (Stream::Dns, "dns"),
+            (Stream::Heartbeat, "heartbeat"),
+            (Stream::Proxy, "proxy"),
+            (Stream::Incident, "incident"),
+            (Stream::Audit, "audit"),
+            (Stream::Other, "other"),
+        ];
+        for (stream, name) in streams {
+            assert_eq!(stream.as_str(), name);
+        }
+        let verdicts = [
+            (Verdict::Allow, "allow"),
+            (Verdict::Alert, "alert"),
+            (Verdict::Approved, "approved"),
+            (Verdict::Unattributed, "unattributed"),
+            (Verdict::NotApplicable, "not_applicable"),
+            (Verdict::Error, "error"),
+        ];
+        for (verdict, name) in verdicts {
+            assert_eq!(verdict.as_str(), name);
+        }
+    }
 }
