@@ -281,7 +281,7 @@ fn bench_reports_both_paths_and_their_ratio() {
         "component",
         "unbounded",
         "time vs native",
-        "bytes per active agent",
+        "per active agent",
         "snapshot of those",
         "outputs identical: yes",
     ] {

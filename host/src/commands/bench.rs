@@ -5,12 +5,10 @@
 use crate::component::{Limits, Monitor, Runtime};
 use anyhow::{Result, ensure};
 use clawwatch_plugin::Engine;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct BenchOptions {
@@ -24,35 +22,67 @@ pub struct BenchOptions {
     pub limits: Limits,
 }
 
-/// Counts heap bytes in use, so the bench can state what an agent's state
-/// costs. One relaxed atomic per allocation: negligible next to the engine.
-struct CountingAllocator;
+/// Heap counting for the bench, compiled in only with the `bench-heap`
+/// feature (`cargo build --release --features bench-heap`): the production
+/// binary keeps the system allocator untouched.
+#[cfg(feature = "bench-heap")]
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-static HEAP_IN_USE: AtomicUsize = AtomicUsize::new(0);
-/// Allocations made (and reallocations), ever.
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+    /// Counts heap bytes in use and allocations made. One relaxed atomic per
+    /// allocation: negligible next to the engine.
+    struct CountingAllocator;
 
-// SAFETY: defers every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HEAP_IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
+    static IN_USE: AtomicUsize = AtomicUsize::new(0);
+    static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+    // SAFETY: defers every call to the system allocator unchanged; only counts.
+    unsafe impl GlobalAlloc for CountingAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            IN_USE.fetch_add(new_size, Ordering::Relaxed);
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
     }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HEAP_IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
+
+    #[global_allocator]
+    static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+    /// Heap bytes in use now.
+    pub fn in_use() -> Option<usize> {
+        Some(IN_USE.load(Ordering::Relaxed))
     }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HEAP_IN_USE.fetch_add(new_size, Ordering::Relaxed);
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        HEAP_IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
+
+    /// Allocations (and reallocations) made so far.
+    pub fn allocations() -> Option<usize> {
+        Some(ALLOCATIONS.load(Ordering::Relaxed))
     }
 }
 
-#[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+/// Without the `bench-heap` feature nothing is counted.
+#[cfg(not(feature = "bench-heap"))]
+mod heap {
+    pub fn in_use() -> Option<usize> {
+        None
+    }
+    pub fn allocations() -> Option<usize> {
+        None
+    }
+}
+
+/// What the report says where the heap was not counted.
+const NOT_COUNTED: &str = "not counted (build with --features bench-heap)";
 
 /// Heap bytes per agent held by the native engine: `agents` agents, each
 /// spawned with a plan, resolving three names, making 30 connections to them
@@ -61,7 +91,7 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 /// What the state of a fleet costs: heap per agent, and its snapshot (size,
 /// time to export, time to restore into a new engine).
 struct StateCost {
-    heap_per_agent: f64,
+    heap_per_agent: Option<f64>,
     snapshot_bytes: usize,
     export: Duration,
     restore: Duration,
@@ -69,7 +99,7 @@ struct StateCost {
 
 fn state_cost(policy_text: &str, agents: usize) -> Result<StateCost> {
     let mut engine = Engine::new(policy_text).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
-    let before = HEAP_IN_USE.load(Ordering::Relaxed);
+    let before = heap::in_use();
     let mut out = Vec::new();
     for i in 0..agents as u64 {
         let ip = format!("10.20.{}.{}", i / 250, i % 250 + 2);
@@ -107,8 +137,9 @@ fn state_cost(policy_text: &str, agents: usize) -> Result<StateCost> {
         engine.process_ndjson(batch.as_bytes(), &mut out);
     }
     drop(out);
-    let after = HEAP_IN_USE.load(Ordering::Relaxed);
-    let held = after.saturating_sub(before) as f64 / agents as f64;
+    let held = heap::in_use()
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(before) as f64 / agents as f64);
     let started = Instant::now();
     let snapshot = engine.export_state();
     let export = started.elapsed();
@@ -274,8 +305,8 @@ struct Measured {
     elapsed: Duration,
     output_hash: u64,
     /// Allocations made while timed (other threads' included: meaningful
-    /// for the paths that run on this thread alone).
-    allocations: usize,
+    /// for the paths that run on this thread alone), when counted.
+    allocations: Option<usize>,
 }
 
 /// Times `process` over every batch. It writes into a buffer that lives across
@@ -285,15 +316,17 @@ fn measure(batches: &[Vec<u8>], mut process: impl FnMut(&[u8], &mut Vec<u8>)) ->
     #[allow(deprecated)]
     let mut hasher = std::hash::SipHasher::new();
     let mut elapsed = Duration::ZERO;
-    let mut allocations = 0;
+    let mut allocations = Some(0);
     let mut out = Vec::new();
     for batch in batches {
         // Only the engine call is timed; checking that both paths agree is not.
-        let allocated = ALLOCATIONS.load(Ordering::Relaxed);
+        let allocated = heap::allocations();
         let started = Instant::now();
         process(batch, &mut out);
         elapsed += started.elapsed();
-        allocations += ALLOCATIONS.load(Ordering::Relaxed) - allocated;
+        allocations = allocations
+            .zip(heap::allocations().zip(allocated))
+            .map(|(sum, (now, before))| sum + (now - before));
         out.hash(&mut hasher);
     }
     Measured {
@@ -324,12 +357,17 @@ pub fn run(opts: BenchOptions) -> Result<()> {
     });
     let native_stats = engine.stats();
     drop(engine);
+    let per_record = |m: &Measured| {
+        m.allocations.map_or(NOT_COUNTED.to_string(), |n| {
+            format!("{:.2}", n as f64 / records as f64)
+        })
+    };
     if opts.native_only {
         println!(
-            "native: {records} records in {:.3} s, {:.0} records/s, {:.2} allocations per record",
+            "native: {records} records in {:.3} s, {:.0} records/s, allocations per record: {}",
             native.elapsed.as_secs_f64(),
             records as f64 / native.elapsed.as_secs_f64(),
-            native.allocations as f64 / records as f64
+            per_record(&native)
         );
         return Ok(());
     }
@@ -389,10 +427,9 @@ pub fn run(opts: BenchOptions) -> Result<()> {
     for (name, m) in paths {
         let ratio = m.elapsed.as_secs_f64() / native.elapsed.as_secs_f64();
         // The component's allocations are in its own linear memory, not counted here.
-        let allocs = if matches!(name, "native" | "naive") {
-            format!("{:.2}", m.allocations as f64 / records as f64)
-        } else {
-            "-".to_string()
+        let allocs = match (name, m.allocations) {
+            ("native" | "naive", Some(n)) => format!("{:.2}", n as f64 / records as f64),
+            _ => "-".to_string(),
         };
         let _ = writeln!(
             report,
@@ -407,10 +444,17 @@ pub fn run(opts: BenchOptions) -> Result<()> {
         report,
         "(naive: a serde_json parse-insert-serialise enricher with no detection, the peer to beat; component: CPU-bounded by --batch-timeout-ms, as `run` uses it; unbounded: --batch-timeout-ms 0)"
     );
+    if native.allocations.is_none() {
+        let _ = writeln!(report, "allocations: {NOT_COUNTED}");
+    }
+    let heap = cost
+        .heap_per_agent
+        .map_or(format!("heap {NOT_COUNTED}"), |bytes| {
+            format!("{bytes:.0} heap bytes")
+        });
     let _ = writeln!(
         report,
-        "state: {:.0} bytes per active agent (native heap, {agents} agents with a plan, 3 DNS names, 30 connections and a heartbeat each)",
-        cost.heap_per_agent
+        "state: {heap} per active agent ({agents} agents with a plan, 3 DNS names, 30 connections and a heartbeat each)"
     );
     let _ = writeln!(
         report,
