@@ -233,9 +233,7 @@ fn a_trap_names_its_cause_and_the_engine_resumes_with_what_it_knew() {
 /// not set aside or overwritten: the run says what to raise and goes on.
 #[test]
 fn a_snapshot_too_big_for_the_limits_is_kept_and_the_run_says_what_to_raise() {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults-restore");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::fresh_dir("faults-restore");
     let state = dir.join("state.msgpack");
     let input = dir.join("agents.ndjson");
     let mut lines = String::new();
@@ -280,9 +278,7 @@ fn a_snapshot_too_big_for_the_limits_is_kept_and_the_run_says_what_to_raise() {
 /// shows in the exit status, not a message lost in a log.
 #[test]
 fn state_goes_into_a_directory_and_a_failed_save_fails_the_run() {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults-state-dir");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::fresh_dir("faults-state-dir");
     let input = dir.join("in.ndjson");
     std::fs::write(&input, format!("{SPAWN_A}\n{DNS_A}\n")).unwrap();
     common::clawwatch(&[
@@ -491,9 +487,7 @@ fn connections_past_the_limit_are_closed_at_once_and_counted() {
 /// before the kill is known, and its traffic raises no false alert.
 #[test]
 fn after_kill_9_the_journal_brings_back_what_was_learnt_since_the_snapshot() {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults-kill-9");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::fresh_dir("faults-kill-9");
     let state = dir.join("state.msgpack");
     let args = [
         "--state",

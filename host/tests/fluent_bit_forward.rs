@@ -14,7 +14,6 @@ use common::{Listening, free_port};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,8 +33,8 @@ fn kill_9_between_real_fluent_bit_ends_loses_no_record_and_raises_no_false_alert
     let Some((fluent_bit, _)) = common::fluent_bit_tools() else {
         return;
     };
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fluent-bit-forward-kill-9");
-    let policy = bulk_exporter::policy_in(&dir);
+    let policy = bulk_exporter::policy_in("fluent-bit-forward-kill-9");
+    let dir = policy.parent().unwrap().to_path_buf();
     std::fs::create_dir_all(dir.join("state")).unwrap();
     let (to_clawwatch, back) = (free_port(), free_port());
     let input = dir.join("agents.ndjson");

@@ -9,7 +9,6 @@ mod common;
 
 use common::repo;
 use serde_json::Value;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,9 +18,7 @@ fn nanoclaw_text_through_real_fluent_bit() {
         return;
     };
     let pipelines = repo().join("pipelines/fluent-bit").canonicalize().unwrap();
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fluent-bit-nanoclaw");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::fresh_dir("fluent-bit-nanoclaw");
     std::fs::write(
         dir.join("test.conf"),
         format!(

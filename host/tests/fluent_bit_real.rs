@@ -168,9 +168,7 @@ fn module_agrees_with_run(aot: bool) {
         return;
     };
     let kind = if aot { "aot" } else { "interpreted" };
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fluent-bit-real-{kind}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::fresh_dir(&format!("fluent-bit-real-{kind}"));
     let wasm = dir.join("clawwatch.wasm");
     let written = clawwatch(&["fluent-bit", "module"]);
     std::fs::write(&wasm, &written.stdout).unwrap();

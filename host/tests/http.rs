@@ -16,11 +16,6 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// [`bulk_exporter::POLICY`] in a directory of the test's own.
-fn policy_file(test: &str) -> std::path::PathBuf {
-    bulk_exporter::policy_in(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(test))
-}
-
 fn body_of(lines: &[String]) -> Vec<u8> {
     let mut body = lines.join("\n").into_bytes();
     body.push(b'\n');
@@ -290,7 +285,7 @@ fn the_http_output_resends_until_answered_and_senders_hear_only_then() {
     let hold = Duration::from_millis(300);
     let (receiver, got) = receiver(hold, true);
     let output = format!("http://{receiver}/ingest");
-    let policy = policy_file("http-output");
+    let policy = bulk_exporter::policy_in("http-output");
     let run = Listening::start(
         env!("CARGO_BIN_EXE_clawwatch"),
         &[
@@ -349,7 +344,7 @@ fn the_http_output_resends_until_answered_and_senders_hear_only_then() {
 /// still known: no record lost, no false alert.
 #[test]
 fn kill_9_mid_stream_loses_no_acked_record_and_raises_no_false_alert() {
-    let policy = policy_file("http-kill-9");
+    let policy = bulk_exporter::policy_in("http-kill-9");
     let state = policy.with_file_name("state");
     std::fs::create_dir_all(&state).unwrap();
     // Each batch is in flight for 200 ms downstream: the kill finds one unanswered.

@@ -240,9 +240,7 @@ fn a_real_gateway_followed_live() {
         );
         return;
     };
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("openclaw-gateway");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::fresh_dir("openclaw-gateway");
     let gateway = start_gateway(&tools, &dir);
 
     // A wrong token is a clear error, not a retry loop.

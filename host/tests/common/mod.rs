@@ -201,6 +201,15 @@ pub fn http(
     Ok((status, body))
 }
 
+/// `name` under the test target's scratch directory, emptied of what an
+/// earlier run left there.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A port free a moment ago, for a process that must be restarted on the same one.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -243,11 +252,9 @@ allowed_outbound = [
         )
     }
 
-    /// [`POLICY`] in `dir/policy.toml` (the directory made afresh).
-    pub fn policy_in(dir: &std::path::Path) -> std::path::PathBuf {
-        let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir).unwrap();
-        let path = dir.join("policy.toml");
+    /// [`POLICY`] in `policy.toml` of a fresh scratch directory `name`.
+    pub fn policy_in(name: &str) -> std::path::PathBuf {
+        let path = super::fresh_dir(name).join("policy.toml");
         std::fs::write(&path, POLICY).unwrap();
         path
     }
