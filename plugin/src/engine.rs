@@ -457,13 +457,16 @@ impl Engine {
                 record.len()
             ));
         }
-        if let Err(e) = std::str::from_utf8(trimmed) {
-            return fail(format!(
-                "not UTF-8 (invalid byte at offset {}); original bytes in raw_base64",
-                e.valid_up_to()
-            ));
-        }
-        let fields = match Fields::parse(trimmed) {
+        let text = match std::str::from_utf8(trimmed) {
+            Ok(text) => text,
+            Err(e) => {
+                return fail(format!(
+                    "not UTF-8 (invalid byte at offset {}); original bytes in raw_base64",
+                    e.valid_up_to()
+                ));
+            }
+        };
+        let fields = match Fields::parse(text) {
             Ok(fields) => fields,
             Err(e) => {
                 // Valid JSON the field reader cannot take (nested past its
@@ -482,7 +485,6 @@ impl Engine {
                 }
                 // Text some frameworks write (NanoClaw), or JSON behind a
                 // Docker timestamp (iron-proxy): judged, and kept as `raw`.
-                let text = std::str::from_utf8(trimmed).unwrap_or_default();
                 return match crate::record::recognize_text(text, &self.policy.inputs, None) {
                     Some(recognized) => (self.note_for(recognized), Original::Raw(record)),
                     None => fail(format!("not a JSON object: {e}")),

@@ -6,8 +6,16 @@
 //! whole record. Keys no format uses are skipped without allocating.
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::fmt;
+
+mod scan;
+pub use scan::is_json_object;
+
+/// Known keys a record holds without the field storage leaving the stack:
+/// enough for the widest format (goflow2's IPFIX records carry about 20).
+const INLINE_FIELDS: usize = 24;
 
 macro_rules! known_keys {
     ($($variant:ident = $name:literal,)*) => {
@@ -16,9 +24,12 @@ macro_rules! known_keys {
         pub enum Key { $($variant,)* }
 
         /// How many keys there are: the size of a record's slot table.
-        const KEY_COUNT: usize = [$(Key::$variant),*].len();
+        const KEY_COUNT: usize = Key::ALL.len();
 
         impl Key {
+            #[cfg_attr(not(test), allow(dead_code))]
+            const ALL: &[Key] = &[$(Key::$variant),*];
+
             fn from_name(name: &str) -> Option<Key> {
                 match name { $($name => Some(Key::$variant),)* _ => None }
             }
@@ -235,7 +246,7 @@ impl<'a> Value<'a> {
 /// The known keys of one record.
 #[derive(Debug)]
 pub struct Fields<'a> {
-    values: Vec<Value<'a>>,
+    values: SmallVec<[Value<'a>; INLINE_FIELDS]>,
     /// Per key, 1 + its index in `values` (0: absent). Formats look keys up a
     /// dozen times per record; this makes each lookup one load.
     slots: [u8; KEY_COUNT],
@@ -248,10 +259,27 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    fn empty() -> Fields<'a> {
+        Fields {
+            values: SmallVec::new(),
+            slots: [0; KEY_COUNT],
+            has_clawwatch: false,
+            members: 0,
+        }
+    }
+
     /// Parses one JSON object. Errors are serde_json's (with line/column), for
     /// text that is not a JSON object at all.
-    pub fn parse(line: &'a [u8]) -> Result<Fields<'a>, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_slice(line);
+    pub fn parse(line: &'a str) -> Result<Fields<'a>, serde_json::Error> {
+        if let Some(fields) = scan::known_fields(line) {
+            return Ok(fields);
+        }
+        Self::parse_with_serde(line)
+    }
+
+    /// The slow path, and the reference the fast one is tested against.
+    fn parse_with_serde(line: &'a str) -> Result<Fields<'a>, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(line);
         let fields = de.deserialize_map(FieldsVisitor)?;
         de.end()?;
         Ok(fields)
@@ -264,10 +292,8 @@ impl<'a> Fields<'a> {
             return None;
         };
         let mut fields = Fields {
-            values: Vec::with_capacity(entries.len().min(16)),
-            slots: [0; KEY_COUNT],
-            has_clawwatch: false,
             members: entries.len(),
+            ..Fields::empty()
         };
         for (name, value) in entries {
             if let Some(key) = Key::from_name(name) {
@@ -315,14 +341,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
-        let mut fields = Fields {
-            // Enough for the known keys of the widest format (goflow2's IPFIX
-            // records carry about 20): one allocation per record, no growth.
-            values: Vec::with_capacity(24),
-            slots: [0; KEY_COUNT],
-            has_clawwatch: false,
-            members: 0,
-        };
+        let mut fields = Fields::empty();
         while let Some(name) = map.next_key::<KeyName<'de>>()? {
             fields.members += 1;
             match Key::from_name(&name.0) {
@@ -460,7 +479,7 @@ mod tests {
 
     #[test]
     fn keeps_known_keys_and_skips_the_rest() {
-        let line = br#"{"src_addr":"10.0.0.1","noise":{"deep":[1,2,{"x":3}]},"dst_port":443,"bytes":"1200"}"#;
+        let line = r#"{"src_addr":"10.0.0.1","noise":{"deep":[1,2,{"x":3}]},"dst_port":443,"bytes":"1200"}"#;
         let f = Fields::parse(line).unwrap();
         assert_eq!(f.str(Key::SrcAddr), Some("10.0.0.1"));
         assert_eq!(f.get(Key::DstPort).and_then(Value::as_u64), Some(443));
@@ -471,33 +490,29 @@ mod tests {
 
     #[test]
     fn duplicate_keys_keep_the_last_value() {
-        let f = Fields::parse(br#"{"dst_port":1,"src_port":2,"dst_port":3}"#).unwrap();
+        let f = Fields::parse(r#"{"dst_port":1,"src_port":2,"dst_port":3}"#).unwrap();
         assert_eq!(f.get(Key::DstPort).and_then(Value::as_u64), Some(3));
         assert_eq!(f.get(Key::SrcPort).and_then(Value::as_u64), Some(2));
     }
 
     #[test]
     fn mistyped_values_still_parse() {
-        let f = Fields::parse(br#"{"dst_port":"https","ts":[1]}"#).unwrap();
+        let f = Fields::parse(r#"{"dst_port":"https","ts":[1]}"#).unwrap();
         assert_eq!(f.get(Key::DstPort).unwrap().as_u64(), None);
         assert_eq!(f.get(Key::Ts).unwrap().type_name(), "an array");
     }
 
     #[test]
     fn escaped_strings_are_decoded() {
-        let f = Fields::parse(br#"{"qname":"a\u0062c.example","clawwatch":{}}"#).unwrap();
+        let f = Fields::parse(r#"{"qname":"a\u0062c.example","clawwatch":{}}"#).unwrap();
         assert_eq!(f.str(Key::Qname), Some("abc.example"));
         assert!(f.has_clawwatch);
     }
 
     #[test]
     fn rejects_non_objects_and_trailing_garbage() {
-        for bad in [&b"[1,2]"[..], b"42", b"{\"a\":1} x", b"{\"a\":", b""] {
-            assert!(
-                Fields::parse(bad).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+        for bad in ["[1,2]", "42", "{\"a\":1} x", "{\"a\":", ""] {
+            assert!(Fields::parse(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -507,201 +522,7 @@ mod tests {
         line.push_str(&"[".repeat(20));
         line.push_str(&"]".repeat(20));
         line.push('}');
-        assert!(Fields::parse(line.as_bytes()).is_ok());
+        assert!(Fields::parse(&line).is_ok());
     }
 }
 
-/// Whether `text` is one JSON object (RFC 8259), however deeply nested and
-/// whatever the size of its numbers. An iterative check (no recursion: a
-/// hostile record nested a million deep costs a byte per level, not stack),
-/// for records the field reader cannot read but that must still be kept as
-/// the objects they are.
-pub fn is_json_object(text: &[u8]) -> bool {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Expect {
-        Value,
-        ValueOrClose,
-        Key,
-        KeyOrClose,
-        CommaOrClose,
-    }
-    let ws = |mut i: usize| {
-        while text
-            .get(i)
-            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-        {
-            i += 1;
-        }
-        i
-    };
-    let mut i = ws(0);
-    if text.get(i) != Some(&b'{') {
-        return false;
-    }
-    let mut open: Vec<u8> = Vec::new();
-    let mut expect = Expect::Value;
-    loop {
-        i = ws(i);
-        if expect == Expect::CommaOrClose && open.is_empty() {
-            return i == text.len();
-        }
-        let Some(&c) = text.get(i) else {
-            return false;
-        };
-        match expect {
-            Expect::Value | Expect::ValueOrClose => {
-                if expect == Expect::ValueOrClose && c == b']' {
-                    open.pop();
-                    i += 1;
-                    expect = Expect::CommaOrClose;
-                    continue;
-                }
-                let end = match c {
-                    b'{' => {
-                        open.push(b'{');
-                        expect = Expect::KeyOrClose;
-                        i += 1;
-                        continue;
-                    }
-                    b'[' => {
-                        open.push(b'[');
-                        expect = Expect::ValueOrClose;
-                        i += 1;
-                        continue;
-                    }
-                    b'"' => string_end(text, i),
-                    b't' => text[i..].starts_with(b"true").then_some(i + 4),
-                    b'f' => text[i..].starts_with(b"false").then_some(i + 5),
-                    b'n' => text[i..].starts_with(b"null").then_some(i + 4),
-                    b'-' | b'0'..=b'9' => number_end(text, i),
-                    _ => None,
-                };
-                let Some(end) = end else {
-                    return false;
-                };
-                i = end;
-                expect = Expect::CommaOrClose;
-            }
-            Expect::Key | Expect::KeyOrClose => {
-                if expect == Expect::KeyOrClose && c == b'}' {
-                    open.pop();
-                    i += 1;
-                    expect = Expect::CommaOrClose;
-                    continue;
-                }
-                let Some(end) = (c == b'"').then(|| string_end(text, i)).flatten() else {
-                    return false;
-                };
-                i = ws(end);
-                if text.get(i) != Some(&b':') {
-                    return false;
-                }
-                i += 1;
-                expect = Expect::Value;
-            }
-            Expect::CommaOrClose => {
-                let inside = *open.last().expect("checked above");
-                expect = match (c, inside) {
-                    (b',', b'{') => Expect::Key,
-                    (b',', _) => Expect::Value,
-                    (b'}', b'{') | (b']', b'[') => {
-                        open.pop();
-                        Expect::CommaOrClose
-                    }
-                    _ => return false,
-                };
-                i += 1;
-            }
-        }
-    }
-}
-
-/// The index after the string that opens at `start` (a `"`), if well formed.
-fn string_end(text: &[u8], start: usize) -> Option<usize> {
-    let mut i = start + 1;
-    loop {
-        match *text.get(i)? {
-            b'"' => return Some(i + 1),
-            b'\\' => {
-                i += match *text.get(i + 1)? {
-                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
-                    b'u' if text.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => 6,
-                    _ => return None,
-                }
-            }
-            0..=0x1f => return None,
-            _ => i += 1,
-        }
-    }
-}
-
-/// The index after the number that starts at `start`, if well formed.
-fn number_end(text: &[u8], start: usize) -> Option<usize> {
-    let digits = |mut i: usize| {
-        let from = i;
-        while text.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        (i > from).then_some(i)
-    };
-    let mut i = start + usize::from(text[start] == b'-');
-    i = match text.get(i)? {
-        b'0' => i + 1,
-        b'1'..=b'9' => digits(i)?,
-        _ => return None,
-    };
-    if text.get(i) == Some(&b'.') {
-        i = digits(i + 1)?;
-    }
-    if matches!(text.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(text.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        i = digits(i)?;
-    }
-    Some(i)
-}
-
-#[cfg(test)]
-mod object_check_tests {
-    use super::is_json_object;
-
-    #[test]
-    fn any_valid_object_is_one_and_anything_else_is_not() {
-        let deep = format!("{{\"x\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
-        for valid in [
-            "{}",
-            " { } ",
-            r#"{"a":1e999,"b":-0.5E+3,"c":123456789012345678901234567890}"#,
-            r#"{"a":"\"\\\/\b\f\n\r\t\u00e9","b":[true,false,null,{}],"a":2}"#,
-            &deep,
-        ] {
-            assert!(
-                is_json_object(valid.as_bytes()),
-                "{}",
-                &valid[..valid.len().min(80)]
-            );
-        }
-        for invalid in [
-            "",
-            "[]",
-            "\"x\"",
-            "{",
-            "{\"a\"}",
-            "{\"a\":}",
-            "{\"a\":1,}",
-            "{\"a\":01}",
-            "{\"a\":1.}",
-            "{\"a\":[1,]}",
-            "{\"a\":[1}",
-            "{\"a\":\"\\x\"}",
-            "{\"a\":\"\u{1}\"}",
-            "{\"a\":tru}",
-            "{} {}",
-            "{\"a\":1]",
-        ] {
-            assert!(!is_json_object(invalid.as_bytes()), "{invalid}");
-        }
-    }
-}

@@ -124,7 +124,7 @@ mod tests {
     use super::*;
 
     fn run(line: &str) -> Recognized {
-        recognize(&Fields::parse(line.as_bytes()).unwrap())
+        recognize(&Fields::parse(line).unwrap())
     }
 
     #[test]

@@ -673,7 +673,7 @@ pub fn recognize_with(
             if line.trim().is_empty() {
                 return Recognized::Invalid(reader.error(Key::Log, "holds an empty line"));
             }
-            if let Err(e) = Fields::parse(line.trim().as_bytes()) {
+            if let Err(e) = Fields::parse(line.trim()) {
                 return Recognized::Invalid(reader.error(
                     Key::Log,
                     format!("holds a line that is not a JSON object: {e}"),
@@ -707,7 +707,7 @@ pub fn recognize_text(
     let line = line.trim();
     if line.starts_with('{') {
         // A JSON record a shipper wrapped without parsing it.
-        let fields = Fields::parse(line.as_bytes()).ok()?;
+        let fields = Fields::parse(line).ok()?;
         return Some(recognize_with(&fields, settings, None));
     }
     let (prefix, json) = line.split_once(' ')?;
@@ -715,7 +715,7 @@ pub fn recognize_text(
     if !docker_time {
         return None;
     }
-    let fields = Fields::parse(json.as_bytes()).ok()?;
+    let fields = Fields::parse(json).ok()?;
     Some(recognize_with(&fields, settings, None))
 }
 
@@ -1083,7 +1083,7 @@ mod tests {
     use super::*;
 
     fn recognize_line(line: &str) -> Recognized {
-        recognize(&Fields::parse(line.as_bytes()).unwrap())
+        recognize(&Fields::parse(line).unwrap())
     }
 
     #[test]
@@ -1168,7 +1168,7 @@ mod tests {
     #[test]
     fn a_hint_names_the_format_unless_the_record_does() {
         let line = r#"{"ip_src":"10.20.0.15","port_src":1,"port_dst":2,"ip_proto":"tcp","timestamp_start":"2026-11-24 14:31:00"}"#;
-        let fields = Fields::parse(line.as_bytes()).unwrap();
+        let fields = Fields::parse(line).unwrap();
         assert!(matches!(
             recognize_with(&fields, &InputSettings::default(), None),
             Recognized::Unknown(_)
@@ -1186,7 +1186,7 @@ mod tests {
     #[test]
     fn nfdump_local_time_is_shifted_by_the_configured_offset() {
         let line = r#"{"type":"FLOW","first":"2026-11-24T15:31:00.000","in_bytes":1,"in_packets":1,"proto":6,"src_port":1,"dst_port":443,"src4_addr":"10.20.0.15","dst4_addr":"93.184.216.34"}"#;
-        let fields = Fields::parse(line.as_bytes()).unwrap();
+        let fields = Fields::parse(line).unwrap();
         let Recognized::Event(Event::Flow(f)) = recognize_with(
             &fields,
             &InputSettings {

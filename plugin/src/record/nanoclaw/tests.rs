@@ -149,7 +149,7 @@ fn raw_pino_json_still_reads() {
         .framework
         .addresses
         .insert("main".into(), vec!["10.20.5.2".parse().unwrap()]);
-    let run = |line: &str| recognize_with(&Fields::parse(line.as_bytes()).unwrap(), &s, None);
+    let run = |line: &str| recognize_with(&Fields::parse(line).unwrap(), &s, None);
     let Recognized::Event(Event::Spawn(sp)) = run(
         r#"{"level":30,"time":1795530600000,"pid":41,"hostname":"nc","group":"main","containerName":"nanoclaw-main-1","mountCount":3,"isMain":true,"msg":"Spawning container agent"}"#,
     ) else {

@@ -6,7 +6,7 @@ const REAL_FRAMES: &str =
     include_str!("../../../../testdata/formats/frameworks/openclaw_gateway.ndjson");
 
 fn run(line: &str, settings: &InputSettings) -> Recognized {
-    recognize_with(&Fields::parse(line.as_bytes()).unwrap(), settings, None)
+    recognize_with(&Fields::parse(line).unwrap(), settings, None)
 }
 
 fn settings() -> InputSettings {

@@ -1,0 +1,523 @@
+//! The record's bytes read once, by hand: the JSON grammar at byte level.
+//!
+//! [`known_fields`] is the hot path every record takes. It walks the top-level
+//! object, keeps the values of the keys some format reads (plain strings and
+//! integers straight from the bytes, borrowed) and steps over everything else
+//! without building it. Whatever it is not sure to read exactly as serde_json
+//! would — an escaped key, a `\u` escape, a fraction, a nested value of a known
+//! key — it hands to serde_json (the nested value alone) or gives up on, and
+//! the caller takes serde_json's path for the whole record. So its answers are
+//! serde_json's, only cheaper; the differential test below holds it to that.
+
+use super::{Fields, Key, Value, ValueSeed};
+use serde::de::DeserializeSeed;
+use std::borrow::Cow;
+
+/// Nesting the skipper follows in a value no format reads; deeper, serde_json decides.
+const MAX_SKIP_DEPTH: u32 = 128;
+
+fn ws(text: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = text.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The known keys of a record that is one JSON object, or `None` when the
+/// record needs serde_json (which also words the error for bad JSON).
+pub(super) fn known_fields(text: &str) -> Option<Fields<'_>> {
+    // Bytes for the grammar; `text` for slicing strings out, which costs no
+    // UTF-8 check: quotes are ASCII, so they are always on char boundaries.
+    let line = text.as_bytes();
+    let mut fields = Fields::empty();
+    let mut i = ws(line, 0);
+    if line.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(line, i + 1);
+    if line.get(i) == Some(&b'}') {
+        return (ws(line, i + 1) == line.len()).then_some(fields);
+    }
+    loop {
+        // A key: plain text between quotes (an escaped key goes to serde_json).
+        if line.get(i) != Some(&b'"') {
+            return None;
+        }
+        let name_start = i + 1;
+        let name_end = name_start + memchr::memchr2(b'"', b'\\', &line[name_start..])?;
+        if line[name_end] != b'"' {
+            return None;
+        }
+        let name = &text[name_start..name_end];
+        if name.bytes().any(|b| b < 0x20) {
+            return None;
+        }
+        i = ws(line, name_end + 1);
+        if line.get(i) != Some(&b':') {
+            return None;
+        }
+        i = ws(line, i + 1);
+        fields.members += 1;
+        let end = match Key::from_name(name) {
+            Some(key) => {
+                let (value, end) = value_at(text, i)?;
+                fields.insert(key, value);
+                end
+            }
+            None => {
+                if name == "clawwatch" {
+                    fields.has_clawwatch = true;
+                }
+                skip_value(line, i)?
+            }
+        };
+        i = ws(line, end);
+        match line.get(i) {
+            Some(b',') => i = ws(line, i + 1),
+            Some(b'}') => return (ws(line, i + 1) == line.len()).then_some(fields),
+            _ => return None,
+        }
+    }
+}
+
+/// The value of a known key starting at `i`, and where it ends.
+fn value_at(text: &str, i: usize) -> Option<(Value<'_>, usize)> {
+    let line = text.as_bytes();
+    match *line.get(i)? {
+        b'"' => {
+            let end = i + 1 + memchr::memchr2(b'"', b'\\', &line[i + 1..])?;
+            if line[end] == b'"' && !line[i + 1..end].iter().any(|&b| b < 0x20) {
+                return Some((Value::Str(Cow::Borrowed(&text[i + 1..end])), end + 1));
+            }
+        }
+        b't' if line[i..].starts_with(b"true") => return Some((Value::Bool(true), i + 4)),
+        b'f' if line[i..].starts_with(b"false") => return Some((Value::Bool(false), i + 5)),
+        b'n' if line[i..].starts_with(b"null") => return Some((Value::Null, i + 4)),
+        b'0'..=b'9' => {
+            let digits = line[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+            let end = i + digits;
+            let plain = !matches!(line.get(end), Some(b'.' | b'e' | b'E'));
+            // Up to 19 digits always fit a u64; a leading zero is serde_json's to refuse.
+            if plain && digits <= 19 && (digits == 1 || line[i] != b'0') {
+                let n = line[i..end]
+                    .iter()
+                    .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                return Some((Value::UInt(n), end));
+            }
+        }
+        _ => {}
+    }
+    // Escapes, fractions, negatives, arrays and objects: serde_json reads
+    // exactly this value's bytes, so its decoding is the one kept.
+    let end = skip_value(line, i)?;
+    let mut de = serde_json::Deserializer::from_str(&text[i..end]);
+    let value = ValueSeed.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some((value, end))
+}
+
+/// Where the JSON value starting at `i` ends, validating it on the way.
+/// Iterative (brackets kept as bits), so hostile nesting costs no stack.
+fn skip_value(text: &[u8], mut i: usize) -> Option<usize> {
+    // Bit n set: the container at depth n is an array.
+    let mut arrays: u128 = 0;
+    let mut depth: u32 = 0;
+    loop {
+        i = ws(text, i);
+        // A value.
+        i = match *text.get(i)? {
+            b'"' => plain_string_end(text, i)?,
+            b't' => text[i..].starts_with(b"true").then_some(i + 4)?,
+            b'f' => text[i..].starts_with(b"false").then_some(i + 5)?,
+            b'n' => text[i..].starts_with(b"null").then_some(i + 4)?,
+            b'-' | b'0'..=b'9' => number_end(text, i)?,
+            open @ (b'[' | b'{') => {
+                if depth == MAX_SKIP_DEPTH {
+                    return None;
+                }
+                let is_array = open == b'[';
+                arrays = (arrays & !(1 << depth)) | (u128::from(is_array) << depth);
+                depth += 1;
+                i = ws(text, i + 1);
+                let close = if is_array { b']' } else { b'}' };
+                if text.get(i) == Some(&close) {
+                    depth -= 1;
+                    i + 1
+                } else {
+                    if !is_array {
+                        i = member_value_start(text, i)?;
+                    }
+                    continue;
+                }
+            }
+            _ => return None,
+        };
+        // After a value: the end, or what follows it in its container.
+        loop {
+            if depth == 0 {
+                return Some(i);
+            }
+            i = ws(text, i);
+            let in_array = arrays & (1 << (depth - 1)) != 0;
+            match (*text.get(i)?, in_array) {
+                (b',', true) => {
+                    i += 1;
+                    break;
+                }
+                (b',', false) => {
+                    i = member_value_start(text, ws(text, i + 1))?;
+                    break;
+                }
+                (b']', true) | (b'}', false) => {
+                    depth -= 1;
+                    i += 1;
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Past an object member's key and colon, at `i` on the key's quote.
+fn member_value_start(text: &[u8], i: usize) -> Option<usize> {
+    if text.get(i) != Some(&b'"') {
+        return None;
+    }
+    let i = ws(text, plain_string_end(text, i)?);
+    (text.get(i) == Some(&b':')).then_some(i + 1)
+}
+
+/// [`string_end`] for strings without `\u` escapes: serde_json refuses some of
+/// those (lone surrogates), so they are left to it.
+fn plain_string_end(text: &[u8], start: usize) -> Option<usize> {
+    let end = string_end(text, start)?;
+    (!has_escaped_u(&text[start + 1..end - 1])).then_some(end)
+}
+
+/// Whether a string body holds a `\u` escape (not an escaped backslash before a `u`).
+fn has_escaped_u(body: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(at) = memchr::memchr(b'\\', &body[i..]) {
+        let at = i + at;
+        if body.get(at + 1) == Some(&b'u') {
+            return true;
+        }
+        i = at + 2;
+    }
+    false
+}
+
+/// Whether `text` is one JSON object (RFC 8259), however deeply nested and
+/// whatever the size of its numbers. An iterative check (no recursion: a
+/// hostile record nested a million deep costs a byte per level, not stack),
+/// for records the field reader cannot read but that must still be kept as
+/// the objects they are.
+pub fn is_json_object(text: &[u8]) -> bool {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Expect {
+        Value,
+        ValueOrClose,
+        Key,
+        KeyOrClose,
+        CommaOrClose,
+    }
+    let ws = |mut i: usize| {
+        while text
+            .get(i)
+            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            i += 1;
+        }
+        i
+    };
+    let mut i = ws(0);
+    if text.get(i) != Some(&b'{') {
+        return false;
+    }
+    let mut open: Vec<u8> = Vec::new();
+    let mut expect = Expect::Value;
+    loop {
+        i = ws(i);
+        if expect == Expect::CommaOrClose && open.is_empty() {
+            return i == text.len();
+        }
+        let Some(&c) = text.get(i) else {
+            return false;
+        };
+        match expect {
+            Expect::Value | Expect::ValueOrClose => {
+                if expect == Expect::ValueOrClose && c == b']' {
+                    open.pop();
+                    i += 1;
+                    expect = Expect::CommaOrClose;
+                    continue;
+                }
+                let end = match c {
+                    b'{' => {
+                        open.push(b'{');
+                        expect = Expect::KeyOrClose;
+                        i += 1;
+                        continue;
+                    }
+                    b'[' => {
+                        open.push(b'[');
+                        expect = Expect::ValueOrClose;
+                        i += 1;
+                        continue;
+                    }
+                    b'"' => string_end(text, i),
+                    b't' => text[i..].starts_with(b"true").then_some(i + 4),
+                    b'f' => text[i..].starts_with(b"false").then_some(i + 5),
+                    b'n' => text[i..].starts_with(b"null").then_some(i + 4),
+                    b'-' | b'0'..=b'9' => number_end(text, i),
+                    _ => None,
+                };
+                let Some(end) = end else {
+                    return false;
+                };
+                i = end;
+                expect = Expect::CommaOrClose;
+            }
+            Expect::Key | Expect::KeyOrClose => {
+                if expect == Expect::KeyOrClose && c == b'}' {
+                    open.pop();
+                    i += 1;
+                    expect = Expect::CommaOrClose;
+                    continue;
+                }
+                let Some(end) = (c == b'"').then(|| string_end(text, i)).flatten() else {
+                    return false;
+                };
+                i = ws(end);
+                if text.get(i) != Some(&b':') {
+                    return false;
+                }
+                i += 1;
+                expect = Expect::Value;
+            }
+            Expect::CommaOrClose => {
+                let inside = *open.last().expect("checked above");
+                expect = match (c, inside) {
+                    (b',', b'{') => Expect::Key,
+                    (b',', _) => Expect::Value,
+                    (b'}', b'{') | (b']', b'[') => {
+                        open.pop();
+                        Expect::CommaOrClose
+                    }
+                    _ => return false,
+                };
+                i += 1;
+            }
+        }
+    }
+}
+
+/// The index after the string that opens at `start` (a `"`), if well formed.
+fn string_end(text: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        match *text.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                i += match *text.get(i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
+                    b'u' if text.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => 6,
+                    _ => return None,
+                }
+            }
+            0..=0x1f => return None,
+            _ => i += 1,
+        }
+    }
+}
+
+/// The index after the number that starts at `start`, if well formed.
+fn number_end(text: &[u8], start: usize) -> Option<usize> {
+    let digits = |mut i: usize| {
+        let from = i;
+        while text.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        (i > from).then_some(i)
+    };
+    let mut i = start + usize::from(text[start] == b'-');
+    i = match text.get(i)? {
+        b'0' => i + 1,
+        b'1'..=b'9' => digits(i)?,
+        _ => return None,
+    };
+    if text.get(i) == Some(&b'.') {
+        i = digits(i + 1)?;
+    }
+    if matches!(text.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(text.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        i = digits(i)?;
+    }
+    Some(i)
+}
+
+#[cfg(test)]
+mod object_check_tests {
+    use super::is_json_object;
+
+    #[test]
+    fn any_valid_object_is_one_and_anything_else_is_not() {
+        let deep = format!("{{\"x\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        for valid in [
+            "{}",
+            " { } ",
+            r#"{"a":1e999,"b":-0.5E+3,"c":123456789012345678901234567890}"#,
+            r#"{"a":"\"\\\/\b\f\n\r\t\u00e9","b":[true,false,null,{}],"a":2}"#,
+            &deep,
+        ] {
+            assert!(
+                is_json_object(valid.as_bytes()),
+                "{}",
+                &valid[..valid.len().min(80)]
+            );
+        }
+        for invalid in [
+            "",
+            "[]",
+            "\"x\"",
+            "{",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{\"a\":01}",
+            "{\"a\":1.}",
+            "{\"a\":[1,]}",
+            "{\"a\":[1}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":\"\u{1}\"}",
+            "{\"a\":tru}",
+            "{} {}",
+            "{\"a\":1]",
+        ] {
+            assert!(!is_json_object(invalid.as_bytes()), "{invalid}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod differential_tests {
+    use super::super::{Fields, Key};
+    use super::known_fields;
+
+    /// Every record line of the bundled samples (real software's output and the test fleets).
+    fn sample_lines() -> Vec<Vec<u8>> {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata");
+        let mut lines = Vec::new();
+        let mut dirs = vec![std::path::PathBuf::from(root)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path
+                    .extension()
+                    .is_some_and(|e| e == "ndjson" || e == "jsonl" || e == "log")
+                {
+                    let bytes = std::fs::read(&path).unwrap();
+                    lines.extend(bytes.split(|&b| b == b'\n').map(<[u8]>::to_vec));
+                }
+            }
+        }
+        lines
+    }
+
+    /// The fast path either declines or agrees with serde_json on everything kept.
+    fn agrees(line: &str) -> bool {
+        let Some(fast) = known_fields(line) else {
+            return false;
+        };
+        let slow = Fields::parse_with_serde(line).unwrap_or_else(|e| {
+            panic!("fast path took what serde_json refuses ({e}): {line}")
+        });
+        for &key in Key::ALL {
+            assert_eq!(fast.get(key), slow.get(key), "{key:?} in {line}");
+        }
+        assert_eq!(fast.has_clawwatch, slow.has_clawwatch);
+        assert_eq!(fast.members, slow.members);
+        true
+    }
+
+    #[test]
+    fn the_fast_path_reads_the_samples_as_serde_json_does() {
+        let lines: Vec<_> = sample_lines()
+            .into_iter()
+            .filter(|l| std::str::from_utf8(l).is_ok() && l.trim_ascii().starts_with(b"{"))
+            .collect();
+        assert!(lines.len() > 500, "only {} sample records found", lines.len());
+        let fast = lines
+            .iter()
+            .filter(|l| agrees(std::str::from_utf8(l.trim_ascii()).unwrap()))
+            .count();
+        // Declining is allowed (escapes, nested values), but it must be the exception.
+        assert!(
+            fast * 10 >= lines.len() * 9,
+            "the fast path took only {fast} of {} records",
+            lines.len()
+        );
+    }
+
+    #[test]
+    fn the_fast_path_agrees_on_damaged_records() {
+        let lines = sample_lines();
+        let mut damaged = 0;
+        for line in lines.iter().filter(|l| l.len() > 2).take(400) {
+            for cut in (0..line.len()).step_by(7) {
+                // Truncated, a byte flipped to each JSON-significant character, a byte dropped.
+                let mut variants = vec![line[..cut].to_vec()];
+                for c in [b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'0', b'-', b'.', b'e', b' ', b'u'] {
+                    let mut v = line.clone();
+                    v[cut] = c;
+                    variants.push(v);
+                }
+                let mut dropped = line.clone();
+                dropped.remove(cut);
+                variants.push(dropped);
+                for v in variants.iter().filter_map(|v| std::str::from_utf8(v).ok()) {
+                    damaged += 1;
+                    if known_fields(v).is_none() {
+                        continue;
+                    }
+                    agrees(v);
+                }
+            }
+        }
+        assert!(damaged > 10_000, "only {damaged} variants tried");
+    }
+
+    #[test]
+    fn hand_picked_edges_agree_or_decline() {
+        for text in [
+            r#"{"dst_port":01}"#,
+            r#"{"dst_port":-0}"#,
+            r#"{"dst_port":18446744073709551615}"#,
+            r#"{"dst_port":99999999999999999999}"#,
+            r#"{"bytes":1.5e3,"qname":"a\"b","x":"\ud800"}"#,
+            r#"{"qname":"\u00e9t\u00e9"}"#,
+            r#"{"noise":[[[[{"a":[1,{"b":null}]}]]]],"ts":"2026-01-01T00:00:00Z"}"#,
+            r#"{"noise":[1 2]}"#,
+            r#"{"noise":{"a" 1}}"#,
+            r#"{"noise":{"a":1,}}"#,
+            r#"{"a\u0062":1}"#,
+            r#"{"ts":1}x"#,
+            r#" { "ts" : 1 , "src_addr" : "10.0.0.1" } "#,
+            r#"{"dst_port":1,"dst_port":"two"}"#,
+            r#"{"clawwatch":{"verdict":"allow"},"ts":2}"#,
+        ] {
+            // Declined: serde_json's path decides, as for any record.
+            if known_fields(text).is_some() {
+                assert!(agrees(text), "{text}");
+            }
+        }
+        assert!(known_fields(r#" { "ts" : 1 , "src_addr" : "10.0.0.1" } "#).is_some());
+        assert!(known_fields(r#"{"ts":1}x"#).is_none());
+        assert!(known_fields(r#"{"noise":[1 2]}"#).is_none());
+    }
+}
