@@ -15,12 +15,6 @@ impl Engine {
             let profile = self
                 .policy
                 .profile(&agent.profile, agent.deployment.as_deref());
-            findings.extend(dns_foreign_resolver::check_query(
-                &query.qname,
-                query.resolver,
-                &Subject::Agent(agent),
-                monitor,
-            ));
             // Both DNS analytics work per registered domain: look it up once.
             if let Some(domain) = crate::rules::registered_domain(&query.qname) {
                 let activity = self
@@ -57,26 +51,21 @@ impl Engine {
                     query.ts,
                 ));
             }
-            findings.extend(lifetime_exceeded::check_activity(
-                agent,
+            let seen = Seen {
+                subject: Subject::Agent(agent),
                 profile,
-                query.ts,
-                || format!("resolved {}", query.qname),
-            ));
-        } else {
-            findings.extend(egress_unknown_agent::check(
-                query.client,
                 monitor,
-                &format!("resolved {}", query.qname),
-            ));
-            if monitor.in_agent_subnet(query.client) {
-                findings.extend(dns_foreign_resolver::check_query(
-                    &query.qname,
-                    query.resolver,
-                    &Subject::Address(query.client),
-                    monitor,
-                ));
-            }
+                event: Observed::Dns(query),
+            };
+            rules::inspect(&seen, &mut findings);
+        } else {
+            let seen = Seen {
+                subject: Subject::Address(query.client),
+                profile: None,
+                monitor,
+                event: Observed::Dns(query),
+            };
+            rules::inspect(&seen, &mut findings);
         }
         (note, findings)
     }

@@ -38,15 +38,13 @@ impl Engine {
                     ToAgent::Return => "return",
                 });
             } else {
-                let what = egress_unknown_agent::describe_flow(flow.dst, flow.dst_port, flow.proto);
-                findings.extend(egress_unknown_agent::check(flow.src, monitor, &what));
-                if monitor.in_agent_subnet(flow.src) {
-                    findings.extend(dns_foreign_resolver::check_flow(
-                        flow,
-                        &Subject::Address(flow.src),
-                        monitor,
-                    ));
-                }
+                let seen = Seen {
+                    subject: Subject::Address(flow.src),
+                    profile: None,
+                    monitor,
+                    event: Observed::Flow { flow, names: &[] },
+                };
+                rules::inspect(&seen, &mut findings);
             }
             return (note, findings);
         };
@@ -122,24 +120,16 @@ impl Engine {
                     .schedule(at, Due::Schedule(agent.id.clone()));
             }
         }
-        findings.extend(dns_foreign_resolver::check_flow(
-            flow,
-            &Subject::Agent(agent),
+        let seen = Seen {
+            subject: Subject::Agent(agent),
+            profile,
             monitor,
-        ));
-        let what = || {
-            let host = names
-                .first()
-                .map_or_else(|| flow.dst.to_string(), |n| n.to_string());
-            format!(
-                "connected to {}/{}",
-                crate::rules::endpoint(&host, flow.dst_port),
-                flow.proto
-            )
+            event: Observed::Flow {
+                flow,
+                names: &names,
+            },
         };
-        findings.extend(lifetime_exceeded::check_activity(
-            agent, profile, flow.ts, what,
-        ));
+        rules::inspect(&seen, &mut findings);
         if !dns {
             activity.observe(flow);
         }
@@ -277,10 +267,17 @@ impl Engine {
                 Shape::Call,
             ));
         }
-        let what = || format!("asked its proxy for {}:{}", call.hosts[0], call.port);
-        findings.extend(lifetime_exceeded::check_activity(
-            agent, profile, call.ts, what,
-        ));
+        let seen = Seen {
+            subject: Subject::Agent(agent),
+            profile,
+            monitor: &self.policy.monitor,
+            event: Observed::ProxyCall {
+                ts: call.ts,
+                host: &call.hosts[0],
+                port: call.port,
+            },
+        };
+        rules::inspect(&seen, &mut findings);
         if let Some(by) = &call.rejected_by {
             note.note = Some(format!("the proxy refused it ({by})"));
         }

@@ -5,7 +5,7 @@
 //! Active only when `corp_resolvers` is set: without it there is no telling a
 //! foreign resolver from a corporate one.
 
-use super::{Finding, RuleInfo, Severity, Subject, endpoint};
+use super::{Detector, Finding, Observed, RuleInfo, Seen, Severity, Subject, endpoint};
 use crate::policy::Monitor;
 use crate::record::{Flow, Proto};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -94,6 +94,28 @@ pub fn check_flow(flow: &Flow, subject: &Subject, monitor: &Monitor) -> Option<F
             corp_list(monitor)
         ),
     ))
+}
+
+/// Runs on the DNS an agent (or an address in an agent subnet) sends, by flow or resolver log.
+pub struct ForeignResolver;
+
+impl Detector for ForeignResolver {
+    fn rule(&self) -> &'static RuleInfo {
+        &RULE
+    }
+
+    fn inspect(&self, seen: &Seen) -> Option<Finding> {
+        match seen.subject {
+            Subject::Agent(_) => {}
+            Subject::Address(ip) if seen.monitor.in_agent_subnet(ip) => {}
+            Subject::Address(_) | Subject::Log(_) => return None,
+        }
+        match seen.event {
+            Observed::Flow { flow, .. } => check_flow(flow, &seen.subject, seen.monitor),
+            Observed::Dns(q) => check_query(&q.qname, q.resolver, &seen.subject, seen.monitor),
+            Observed::ProxyCall { .. } => None,
+        }
+    }
 }
 
 /// A resolver log line whose resolver is not corporate.

@@ -4,7 +4,7 @@
 //! One incident per source address (not per destination): a rogue process
 //! reaching a hundred hosts is one thing to investigate, not a hundred.
 
-use super::{Finding, RuleInfo, Severity, Subject, endpoint};
+use super::{Detector, Finding, RuleInfo, Seen, Severity, Subject};
 use crate::policy::Monitor;
 use std::net::IpAddr;
 
@@ -29,29 +29,58 @@ pub fn check(src: IpAddr, monitor: &Monitor, what: &str) -> Option<Finding> {
     ))
 }
 
-/// The description of a flow for [`check`]'s summary.
-pub fn describe_flow(dst: IpAddr, port: u16, proto: crate::record::Proto) -> String {
-    format!("connected to {}/{proto}", endpoint(&dst.to_string(), port))
+/// Runs on records from an address no live agent held.
+pub struct UnknownAgent;
+
+impl Detector for UnknownAgent {
+    fn rule(&self) -> &'static RuleInfo {
+        &RULE
+    }
+
+    fn inspect(&self, seen: &Seen) -> Option<Finding> {
+        match seen.subject {
+            Subject::Address(src) => check(src, seen.monitor, &seen.event.describe()),
+            Subject::Agent(_) | Subject::Log(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::policy;
+    use super::super::Observed;
+    use super::super::test_support::{agent, flow, policy};
     use super::*;
     use crate::record::Proto;
 
     #[test]
     fn fires_inside_agent_subnets_only() {
         let p = policy();
-        let what = describe_flow("198.51.100.1".parse().unwrap(), 443, Proto::Tcp);
-        let f = check("10.20.9.9".parse().unwrap(), &p.monitor, &what).expect("must fire");
+        let flow = flow("10.20.9.9", "198.51.100.1", 443, Proto::Tcp);
+        let seen = |subject| Seen {
+            subject,
+            profile: None,
+            monitor: &p.monitor,
+            event: Observed::Flow {
+                flow: &flow,
+                names: &[],
+            },
+        };
+        let f = UnknownAgent
+            .inspect(&seen(Subject::Address(flow.src)))
+            .expect("must fire");
         assert_eq!(f.incident, "10.20.9.9/egress.unknown_agent");
         assert_eq!(
             f.summary,
             "unknown host 10.20.9.9 in an agent subnet connected to 198.51.100.1:443/tcp, but no live agent holds that address"
         );
         assert_eq!(f.rule.severity, Severity::Medium);
-        // Near miss: just outside the /16.
-        assert!(check("10.21.0.1".parse().unwrap(), &p.monitor, &what).is_none());
+        // Near misses: just outside the /16; an address a live agent holds.
+        assert!(
+            UnknownAgent
+                .inspect(&seen(Subject::Address("10.21.0.1".parse().unwrap())))
+                .is_none()
+        );
+        let holder = agent("data_collector_v1");
+        assert!(UnknownAgent.inspect(&seen(Subject::Agent(&holder))).is_none());
     }
 }

@@ -5,7 +5,7 @@
 //! Record-driven (a flow or query after the deadline) and time-driven (event
 //! time passes the deadline with no terminate) findings share one incident.
 
-use super::{Finding, RuleInfo, Severity, Subject};
+use super::{Detector, Finding, RuleInfo, Seen, Severity, Subject};
 use crate::policy::Profile;
 use crate::registry::Agent;
 use crate::time::Timestamp;
@@ -54,6 +54,24 @@ pub fn check_activity(
 ) -> Option<Finding> {
     let deadline = deadline(agent, profile)?;
     (t > deadline).then(|| finding(agent, deadline, &what()))
+}
+
+/// Runs on everything an agent does: activity past its deadline.
+pub struct PastLifetime;
+
+impl Detector for PastLifetime {
+    fn rule(&self) -> &'static RuleInfo {
+        &RULE
+    }
+
+    fn inspect(&self, seen: &Seen) -> Option<Finding> {
+        let Subject::Agent(agent) = seen.subject else {
+            return None;
+        };
+        check_activity(agent, seen.profile, seen.event.ts(), || {
+            seen.event.describe()
+        })
+    }
 }
 
 /// Event time (the watermark) has passed the deadline and the agent was not

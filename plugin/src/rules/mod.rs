@@ -17,7 +17,10 @@ pub mod schedule_deviation;
 pub mod telemetry_chain_broken;
 pub mod volume_anomaly;
 
+use crate::policy::{Monitor, Profile};
+use crate::record::{DnsQuery, Flow};
 use crate::registry::Agent;
+use crate::time::Timestamp;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -70,6 +73,85 @@ pub const ALL: &[&RuleInfo] = &[
     &approval_granted::RULE,
     &telemetry_chain_broken::RULE,
 ];
+
+/// One record as an independent detector sees it: what happened, who did it,
+/// and the policy that applies. Built once per record by the engine.
+pub struct Seen<'a> {
+    pub subject: Subject<'a>,
+    /// The agent's profile (`None` for an address nobody holds, or a type
+    /// the policy does not know).
+    pub profile: Option<&'a Profile>,
+    pub monitor: &'a Monitor,
+    pub event: Observed<'a>,
+}
+
+/// The record a detector is shown.
+#[derive(Clone, Copy)]
+pub enum Observed<'a> {
+    /// A flow and the names the agent had resolved for its destination.
+    Flow {
+        flow: &'a Flow,
+        names: &'a [&'a str],
+    },
+    Dns(&'a DnsQuery),
+    /// A call an egress proxy logged, by the name asked for.
+    ProxyCall {
+        ts: Timestamp,
+        host: &'a str,
+        port: u16,
+    },
+}
+
+impl Observed<'_> {
+    pub fn ts(&self) -> Timestamp {
+        match self {
+            Observed::Flow { flow, .. } => flow.ts,
+            Observed::Dns(query) => query.ts,
+            Observed::ProxyCall { ts, .. } => *ts,
+        }
+    }
+
+    /// What was done, for summaries: `connected to api.example.net:443/tcp`.
+    pub fn describe(&self) -> String {
+        match self {
+            Observed::Flow { flow, names } => {
+                let host = names
+                    .first()
+                    .map_or_else(|| flow.dst.to_string(), |n| n.to_string());
+                format!(
+                    "connected to {}/{}",
+                    endpoint(&host, flow.dst_port),
+                    flow.proto
+                )
+            }
+            Observed::Dns(query) => format!("resolved {}", query.qname),
+            Observed::ProxyCall { host, port, .. } => {
+                format!("asked its proxy for {host}:{port}")
+            }
+        }
+    }
+}
+
+/// A rule that needs only the record in front of it ([`Seen`]): no memory of
+/// earlier records, no deadline. Adding one is its file and a line in
+/// [`RECORD_DETECTORS`]; rules that learn (rates, baselines, heartbeats) keep
+/// their state in the engine and are called where that state lives.
+pub trait Detector: Sync {
+    fn rule(&self) -> &'static RuleInfo;
+    fn inspect(&self, seen: &Seen) -> Option<Finding>;
+}
+
+/// The independent detectors, in the order their findings are reported.
+pub const RECORD_DETECTORS: &[&dyn Detector] = &[
+    &egress_unknown_agent::UnknownAgent,
+    &dns_foreign_resolver::ForeignResolver,
+    &lifetime_exceeded::PastLifetime,
+];
+
+/// Runs every independent detector on one record.
+pub fn inspect(seen: &Seen, findings: &mut Vec<Finding>) {
+    findings.extend(RECORD_DETECTORS.iter().filter_map(|d| d.inspect(seen)));
+}
 
 /// The rule with this id.
 pub fn by_id(id: &str) -> Option<&'static RuleInfo> {
@@ -192,6 +274,23 @@ pub fn endpoint(host: &str, port: u16) -> String {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_is_listed_once_and_every_detector_is_a_listed_rule() {
+        let ids: std::collections::BTreeSet<&str> = ALL.iter().map(|r| r.id).collect();
+        assert_eq!(ids.len(), ALL.len(), "a rule id is listed twice");
+        for d in RECORD_DETECTORS {
+            assert!(ids.contains(d.rule().id), "{} is not in ALL", d.rule().id);
+        }
+        let detectors: std::collections::BTreeSet<&str> =
+            RECORD_DETECTORS.iter().map(|d| d.rule().id).collect();
+        assert_eq!(detectors.len(), RECORD_DETECTORS.len());
     }
 }
 
