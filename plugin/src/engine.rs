@@ -34,9 +34,9 @@ use crate::rules::dns_tunneling::TunnelWindows;
 use crate::rules::rate_runaway::RateWindows;
 use crate::rules::volume_anomaly::Baselines;
 use crate::rules::{
-    self, Finding, Observed, Seen, Subject, approval_granted, dns_high_entropy,
-    heartbeat_mismatch, heartbeat_missing, lifetime_exceeded, schedule_deviation,
-    telemetry_chain_broken, volume_anomaly,
+    self, Finding, Observed, Seen, Subject, approval_granted, dns_high_entropy, heartbeat_mismatch,
+    heartbeat_missing, lifetime_exceeded, schedule_deviation, telemetry_chain_broken,
+    volume_anomaly,
 };
 use crate::siem::{Endpoints, FieldSet, Original};
 use crate::time::Timestamp;

@@ -525,4 +525,3 @@ mod tests {
         assert!(Fields::parse(&line).is_ok());
     }
 }
-

@@ -8,6 +8,7 @@
 
 use super::fields::{Fields, Key, Value};
 use super::flow::{FlowKeys, flow_with};
+use super::reader::{Count, Time};
 use super::{DnsAnswer, DnsQuery, Event, Reader, Recognized, Stream};
 
 const KEYS: FlowKeys = FlowKeys {
@@ -38,20 +39,22 @@ pub fn flow(fields: &Fields) -> Recognized {
         Key::FlowStats
     };
     let decode = || {
-        let ts = match r.nested_timestamp(stats, "start")? {
+        let ts = match r.nested_read::<Time>(stats, "start")? {
             Some(t) => t,
             None => r.required(Key::Timestamp, Reader::timestamp)?,
         };
-        let mut f = flow_with(&r, ts, r.nested_timestamp(stats, "end")?, &KEYS)?;
+        let mut f = flow_with(&r, ts, r.nested_read::<Time>(stats, "end")?, &KEYS)?;
         if netflow {
-            f.bytes = r.nested_count(stats, "bytes")?.unwrap_or(0);
-            f.packets = r.nested_count(stats, "pkts")?.unwrap_or(0);
+            f.bytes = r.nested_read::<Count>(stats, "bytes")?.unwrap_or(0);
+            f.packets = r.nested_read::<Count>(stats, "pkts")?.unwrap_or(0);
         } else {
             // A flow event is the whole conversation, its source the client.
             f.src_initiated = true;
             // What the client sent: the agent's side of the exchange.
-            f.bytes = r.nested_count(stats, "bytes_toserver")?.unwrap_or(0);
-            f.packets = r.nested_count(stats, "pkts_toserver")?.unwrap_or(0);
+            f.bytes = r
+                .nested_read::<Count>(stats, "bytes_toserver")?
+                .unwrap_or(0);
+            f.packets = r.nested_read::<Count>(stats, "pkts_toserver")?.unwrap_or(0);
         }
         Ok(f)
     };

@@ -81,6 +81,10 @@ mod tests {
                 .is_none()
         );
         let holder = agent("data_collector_v1");
-        assert!(UnknownAgent.inspect(&seen(Subject::Agent(&holder))).is_none());
+        assert!(
+            UnknownAgent
+                .inspect(&seen(Subject::Agent(&holder)))
+                .is_none()
+        );
     }
 }

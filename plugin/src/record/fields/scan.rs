@@ -434,9 +434,8 @@ mod differential_tests {
         let Some(fast) = known_fields(line) else {
             return false;
         };
-        let slow = Fields::parse_with_serde(line).unwrap_or_else(|e| {
-            panic!("fast path took what serde_json refuses ({e}): {line}")
-        });
+        let slow = Fields::parse_with_serde(line)
+            .unwrap_or_else(|e| panic!("fast path took what serde_json refuses ({e}): {line}"));
         for &key in Key::ALL {
             assert_eq!(fast.get(key), slow.get(key), "{key:?} in {line}");
         }
@@ -451,7 +450,11 @@ mod differential_tests {
             .into_iter()
             .filter(|l| std::str::from_utf8(l).is_ok() && l.trim_ascii().starts_with(b"{"))
             .collect();
-        assert!(lines.len() > 500, "only {} sample records found", lines.len());
+        assert!(
+            lines.len() > 500,
+            "only {} sample records found",
+            lines.len()
+        );
         let fast = lines
             .iter()
             .filter(|l| agrees(std::str::from_utf8(l.trim_ascii()).unwrap()))
@@ -472,7 +475,10 @@ mod differential_tests {
             for cut in (0..line.len()).step_by(7) {
                 // Truncated, a byte flipped to each JSON-significant character, a byte dropped.
                 let mut variants = vec![line[..cut].to_vec()];
-                for c in [b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'0', b'-', b'.', b'e', b' ', b'u'] {
+                for c in [
+                    b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'0', b'-', b'.', b'e', b' ',
+                    b'u',
+                ] {
                     let mut v = line.clone();
                     v[cut] = c;
                     variants.push(v);
