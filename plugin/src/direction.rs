@@ -204,7 +204,7 @@ impl Conversations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Proto;
+    use crate::net::Proto;
 
     fn flow(src: &str, sport: u16, dst: &str, dport: u16, secs: i64) -> Flow {
         Flow {

@@ -6,10 +6,10 @@
 //! that finding alone (its summary says when the plan lacks it too), and
 //! `plan.undeclared` is for calls the policy allows but the plan does not.
 
-use crate::activity::Activity;
 use crate::policy::{Policy, Profile};
 use crate::record::Flow;
 use crate::registry::Agent;
+use crate::rules::activity::Activity;
 use crate::rules::{
     Finding, Subject, approval_granted, egress_not_allowed, endpoint, plan_undeclared,
     schedule_deviation,

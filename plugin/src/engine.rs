@@ -12,7 +12,6 @@
 //! with `report` (findings into notes and incidents), `deadlines` (checks
 //! driven by event time) and `state` (snapshots of [`Learnt`]).
 
-use crate::activity::{self, Activity};
 use crate::bounded::BoundedMap;
 use crate::clock::{Clock, Deadlines, Due};
 use crate::direction::{Conversations, FromAgent, PendingReply, ToAgent};
@@ -20,16 +19,15 @@ use crate::dns_map::DnsMap;
 use crate::egress::Shape;
 use crate::flood;
 use crate::incidents::{Closing, Incidents};
-use crate::output::{
-    AgentInfo, DueFinding, IncidentRecord, IncidentStatus, Note, Reported, Verdict,
-};
+use crate::output::{DueFinding, IncidentRecord, IncidentStatus, Note, Reported, Verdict};
 use crate::policy::{Policy, PolicyError, Profile};
 use crate::record::fields::Fields;
 use crate::record::{
     CallingAgent, DnsQuery, Event, Flow, Heartbeat, PlannedAction, ProxiedCall, Recognized, Spawn,
     Stream, TelemetryLine, recognize_with,
 };
-use crate::registry::{Agent, Registry, Update};
+use crate::registry::{Agent, AgentInfo, Registry, Update};
+use crate::rules::activity::{self, Activity};
 use crate::rules::dns_tunneling::TunnelWindows;
 use crate::rules::rate_runaway::RateWindows;
 use crate::rules::volume_anomaly::Baselines;

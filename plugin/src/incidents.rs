@@ -4,7 +4,7 @@
 //! new one.
 
 use crate::bounded::BoundedMap;
-use crate::output::AgentInfo;
+use crate::registry::AgentInfo;
 use crate::rules::{Finding, RuleInfo, Severity};
 use crate::time::Timestamp;
 use std::rc::Rc;
@@ -26,7 +26,7 @@ pub struct Incident {
     /// What the record that opened it said of its endpoints, when the output
     /// field set reports evidence (ECS, OCSF).
     #[serde(default)]
-    pub evidence: Option<Box<crate::siem::Endpoints>>,
+    pub evidence: Option<Box<crate::record::Endpoints>>,
 }
 
 /// What happened to an incident when a finding arrived.
@@ -81,7 +81,7 @@ impl Incidents {
         &mut self,
         finding: &Finding,
         agent: Option<&AgentInfo>,
-        evidence: Option<&crate::siem::Endpoints>,
+        evidence: Option<&crate::record::Endpoints>,
         t: Timestamp,
     ) -> (Occurrence, Option<Incident>) {
         if let Some(incident) = self.open.get_mut(finding.incident.as_str()) {

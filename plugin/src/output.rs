@@ -4,7 +4,7 @@
 //! record: that is the hot path, and it keeps the record exactly as it came.
 
 use crate::record::Stream;
-use crate::registry::Agent;
+use crate::registry::AgentInfo;
 use crate::rules::Finding;
 use crate::time::Timestamp;
 use base64::Engine as _;
@@ -77,26 +77,6 @@ impl Verdict {
             Verdict::Unattributed => "unattributed",
             Verdict::NotApplicable => "not_applicable",
             Verdict::Error => "error",
-        }
-    }
-}
-
-/// The agent a record is attributed to, as written to the output.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AgentInfo {
-    pub id: Rc<str>,
-    pub agent_type: Rc<str>,
-    pub deployment: Option<Rc<str>>,
-    pub profile: Rc<str>,
-}
-
-impl From<&Agent> for AgentInfo {
-    fn from(a: &Agent) -> Self {
-        AgentInfo {
-            id: a.id.clone(),
-            agent_type: a.agent_type.clone(),
-            deployment: a.deployment.clone(),
-            profile: a.profile.clone(),
         }
     }
 }

@@ -40,6 +40,26 @@ impl Agent {
     }
 }
 
+/// The agent a record is attributed to, as the output writes it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AgentInfo {
+    pub id: Rc<str>,
+    pub agent_type: Rc<str>,
+    pub deployment: Option<Rc<str>>,
+    pub profile: Rc<str>,
+}
+
+impl From<&Agent> for AgentInfo {
+    fn from(a: &Agent) -> Self {
+        AgentInfo {
+            id: a.id.clone(),
+            agent_type: a.agent_type.clone(),
+            deployment: a.deployment.clone(),
+            profile: a.profile.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Binding {
     agent_id: Rc<str>,

@@ -10,8 +10,8 @@
 //! This module only writes the trials and reads their outcome; the host runs
 //! each trial through a fresh engine component.
 
+use crate::net::Proto;
 use crate::policy::{Destination, Policy, Profile, Protocol, Rule};
-use crate::record::Proto;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use serde_json::{Value, json};
 use std::fmt::Write as _;

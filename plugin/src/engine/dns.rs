@@ -16,7 +16,7 @@ impl Engine {
                 .policy
                 .profile(&agent.profile, agent.deployment.as_deref());
             // Both DNS analytics work per registered domain: look it up once.
-            if let Some(domain) = crate::rules::registered_domain(&query.qname) {
+            if let Some(domain) = crate::net::registered_domain(&query.qname) {
                 let activity = self
                     .learnt
                     .activities

@@ -69,7 +69,7 @@ impl Engine {
                 note.note = Some(format!(
                     "an answer from its port {} to {}: judged as its own call if no connection from that peer turns up within lateness_minutes",
                     flow.src_port,
-                    crate::rules::endpoint(&flow.dst.to_string(), flow.dst_port)
+                    crate::net::endpoint(&flow.dst.to_string(), flow.dst_port)
                 ));
                 let id = agent.id.clone();
                 if let Some(forced) = self.learnt.conversations.hold(id, flow) {
@@ -242,7 +242,7 @@ impl Engine {
             dst: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             src_port: 0,
             dst_port: call.port,
-            proto: crate::record::Proto::Tcp,
+            proto: crate::net::Proto::Tcp,
             bytes: 0,
             packets: 0,
             tcp_flags: None,

@@ -4,7 +4,7 @@
 //! load error with its line, not a silently ignored setting.
 
 use super::Profile;
-use super::destination::{ListenPort, Rule};
+use crate::net::destination::{ListenPort, Rule};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};

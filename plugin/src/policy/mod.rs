@@ -5,11 +5,10 @@
 //! structures the engine uses on every record.
 
 pub mod config;
-mod destination;
 mod error;
 pub mod lint;
 
-pub use destination::{Destination, ListenPort, Ports, Protocol, Rule};
+pub use crate::net::destination::{Destination, ListenPort, Ports, Protocol, Rule};
 pub use error::PolicyError;
 
 use config::{PolicyConfig, ProfileOverrides};
@@ -77,7 +76,7 @@ impl Profile {
     /// The first `allowed_outbound` rule that admits the connection.
     pub fn allowing_rule(
         &self,
-        proto: crate::record::Proto,
+        proto: crate::net::Proto,
         port: u16,
         ip: IpAddr,
         names: &[&str],
@@ -88,7 +87,7 @@ impl Profile {
     }
 
     /// Whether the profile declares `port` a service port of its agents.
-    pub fn serves(&self, proto: crate::record::Proto, port: u16) -> Option<bool> {
+    pub fn serves(&self, proto: crate::net::Proto, port: u16) -> Option<bool> {
         self.listen
             .as_ref()
             .map(|ports| ports.iter().any(|l| l.serves(proto, port)))
@@ -247,7 +246,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Proto;
+    use crate::net::Proto;
 
     /// DESIGN §3's seed example: must load exactly as written.
     const SEED: &str = r#"

@@ -7,7 +7,7 @@ use super::{
     Event, Grant, Heartbeat, Item, Plan, PlannedAction, Reader, Recognized, ReportedConnection,
     Stream,
 };
-use crate::policy::Destination;
+use crate::net::Destination;
 
 /// Bounds on one record's lists, so a single record cannot grow state without limit.
 pub const MAX_REPORTED_CONNECTIONS: usize = 1024;

@@ -7,6 +7,8 @@
 
 mod control;
 mod dns;
+mod endpoints;
+pub use endpoints::Endpoints;
 pub mod fields;
 mod flow;
 mod intent;
@@ -23,7 +25,7 @@ pub(crate) use reader::{Item, Reader, parse_ip};
 mod suricata;
 mod zeek;
 
-use crate::policy::Destination;
+pub use crate::net::{Destination, Proto};
 use crate::time::Timestamp;
 use fields::{Fields, Key};
 use std::fmt;
@@ -69,64 +71,6 @@ impl Stream {
             Stream::Incident => "incident",
             Stream::Audit => "audit",
             Stream::Other => "other",
-        }
-    }
-}
-
-/// Transport protocol of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Proto {
-    Tcp,
-    Udp,
-    Icmp,
-    Other(u8),
-}
-
-impl Proto {
-    pub fn from_number(n: u64) -> Option<Proto> {
-        Some(match n {
-            6 => Proto::Tcp,
-            17 => Proto::Udp,
-            1 | 58 => Proto::Icmp,
-            n => Proto::Other(u8::try_from(n).ok()?),
-        })
-    }
-
-    pub fn from_name(name: &str) -> Option<Proto> {
-        if let Ok(n) = name.parse::<u64>() {
-            return Proto::from_number(n);
-        }
-        // Compared in place: this runs for every flow, and an allocation per
-        // flow for a lowercase copy is a waste.
-        let is = |other: &str| name.eq_ignore_ascii_case(other);
-        if is("tcp") {
-            Some(Proto::Tcp)
-        } else if is("udp") {
-            Some(Proto::Udp)
-        } else if ["icmp", "ipv6-icmp", "icmpv6", "icmp6"].into_iter().any(is) {
-            Some(Proto::Icmp)
-        } else {
-            None
-        }
-    }
-
-    pub fn number(self) -> u8 {
-        match self {
-            Proto::Tcp => 6,
-            Proto::Udp => 17,
-            Proto::Icmp => 1,
-            Proto::Other(n) => n,
-        }
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Proto::Tcp => f.write_str("tcp"),
-            Proto::Udp => f.write_str("udp"),
-            Proto::Icmp => f.write_str("icmp"),
-            Proto::Other(n) => write!(f, "proto-{n}"),
         }
     }
 }

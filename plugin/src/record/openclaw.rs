@@ -20,7 +20,7 @@ use super::{
     Event, Grant, Intent, Liveness, OpenClawSettings, PlannedAction, Proto, Reader, Recognized,
     Seen, Spawn, Stream,
 };
-use crate::policy::Destination;
+use crate::net::Destination;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 
 /// How long after a tool call its connection may start.
@@ -166,7 +166,7 @@ pub fn agent_event(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
             },
             what: format!(
                 "run {run}: tool {tool} calls {}",
-                crate::rules::endpoint(&host, port)
+                crate::net::endpoint(&host, port)
             ),
             implicit_spawn: Some(spawn),
         })))
@@ -311,7 +311,7 @@ fn approval_requested(fields: &Fields, settings: &OpenClawSettings) -> Recognize
             "exec approval {} requested for {}{}",
             req.id,
             describe_command(req.command.as_deref()),
-            dest.map(|(h, p)| format!(", which reaches {}", crate::rules::endpoint(&h, p)))
+            dest.map(|(h, p)| format!(", which reaches {}", crate::net::endpoint(&h, p)))
                 .unwrap_or_default()
         );
         Ok(Recognized::Event(Event::Seen(Seen {

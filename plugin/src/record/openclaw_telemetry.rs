@@ -12,7 +12,7 @@
 use super::fields::{Fields, Key};
 use super::openclaw::destination_in_args;
 use super::{OpenClawSettings, PlannedAction, Proto, Reader, Recognized, Spawn, Stream};
-use crate::policy::Destination;
+use crate::net::Destination;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 
 /// The plugin's event types.

@@ -7,7 +7,7 @@
 
 use super::fields::{Fields, Key, Value};
 use super::{DecodeError, Proto, Stream};
-use crate::policy::Destination;
+use crate::net::Destination;
 use crate::time::Timestamp;
 use std::net::IpAddr;
 

@@ -103,8 +103,8 @@ pub fn finding(
 mod tests {
     use super::super::test_support::{agent, flow, policy, ts};
     use super::*;
-    use crate::policy::Destination;
-    use crate::record::Proto;
+    use crate::net::Destination;
+    use crate::net::Proto;
 
     fn grant(expires: &str) -> Grant {
         Grant {

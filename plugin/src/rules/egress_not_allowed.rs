@@ -62,7 +62,7 @@ pub fn check(
 mod tests {
     use super::super::test_support::{agent, flow, policy};
     use super::*;
-    use crate::record::Proto;
+    use crate::net::Proto;
 
     #[test]
     fn fires_on_a_destination_outside_allowed_outbound() {

@@ -50,7 +50,7 @@ mod tests {
     use super::super::Observed;
     use super::super::test_support::{agent, flow, policy};
     use super::*;
-    use crate::record::Proto;
+    use crate::net::Proto;
 
     #[test]
     fn fires_inside_agent_subnets_only() {

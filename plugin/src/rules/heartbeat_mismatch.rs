@@ -13,10 +13,10 @@
 //! agent's own DNS answers gave that address (CDNs put many names on one).
 
 use super::{Finding, RuleInfo, Severity, Subject, endpoint};
-use crate::activity::{Activity, Contact};
 use crate::policy::Monitor;
 use crate::record::{Heartbeat, ReportedConnection};
 use crate::registry::Agent;
+use crate::rules::activity::{Activity, Contact};
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::net::IpAddr;
 

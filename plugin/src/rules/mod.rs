@@ -1,6 +1,7 @@
 //! Detection rules (DESIGN §4). One rule per file, each with its stable id,
 //! description, default severity, tags, its check, and its tests.
 
+pub mod activity;
 pub mod approval_granted;
 pub mod dns_foreign_resolver;
 pub mod dns_high_entropy;
@@ -17,6 +18,7 @@ pub mod schedule_deviation;
 pub mod telemetry_chain_broken;
 pub mod volume_anomaly;
 
+pub use crate::net::{endpoint, registered_domain};
 use crate::policy::{Monitor, Profile};
 use crate::record::{DnsQuery, Flow};
 use crate::registry::Agent;
@@ -254,26 +256,6 @@ impl Finding {
         self.alerting = false;
         self.summary.insert_str(0, "(learning) ");
         self
-    }
-}
-
-/// The registered domain of a (normalised) name: the public suffix plus one
-/// label, by the public suffix list (private section included, so each
-/// `*.cloudfront.net` host is a domain of its own). `None` for bare suffixes,
-/// addresses and reverse-lookup names.
-pub fn registered_domain(name: &str) -> Option<&str> {
-    if name.parse::<IpAddr>().is_ok() || name.ends_with(".arpa") {
-        return None;
-    }
-    psl::domain_str(name)
-}
-
-/// `host:port` with IPv6 bracketed, for incident keys and summaries.
-pub fn endpoint(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
     }
 }
 

@@ -61,8 +61,8 @@ pub fn check(
 mod tests {
     use super::super::test_support::{agent, flow};
     use super::*;
-    use crate::policy::Destination;
-    use crate::record::Proto;
+    use crate::net::Destination;
+    use crate::net::Proto;
 
     fn action(dest: &str, port: u16) -> PlannedAction {
         PlannedAction {

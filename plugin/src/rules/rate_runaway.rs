@@ -108,7 +108,7 @@ impl RateWindows {
 mod tests {
     use super::super::test_support::{agent, flow, policy, profile_of};
     use super::*;
-    use crate::record::Proto;
+    use crate::net::Proto;
 
     #[test]
     fn a_retry_loop_fires_and_a_steady_rate_does_not() {

@@ -80,8 +80,8 @@ pub fn check(
 mod tests {
     use super::super::test_support::{agent, flow, ts};
     use super::*;
-    use crate::policy::Destination;
-    use crate::record::Proto;
+    use crate::net::Destination;
+    use crate::net::Proto;
 
     fn hourly() -> PlannedAction {
         PlannedAction {

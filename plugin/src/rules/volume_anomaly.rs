@@ -7,9 +7,9 @@
 //! slowly (an exponential average) within `baseline_max_drift` of the seed.
 
 use super::{Finding, RuleInfo, Severity, Subject};
-use crate::activity::HourTotals;
 use crate::policy::Profile;
 use crate::registry::Agent;
+use crate::rules::activity::HourTotals;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use rustc_hash::FxHashMap;
 

@@ -237,7 +237,7 @@ fn insert_endpoints(doc: &mut Map<String, Value>, e: &Endpoints, direction: Opti
         if let Some(t) = &e.dns_type {
             question.insert("type".into(), t.clone().into());
         }
-        if let Some(d) = crate::rules::registered_domain(q) {
+        if let Some(d) = crate::net::registered_domain(q) {
             question.insert("registered_domain".into(), d.into());
         }
         doc.insert(

@@ -1,6 +1,6 @@
 //! One `allowed_outbound` / `[approvals]` entry: protocol, port(s), destination.
 
-use crate::record::Proto;
+use crate::net::Proto;
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
