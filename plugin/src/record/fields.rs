@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 mod scan;
+pub(crate) use scan::first_special;
 pub use scan::is_json_object;
 
 /// Known keys a record holds without the field storage leaving the stack:

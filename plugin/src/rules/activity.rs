@@ -131,6 +131,11 @@ pub struct Activity {
     pub volume: VolumeHour,
     /// Connections made, oldest first, for heartbeat windows to be held against.
     pub contacts: Vec<Contact>,
+    /// The contacts' source ports, index for index: finding a flow's own
+    /// connection reads these 2-byte ports, not every 56-byte contact. Not
+    /// saved; rebuilt when out of step with `contacts` (after a restore).
+    #[serde(skip)]
+    contact_ports: Vec<u16>,
     /// Connections were forgotten to stay within the cap up to this time: a
     /// heartbeat window overlapping it cannot be checked for hidden traffic.
     pub contacts_incomplete_until: Option<Timestamp>,
@@ -159,9 +164,10 @@ impl Activity {
     /// Remembers an outbound connection; slices of one connection join,
     /// whatever order their records arrive in.
     pub fn observe(&mut self, flow: &crate::record::Flow) {
+        if self.contact_ports.len() != self.contacts.len() {
+            self.contact_ports = self.contacts.iter().map(|c| c.src_port).collect();
+        }
         let end = flow.end.map_or(flow.ts, |e| e.max(flow.ts));
-        // The source port first: it differs between most contacts and is the
-        // cheapest to compare (this scans every contact of the agent).
         let same = |c: &Contact| {
             c.src_port == flow.src_port
                 && c.port == flow.dst_port
@@ -171,23 +177,28 @@ impl Activity {
         let touches = |c: &Contact, start: Timestamp, end: Timestamp| {
             start.0 <= c.end.0 + SLICE_GAP_NANOS && end.0 + SLICE_GAP_NANOS >= c.start.0
         };
-        if let Some(i) = self
-            .contacts
-            .iter()
-            .rposition(|c| same(c) && touches(c, flow.ts, end))
-        {
+        // Candidates first by source port (most contacts differ there).
+        fn candidates(ports: &[u16], port: u16) -> impl DoubleEndedIterator<Item = usize> + '_ {
+            ports
+                .iter()
+                .enumerate()
+                .filter(move |(_, p)| **p == port)
+                .map(|(i, _)| i)
+        }
+        let own = candidates(&self.contact_ports, flow.src_port)
+            .rev()
+            .find(|&i| same(&self.contacts[i]) && touches(&self.contacts[i], flow.ts, end));
+        if let Some(i) = own {
             let c = &mut self.contacts[i];
             c.start = c.start.min(flow.ts);
             c.end = c.end.max(end);
             let (start, end) = (c.start, c.end);
             // The slice may bridge two parts that arrived before it.
-            if let Some(j) = self
-                .contacts
-                .iter()
-                .enumerate()
-                .position(|(j, c)| j != i && same(c) && touches(c, start, end))
-            {
-                let other = self.contacts.remove(j);
+            let bridged = candidates(&self.contact_ports, flow.src_port).find(|&j| {
+                j != i && same(&self.contacts[j]) && touches(&self.contacts[j], start, end)
+            });
+            if let Some(j) = bridged {
+                let other = self.remove_contact(j);
                 let c = &mut self.contacts[if j < i { i - 1 } else { i }];
                 c.start = c.start.min(other.start);
                 c.end = c.end.max(other.end);
@@ -208,7 +219,7 @@ impl Activity {
                 c.end = c.end.max(end);
                 return;
             }
-            let forgotten = self.contacts.remove(0);
+            let forgotten = self.remove_contact(0);
             self.contacts_incomplete_until = Some(
                 self.contacts_incomplete_until
                     .map_or(forgotten.end, |t| t.max(forgotten.end)),
@@ -232,6 +243,12 @@ impl Activity {
                 settled: false,
             },
         );
+        self.contact_ports.insert(at, flow.src_port);
+    }
+
+    fn remove_contact(&mut self, i: usize) -> Contact {
+        self.contact_ports.remove(i);
+        self.contacts.remove(i)
     }
 
     /// Forgets connections no heartbeat window can still ask about: ended
@@ -242,6 +259,7 @@ impl Activity {
             c.end >= before
                 && !(c.settled && judged.is_some_and(|j| c.end.0 + SLICE_GAP_NANOS < j.0))
         });
+        self.contact_ports = self.contacts.iter().map(|c| c.src_port).collect();
     }
 
     /// Keeps a grant, dropping expired ones and, past the cap, the oldest.
@@ -344,6 +362,21 @@ mod tests {
         assert_eq!(
             spans,
             [(50, 51, 50002), (100, 340, 50000), (170, 171, 50001)]
+        );
+    }
+
+    #[test]
+    fn a_restored_activity_still_joins_a_connections_slices() {
+        let mut a = Activity::default();
+        a.observe(&flow(100, "93.184.216.34", 50000, 60));
+        a.observe(&flow(100, "93.184.216.34", 50001, 60));
+        let bytes = rmp_serde::to_vec_named(&a).unwrap();
+        let mut restored: Activity = rmp_serde::from_slice(&bytes).unwrap();
+        restored.observe(&flow(160, "93.184.216.34", 50000, 60));
+        assert_eq!(restored.contacts.len(), 2, "the slice joined its connection");
+        assert_eq!(
+            restored.contacts[0].end,
+            Timestamp::from_secs(1_795_528_800 + 220)
         );
     }
 
