@@ -373,7 +373,11 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&a).unwrap();
         let mut restored: Activity = rmp_serde::from_slice(&bytes).unwrap();
         restored.observe(&flow(160, "93.184.216.34", 50000, 60));
-        assert_eq!(restored.contacts.len(), 2, "the slice joined its connection");
+        assert_eq!(
+            restored.contacts.len(),
+            2,
+            "the slice joined its connection"
+        );
         assert_eq!(
             restored.contacts[0].end,
             Timestamp::from_secs(1_795_528_800 + 220)
