@@ -2,13 +2,15 @@
 //! engine re-created after a trap) loses no agent, DNS answer, baseline,
 //! window, deadline or open incident.
 //!
-//! The state is msgpack with named fields, headed by a format name and a
-//! version, and followed by the SHA-256 of those bytes: a snapshot from an
+//! The state is compact msgpack (structures as arrays: a field name repeated
+//! for every contact of every agent would be most of the bytes), headed by a
+//! format name and a version, and followed by the SHA-256 of those bytes: a snapshot from an
 //! incompatible version, or altered or cut short by a single byte, is refused
 //! as a whole, never half-applied. The policy is not part of it: a restore keeps the
 //! running policy, and its caps and timings apply to what is restored.
 
 use super::{Engine, Learnt};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -19,7 +21,7 @@ const CHECKSUM_BYTES: usize = 32;
 /// Names the snapshot format, so a stray file is told apart from an old one.
 const FORMAT: &str = "clawwatch-state";
 /// Bumped whenever a saved structure changes shape.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 
 /// Why a snapshot was refused. The engine is unchanged when this is returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,34 +48,22 @@ impl fmt::Display for StateError {
 
 impl std::error::Error for StateError {}
 
+/// A snapshot is the array `[format, version, learnt]`; the header is read
+/// first, so another version is named as such rather than failing to parse.
 #[derive(Deserialize)]
-struct Header {
-    format: String,
-    version: u32,
-}
+struct Header(String, u32, IgnoredAny);
 
 #[derive(Serialize)]
-struct SavedRef<'a> {
-    format: &'static str,
-    version: u32,
-    learnt: &'a Learnt,
-}
+struct SavedRef<'a>(&'static str, u32, &'a Learnt);
 
 #[derive(Deserialize)]
-struct Saved {
-    learnt: Learnt,
-}
+struct Saved(IgnoredAny, IgnoredAny, Learnt);
 
 impl Engine {
     /// Everything learnt so far, as a snapshot `restore_state` reads back.
     pub fn export_state(&self) -> Vec<u8> {
-        let saved = SavedRef {
-            format: FORMAT,
-            version: VERSION,
-            learnt: &self.learnt,
-        };
-        let mut bytes =
-            rmp_serde::to_vec_named(&saved).expect("engine state is always serialisable");
+        let saved = SavedRef(FORMAT, VERSION, &self.learnt);
+        let mut bytes = rmp_serde::to_vec(&saved).expect("engine state is always serialisable");
         let digest = Sha256::digest(&bytes);
         bytes.extend_from_slice(&digest);
         bytes
@@ -83,17 +73,16 @@ impl Engine {
     /// policy's caps trim what does not fit (least recently used first) and
     /// its timings apply. On error the engine is unchanged.
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        let header: Header = rmp_serde::from_slice(bytes)
+        let Header(format, version, _) = rmp_serde::from_slice(bytes)
             .map_err(|e| StateError::Corrupt(format!("no snapshot header: {e}")))?;
-        if header.format != FORMAT {
+        if format != FORMAT {
             return Err(StateError::Corrupt(format!(
-                "format `{}`, expected `{FORMAT}`",
-                header.format
+                "format `{format}`, expected `{FORMAT}`"
             )));
         }
-        if header.version != VERSION {
+        if version != VERSION {
             return Err(StateError::Incompatible {
-                found: header.version,
+                found: version,
                 supported: VERSION,
             });
         }
@@ -106,9 +95,9 @@ impl Engine {
                 "its SHA-256 does not match its bytes: altered or cut short".into(),
             ));
         }
-        let saved: Saved =
+        let Saved(_, _, learnt) =
             rmp_serde::from_slice(body).map_err(|e| StateError::Corrupt(e.to_string()))?;
-        self.learnt = saved.learnt;
+        self.learnt = learnt;
         self.emitted.clear();
         self.learnt.recap(&self.policy.monitor);
         self.apply_timings();
@@ -201,16 +190,8 @@ mod tests {
 
     #[test]
     fn a_snapshot_of_another_version_is_refused_by_version() {
-        #[derive(serde::Serialize)]
-        struct Future {
-            format: &'static str,
-            version: u32,
-        }
-        let bytes = rmp_serde::to_vec_named(&Future {
-            format: "clawwatch-state",
-            version: super::VERSION + 1,
-        })
-        .unwrap();
+        // Whatever a later version keeps, it comes after the same header.
+        let bytes = rmp_serde::to_vec(&("clawwatch-state", super::VERSION + 1, ["later"])).unwrap();
         let mut engine = Engine::new(POLICY).unwrap();
         let err = engine.restore_state(&bytes).unwrap_err();
         assert_eq!(
