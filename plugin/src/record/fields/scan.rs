@@ -11,10 +11,11 @@
 
 use super::{Fields, Key, Value, ValueSeed};
 use serde::de::DeserializeSeed;
+use smallvec::SmallVec;
 use std::borrow::Cow;
 
 /// Nesting the skipper follows in a value no format reads; deeper, serde_json decides.
-const MAX_SKIP_DEPTH: u32 = 128;
+const MAX_SKIP_DEPTH: usize = 128;
 
 fn ws(text: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\t' | b'\n' | b'\r') = text.get(i) {
@@ -145,36 +146,58 @@ fn value_at(text: &str, i: usize) -> Option<(Value<'_>, usize)> {
     Some((value, end))
 }
 
-/// Where the JSON value starting at `i` ends, validating it on the way.
-/// Iterative (brackets kept as bits), so hostile nesting costs no stack.
-fn skip_value(text: &[u8], mut i: usize) -> Option<usize> {
-    // Bit n set: the container at depth n is an array.
-    let mut arrays: u128 = 0;
-    let mut depth: u32 = 0;
+/// Where the value no format reads, starting at `i`, ends (validated).
+fn skip_value(text: &[u8], i: usize) -> Option<usize> {
+    value_end(text, i, MAX_SKIP_DEPTH, plain_string_end)
+}
+
+/// Where the JSON value starting at `i` ends, validating it on the way; `None`
+/// when it is not JSON, nests deeper than `max_depth`, or holds a string
+/// `string_end` declines. Iterative, with the open brackets kept as bits, so
+/// hostile nesting costs a bit per level, not stack.
+fn value_end(
+    text: &[u8],
+    mut i: usize,
+    max_depth: usize,
+    string_end: fn(&[u8], usize) -> Option<usize>,
+) -> Option<usize> {
+    // Bit n set: the container at depth n is an array. 128 levels inline.
+    let mut arrays: SmallVec<[u64; 2]> = SmallVec::new();
+    let is_array =
+        |arrays: &SmallVec<[u64; 2]>, depth: usize| arrays[depth / 64] & (1 << (depth % 64)) != 0;
+    let mut depth: usize = 0;
     loop {
         i = ws(text, i);
         // A value.
         i = match *text.get(i)? {
-            b'"' => plain_string_end(text, i)?,
+            b'"' => string_end(text, i)?,
             b't' => text[i..].starts_with(b"true").then_some(i + 4)?,
             b'f' => text[i..].starts_with(b"false").then_some(i + 5)?,
             b'n' => text[i..].starts_with(b"null").then_some(i + 4)?,
             b'-' | b'0'..=b'9' => number_end(text, i)?,
             open @ (b'[' | b'{') => {
-                if depth == MAX_SKIP_DEPTH {
+                if depth == max_depth {
                     return None;
                 }
-                let is_array = open == b'[';
-                arrays = (arrays & !(1 << depth)) | (u128::from(is_array) << depth);
+                let array = open == b'[';
+                if arrays.len() <= depth / 64 {
+                    arrays.push(0);
+                }
+                let bit = 1 << (depth % 64);
+                if array {
+                    arrays[depth / 64] |= bit;
+                } else {
+                    arrays[depth / 64] &= !bit;
+                }
                 depth += 1;
                 i = ws(text, i + 1);
-                let close = if is_array { b']' } else { b'}' };
+                let close = if array { b']' } else { b'}' };
                 if text.get(i) == Some(&close) {
                     depth -= 1;
                     i + 1
                 } else {
-                    if !is_array {
-                        i = member_value_start(text, i)?;
+                    if !array {
+                        i = member_value_start(text, i, string_end)?;
                     }
                     continue;
                 }
@@ -187,14 +210,14 @@ fn skip_value(text: &[u8], mut i: usize) -> Option<usize> {
                 return Some(i);
             }
             i = ws(text, i);
-            let in_array = arrays & (1 << (depth - 1)) != 0;
+            let in_array = is_array(&arrays, depth - 1);
             match (*text.get(i)?, in_array) {
                 (b',', true) => {
                     i += 1;
                     break;
                 }
                 (b',', false) => {
-                    i = member_value_start(text, ws(text, i + 1))?;
+                    i = member_value_start(text, ws(text, i + 1), string_end)?;
                     break;
                 }
                 (b']', true) | (b'}', false) => {
@@ -208,11 +231,15 @@ fn skip_value(text: &[u8], mut i: usize) -> Option<usize> {
 }
 
 /// Past an object member's key and colon, at `i` on the key's quote.
-fn member_value_start(text: &[u8], i: usize) -> Option<usize> {
+fn member_value_start(
+    text: &[u8],
+    i: usize,
+    string_end: fn(&[u8], usize) -> Option<usize>,
+) -> Option<usize> {
     if text.get(i) != Some(&b'"') {
         return None;
     }
-    let i = ws(text, plain_string_end(text, i)?);
+    let i = ws(text, string_end(text, i)?);
     (text.get(i) == Some(&b':')).then_some(i + 1)
 }
 
@@ -237,108 +264,13 @@ fn has_escaped_u(body: &[u8]) -> bool {
 }
 
 /// Whether `text` is one JSON object (RFC 8259), however deeply nested and
-/// whatever the size of its numbers. An iterative check (no recursion: a
-/// hostile record nested a million deep costs a byte per level, not stack),
-/// for records the field reader cannot read but that must still be kept as
-/// the objects they are.
+/// whatever the size of its numbers: for records the field reader cannot read
+/// but that must still be kept as the objects they are.
 pub fn is_json_object(text: &[u8]) -> bool {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Expect {
-        Value,
-        ValueOrClose,
-        Key,
-        KeyOrClose,
-        CommaOrClose,
-    }
-    let ws = |mut i: usize| {
-        while text
-            .get(i)
-            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-        {
-            i += 1;
-        }
-        i
-    };
-    let mut i = ws(0);
-    if text.get(i) != Some(&b'{') {
-        return false;
-    }
-    let mut open: Vec<u8> = Vec::new();
-    let mut expect = Expect::Value;
-    loop {
-        i = ws(i);
-        if expect == Expect::CommaOrClose && open.is_empty() {
-            return i == text.len();
-        }
-        let Some(&c) = text.get(i) else {
-            return false;
-        };
-        match expect {
-            Expect::Value | Expect::ValueOrClose => {
-                if expect == Expect::ValueOrClose && c == b']' {
-                    open.pop();
-                    i += 1;
-                    expect = Expect::CommaOrClose;
-                    continue;
-                }
-                let end = match c {
-                    b'{' => {
-                        open.push(b'{');
-                        expect = Expect::KeyOrClose;
-                        i += 1;
-                        continue;
-                    }
-                    b'[' => {
-                        open.push(b'[');
-                        expect = Expect::ValueOrClose;
-                        i += 1;
-                        continue;
-                    }
-                    b'"' => string_end(text, i),
-                    b't' => text[i..].starts_with(b"true").then_some(i + 4),
-                    b'f' => text[i..].starts_with(b"false").then_some(i + 5),
-                    b'n' => text[i..].starts_with(b"null").then_some(i + 4),
-                    b'-' | b'0'..=b'9' => number_end(text, i),
-                    _ => None,
-                };
-                let Some(end) = end else {
-                    return false;
-                };
-                i = end;
-                expect = Expect::CommaOrClose;
-            }
-            Expect::Key | Expect::KeyOrClose => {
-                if expect == Expect::KeyOrClose && c == b'}' {
-                    open.pop();
-                    i += 1;
-                    expect = Expect::CommaOrClose;
-                    continue;
-                }
-                let Some(end) = (c == b'"').then(|| string_end(text, i)).flatten() else {
-                    return false;
-                };
-                i = ws(end);
-                if text.get(i) != Some(&b':') {
-                    return false;
-                }
-                i += 1;
-                expect = Expect::Value;
-            }
-            Expect::CommaOrClose => {
-                let inside = *open.last().expect("checked above");
-                expect = match (c, inside) {
-                    (b',', b'{') => Expect::Key,
-                    (b',', _) => Expect::Value,
-                    (b'}', b'{') | (b']', b'[') => {
-                        open.pop();
-                        Expect::CommaOrClose
-                    }
-                    _ => return false,
-                };
-                i += 1;
-            }
-        }
-    }
+    let start = ws(text, 0);
+    text.get(start) == Some(&b'{')
+        && value_end(text, start, usize::MAX, string_end)
+            .is_some_and(|end| ws(text, end) == text.len())
 }
 
 /// The index after the string that opens at `start` (a `"`), if well formed.
