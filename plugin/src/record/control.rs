@@ -2,6 +2,7 @@
 //! `agent.terminate`, `agent.policy`.
 
 use super::fields::{Fields, Key, Value};
+use super::reader::{Count, Ip, Time};
 use super::{Event, PolicyChange, Reader, Recognized, Spawn, Stream, Terminate, parse_ip};
 
 fn reader<'r, 'a>(fields: &'r Fields<'a>, format: &'static str) -> Reader<'r, 'a> {
@@ -19,11 +20,11 @@ const MAX_IPS_PER_AGENT: usize = 16;
 pub fn spawn(fields: &Fields) -> Recognized {
     let r = reader(fields, "agent.spawn");
     let decode = || {
-        let ts = r.required(Key::Ts, Reader::timestamp)?;
+        let ts = r.required(Key::Ts, Reader::read::<Time>)?;
         let agent_id = r.required(Key::AgentId, Reader::string)?;
         let agent_type = r.required(Key::AgentType, Reader::string)?;
         let mut ips = Vec::new();
-        if let Some(ip) = r.ip(Key::Ip)? {
+        if let Some(ip) = r.read::<Ip>(Key::Ip)? {
             ips.push(ip);
         }
         match fields.get(Key::Ips) {
@@ -71,7 +72,7 @@ pub fn spawn(fields: &Fields) -> Recognized {
             profile: r.string(Key::Profile)?,
             ips,
             task_id: r.string(Key::TaskId)?,
-            expected_lifetime_minutes: r.count(Key::ExpectedLifetimeMinutes)?,
+            expected_lifetime_minutes: r.read::<Count>(Key::ExpectedLifetimeMinutes)?,
         })
     };
     Recognized::from_decoded(decode(), Event::Spawn)
@@ -81,7 +82,7 @@ pub fn terminate(fields: &Fields) -> Recognized {
     let r = reader(fields, "agent.terminate");
     let decode = || {
         Ok(Terminate {
-            ts: r.required(Key::Ts, Reader::timestamp)?,
+            ts: r.required(Key::Ts, Reader::read::<Time>)?,
             agent_id: r.required(Key::AgentId, Reader::string)?,
             reason: r.string(Key::Reason)?,
         })
@@ -93,10 +94,10 @@ pub fn policy_change(fields: &Fields) -> Recognized {
     let r = reader(fields, "agent.policy");
     let decode = || {
         let change = PolicyChange {
-            ts: r.required(Key::Ts, Reader::timestamp)?,
+            ts: r.required(Key::Ts, Reader::read::<Time>)?,
             agent_id: r.required(Key::AgentId, Reader::string)?,
             profile: r.string(Key::Profile)?,
-            extend_minutes: r.count(Key::ExtendMinutes)?,
+            extend_minutes: r.read::<Count>(Key::ExtendMinutes)?,
         };
         if change.profile.is_none() && change.extend_minutes.is_none() {
             return Err(r.error(

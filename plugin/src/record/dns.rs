@@ -1,6 +1,7 @@
 //! DNS records in the canonical clawwatch shape (DESIGN §2.3).
 
 use super::fields::{Fields, Key, Value};
+use super::reader::{Ip, Time};
 use super::{DnsAnswer, DnsQuery, Event, Reader, Recognized, Stream};
 
 /// Answers beyond this many are ignored: no real response has more, and a
@@ -52,9 +53,9 @@ pub fn canonical(fields: &Fields) -> Recognized {
             }
         }
         Ok(DnsQuery {
-            ts: r.required(Key::Ts, Reader::timestamp)?,
-            client: r.required(Key::ClientIp, Reader::ip)?,
-            resolver: r.ip(Key::ResolverIp)?,
+            ts: r.required(Key::Ts, Reader::read::<Time>)?,
+            client: r.required(Key::ClientIp, Reader::read::<Ip>)?,
+            resolver: r.read::<Ip>(Key::ResolverIp)?,
             qname: normalize_name(&qname),
             qtype: text(Key::Qtype)?,
             rcode: text(Key::Rcode)?,

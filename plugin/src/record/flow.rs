@@ -1,6 +1,7 @@
 //! Flow records: the canonical clawwatch shape and goflow2's JSON (DESIGN §2.2).
 
 use super::fields::{Fields, Key};
+use super::reader::{Count, Ip, Port, Protocol, TcpFlags, Time};
 use super::{DecodeError, Event, Flow, Proto, Reader, Recognized, Stream};
 use crate::time::Timestamp;
 
@@ -52,10 +53,10 @@ pub(crate) fn flow_with(
     end: Option<Timestamp>,
     k: &FlowKeys,
 ) -> Result<Flow, DecodeError> {
-    let src = r.required(k.src, Reader::ip)?;
-    let dst = r.required(k.dst, Reader::ip)?;
-    let proto = r.required(k.proto, Reader::proto)?;
-    let (src_port, dst_port) = (r.port(k.src_port)?, r.port(k.dst_port)?);
+    let src = r.required(k.src, Reader::read::<Ip>)?;
+    let dst = r.required(k.dst, Reader::read::<Ip>)?;
+    let proto = r.required(k.proto, Reader::read::<Protocol>)?;
+    let (src_port, dst_port) = (r.read::<Port>(k.src_port)?, r.read::<Port>(k.dst_port)?);
     // Ports are meaningless for ICMP and other port-less protocols.
     let (src_port, dst_port) = if matches!(proto, Proto::Tcp | Proto::Udp) {
         (
@@ -73,10 +74,10 @@ pub(crate) fn flow_with(
         src_port,
         dst_port,
         proto,
-        bytes: r.count(k.bytes)?.unwrap_or(0),
-        packets: r.count(k.packets)?.unwrap_or(0),
+        bytes: r.read::<Count>(k.bytes)?.unwrap_or(0),
+        packets: r.read::<Count>(k.packets)?.unwrap_or(0),
         tcp_flags: match proto {
-            Proto::Tcp => r.tcp_flags(Key::TcpFlags)?,
+            Proto::Tcp => r.read::<TcpFlags>(Key::TcpFlags)?,
             _ => None,
         },
         src_initiated: false,
@@ -91,8 +92,8 @@ pub fn canonical(fields: &Fields) -> Recognized {
         format: "flow",
     };
     let decode = || {
-        let ts = r.required(Key::Ts, Reader::timestamp)?;
-        flow(&r, ts, r.timestamp(Key::End)?, Key::SrcIp, Key::DstIp)
+        let ts = r.required(Key::Ts, Reader::read::<Time>)?;
+        flow(&r, ts, r.read::<Time>(Key::End)?, Key::SrcIp, Key::DstIp)
     };
     Recognized::from_decoded(decode(), Event::Flow)
 }
@@ -106,7 +107,7 @@ pub fn goflow2(fields: &Fields) -> Recognized {
         format: "goflow2",
     };
     let nanos = |key: Key| -> Result<Option<Timestamp>, DecodeError> {
-        match r.count(key)? {
+        match r.read::<Count>(key)? {
             // sFlow samples carry no flow start: 0 means "unknown".
             None | Some(0) => Ok(None),
             Some(n) => i64::try_from(n)

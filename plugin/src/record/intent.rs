@@ -3,6 +3,7 @@
 //! (just-in-time authorisations). DESIGN §2.4–2.6.
 
 use super::fields::{Fields, Key};
+use super::reader::{Count, Port, Protocol, Time};
 use super::{
     Event, Grant, Heartbeat, Item, Plan, PlannedAction, Reader, Recognized, ReportedConnection,
     Stream,
@@ -21,8 +22,8 @@ pub fn heartbeat(fields: &Fields) -> Recognized {
         format: "agent.heartbeat",
     };
     let decode = || {
-        let window_start = r.required(Key::WindowStart, Reader::timestamp)?;
-        let window_end = r.required(Key::WindowEnd, Reader::timestamp)?;
+        let window_start = r.required(Key::WindowStart, Reader::read::<Time>)?;
+        let window_end = r.required(Key::WindowEnd, Reader::read::<Time>)?;
         if window_end < window_start {
             return Err(r.error(Key::WindowEnd, "is before window_start"));
         }
@@ -32,14 +33,14 @@ pub fn heartbeat(fields: &Fields) -> Recognized {
                 .ok_or_else(|| item.error("dest", "is missing"))?;
             Ok(ReportedConnection {
                 dest: super::dns::normalize_name(&dest),
-                port: item.port("port")?,
-                proto: item.proto("proto")?,
-                count: item.count("count")?.unwrap_or(1),
-                bytes_out: item.count("bytes_out")?.unwrap_or(0),
+                port: item.read::<Port>("port")?,
+                proto: item.read::<Protocol>("proto")?,
+                count: item.read::<Count>("count")?.unwrap_or(1),
+                bytes_out: item.read::<Count>("bytes_out")?.unwrap_or(0),
             })
         })?;
         Ok(Heartbeat {
-            ts: r.required(Key::Ts, Reader::timestamp)?,
+            ts: r.required(Key::Ts, Reader::read::<Time>)?,
             agent_id: r.required(Key::AgentId, Reader::string)?,
             window_start,
             window_end,
@@ -67,11 +68,11 @@ pub fn plan(fields: &Fields) -> Recognized {
             let action = PlannedAction {
                 id: item.string("id")?,
                 dest: Destination::parse(&dest).map_err(|why| item.error("dest", why))?,
-                port: item.port("port")?,
-                proto: item.proto("proto")?,
-                not_before: item.timestamp("not_before")?,
-                not_after: item.timestamp("not_after")?,
-                every_minutes: item.count("every_minutes")?,
+                port: item.read::<Port>("port")?,
+                proto: item.read::<Protocol>("proto")?,
+                not_before: item.read::<Time>("not_before")?,
+                not_after: item.read::<Time>("not_after")?,
+                every_minutes: item.read::<Count>("every_minutes")?,
             };
             if let (Some(nb), Some(na)) = (action.not_before, action.not_after) {
                 if na < nb {
@@ -84,7 +85,7 @@ pub fn plan(fields: &Fields) -> Recognized {
             Ok(action)
         })?;
         Ok(Plan {
-            ts: r.required(Key::Ts, Reader::timestamp)?,
+            ts: r.required(Key::Ts, Reader::read::<Time>)?,
             agent_id: r.required(Key::AgentId, Reader::string)?,
             actions,
         })
@@ -100,17 +101,17 @@ pub fn grant(fields: &Fields) -> Recognized {
         format: "approval.grant",
     };
     let decode = || {
-        let proto = match r.proto(Key::ProtoName)? {
+        let proto = match r.read::<Protocol>(Key::ProtoName)? {
             Some(p) => Some(p),
-            None => r.proto(Key::Proto)?,
+            None => r.read::<Protocol>(Key::Proto)?,
         };
         Ok(Grant {
-            ts: r.required(Key::Ts, Reader::timestamp)?,
+            ts: r.required(Key::Ts, Reader::read::<Time>)?,
             agent_id: r.required(Key::AgentId, Reader::string)?,
             dest: r.required(Key::Dest, Reader::destination)?,
-            port: r.port(Key::Port)?,
+            port: r.read::<Port>(Key::Port)?,
             proto,
-            expires: r.timestamp(Key::Expires)?,
+            expires: r.read::<Time>(Key::Expires)?,
             approver: r.string(Key::Approver)?,
             reason: r.string(Key::Reason)?,
         })

@@ -14,6 +14,7 @@
 
 use super::dns::normalize_name;
 use super::fields::{Fields, Key, Value};
+use super::reader::Time;
 use super::{CallingAgent, Event, ProxiedCall, Reader, Recognized, Stream};
 use std::net::{IpAddr, SocketAddr};
 
@@ -69,7 +70,7 @@ pub fn proxy_line(fields: &Fields) -> Recognized {
             .filter(|s| !s.is_empty())
     };
     let decode = || {
-        let ts = r.required(Key::Time, Reader::timestamp)?;
+        let ts = r.required(Key::Time, Reader::read::<Time>)?;
         let host = audit("host")
             .ok_or_else(|| r.error(Key::Audit, "has no `host` naming where the call went"))?;
         let remote = audit("remote_addr").ok_or_else(|| {
@@ -128,7 +129,7 @@ pub fn envelope(fields: &Fields) -> Recognized {
         ));
     }
     let decode = || {
-        let ts = r.required(Key::Timestamp, Reader::timestamp)?;
+        let ts = r.required(Key::Timestamp, Reader::read::<Time>)?;
         let agent_id = r.required(Key::AgentId, Reader::string)?;
         let target = member(Key::Action, "target")
             .ok_or_else(|| r.error(Key::Action, "has no `target` (METHOD:host:port)"))?;

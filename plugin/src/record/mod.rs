@@ -28,6 +28,7 @@ mod zeek;
 pub use crate::net::{Destination, Proto};
 use crate::time::Timestamp;
 use fields::{Fields, Key};
+use reader::Time;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -609,7 +610,7 @@ pub fn recognize_with(
         };
         let record_time = [Key::Timestamp, Key::AtTimestamp, Key::Time]
             .into_iter()
-            .find_map(|k| reader.timestamp(k).ok().flatten());
+            .find_map(|k| reader.read::<Time>(k).ok().flatten());
         if let Some(recognized) = recognize_text(line, settings, record_time) {
             return recognized;
         }

@@ -17,6 +17,7 @@
 //! the group as the agent, as v1 ran one container per group.
 
 use super::fields::{Fields, Key};
+use super::reader::Time;
 use super::{Event, NanoClawSettings, Reader, Recognized, Spawn, Stream, Terminate};
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::collections::BTreeMap;
@@ -278,7 +279,7 @@ pub fn container(fields: &Fields, settings: &NanoClawSettings) -> Recognized {
         format: "nanoclaw",
     };
     let decode = || -> Result<Recognized, super::DecodeError> {
-        let ts = r.required(Key::Time, Reader::timestamp)?;
+        let ts = r.required(Key::Time, Reader::read::<Time>)?;
         let group = r.required(Key::Group, Reader::string)?;
         let agent_id = format!("nanoclaw/{group}");
         let msg = fields.str(Key::Msg).unwrap_or_default();

@@ -7,6 +7,7 @@
 
 use super::fields::{Fields, Key};
 use super::flow::{FlowKeys, flow_with};
+use super::reader::Time;
 use super::{Event, Reader, Recognized, Stream};
 
 /// `utc_offset_secs`: the zone nfdump wrote its local times in, east of UTC.
@@ -32,8 +33,8 @@ pub fn flow(fields: &Fields, utc_offset_secs: i64) -> Recognized {
     };
     let to_utc = |t: crate::time::Timestamp| t.plus_secs(-utc_offset_secs);
     let decode = || {
-        let ts = to_utc(r.required(Key::First, Reader::timestamp)?);
-        flow_with(&r, ts, r.timestamp(Key::Last)?.map(to_utc), &keys)
+        let ts = to_utc(r.required(Key::First, Reader::read::<Time>)?);
+        flow_with(&r, ts, r.read::<Time>(Key::Last)?.map(to_utc), &keys)
     };
     Recognized::from_decoded(decode(), Event::Flow)
 }

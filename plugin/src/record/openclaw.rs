@@ -16,6 +16,7 @@
 //! "payload":{…}}`, live or saved one a line) or as bare agent payloads.
 
 use super::fields::{Fields, Key, Value};
+use super::reader::Time;
 use super::{
     Event, Grant, Intent, Liveness, OpenClawSettings, PlannedAction, Proto, Reader, Recognized,
     Seen, Spawn, Stream,
@@ -113,7 +114,7 @@ pub fn agent_event(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
     let data = |name: &str| fields.get(Key::Data).and_then(|d| d.get(name));
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
     let decode = || -> Result<Recognized, super::DecodeError> {
-        let ts = r.required(Key::Ts, Reader::timestamp)?;
+        let ts = r.required(Key::Ts, Reader::read::<Time>)?;
         let Some(agent_id) = agent_of(&r)? else {
             return Err(r.error(
                 Key::AgentIdCamel,
@@ -219,7 +220,7 @@ pub fn heartbeat(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
         format: "openclaw heartbeat",
     };
     let decode = || -> Result<Recognized, super::DecodeError> {
-        let ts = r.required(Key::Ts, Reader::timestamp)?;
+        let ts = r.required(Key::Ts, Reader::read::<Time>)?;
         let Some(gateway) = &settings.gateway else {
             return Ok(Recognized::Unknown(
                 "OpenClaw heartbeat: a scheduled turn of the gateway; set [inputs.openclaw] gateway_addresses to watch the gateway".into(),
@@ -301,7 +302,7 @@ fn approval_requested(fields: &Fields, settings: &OpenClawSettings) -> Recognize
         format: "openclaw exec approval",
     };
     let decode = || -> Result<Recognized, super::DecodeError> {
-        let ts = r.required(Key::CreatedAtMs, Reader::timestamp)?;
+        let ts = r.required(Key::CreatedAtMs, Reader::read::<Time>)?;
         let req = approval_request(&r, fields)?;
         let Some(agent_id) = req.agent_id.clone() else {
             return Ok(req.names_no_agent());
@@ -331,7 +332,7 @@ fn approval_resolved(fields: &Fields, settings: &OpenClawSettings) -> Recognized
         format: "openclaw exec approval",
     };
     let decode = || -> Result<Recognized, super::DecodeError> {
-        let ts = r.required(Key::Ts, Reader::timestamp)?;
+        let ts = r.required(Key::Ts, Reader::read::<Time>)?;
         let req = approval_request(&r, fields)?;
         let decision = r.required(Key::Decision, Reader::string)?;
         let by = r.string(Key::ResolvedBy)?;

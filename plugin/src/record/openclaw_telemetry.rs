@@ -11,6 +11,7 @@
 
 use super::fields::{Fields, Key};
 use super::openclaw::destination_in_args;
+use super::reader::{Count, Time};
 use super::{OpenClawSettings, PlannedAction, Proto, Reader, Recognized, Spawn, Stream};
 use crate::net::Destination;
 use crate::time::{NANOS_PER_SEC, Timestamp};
@@ -63,8 +64,8 @@ pub fn line(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
         format: "openclaw-telemetry",
     };
     let decode = || -> Result<TelemetryLine, super::DecodeError> {
-        let ts = r.required(Key::Ts, Reader::timestamp)?;
-        let seq = r.required(Key::Seq, Reader::count)?;
+        let ts = r.required(Key::Ts, Reader::read::<Time>)?;
+        let seq = r.required(Key::Seq, Reader::read::<Count>)?;
         let kind = r.required(Key::Type, Reader::string)?;
         let session = r.string(Key::SessionKey)?;
         let agent_id = match r.string(Key::AgentIdCamel)? {

@@ -5,6 +5,7 @@
 
 use super::fields::{Fields, Key};
 use super::flow::{FlowKeys, flow_with};
+use super::reader::Time;
 use super::{Event, Reader, Recognized, Stream};
 
 const KEYS: FlowKeys = FlowKeys {
@@ -24,8 +25,8 @@ pub fn flow(fields: &Fields) -> Recognized {
         format: "pmacct",
     };
     let decode = || {
-        let ts = r.required(Key::TimestampStart, Reader::timestamp)?;
-        flow_with(&r, ts, r.timestamp(Key::TimestampEnd)?, &KEYS)
+        let ts = r.required(Key::TimestampStart, Reader::read::<Time>)?;
+        flow_with(&r, ts, r.read::<Time>(Key::TimestampEnd)?, &KEYS)
     };
     Recognized::from_decoded(decode(), Event::Flow)
 }

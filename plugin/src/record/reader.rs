@@ -26,6 +26,8 @@ pub(crate) struct Ip;
 pub(crate) struct Port;
 /// A non-negative integer, also from a string of digits.
 pub(crate) struct Count;
+/// TCP flags as exporters write them: a number (goflow2), a decimal or `0x`
+/// hex string (pmacct), or nfdump's letters (`...AP.SF`).
 pub(crate) struct TcpFlags;
 /// A protocol name or IANA number.
 pub(crate) struct Protocol;
@@ -131,32 +133,6 @@ impl<'r, 'a> Reader<'r, 'a> {
         }
     }
 
-    pub fn timestamp(&self, key: Key) -> Result<Option<Timestamp>, DecodeError> {
-        self.read::<Time>(key)
-    }
-
-    pub fn ip(&self, key: Key) -> Result<Option<IpAddr>, DecodeError> {
-        self.read::<Ip>(key)
-    }
-
-    pub fn port(&self, key: Key) -> Result<Option<u16>, DecodeError> {
-        self.read::<Port>(key)
-    }
-
-    pub fn count(&self, key: Key) -> Result<Option<u64>, DecodeError> {
-        self.read::<Count>(key)
-    }
-
-    /// TCP flags as exporters write them: a number (goflow2), a decimal or
-    /// `0x` hex string (pmacct), or nfdump's letters (`...AP.SF`).
-    pub fn tcp_flags(&self, key: Key) -> Result<Option<u8>, DecodeError> {
-        self.read::<TcpFlags>(key)
-    }
-
-    pub fn proto(&self, key: Key) -> Result<Option<Proto>, DecodeError> {
-        self.read::<Protocol>(key)
-    }
-
     pub fn destination(&self, key: Key) -> Result<Option<Destination>, DecodeError> {
         match self.string(key)? {
             None => Ok(None),
@@ -243,22 +219,6 @@ impl Item<'_, '_, '_> {
                 format!("must be a non-empty string, found {}", v.preview()),
             )),
         }
-    }
-
-    pub fn timestamp(&self, name: &str) -> Result<Option<Timestamp>, DecodeError> {
-        self.read::<Time>(name)
-    }
-
-    pub fn port(&self, name: &str) -> Result<Option<u16>, DecodeError> {
-        self.read::<Port>(name)
-    }
-
-    pub fn proto(&self, name: &str) -> Result<Option<Proto>, DecodeError> {
-        self.read::<Protocol>(name)
-    }
-
-    pub fn count(&self, name: &str) -> Result<Option<u64>, DecodeError> {
-        self.read::<Count>(name)
     }
 }
 

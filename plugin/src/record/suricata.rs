@@ -8,7 +8,7 @@
 
 use super::fields::{Fields, Key, Value};
 use super::flow::{FlowKeys, flow_with};
-use super::reader::{Count, Time};
+use super::reader::{Count, Ip, Port, Time};
 use super::{DnsAnswer, DnsQuery, Event, Reader, Recognized, Stream};
 
 const KEYS: FlowKeys = FlowKeys {
@@ -41,7 +41,7 @@ pub fn flow(fields: &Fields) -> Recognized {
     let decode = || {
         let ts = match r.nested_read::<Time>(stats, "start")? {
             Some(t) => t,
-            None => r.required(Key::Timestamp, Reader::timestamp)?,
+            None => r.required(Key::Timestamp, Reader::read::<Time>)?,
         };
         let mut f = flow_with(&r, ts, r.nested_read::<Time>(stats, "end")?, &KEYS)?;
         if netflow {
@@ -68,12 +68,12 @@ pub fn dns(fields: &Fields) -> Recognized {
         format: "suricata dns",
     };
     let decode = || {
-        let ts = r.required(Key::Timestamp, Reader::timestamp)?;
+        let ts = r.required(Key::Timestamp, Reader::read::<Time>)?;
         let (src, dst) = (
-            r.required(Key::SrcIp, Reader::ip)?,
-            r.required(Key::DestIp, Reader::ip)?,
+            r.required(Key::SrcIp, Reader::read::<Ip>)?,
+            r.required(Key::DestIp, Reader::read::<Ip>)?,
         );
-        let (client, resolver) = if r.port(Key::SrcPort)? == Some(53) {
+        let (client, resolver) = if r.read::<Port>(Key::SrcPort)? == Some(53) {
             (dst, src)
         } else {
             (src, dst)

@@ -5,6 +5,7 @@
 
 use super::fields::{Fields, Key, Value};
 use super::flow::{FlowKeys, flow_with};
+use super::reader::{Ip, Time};
 use super::{DnsAnswer, DnsQuery, Event, Flow, Reader, Recognized, Stream};
 
 const KEYS: FlowKeys = FlowKeys {
@@ -24,7 +25,7 @@ pub fn conn(fields: &Fields) -> Recognized {
         format: "zeek conn",
     };
     let decode = || {
-        let ts = r.required(Key::Ts, Reader::timestamp)?;
+        let ts = r.required(Key::Ts, Reader::read::<Time>)?;
         // A conn.log entry is the whole conversation, its originator the client.
         flow_with(&r, ts, None, &KEYS).map(|f| Flow {
             src_initiated: true,
@@ -72,9 +73,9 @@ pub fn dns(fields: &Fields) -> Recognized {
             }
         };
         Ok(DnsQuery {
-            ts: r.required(Key::Ts, Reader::timestamp)?,
-            client: r.required(Key::OrigH, Reader::ip)?,
-            resolver: r.ip(Key::RespH)?,
+            ts: r.required(Key::Ts, Reader::read::<Time>)?,
+            client: r.required(Key::OrigH, Reader::read::<Ip>)?,
+            resolver: r.read::<Ip>(Key::RespH)?,
             qname: super::dns::normalize_name(&r.required(Key::Query, Reader::string)?),
             qtype: r.string(Key::QtypeName)?,
             rcode: r.string(Key::RcodeName)?,
