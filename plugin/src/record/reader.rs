@@ -19,65 +19,35 @@ pub(crate) trait Kind {
     fn parse(v: &Value) -> Option<Self::Out>;
 }
 
-/// An RFC 3339 time or an epoch number (seconds, milli-, micro- or nanoseconds).
-pub(crate) struct Time;
-/// An IP address (IPv4-mapped IPv6 folded to IPv4).
-pub(crate) struct Ip;
-pub(crate) struct Port;
-/// A non-negative integer, also from a string of digits.
-pub(crate) struct Count;
-/// TCP flags as exporters write them: a number (goflow2), a decimal or `0x`
-/// hex string (pmacct), or nfdump's letters (`...AP.SF`).
-pub(crate) struct TcpFlags;
-/// A protocol name or IANA number.
-pub(crate) struct Protocol;
+/// Declares each field kind: its output type, how it parses, what a wrong value is not.
+macro_rules! kinds {
+    ($($(#[$doc:meta])* $kind:ident: $out:ty = $parse:expr, $expected:literal;)*) => {$(
+        $(#[$doc])*
+        pub(crate) struct $kind;
 
-impl Kind for Time {
-    type Out = Timestamp;
-    const EXPECTED: &'static str = "is not an RFC 3339 time or epoch number";
-    fn parse(v: &Value) -> Option<Timestamp> {
-        parse_timestamp(v)
-    }
+        impl Kind for $kind {
+            type Out = $out;
+            const EXPECTED: &'static str = $expected;
+            fn parse(v: &Value) -> Option<$out> {
+                $parse(v)
+            }
+        }
+    )*};
 }
 
-impl Kind for Ip {
-    type Out = IpAddr;
-    const EXPECTED: &'static str = "is not an IP address";
-    fn parse(v: &Value) -> Option<IpAddr> {
-        parse_ip(v)
-    }
-}
-
-impl Kind for Port {
-    type Out = u16;
-    const EXPECTED: &'static str = "is not a port number 0-65535";
-    fn parse(v: &Value) -> Option<u16> {
-        parse_port(v)
-    }
-}
-
-impl Kind for Count {
-    type Out = u64;
-    const EXPECTED: &'static str = "is not a non-negative integer";
-    fn parse(v: &Value) -> Option<u64> {
-        v.as_u64()
-    }
-}
-
-impl Kind for TcpFlags {
-    type Out = u8;
-    const EXPECTED: &'static str = "is not TCP flags (a number or nfdump's letters)";
-    fn parse(v: &Value) -> Option<u8> {
-        parse_tcp_flags(v)
-    }
-}
-
-impl Kind for Protocol {
-    type Out = Proto;
-    const EXPECTED: &'static str = "is not a protocol name or number";
-    fn parse(v: &Value) -> Option<Proto> {
-        parse_proto(v)
-    }
+kinds! {
+    /// An RFC 3339 time or an epoch number (seconds, milli-, micro- or nanoseconds).
+    Time: Timestamp = parse_timestamp, "is not an RFC 3339 time or epoch number";
+    /// An IP address (IPv4-mapped IPv6 folded to IPv4).
+    Ip: IpAddr = parse_ip, "is not an IP address";
+    Port: u16 = parse_port, "is not a port number 0-65535";
+    /// A non-negative integer, also from a string of digits.
+    Count: u64 = Value::as_u64, "is not a non-negative integer";
+    /// TCP flags as exporters write them: a number (goflow2), a decimal or
+    /// `0x` hex string (pmacct), or nfdump's letters (`...AP.SF`).
+    TcpFlags: u8 = parse_tcp_flags, "is not TCP flags (a number or nfdump's letters)";
+    /// A protocol name or IANA number.
+    Protocol: Proto = parse_proto, "is not a protocol name or number";
 }
 
 /// Reads `v` as `K`, or says what was wrong with it for `error` to place.
