@@ -15,8 +15,9 @@ pub const RULE: RuleInfo = RuleInfo {
     tags: &["egress", "inventory", "network"],
 };
 
-/// `what` describes the traffic, e.g. `connected to 1.2.3.4:443/tcp`.
-pub fn check(src: IpAddr, monitor: &Monitor, what: &str) -> Option<Finding> {
+/// `what` describes the traffic (e.g. `connected to 1.2.3.4:443/tcp`); it is
+/// only worded when the rule fires, not for every flow from outside.
+pub fn check(src: IpAddr, monitor: &Monitor, what: impl FnOnce() -> String) -> Option<Finding> {
     if !monitor.in_agent_subnet(src) {
         return None;
     }
@@ -25,7 +26,10 @@ pub fn check(src: IpAddr, monitor: &Monitor, what: &str) -> Option<Finding> {
         &RULE,
         &subject,
         None,
-        format!("{subject} in an agent subnet {what}, but no live agent holds that address"),
+        format!(
+            "{subject} in an agent subnet {}, but no live agent holds that address",
+            what()
+        ),
     ))
 }
 
@@ -39,7 +43,7 @@ impl Detector for UnknownAgent {
 
     fn inspect(&self, seen: &Seen) -> Option<Finding> {
         match seen.subject {
-            Subject::Address(src) => check(src, seen.monitor, &seen.event.describe()),
+            Subject::Address(src) => check(src, seen.monitor, || seen.event.describe()),
             Subject::Agent(_) | Subject::Log(_) => None,
         }
     }
