@@ -273,10 +273,16 @@ enum Logged {
     Reload(String),
 }
 
-/// A checkpoint (an exported snapshot kept in memory) is taken when the log
+/// A checkpoint (exported state kept in memory) is taken when the log
 /// holds this much, or is this old, so a replay stays short and bounded.
 const CHECKPOINT_BYTES: usize = 32 << 20;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+/// A checkpoint is the engine's changes since the previous one, until the
+/// changes kept add up to this fraction of the snapshot they start from (or
+/// this many): then a new snapshot replaces them all, which bounds both
+/// the memory held and the work of a re-creation.
+const CHANGES_PER_SNAPSHOT: usize = 64;
+const CHANGES_BYTES_PER_SNAPSHOT_BYTE: usize = 1;
 
 /// One live monitor inside the component. If the guest traps or exceeds its
 /// limits it is re-created from its last checkpoint, and what came after is
@@ -292,11 +298,12 @@ pub struct Monitor {
     instance: bindings::Monitor,
     handle: ResourceAny,
     restarts: u64,
-    /// The latest snapshot of the guest's state; a re-created guest resumes from it.
-    last_state: Option<Vec<u8>>,
-    /// The policy the guest ran when `last_state` was taken.
+    /// The guest's last checkpoint: a snapshot and the changes exported
+    /// after it, in order; a re-created guest resumes from them.
+    checkpoint: Vec<Vec<u8>>,
+    /// The policy the guest ran when the last checkpoint was taken.
     checkpoint_policy: String,
-    /// What happened since `last_state`, to replay.
+    /// What happened since the last checkpoint, to replay.
     log: Vec<Logged>,
     log_bytes: usize,
     checkpointed_at: std::time::Instant,
@@ -321,7 +328,7 @@ impl Monitor {
             instance,
             handle,
             restarts: 0,
-            last_state: None,
+            checkpoint: Vec::new(),
             checkpoint_policy: policy.to_string(),
             log: Vec::new(),
             log_bytes: 0,
@@ -419,12 +426,56 @@ impl Monitor {
         }
     }
 
-    /// Takes a checkpoint when the replay log is big or old enough.
+    /// Takes a checkpoint when the replay log is big or old enough: the
+    /// changes since the last one, or a whole snapshot when the changes
+    /// kept have grown too many or too large.
     fn checkpoint_if_due(&mut self) {
         let due = self.log_bytes >= CHECKPOINT_BYTES
             || self.checkpointed_at.elapsed() >= CHECKPOINT_EVERY;
-        if due && let Err(e) = self.export_state() {
+        if due {
+            self.take_checkpoint();
+        }
+    }
+
+    fn take_checkpoint(&mut self) {
+        let taken = match self.checkpoint.split_first() {
+            Some((snapshot, changes))
+                if changes.len() < CHANGES_PER_SNAPSHOT
+                    && changes.iter().map(Vec::len).sum::<usize>()
+                        < snapshot.len() * CHANGES_BYTES_PER_SNAPSHOT_BYTE =>
+            {
+                self.export_changes()
+            }
+            _ => self.export_state().map(drop),
+        };
+        if let Err(e) = taken {
             tracing::error!(error = %e, "no checkpoint taken; the replay log goes on");
+        }
+    }
+
+    /// Exports the changes since the last checkpoint and keeps them as the
+    /// newest part of the checkpoint.
+    fn export_changes(&mut self) -> Result<()> {
+        set_deadline(&mut self.store, &self.limits);
+        let exported = anyhow_of(
+            self.instance
+                .clawwatch_monitor_engine()
+                .monitor()
+                .call_export_changes(&mut self.store, self.handle),
+        );
+        match exported {
+            Ok(changes) => {
+                self.checkpoint.push(changes);
+                self.log_checkpointed();
+                Ok(())
+            }
+            Err(e) => {
+                let cause = self.cause(&e);
+                self.restart();
+                Err(e.context(format!(
+                    "the engine failed while exporting its changes ({cause})"
+                )))
+            }
         }
     }
 
@@ -496,8 +547,13 @@ impl Monitor {
         }
     }
 
-    fn checkpointed(&mut self, state: Vec<u8>) {
-        self.last_state = Some(state);
+    fn checkpointed(&mut self, snapshot: Vec<u8>) {
+        self.checkpoint = vec![snapshot];
+        self.log_checkpointed();
+    }
+
+    /// The log is covered by the checkpoint just taken.
+    fn log_checkpointed(&mut self) {
         self.checkpoint_policy = self.policy.clone();
         self.log.clear();
         self.log_bytes = 0;
@@ -520,9 +576,17 @@ impl Monitor {
                         found: v.found,
                         supported: v.supported,
                     },
+                    Refusal::OutOfSequence(s) => clawwatch_plugin::StateError::OutOfSequence {
+                        follows: s.follows,
+                        current: s.current,
+                    },
                 })
             })?;
-        self.checkpointed(snapshot.to_vec());
+        // What was read may have been changes, which alone restore nothing:
+        // the checkpoint is a snapshot of the result.
+        if let Err(e) = self.export_state() {
+            tracing::error!(error = %format!("{e:#}"), "no checkpoint of the restored state; the replay log goes on");
+        }
         Ok(())
     }
 
@@ -592,15 +656,16 @@ impl Monitor {
         if let Err(e) = self.set_field_set(self.field_set) {
             tracing::error!(error = %format!("{e:#}"), "re-created engine refused the field set");
         }
-        if let Some(state) = self.last_state.clone() {
+        for save in &self.checkpoint {
             set_deadline(&mut self.store, &self.limits);
             let restored = self
                 .instance
                 .clawwatch_monitor_engine()
                 .monitor()
-                .call_restore_state(&mut self.store, self.handle, &state);
+                .call_restore_state(&mut self.store, self.handle, save);
             if !matches!(restored, Ok(Ok(()))) {
-                tracing::error!("engine re-created without its checkpoint");
+                tracing::error!("engine re-created without (all of) its checkpoint");
+                break;
             }
         }
         true
@@ -717,6 +782,57 @@ fn instantiate(
 #[cfg(test)]
 mod tests {
     use super::{Stream, Verdict};
+
+    const POLICY: &str = include_str!("../../testdata/policy.toml");
+    const SCENARIO: &[u8] = include_bytes!("../../testdata/scenario/records.ndjson");
+
+    /// A guest re-created from a checkpoint made of a snapshot and the
+    /// changes after it (and the batches after those, replayed) goes on
+    /// exactly as one that never failed; and the changes are small.
+    #[test]
+    fn a_guest_re_created_from_a_snapshot_and_its_changes_goes_on_as_before() {
+        let runtime = std::sync::Arc::new(
+            super::Runtime::new(super::EMBEDDED_COMPONENT, None, true).unwrap(),
+        );
+        let limits = super::Limits {
+            memory_bytes: 256 << 20,
+            batch_timeout: Some(std::time::Duration::from_secs(60)),
+        };
+        let lines: Vec<&[u8]> = SCENARIO.split_inclusive(|b| *b == b'\n').collect();
+        let batches: Vec<Vec<u8>> = lines.chunks(20).map(|c| c.concat()).collect();
+
+        let mut steady = super::Monitor::new(runtime.clone(), POLICY, limits.clone()).unwrap();
+        let expected: Vec<u8> = batches
+            .iter()
+            .flat_map(|b| steady.process(b).ndjson)
+            .collect();
+
+        let mut failing = super::Monitor::new(runtime, POLICY, limits).unwrap();
+        let mut out = Vec::new();
+        for (i, batch) in batches.iter().enumerate() {
+            out.extend(failing.process(batch).ndjson);
+            if i % 4 == 3 {
+                // This batch came after the checkpoint: it is replayed.
+                assert!(failing.checkpoint.len() > 1, "changes follow the snapshot");
+                failing.restart();
+            } else {
+                failing.take_checkpoint();
+            }
+        }
+        assert_eq!(failing.restarts, batches.len() as u64 / 4);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&expected)
+        );
+        let totals = |m: &mut super::Monitor| format!("{:?}", m.stats().unwrap());
+        assert_eq!(totals(&mut failing), totals(&mut steady));
+        let snapshot = failing.checkpoint[0].len();
+        let changes = failing.checkpoint.last().unwrap().len();
+        assert!(
+            changes < snapshot,
+            "changes {changes} bytes, snapshot {snapshot} bytes"
+        );
+    }
 
     #[test]
     fn the_wit_enums_name_their_cases_as_the_engine_does() {

@@ -1,61 +1,122 @@
 //! A capped map that forgets its least recently used entries and counts what
 //! it forgot, so every structure fed by untrusted input has bounded memory.
 
+use crate::changes::{ApplyChanges, Saving, saving};
 use lru::LruCache;
 use rustc_hash::FxBuildHasher;
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Borrow;
+use std::cell::{Cell, RefCell};
+use std::fmt;
 use std::hash::Hash;
+use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 
 /// `lru::LruCache` with a fixed-seed hasher (deterministic replays, no need for
-/// the guest to ask WASI for randomness) and an eviction counter.
+/// the guest to ask WASI for randomness) and an eviction counter. It also
+/// remembers what changed since it was last saved (see [`crate::changes`]).
 pub struct BoundedMap<K: Hash + Eq, V> {
-    inner: LruCache<K, V, FxBuildHasher>,
+    inner: LruCache<K, Stamped<V>, FxBuildHasher>,
     /// Enforced here rather than by `LruCache`'s own capacity, which would
     /// allocate the whole table up front: memory follows use, up to the cap.
     cap: NonZeroUsize,
     evictions: u64,
+    /// Entries stamped with this were touched since the last save.
+    epoch: Cell<u32>,
+    /// Keys removed since the last save, until they outnumber the cap
+    /// (`None`: the next save is whole).
+    removed: RefCell<Option<Vec<K>>>,
+    /// `Changes` only for a map read back from a save of changes, not yet applied.
+    read_as: Saving,
 }
 
-impl<K: Hash + Eq, V> BoundedMap<K, V> {
+/// A value and when it was last touched: `epoch` the save period, `moved`
+/// whether it became the most recently used in it (not just modified in place).
+struct Stamped<V> {
+    value: V,
+    epoch: u32,
+    moved: bool,
+}
+
+impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
     pub fn new(capacity: usize) -> Self {
         let cap = NonZeroUsize::new(capacity.max(1)).expect("capacity is at least 1");
         BoundedMap {
             inner: LruCache::unbounded_with_hasher(FxBuildHasher),
             cap,
             evictions: 0,
+            epoch: Cell::new(1),
+            removed: RefCell::new(Some(Vec::new())),
+            read_as: Saving::Whole,
+        }
+    }
+
+    fn stamp(&self, moved: bool, value: V) -> Stamped<V> {
+        Stamped {
+            value,
+            epoch: self.epoch.get(),
+            moved,
+        }
+    }
+
+    fn touched(epoch: u32, entry: &mut Stamped<V>, moved: bool) {
+        if entry.epoch != epoch {
+            entry.epoch = epoch;
+            entry.moved = moved;
+        } else {
+            entry.moved |= moved;
+        }
+    }
+
+    fn note_removed(&mut self, key: K) {
+        let cap = self.cap.get();
+        let removed = self.removed.get_mut();
+        if let Some(keys) = removed {
+            if keys.len() < cap {
+                keys.push(key);
+            } else {
+                *removed = None;
+            }
         }
     }
 
     /// Makes room for one new key by forgetting the least recently used.
-    fn make_room_for(&mut self, key: &K) {
+    fn make_room_for(&mut self, key: &K) -> Option<(K, V)> {
         if self.inner.len() >= self.cap.get() && !self.inner.contains(key) {
-            self.inner.pop_lru();
+            let (gone, entry) = self.inner.pop_lru()?;
             self.evictions += 1;
+            self.note_removed(gone.clone());
+            return Some((gone, entry.value));
         }
+        None
     }
 
     pub fn insert(&mut self, key: K, value: V) {
         self.make_room_for(&key);
-        self.inner.put(key, value);
+        let entry = self.stamp(true, value);
+        self.inner.put(key, entry);
     }
 
     /// [`BoundedMap::insert`], handing back the entry forgotten to make room.
     pub fn insert_evicting(&mut self, key: K, value: V) -> Option<(K, V)> {
-        let evicted = if self.inner.len() >= self.cap.get() && !self.inner.contains(&key) {
-            self.evictions += 1;
-            self.inner.pop_lru()
-        } else {
-            None
-        };
-        self.inner.put(key, value);
+        let evicted = self.make_room_for(&key);
+        let entry = self.stamp(true, value);
+        self.inner.put(key, entry);
         evicted
     }
 
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         self.make_room_for(&key);
-        self.inner.get_or_insert_mut(key, make)
+        let epoch = self.epoch.get();
+        let entry = self.inner.get_or_insert_mut(key, || Stamped {
+            value: make(),
+            epoch,
+            moved: true,
+        });
+        Self::touched(epoch, entry, true);
+        &mut entry.value
     }
 
     /// Looks up and marks as recently used.
@@ -64,7 +125,7 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.inner.get(key)
+        self.get_mut(key).map(|v| &*v)
     }
 
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
@@ -72,7 +133,10 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.inner.get_mut(key)
+        let epoch = self.epoch.get();
+        let entry = self.inner.get_mut(key)?;
+        Self::touched(epoch, entry, true);
+        Some(&mut entry.value)
     }
 
     pub fn peek<Q>(&self, key: &Q) -> Option<&V>
@@ -80,7 +144,7 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.inner.peek(key)
+        self.inner.peek(key).map(|entry| &entry.value)
     }
 
     pub fn peek_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
@@ -88,7 +152,10 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.inner.peek_mut(key)
+        let epoch = self.epoch.get();
+        let entry = self.inner.peek_mut(key)?;
+        Self::touched(epoch, entry, false);
+        Some(&mut entry.value)
     }
 
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
@@ -96,7 +163,9 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.inner.pop(key)
+        let (gone, entry) = self.inner.pop_entry(key)?;
+        self.note_removed(gone);
+        Some(entry.value)
     }
 
     pub fn len(&self) -> usize {
@@ -116,32 +185,158 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
     pub fn recap(&mut self, capacity: usize) {
         self.cap = NonZeroUsize::new(capacity.max(1)).expect("capacity is at least 1");
         while self.inner.len() > self.cap.get() {
-            self.inner.pop_lru();
+            if let Some((gone, _)) = self.inner.pop_lru() {
+                self.note_removed(gone);
+            }
             self.evictions += 1;
         }
     }
-}
 
-/// Saved as its cap, its eviction count and its entries from least to most
-/// recently used, so a restore rebuilds the same recency order.
-impl<K: Hash + Eq + Serialize, V: Serialize> Serialize for BoundedMap<K, V> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let entries: Vec<(&K, &V)> = self.inner.iter().rev().collect();
-        (self.cap.get(), self.evictions, entries).serialize(s)
+    /// Starts a new save period: nothing has changed since the save just made.
+    fn saved(&self) {
+        self.epoch.set(self.epoch.get().wrapping_add(1));
+        *self.removed.borrow_mut() = Some(Vec::new());
     }
 }
 
-impl<'de, K: Hash + Eq + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de>
-    for BoundedMap<K, V>
+/// Saved whole as `[cap, evictions, entries]`, the entries from least to most
+/// recently used, so a restore rebuilds the same recency order. Saved as
+/// changes as `[cap, evictions, touched, removed]`: the entries touched since
+/// the last save, in the same order, each with whether it moved up.
+impl<K: Hash + Eq + Clone + Serialize, V: Serialize> Serialize for BoundedMap<K, V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let removed = self.removed.borrow();
+        let saved = match (saving(), removed.as_ref()) {
+            (Saving::Changes, Some(removed)) => {
+                let epoch = self.epoch.get();
+                let touched: Vec<(&K, &V, bool)> = (self.inner.iter().rev())
+                    .filter(|(_, e)| e.epoch == epoch)
+                    .map(|(k, e)| (k, &e.value, e.moved))
+                    .collect();
+                let mut t = s.serialize_tuple(4)?;
+                t.serialize_element(&self.cap.get())?;
+                t.serialize_element(&self.evictions)?;
+                t.serialize_element(&touched)?;
+                t.serialize_element(removed)?;
+                t.end()
+            }
+            _ => {
+                let entries: Vec<(&K, &V)> = (self.inner.iter().rev())
+                    .map(|(k, e)| (k, &e.value))
+                    .collect();
+                (self.cap.get(), self.evictions, entries).serialize(s)
+            }
+        };
+        drop(removed);
+        if saved.is_ok() {
+            self.saved();
+        }
+        saved
+    }
+}
+
+impl<'de, K, V> Deserialize<'de> for BoundedMap<K, V>
+where
+    K: Hash + Eq + Clone + Deserialize<'de>,
+    V: Deserialize<'de>,
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (cap, evictions, entries): (usize, u64, Vec<(K, V)>) = Deserialize::deserialize(d)?;
-        let mut map = BoundedMap::new(cap);
-        for (k, v) in entries {
-            map.insert(k, v);
+        struct MapVisitor<K, V>(PhantomData<(K, V)>);
+        impl<'de, K, V> Visitor<'de> for MapVisitor<K, V>
+        where
+            K: Hash + Eq + Clone + Deserialize<'de>,
+            V: Deserialize<'de>,
+        {
+            type Value = BoundedMap<K, V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map saved as [cap, evictions, entries] or [cap, evictions, touched, removed]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let cap: usize = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let evictions: u64 = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                let entries: Vec<SavedEntry<K, V>> = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(2, &self))?;
+                let removed: Option<Vec<K>> = seq.next_element()?;
+                let mut map = BoundedMap::new(cap);
+                map.evictions = evictions;
+                for SavedEntry(key, value, moved) in entries {
+                    let entry = map.stamp(moved.unwrap_or(true), value);
+                    map.inner.put(key, entry);
+                }
+                if let Some(removed) = removed {
+                    map.read_as = Saving::Changes;
+                    *map.removed.get_mut() = Some(removed);
+                }
+                // Read back, nothing has changed since: the next save period begins.
+                map.epoch.set(2);
+                Ok(map)
+            }
         }
-        map.evictions += evictions;
-        Ok(map)
+        d.deserialize_seq(MapVisitor(PhantomData))
+    }
+}
+
+/// `(key, value)` when saved whole, `(key, value, moved)` as changes.
+struct SavedEntry<K, V>(K, V, Option<bool>);
+
+impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for SavedEntry<K, V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor<K, V>(PhantomData<(K, V)>);
+        impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for EntryVisitor<K, V> {
+            type Value = SavedEntry<K, V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an entry saved as [key, value] or [key, value, moved]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let key = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let value = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                Ok(SavedEntry(key, value, seq.next_element()?))
+            }
+        }
+        d.deserialize_seq(EntryVisitor(PhantomData))
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> ApplyChanges for BoundedMap<K, V> {
+    /// Removals first, then the touched entries in their order: those that
+    /// moved up become the most recent (as they did), those changed in place
+    /// keep their place. Untouched entries were all older than every moved
+    /// one, so the recency order comes out as it was.
+    fn apply_changes(&mut self, later: Self) {
+        let mut later = later;
+        if later.read_as == Saving::Whole {
+            *self = later;
+            return;
+        }
+        for key in later.removed.get_mut().take().unwrap_or_default() {
+            self.inner.pop(&key);
+        }
+        let settled = self.epoch.get().wrapping_sub(1);
+        while let Some((key, entry)) = later.inner.pop_lru() {
+            let moved = entry.moved;
+            let entry = Stamped {
+                value: entry.value,
+                epoch: settled,
+                moved: false,
+            };
+            match self.inner.peek_mut(&key) {
+                Some(place) if !moved => *place = entry,
+                _ => {
+                    self.inner.put(key, entry);
+                }
+            }
+        }
+        self.cap = later.cap;
+        self.evictions = later.evictions;
     }
 }
 

@@ -6,9 +6,9 @@
 //! heartbeat window compared with its flows, a quiet incident closing) judge a
 //! moment only once the watermark has passed it, so late records are counted.
 
+use crate::changes::LoggedHeap;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::rc::Rc;
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -17,6 +17,8 @@ pub struct Clock {
     lateness_nanos: i64,
     max_step_nanos: i64,
 }
+
+crate::changes::replaced_by_later!(Clock);
 
 impl Clock {
     pub fn new(lateness_secs: i64, max_step_secs: i64) -> Clock {
@@ -88,15 +90,17 @@ pub enum Due {
 /// handled at once (early, never lost) and counted.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct Deadlines {
-    heap: BinaryHeap<Reverse<(Timestamp, Due)>>,
+    heap: LoggedHeap<Reverse<(Timestamp, Due)>>,
     cap: usize,
     pub forced: u64,
 }
 
+crate::changes::apply_changes_by_field!(Deadlines { heap, cap, forced });
+
 impl Deadlines {
     pub fn new(cap: usize) -> Deadlines {
         Deadlines {
-            heap: BinaryHeap::new(),
+            heap: LoggedHeap::new(),
             cap: cap.max(16),
             forced: 0,
         }
@@ -112,16 +116,26 @@ impl Deadlines {
         self.heap.push(Reverse((at, due)));
     }
 
-    /// The next deadline at or before `t`, or one forced out by the cap.
-    pub fn pop_due(&mut self, t: Timestamp) -> Option<(Timestamp, Due)> {
+    /// How many deadlines are over the cap: at most this many are forced
+    /// out early in one round ([`Deadlines::pop_due`]).
+    pub fn excess(&self) -> usize {
+        self.heap.len().saturating_sub(self.cap)
+    }
+
+    /// The next deadline at or before `t`, or one forced out by the cap
+    /// while `may_force` (from [`Deadlines::excess`]) lasts. The budget is
+    /// what ends a round: a deadline handled early may schedule itself
+    /// again, and forcing that one out too would never stop.
+    pub fn pop_due(&mut self, t: Timestamp, may_force: &mut usize) -> Option<(Timestamp, Due)> {
         let Reverse((at, _)) = self.heap.peek()?;
-        if *at <= t || self.heap.len() > self.cap {
-            if *at > t {
-                self.forced += 1;
+        if *at > t {
+            if *may_force == 0 || self.heap.len() <= self.cap {
+                return None;
             }
-            return self.heap.pop().map(|Reverse(entry)| entry);
+            *may_force -= 1;
+            self.forced += 1;
         }
-        None
+        self.heap.pop().map(|Reverse(entry)| entry)
     }
 }
 
@@ -163,17 +177,45 @@ mod tests {
         let id: Rc<str> = Rc::from("a");
         d.schedule(t(10), Due::Lifetime(id.clone()));
         d.schedule(t(5), Due::Heartbeat(id.clone()));
-        assert_eq!(d.pop_due(t(4)), None);
-        assert_eq!(d.pop_due(t(20)), Some((t(5), Due::Heartbeat(id.clone()))));
-        assert_eq!(d.pop_due(t(20)), Some((t(10), Due::Lifetime(id.clone()))));
+        let mut budget = d.excess();
+        assert_eq!(d.pop_due(t(4), &mut budget), None);
+        assert_eq!(
+            d.pop_due(t(20), &mut budget),
+            Some((t(5), Due::Heartbeat(id.clone())))
+        );
+        assert_eq!(
+            d.pop_due(t(20), &mut budget),
+            Some((t(10), Due::Lifetime(id.clone())))
+        );
         for i in 0..20 {
             d.schedule(t(100 + i), Due::Lifetime(id.clone()));
         }
         let mut forced = 0;
-        while d.pop_due(t(0)).is_some() {
+        let mut budget = d.excess();
+        while d.pop_due(t(0), &mut budget).is_some() {
             forced += 1;
         }
         assert_eq!(forced, 4);
         assert_eq!(d.forced, 4);
+    }
+
+    /// A deadline forced out early whose handler schedules it again (it is
+    /// not due yet) must not be forced out again in the same round: that
+    /// loop never ended.
+    #[test]
+    fn a_forced_deadline_that_schedules_itself_again_ends_the_round() {
+        let mut d = Deadlines::new(16);
+        let id: Rc<str> = Rc::from("a");
+        for i in 0..17 {
+            d.schedule(t(100 + i), Due::Lifetime(id.clone()));
+        }
+        let mut budget = d.excess();
+        let mut rounds = 0;
+        while let Some((at, due)) = d.pop_due(t(0), &mut budget) {
+            d.schedule(at, due); // "not yet": the handler puts it back
+            rounds += 1;
+            assert!(rounds < 100, "forced out without end");
+        }
+        assert_eq!(rounds, 1);
     }
 }

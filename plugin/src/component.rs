@@ -8,7 +8,7 @@ wit_bindgen::generate!({ path: "../wit", world: "monitor" });
 
 use exports::clawwatch::monitor::engine::{
     BatchFormat, FieldSet, Guest, GuestMonitor, Judged, Monitor, OutputLine, PolicyError,
-    RestoreError, RuleCount, SnapshotVersions, Stats, Stream, StreamCount, Verdict,
+    RestoreError, RuleCount, SaveSequence, SnapshotVersions, Stats, Stream, StreamCount, Verdict,
 };
 
 struct Component;
@@ -127,6 +127,10 @@ impl GuestMonitor for MonitorResource {
         self.engine.borrow().export_state()
     }
 
+    fn export_changes(&self) -> Vec<u8> {
+        self.engine.borrow().export_changes()
+    }
+
     fn restore_state(&self, snapshot: Vec<u8>) -> Result<(), RestoreError> {
         self.engine
             .borrow_mut()
@@ -135,6 +139,9 @@ impl GuestMonitor for MonitorResource {
                 crate::StateError::Corrupt(why) => RestoreError::Corrupt(why),
                 crate::StateError::Incompatible { found, supported } => {
                     RestoreError::Incompatible(SnapshotVersions { found, supported })
+                }
+                crate::StateError::OutOfSequence { follows, current } => {
+                    RestoreError::OutOfSequence(SaveSequence { follows, current })
                 }
             })
     }

@@ -21,10 +21,10 @@
 //! decide nothing else.
 
 use crate::bounded::BoundedMap;
+use crate::changes::LoggedHeap;
 use crate::record::Flow;
 use crate::time::Timestamp;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -81,9 +81,16 @@ pub struct Conversations {
     /// Provisional answers by connection; `order` says which come due first.
     pending: BoundedMap<ConnKey, PendingReply>,
     /// May hold keys already settled: they are skipped when popped.
-    order: BinaryHeap<Reverse<(Timestamp, ConnKey)>>,
+    order: LoggedHeap<Reverse<(Timestamp, ConnKey)>>,
     cap: usize,
 }
+
+crate::changes::apply_changes_by_field!(Conversations {
+    inbound,
+    pending,
+    order,
+    cap
+});
 
 impl Conversations {
     pub fn new(cap: usize) -> Conversations {
@@ -92,7 +99,7 @@ impl Conversations {
             // Never evicted by the map: the cap is enforced in `hold`, which
             // judges the earliest at once rather than losing it.
             pending: BoundedMap::new(usize::MAX),
-            order: BinaryHeap::new(),
+            order: LoggedHeap::new(),
             cap: cap.max(1),
         }
     }

@@ -45,6 +45,11 @@ pub struct DnsMap {
     grace_secs: i64,
 }
 
+crate::changes::apply_changes_by_field!(DnsMap {
+    entries,
+    grace_secs
+});
+
 impl DnsMap {
     pub fn new(max_entries: usize, grace_secs: i64) -> DnsMap {
         DnsMap {

@@ -75,6 +75,8 @@ struct Counters {
     by_rule: [u64; crate::rules::ALL.len()],
 }
 
+crate::changes::replaced_by_later!(Counters);
+
 /// Rate and tunnel windows: a few destinations or domains per agent.
 fn window_cap(m: &crate::policy::Monitor) -> usize {
     m.max_agents.saturating_mul(4)
@@ -119,6 +121,11 @@ pub struct Engine {
     current: Option<Endpoints>,
     /// Whether findings being reported came due rather than from the current record.
     reporting_due: bool,
+    /// The last save (snapshot or changes) made or read back: changes
+    /// exported next follow it.
+    last_save: std::cell::Cell<Option<state::SaveId>>,
+    /// Nothing was learnt since that save, so changes that follow it apply.
+    at_last_save: std::cell::Cell<bool>,
 }
 
 /// Everything the engine learns from the records, in one place: the engine
@@ -151,6 +158,25 @@ pub(crate) struct Learnt {
     /// Due findings forgotten because the queue was full.
     due_dropped: u64,
 }
+
+crate::changes::apply_changes_by_field!(Learnt {
+    registry,
+    dns,
+    incidents,
+    conversations,
+    activities,
+    baselines,
+    rates,
+    tunnels,
+    clock,
+    deadlines,
+    counters,
+    shared_intents,
+    chains,
+    flood,
+    due,
+    due_dropped,
+});
 
 impl Learnt {
     /// Nothing learnt yet, with the policy's caps and timings.
@@ -227,6 +253,8 @@ impl Engine {
             current: None,
             policy,
             reporting_due: false,
+            last_save: std::cell::Cell::new(None),
+            at_last_save: std::cell::Cell::new(true),
         }
     }
 
@@ -339,6 +367,7 @@ impl Engine {
     /// returns its stream and verdict. Incident and audit records it produced
     /// wait for [`Engine::write_emitted`].
     pub fn process_record(&mut self, record: &[u8], out: &mut Vec<u8>) -> (Stream, Verdict) {
+        self.at_last_save.set(false);
         let (stream, verdict) = self.judge_and_write(record, out);
         self.learnt.counters.by_stream[stream as usize][verdict as usize] += 1;
         self.run_due();
@@ -405,6 +434,7 @@ impl Engine {
         out: &mut Vec<u8>,
         lines: Option<&mut Vec<OutputLine>>,
     ) {
+        self.at_last_save.set(false);
         self.learnt.clock.advance_to(t);
         self.run_due();
         self.write_emitted_described(out, lines);
@@ -526,6 +556,7 @@ impl Engine {
 
     /// The note for one decoded event, updating state on the way.
     pub fn judge(&mut self, event: Event) -> Note {
+        self.at_last_save.set(false);
         let ts = event.ts();
         self.learnt.clock.observe(ts);
         self.bind_gateway();

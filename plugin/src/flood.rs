@@ -53,6 +53,13 @@ pub struct FloodLimits {
     ended: BoundedMap<Rc<str>, u64>,
 }
 
+crate::changes::apply_changes_by_field!(FloodLimits {
+    per_subject,
+    per_subnet,
+    windows,
+    ended
+});
+
 /// Whether a new incident may open; when not, and it is the first held back
 /// in its window, the summary's key and when it comes due (the window's end).
 pub enum Admission {

@@ -60,6 +60,14 @@ pub struct Incidents {
     evicted: Vec<Incident>,
 }
 
+crate::changes::apply_changes_by_field!(Incidents {
+    open,
+    quiet_nanos,
+    opened,
+    closed,
+    evicted
+});
+
 impl Incidents {
     pub fn new(max_incidents: usize, quiet_secs: i64) -> Incidents {
         Incidents {

@@ -6,6 +6,7 @@
 //! WebAssembly component the `clawwatch` host loads.
 
 pub mod bounded;
+mod changes;
 mod clock;
 mod direction;
 mod dns_map;
@@ -38,6 +39,7 @@ mod fluent_bit;
 #[cfg(test)]
 const LAYERS: &[&str] = &[
     "time",
+    "changes",
     "bounded",
     "net",
     "record",

@@ -81,6 +81,8 @@ pub struct Registry {
     bindings: BoundedMap<IpAddr, Vec<Binding>>,
 }
 
+crate::changes::apply_changes_by_field!(Registry { agents, bindings });
+
 impl Registry {
     pub fn new(max_agents: usize) -> Registry {
         Registry {

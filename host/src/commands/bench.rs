@@ -95,7 +95,14 @@ struct StateCost {
     snapshot_bytes: usize,
     export: Duration,
     restore: Duration,
+    /// Changes after the snapshot, once the busy agents each made one more connection.
+    changes_bytes: usize,
+    changes_export: Duration,
 }
+
+/// One agent in this many makes a connection between the snapshot and the
+/// changes the bench measures: a fleet checkpointed every few seconds.
+const BUSY_ONE_IN: usize = 100;
 
 fn state_cost(policy_text: &str, agents: usize) -> Result<StateCost> {
     let mut engine = Engine::new(policy_text).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
@@ -143,6 +150,20 @@ fn state_cost(policy_text: &str, agents: usize) -> Result<StateCost> {
     let started = Instant::now();
     let snapshot = engine.export_state();
     let export = started.elapsed();
+    let mut busy = String::new();
+    for i in (0..agents as u64).step_by(BUSY_ONE_IN) {
+        busy.push_str(&format!(
+            "{{\"type\":\"flow\",\"ts\":\"2026-11-24T14:46:00Z\",\"src_ip\":\"10.20.{}.{}\",\"src_port\":41000,\"dst_ip\":\"93.184.0.{}\",\"dst_port\":443,\"proto\":\"TCP\",\"bytes\":1000}}\n",
+            i / 250,
+            i % 250 + 2,
+            i % 250
+        ));
+    }
+    let mut out = Vec::new();
+    engine.process_ndjson(busy.as_bytes(), &mut out);
+    let started = Instant::now();
+    let changes = engine.export_changes();
+    let changes_export = started.elapsed();
     drop(engine);
     let mut restored = Engine::new(policy_text).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
     let started = Instant::now();
@@ -150,6 +171,9 @@ fn state_cost(policy_text: &str, agents: usize) -> Result<StateCost> {
         .restore_state(&snapshot)
         .map_err(|e| anyhow::anyhow!("restoring the bench's own snapshot: {e}"))?;
     let restore = started.elapsed();
+    restored
+        .restore_state(&changes)
+        .map_err(|e| anyhow::anyhow!("applying the bench's own changes: {e}"))?;
     ensure!(
         restored.stats().agents == agents as u64,
         "the restored engine lost agents"
@@ -159,6 +183,8 @@ fn state_cost(policy_text: &str, agents: usize) -> Result<StateCost> {
         snapshot_bytes: snapshot.len(),
         export,
         restore,
+        changes_bytes: changes.len(),
+        changes_export,
     })
 }
 
@@ -463,6 +489,15 @@ pub fn run(opts: BenchOptions) -> Result<()> {
         cost.snapshot_bytes as f64 / agents as f64,
         cost.export.as_secs_f64() * 1000.0,
         cost.restore.as_secs_f64() * 1000.0
+    );
+    let busy = agents / BUSY_ONE_IN;
+    let _ = writeln!(
+        report,
+        "changes after {busy} of them made one more connection: {:.1} KB ({:.0} bytes per busy agent, {:.1}% of the snapshot), export {:.1} ms",
+        cost.changes_bytes as f64 / 1e3,
+        cost.changes_bytes as f64 / busy as f64,
+        cost.changes_bytes as f64 * 100.0 / cost.snapshot_bytes as f64,
+        cost.changes_export.as_secs_f64() * 1000.0
     );
     let identical = component_paths
         .iter()

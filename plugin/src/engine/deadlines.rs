@@ -18,7 +18,8 @@ impl Engine {
         while let Some(pending) = self.learnt.conversations.due(watermark) {
             self.judge_unanswered(pending);
         }
-        while let Some((at, due)) = self.learnt.deadlines.pop_due(watermark) {
+        let mut may_force = self.learnt.deadlines.excess();
+        while let Some((at, due)) = self.learnt.deadlines.pop_due(watermark, &mut may_force) {
             match due {
                 Due::Volume(id) => self.volume_due(&id, at),
                 Due::Schedule(id) => self.schedule_due(&id),

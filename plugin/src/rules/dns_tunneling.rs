@@ -56,6 +56,8 @@ pub struct TunnelWindows {
     windows: BoundedMap<(Rc<str>, Box<str>), Window>,
 }
 
+crate::changes::apply_changes_by_field!(TunnelWindows { windows });
+
 impl TunnelWindows {
     pub fn new(cap: usize) -> TunnelWindows {
         TunnelWindows {

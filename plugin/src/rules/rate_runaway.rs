@@ -58,6 +58,8 @@ pub struct RateWindows {
     windows: BoundedMap<(Rc<str>, IpAddr, u16), Window>,
 }
 
+crate::changes::apply_changes_by_field!(RateWindows { windows });
+
 impl RateWindows {
     pub fn new(cap: usize) -> RateWindows {
         RateWindows {

@@ -33,6 +33,8 @@ pub struct Chains {
     last_seq: Option<u64>,
 }
 
+crate::changes::replaced_by_later!(Chains);
+
 impl Chains {
     /// Follows one line; returns what is wrong with it (empty: it follows),
     /// and a remark worth a note (a chain starting, a line not verifiable).

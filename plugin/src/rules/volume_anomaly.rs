@@ -33,6 +33,9 @@ pub struct Baselines {
     learned: FxHashMap<(String, Option<String>), (Option<f64>, Option<f64>)>,
 }
 
+// One entry per profile and context: small, saved whole.
+crate::changes::replaced_by_later!(Baselines);
+
 impl Baselines {
     /// (connections, bytes) per hour for the profile as it applies now.
     pub fn current(&self, profile: &Profile) -> (Option<f64>, Option<f64>) {
