@@ -283,6 +283,8 @@ fn bench_reports_both_paths_and_their_ratio() {
         "time vs native",
         "per active agent",
         "snapshot of those",
+        "changes after 100 of them",
+        "with the policy's lookup tables",
         "outputs identical: yes",
     ] {
         assert!(report.contains(needle), "{report}");

@@ -4,7 +4,9 @@
 //! records, policy and rules can all use it without depending on each other.
 
 pub mod destination;
+pub mod rule_set;
 pub use destination::Destination;
+pub use rule_set::RuleSet;
 
 use std::fmt;
 use std::net::IpAddr;

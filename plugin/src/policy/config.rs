@@ -274,7 +274,7 @@ impl<C> ProfileSettings<C> {
             profile.expected_lifetime_minutes = Some(v);
         }
         if let Some(v) = self.allowed_outbound {
-            profile.allowed_outbound = v;
+            profile.allowed_outbound = v.into();
         }
         if let Some(v) = self.listen {
             profile.listen = Some(v);

@@ -11,6 +11,7 @@ pub mod lint;
 pub use crate::net::destination::{Destination, ListenPort, Ports, Protocol, Rule};
 pub use error::PolicyError;
 
+use crate::net::RuleSet;
 use config::{PolicyConfig, ProfileOverrides};
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
@@ -51,7 +52,7 @@ pub struct Profile {
     /// The deployment context whose overrides were applied, if any.
     pub context: Option<String>,
     pub expected_lifetime_minutes: Option<u64>,
-    pub allowed_outbound: Vec<Rule>,
+    pub allowed_outbound: RuleSet,
     /// Declared service ports; `None` when the profile does not say.
     pub listen: Option<Vec<ListenPort>>,
     pub baseline_connections_per_hour: Option<u64>,
@@ -81,9 +82,7 @@ impl Profile {
         ip: IpAddr,
         names: &[&str],
     ) -> Option<&Rule> {
-        self.allowed_outbound
-            .iter()
-            .find(|r| r.allows(proto, port, ip, names))
+        self.allowed_outbound.first_allowing(proto, port, ip, names)
     }
 
     /// Whether the profile declares `port` a service port of its agents.
@@ -105,7 +104,7 @@ struct ProfileEntry {
 pub struct Policy {
     pub monitor: Monitor,
     /// Destinations that unplanned calls may reach as audited authorisations.
-    pub approvals: Vec<Rule>,
+    pub approvals: RuleSet,
     /// How to read inputs that leave something implicit.
     pub inputs: crate::record::InputSettings,
     profiles: FxHashMap<String, ProfileEntry>,
@@ -153,7 +152,7 @@ impl Policy {
                     name: name.clone(),
                     context: None,
                     expected_lifetime_minutes: None,
-                    allowed_outbound: Vec::new(),
+                    allowed_outbound: RuleSet::default(),
                     listen: None,
                     baseline_connections_per_hour: None,
                     volume_anomaly_threshold_multiplier: None,
@@ -207,7 +206,7 @@ impl Policy {
         };
         Policy {
             monitor,
-            approvals: config.approvals.allow,
+            approvals: config.approvals.allow.into(),
             inputs,
             profiles,
         }

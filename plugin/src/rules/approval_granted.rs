@@ -56,7 +56,7 @@ fn grant_covers(g: &Grant, flow: &Flow, names: &[&str]) -> bool {
 /// The allow-list entry or live grant that approves the flow, grants first
 /// (they name a person and a reason).
 pub fn find<'a>(
-    allow_list: &'a [Rule],
+    allow_list: &'a crate::net::RuleSet,
     grants: &'a [Grant],
     flow: &Flow,
     names: &[&str],
@@ -68,8 +68,7 @@ pub fn find<'a>(
         .map(Approval::Grant)
         .or_else(|| {
             allow_list
-                .iter()
-                .find(|r| r.allows(flow.proto, flow.dst_port, flow.dst, names))
+                .first_allowing(flow.proto, flow.dst_port, flow.dst, names)
                 .map(Approval::AllowList)
         })
 }
