@@ -26,7 +26,8 @@ pub struct BoundedMap<K: Hash + Eq, V> {
     /// Entries stamped with this were touched since the last save.
     epoch: Cell<u32>,
     /// Keys removed since the last save, until they outnumber the cap
-    /// (`None`: the next save is whole).
+    /// (`None`: the next save is whole, as it is before any save: an engine
+    /// never saved keeps no such list).
     removed: RefCell<Option<Vec<K>>>,
     /// `Changes` only for a map read back from a save of changes, not yet applied.
     read_as: Saving,
@@ -48,7 +49,7 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
             cap,
             evictions: 0,
             epoch: Cell::new(1),
-            removed: RefCell::new(Some(Vec::new())),
+            removed: RefCell::new(None),
             read_as: Saving::Whole,
         }
     }
@@ -268,10 +269,11 @@ where
                     let entry = map.stamp(moved.unwrap_or(true), value);
                     map.inner.put(key, entry);
                 }
-                if let Some(removed) = removed {
+                if removed.is_some() {
                     map.read_as = Saving::Changes;
-                    *map.removed.get_mut() = Some(removed);
                 }
+                // Read back, the map is a save: changes are tracked from here.
+                *map.removed.get_mut() = Some(removed.unwrap_or_default());
                 // Read back, nothing has changed since: the next save period begins.
                 map.epoch.set(2);
                 Ok(map)

@@ -113,7 +113,9 @@ pub struct LoggedHeap<T: Ord> {
 struct HeapLog<T> {
     pushed: Vec<T>,
     popped: Vec<T>,
-    /// The log outgrew the heap: the next save is whole, which is smaller.
+    /// The next save is whole, so nothing is logged: the log outgrew the
+    /// heap (whole is smaller), or nothing was saved yet (an engine never
+    /// saved keeps no log).
     overflowed: bool,
 }
 
@@ -128,7 +130,7 @@ impl<T: Ord + Clone> LoggedHeap<T> {
             log: RefCell::new(HeapLog {
                 pushed: Vec::new(),
                 popped: Vec::new(),
-                overflowed: false,
+                overflowed: true,
             }),
             read_as: Saving::Whole,
         }
@@ -221,6 +223,8 @@ impl<'de, T: Ord + Clone + Deserialize<'de>> Deserialize<'de> for LoggedHeap<T> 
                     }
                     None => heap.heap = BinaryHeap::from(first),
                 }
+                // Read back, the heap is a save: changes are logged from here.
+                heap.log.get_mut().overflowed = false;
                 Ok(heap)
             }
         }
