@@ -123,6 +123,33 @@ pub struct RunArgs {
     /// to /FORMAT (e.g. /pmacct); gzip bodies are read; GET /health answers 200.
     #[arg(long, value_name = "HOST:PORT")]
     pub http_listen: Option<String>,
+    /// Kafka brokers (HOST:PORT[,HOST:PORT…]) for --kafka-input and --kafka-output.
+    #[arg(long, value_name = "HOST:PORT,…")]
+    pub kafka_brokers: Option<String>,
+    /// The consumer group clawwatch instances reading --kafka-input join; the group shares the
+    /// topics' partitions among them.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "clawwatch",
+        requires = "kafka_brokers"
+    )]
+    pub kafka_group: String,
+    /// Also read records from this Kafka topic (repeat for several), as a member of
+    /// --kafka-group, until interrupted; a message is one record (or NDJSON lines). Offsets are
+    /// committed only once the records' output is out (acked by the broker, for --kafka-output),
+    /// so a crash re-reads what was not. A topic named for a format (`flows.goflow2`) says how to
+    /// read its records.
+    #[arg(long, value_name = "TOPIC", requires = "kafka_brokers")]
+    pub kafka_input: Vec<String>,
+    /// Write enriched records to this Kafka topic instead of --output, each keyed by its agent's
+    /// id (so one agent's records stay in one partition, in order) and produced again until the
+    /// broker acknowledges it.
+    #[arg(long, value_name = "TOPIC", requires = "kafka_brokers")]
+    pub kafka_output: Option<String>,
+    /// Write incident and audit records to this Kafka topic rather than with the others.
+    #[arg(long, value_name = "TOPIC", requires = "kafka_output")]
+    pub kafka_incidents: Option<String>,
     /// Connections a listener (--listen, --forward-listen, --http-listen) serves at once; more
     /// are closed at once and counted (clawwatch_connections_refused_total). Keep it below the
     /// file limit.

@@ -181,6 +181,10 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
                     )
                     .await?
                 }
+                Input::Kafka(kafka) => {
+                    crate::source::kafka::consume(kafka, &in_tx, &opts.batch, opts.idle, stopped())
+                        .await?
+                }
                 Input::Http(addr) => {
                     crate::source::http::serve(
                         addr,

@@ -36,6 +36,27 @@ pub fn run(args: RunArgs) -> Result<()> {
         )?),
         None => None,
     };
+    if !args.kafka_input.is_empty() {
+        inputs.push(Input::Kafka(crate::source::kafka::KafkaInput {
+            brokers: args.kafka_brokers.clone().unwrap_or_default(),
+            group: args.kafka_group.clone(),
+            topics: args.kafka_input.clone(),
+        }));
+    }
+    let output = match &args.kafka_output {
+        Some(topic) => {
+            anyhow::ensure!(
+                args.output == Output::Stdout,
+                "--kafka-output and --output: records go to one place"
+            );
+            Output::Kafka(crate::sink::kafka::KafkaOutput {
+                brokers: args.kafka_brokers.clone().unwrap_or_default(),
+                topic: topic.clone(),
+                incidents: args.kafka_incidents.clone(),
+            })
+        }
+        None => args.output.clone(),
+    };
     match (&args.listen, &args.forward_listen, &args.http_listen) {
         (Some(addr), _, _) => inputs.push(Input::Listen(addr.clone())),
         (_, Some(addr), _) => inputs.push(Input::Forward(addr.clone())),
@@ -53,7 +74,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         openclaw,
         alerts_only: false,
         stream: args.format.clone(),
-        output: args.output.clone(),
+        output,
         component: args.engine.component.clone(),
         cache_dir: args.engine.cache_dir(),
         limits: args.engine.limits(),

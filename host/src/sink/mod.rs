@@ -5,6 +5,7 @@
 
 pub mod forward;
 pub mod http;
+pub mod kafka;
 pub mod tcp;
 
 use crate::stage::Delivery;
@@ -25,6 +26,9 @@ pub enum Output {
     /// NDJSON batches POSTed to this URL (Vector's `http_server` source with
     /// acknowledgements), each resent until answered 2xx.
     Http(String),
+    /// A Kafka topic, each record keyed by its agent and produced again until
+    /// the broker acknowledges it.
+    Kafka(kafka::KafkaOutput),
 }
 
 impl std::str::FromStr for Output {
@@ -61,6 +65,9 @@ pub async fn deliver(output: Output, mut out_rx: mpsc::Receiver<Delivery>) -> st
             http::write(&url, &mut out_rx).await;
             Ok(())
         }
+        Output::Kafka(kafka) => kafka::write(&kafka, &mut out_rx)
+            .await
+            .map_err(|e| std::io::Error::other(format!("{e:#}"))),
         Output::Stdout => {
             let mut stdout = tokio::io::BufWriter::with_capacity(1 << 20, tokio::io::stdout());
             while let Some(Delivery { output, origin }) = out_rx.recv().await {

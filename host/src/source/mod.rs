@@ -6,6 +6,7 @@
 pub mod budget;
 pub mod forward;
 pub mod http;
+pub mod kafka;
 pub mod lines;
 pub mod listener;
 pub mod openclaw_gateway;
@@ -28,6 +29,9 @@ pub enum Input {
     /// NDJSON batches POSTed over HTTP (Vector's `http` sink), until
     /// interrupted; each answered 200 once its records are safely out.
     Http(String),
+    /// Topics read as a member of a Kafka consumer group, until interrupted;
+    /// offsets committed once their records are safely out.
+    Kafka(kafka::KafkaInput),
 }
 
 /// What the reader hands on, in input order.
@@ -68,13 +72,18 @@ pub enum Ack {
     },
     /// An HTTP request waiting for its response.
     Http(tokio::sync::oneshot::Sender<()>),
+    /// Kafka offsets to commit.
+    Kafka {
+        offsets: kafka::Offsets,
+        to: tokio::sync::mpsc::Sender<kafka::Offsets>,
+    },
 }
 
 impl Ack {
     fn id(&self) -> Option<&str> {
         match self {
             Ack::Forward { chunk, .. } => Some(chunk),
-            Ack::Http(_) => None,
+            Ack::Http(_) | Ack::Kafka { .. } => None,
         }
     }
 }
@@ -128,6 +137,9 @@ impl Origin {
             }
             Some(Ack::Http(to)) => {
                 let _ = to.send(());
+            }
+            Some(Ack::Kafka { offsets, to }) => {
+                let _ = to.send(offsets).await;
             }
             None => {}
         }

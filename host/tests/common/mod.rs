@@ -34,6 +34,22 @@ pub fn fluent_bit_tools() -> Option<(PathBuf, PathBuf)> {
     None
 }
 
+/// The Kafka-protocol broker `tansu` from `../shared/tools/tansu`, or `None`
+/// (the caller says SKIPPED) where it is absent; under CI its absence fails.
+pub fn tansu() -> Option<PathBuf> {
+    let tansu = repo().join("../shared/tools/tansu/tansu");
+    if tansu.is_file() {
+        return Some(tansu);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must provide tansu at {}",
+        tansu.display()
+    );
+    eprintln!("SKIPPED: no Kafka broker (tansu) at {}", tansu.display());
+    None
+}
+
 /// `program` (the binary, or a shell around it) to run in the repository,
 /// with the compiled component cached for every test.
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
