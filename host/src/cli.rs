@@ -35,12 +35,41 @@ pub enum Command {
     /// undeclared action, hidden connection) must. Reports each hole. Exit status: 0 no holes,
     /// 1 holes or false alarms, 2 the policy does not load.
     Selftest(SelftestArgs),
+    /// Key records for clawwatch instances sharing Kafka topics: traffic (flows, DNS, proxy calls)
+    /// to --kafka-output keyed by its agent-side address (the end inside agent_subnets), so one
+    /// agent's traffic reaches one instance in order; lifecycle and intent (spawns, plans,
+    /// heartbeats, approvals…) to --kafka-control, which every instance reads. Stateless: run as
+    /// many as the input needs. Every record is produced (unreadable ones unkeyed, to be tagged).
+    Route(RouteArgs),
     /// Run clawwatch inside Fluent Bit, as its `wasm` filter: write the embedded module, or
     /// print a configuration that runs it.
     FluentBit {
         #[command(subcommand)]
         command: crate::commands::fluent_bit::FluentBitCommand,
     },
+}
+
+#[derive(Args)]
+pub struct RouteArgs {
+    /// Policy file (TOML) whose agent_subnets and [inputs] say which end is the agent's and how
+    /// to read framework logs. Without it, the bundled example policy.
+    #[arg(long, value_name = "PATH")]
+    pub policy: Option<PathBuf>,
+    /// Input file of NDJSON records; repeat for several, read in order. Default: stdin.
+    #[arg(long, short, value_name = "PATH")]
+    pub input: Vec<PathBuf>,
+    /// The inputs' format, for records whose shape does not say.
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(clawwatch_plugin::record::FORMAT_NAMES))]
+    pub format: Option<String>,
+    /// Kafka brokers (HOST:PORT[,HOST:PORT…]).
+    #[arg(long, value_name = "HOST:PORT,…")]
+    pub kafka_brokers: String,
+    /// The data topic (traffic, keyed by agent-side address): the instances' --kafka-input.
+    #[arg(long, value_name = "TOPIC")]
+    pub kafka_output: String,
+    /// The control topic (lifecycle and intent, keyed by agent id), read whole by every instance.
+    #[arg(long, value_name = "TOPIC")]
+    pub kafka_control: String,
 }
 
 #[derive(Args)]

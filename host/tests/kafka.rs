@@ -52,7 +52,14 @@ fn start_broker(tansu: &std::path::Path) -> Broker {
         std::thread::sleep(Duration::from_millis(50));
     }
     let broker = Broker { child, address };
-    for (topic, partitions) in [("records", "1"), ("enriched", "3"), ("incidents", "1")] {
+    let topics = [
+        ("records", "1"),
+        ("enriched", "3"),
+        ("incidents", "1"),
+        ("traffic", "4"),
+        ("control", "1"),
+    ];
+    for (topic, partitions) in topics {
         let out = command(tansu)
             .args([
                 "topic",
@@ -105,6 +112,19 @@ fn consume(
     count: usize,
     within: Duration,
 ) -> Vec<(Option<String>, String)> {
+    consume_from_partitions(brokers, topic, count, within)
+        .into_iter()
+        .map(|(_, key, payload)| (key, payload.to_string()))
+        .collect()
+}
+
+/// [`consume`], with each message's partition, the payload as bytes shown lossily.
+fn consume_from_partitions(
+    brokers: &str,
+    topic: &str,
+    count: usize,
+    within: Duration,
+) -> Vec<(i32, Option<String>, String)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("reader-{topic}"))
@@ -117,8 +137,12 @@ fn consume(
     let started = Instant::now();
     while got.len() < count && started.elapsed() < within {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
-            got.push((m.key().map(text), text(m.payload().unwrap_or_default())));
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            got.push((
+                m.partition(),
+                m.key().map(text),
+                text(m.payload().unwrap_or_default()),
+            ));
         }
     }
     got
@@ -285,4 +309,103 @@ fn a_kafka_run_writes_every_record_once_keyed_by_agent_and_commits_only_what_is_
         "nothing read twice"
     );
     assert!(again.iter().any(|(k, _)| k.as_deref() == Some("late-1")));
+}
+
+/// `clawwatch route` splits the scenario into traffic keyed by the agent-side
+/// address and control keyed by agent id: every record once, one agent's
+/// traffic in one partition and in its original order.
+#[test]
+fn route_keys_traffic_by_agent_address_and_sends_lifecycle_to_control() {
+    let Some(tansu) = tansu() else { return };
+    let broker = start_broker(&tansu);
+    let scenario = std::fs::read(repo().join("testdata/scenario/records.ndjson")).unwrap();
+    let lines: Vec<String> = scenario
+        .split_inclusive(|b| *b == b'\n')
+        .map(|l| String::from_utf8_lossy(l.strip_suffix(b"\n").unwrap_or(l)).into_owned())
+        .collect();
+    let out = clawwatch(&[
+        "route",
+        "--policy",
+        "testdata/policy.toml",
+        "--input",
+        "testdata/scenario/records.ndjson",
+        "--kafka-brokers",
+        &broker.address,
+        "--kafka-output",
+        "traffic",
+        "--kafka-control",
+        "control",
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.contains(&format!("{} records", lines.len())), "{said}");
+    // "N records: T traffic to traffic (…), C control to control"
+    let count_before = |word: &str| -> usize {
+        let at = said
+            .find(word)
+            .unwrap_or_else(|| panic!("{word} in {said}"));
+        said[..at]
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (data, lifecycle) = (count_before(" traffic to"), count_before(" control to"));
+    let minute = Duration::from_secs(60);
+    let traffic = consume_from_partitions(&broker.address, "traffic", data, minute);
+    let control = consume_from_partitions(&broker.address, "control", lifecycle, minute);
+    assert_eq!(
+        traffic.len() + control.len(),
+        lines.len(),
+        "every record once: {said}"
+    );
+    assert!(traffic.len() > 100 && control.len() > 10, "{said}");
+    let mut got: Vec<&String> = traffic.iter().chain(&control).map(|(_, _, p)| p).collect();
+    let mut sent: Vec<&String> = lines.iter().collect();
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent);
+
+    let mut partition_of = std::collections::HashMap::new();
+    let mut keys = std::collections::HashSet::new();
+    for (partition, key, payload) in &traffic {
+        let Some(key) = key else { continue };
+        let ip: std::net::IpAddr = key.parse().unwrap();
+        assert!(
+            matches!(ip, std::net::IpAddr::V4(v4) if v4.octets()[..2] == [10, 20]),
+            "{key}"
+        );
+        assert!(
+            payload.contains(key.as_str()),
+            "keyed by an address of its own: {payload}"
+        );
+        assert_eq!(
+            *partition_of.entry(key.clone()).or_insert(*partition),
+            *partition,
+            "{key}"
+        );
+        keys.insert(key.clone());
+    }
+    // In its partition, one address's records keep the order they were read in.
+    for key in &keys {
+        let mine: Vec<&String> = (traffic.iter())
+            .filter(|(_, k, _)| k.as_ref() == Some(key))
+            .map(|(_, _, p)| p)
+            .collect();
+        let in_input: Vec<&String> = lines.iter().filter(|l| mine.contains(l)).collect();
+        assert_eq!(mine, in_input, "{key}");
+    }
+    assert!(keys.len() > 3, "several agents: {keys:?}");
+    assert!(
+        partition_of
+            .values()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 1,
+        "spread over partitions"
+    );
+    for (_, key, payload) in &control {
+        let record: Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(key.as_deref(), record["agent_id"].as_str(), "{payload}");
+    }
 }

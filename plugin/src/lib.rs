@@ -19,6 +19,7 @@ pub mod output;
 pub mod policy;
 pub mod record;
 pub mod registry;
+pub mod route;
 pub mod rules;
 pub mod selftest;
 pub mod siem;
@@ -44,6 +45,7 @@ const LAYERS: &[&str] = &[
     "net",
     "record",
     "policy",
+    "route",
     "registry",
     "clock",
     "direction",

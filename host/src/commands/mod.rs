@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod check;
 pub mod fluent_bit;
+pub mod route;
 pub mod run;
 pub mod selftest;
 
@@ -14,6 +15,7 @@ pub fn execute(command: Command) -> ExitCode {
     match command {
         Command::Run(args) => finish(run::run(args)),
         Command::Demo(args) => finish(run::demo(args)),
+        Command::Route(args) => finish(route::run(args)),
         Command::Bench(args) => finish(bench::command(args)),
         Command::Check(args) => check::run(&args),
         Command::Selftest(args) => selftest::command(&args),

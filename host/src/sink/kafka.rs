@@ -2,13 +2,15 @@
 //! keyed by its agent, so one agent's records stay in one partition, in
 //! order (incident and audit records to their own topic when one is named).
 //! A delivery's source hears its records are safely out (a Kafka source then
-//! commits their offsets) only once the broker acknowledged every one;
-//! a record the broker refused is produced again until it is acknowledged.
+//! commits their offsets) only once the broker acknowledged every one; a
+//! record the broker refused for a passing reason is produced again until it
+//! is acknowledged. `clawwatch route` produces through the same path.
 
 use crate::component::{OutputLine, Stream};
 use crate::stage::Delivery;
 use anyhow::{Context, Result};
 use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -23,64 +25,116 @@ pub struct KafkaOutput {
     pub incidents: Option<String>,
 }
 
-/// Backoff between attempts at a record the broker refused.
-const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// One record to produce.
+pub struct Produce<'a> {
+    pub topic: &'a str,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+}
 
-pub async fn write(output: &KafkaOutput, out_rx: &mut mpsc::Receiver<Delivery>) -> Result<()> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &output.brokers)
-        // Keys hash as Java clients and Kafka Streams hash them.
+/// Backoff between attempts at a record the broker refused, or while the
+/// producer's queue is full.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
+
+/// A producer whose keys hash as Java clients' and Kafka Streams' do, so
+/// any of them finds an agent's partition the same way.
+pub fn producer(brokers: &str) -> Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
         .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
         .create()
-        .with_context(|| format!("creating a Kafka producer for {}", output.brokers))?;
-    while let Some(Delivery {
-        output: judged,
-        origin,
-    }) = out_rx.recv().await
-    {
-        let lines = split_lines(&judged.ndjson, &judged.lines);
-        let mut waiting = Vec::with_capacity(lines.len());
-        for (line, incident) in &lines {
-            waiting.push((*line, *incident, send(&producer, output, line, *incident)));
+        .with_context(|| format!("creating a Kafka producer for {brokers}"))
+}
+
+/// Produces every record and returns once the broker acknowledged each. A
+/// refusal that may pass (a full queue, a broker away) is retried; one that
+/// cannot (a record over the broker's size limit) is an error naming it.
+pub async fn produce_all(producer: &FutureProducer, records: &[Produce<'_>]) -> Result<()> {
+    fn record<'r>(r: &Produce<'r>) -> FutureRecord<'r, [u8], [u8]> {
+        let record = FutureRecord::to(r.topic).payload(r.payload);
+        match r.key {
+            Some(key) => record.key(key),
+            None => record,
         }
-        for (line, incident, delivered) in waiting {
-            let mut delivered = delivered.await;
-            while let Err(e) = delivered {
-                tracing::warn!(error = %e, "the Kafka broker did not take a record; producing it again");
-                tokio::time::sleep(RETRY_AFTER).await;
-                delivered = send(&producer, output, line, incident).await;
+    }
+    let mut waiting = Vec::with_capacity(records.len());
+    for r in records {
+        loop {
+            match producer.send_result(record(r)) {
+                Ok(delivery) => break waiting.push((r, delivery)),
+                Err((e, _)) if passing(&e) => tokio::time::sleep(RETRY_AFTER).await,
+                Err((e, _)) => return Err(refused(e, r)),
             }
         }
-        if let Some(origin) = origin {
-            origin.acknowledge().await;
+    }
+    for (r, delivery) in waiting {
+        let mut outcome = delivery
+            .await
+            .map_err(|_| KafkaError::Canceled)
+            .and_then(|d| d.map(drop).map_err(|(e, _)| e));
+        while let Err(e) = outcome {
+            if !passing(&e) {
+                return Err(refused(e, r));
+            }
+            tracing::warn!(error = %e, topic = r.topic, "the Kafka broker did not take a record; producing it again");
+            tokio::time::sleep(RETRY_AFTER).await;
+            outcome = producer
+                .send(record(r), rdkafka::util::Timeout::Never)
+                .await
+                .map(drop)
+                .map_err(|(e, _)| e);
         }
     }
     Ok(())
 }
 
-fn send<'a>(
-    producer: &'a FutureProducer,
-    output: &'a KafkaOutput,
-    line: &'a [u8],
-    incident: bool,
-) -> impl std::future::Future<Output = Result<(), String>> + 'a {
-    let topic = match (&output.incidents, incident) {
-        (Some(incidents), true) => incidents.as_str(),
-        _ => output.topic.as_str(),
-    };
-    let key = agent_of(line);
-    async move {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(line);
-        if let Some(key) = key {
-            record = record.key(key);
+/// Whether a refusal may pass by itself.
+fn passing(e: &KafkaError) -> bool {
+    !matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::InvalidConfig
+        )
+    )
+}
+
+fn refused(e: KafkaError, r: &Produce<'_>) -> anyhow::Error {
+    anyhow::anyhow!(
+        "Kafka refused a {}-byte record for topic {}: {e} (a record over the broker's message.max.bytes, a topic that does not exist, or no right to write it)",
+        r.payload.len(),
+        r.topic
+    )
+}
+
+pub async fn write(output: &KafkaOutput, out_rx: &mut mpsc::Receiver<Delivery>) -> Result<()> {
+    let producer = producer(&output.brokers)?;
+    while let Some(Delivery {
+        output: judged,
+        origin,
+    }) = out_rx.recv().await
+    {
+        let records: Vec<Produce<'_>> = split_lines(&judged.ndjson, &judged.lines)
+            .into_iter()
+            .map(|(line, incident)| Produce {
+                topic: match (&output.incidents, incident) {
+                    (Some(incidents), true) => incidents,
+                    _ => &output.topic,
+                },
+                key: agent_of(line),
+                payload: line,
+            })
+            .collect();
+        produce_all(&producer, &records).await?;
+        if let Some(origin) = origin {
+            origin.acknowledge().await;
         }
-        producer
-            .send(record, rdkafka::util::Timeout::Never)
-            .await
-            .map(drop)
-            .map_err(|(e, _)| e.to_string())
     }
+    Ok(())
 }
 
 /// The output's lines without their `\n`, each with whether it is an

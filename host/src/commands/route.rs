@@ -1,0 +1,104 @@
+//! `clawwatch route`: keys records for clawwatch instances sharing a
+//! partitioned log. Stateless, so a site runs as many as it needs: each
+//! record is recognised, traffic goes to the data topic keyed by its
+//! agent-side address (so one agent's traffic reaches one instance, in
+//! order), lifecycle and intent to the control topic every instance reads.
+//! Every record is produced, the unreadable ones unkeyed (the instance that
+//! takes them tags them), and a batch counts as routed only once the broker
+//! acknowledged all of it.
+
+use crate::cli::RouteArgs;
+use crate::sink::kafka::{Produce, produce_all, producer};
+use anyhow::{Context, Result};
+use clawwatch_plugin::route::{Route, route};
+use std::io::BufRead;
+
+/// Records produced before waiting for the broker's acknowledgements.
+const BATCH: usize = 1024;
+
+pub fn run(args: RouteArgs) -> Result<()> {
+    let (policy_name, policy_text) = crate::cli::load_policy(args.policy.as_deref())?;
+    let policy = clawwatch_plugin::Policy::from_toml(&policy_text)
+        .map_err(|e| anyhow::anyhow!("{policy_name}: {e}"))?;
+    let hint = args
+        .format
+        .as_deref()
+        .and_then(clawwatch_plugin::record::InputFormat::from_name);
+    let producer = producer(&args.kafka_brokers)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let mut counts = Counts::default();
+    let mut inputs: Vec<(String, Box<dyn BufRead>)> = Vec::new();
+    if args.input.is_empty() {
+        inputs.push(("stdin".into(), Box::new(std::io::stdin().lock())));
+    }
+    for path in &args.input {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("opening input {}", path.display()))?;
+        inputs.push((
+            path.display().to_string(),
+            Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+        ));
+    }
+    for (name, mut reader) in inputs {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let mut line = Vec::new();
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .with_context(|| format!("reading {name}"))?;
+            if read > 0 {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                let (topic, key) = match route(&line, &policy, hint) {
+                    Route::Data(address) => {
+                        counts.data += 1;
+                        counts.unkeyed += usize::from(address.is_none());
+                        (args.kafka_output.clone(), address.map(|a| a.to_string()))
+                    }
+                    Route::Control(agent) => {
+                        counts.control += 1;
+                        (args.kafka_control.clone(), agent)
+                    }
+                };
+                batch.push((topic, key.map(String::into_bytes), line));
+            }
+            if batch.len() >= BATCH || (read == 0 && !batch.is_empty()) {
+                let records: Vec<Produce<'_>> = (batch.iter())
+                    .map(
+                        |(topic, key, line): &(String, Option<Vec<u8>>, Vec<u8>)| Produce {
+                            topic,
+                            key: key.as_deref(),
+                            payload: line,
+                        },
+                    )
+                    .collect();
+                runtime.block_on(produce_all(&producer, &records))?;
+                batch.clear();
+            }
+            if read == 0 {
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "clawwatch route: {} records: {} traffic to {} ({} with no agent-side address, unkeyed), {} control to {}",
+        counts.data + counts.control,
+        counts.data,
+        args.kafka_output,
+        counts.unkeyed,
+        counts.control,
+        args.kafka_control
+    );
+    Ok(())
+}
+
+#[derive(Default)]
+struct Counts {
+    data: usize,
+    unkeyed: usize,
+    control: usize,
+}

@@ -1,0 +1,154 @@
+//! Where a record goes when clawwatch is scaled out over a partitioned log:
+//! what `clawwatch route` keys it by.
+//!
+//! All state is per agent (DESIGN §8), and an agent is found by the address
+//! its traffic comes from, so the data plane (flows, DNS, proxy calls) is
+//! keyed by the agent-side address: every record of one agent's traffic
+//! reaches the same instance, in order. The control plane (spawns,
+//! terminations, plans, policy changes, approvals, heartbeats) is small and
+//! read by every instance, so each knows every agent; it is keyed by agent id
+//! only to keep one agent's lifecycle in order.
+
+use crate::policy::Policy;
+use crate::record::fields::Fields;
+use crate::record::{CallingAgent, Event, InputFormat, Recognized, recognize_text, recognize_with};
+use std::net::IpAddr;
+
+/// Which plane a record belongs to, and its key there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Traffic, keyed by the address inside `agent_subnets` that it comes
+    /// from or goes to; `None`: neither end is (or the record is unreadable,
+    /// passed on to be tagged), so any instance may judge it.
+    Data(Option<IpAddr>),
+    /// Lifecycle and intent, keyed by the agent it names.
+    Control(Option<String>),
+}
+
+/// Routes one record (one line, without its `\n`); `hint` names the format
+/// when the record's shape does not say.
+pub fn route(record: &[u8], policy: &Policy, hint: Option<InputFormat>) -> Route {
+    let Ok(text) = std::str::from_utf8(record.trim_ascii()) else {
+        return Route::Data(None);
+    };
+    let recognized = match Fields::parse(text) {
+        Ok(fields) => recognize_with(&fields, &policy.inputs, hint),
+        Err(_) => match recognize_text(text, &policy.inputs, None) {
+            Some(recognized) => recognized,
+            None => return Route::Data(None),
+        },
+    };
+    let Recognized::Event(event) = recognized else {
+        return Route::Data(None);
+    };
+    let agent_side = |ip: IpAddr| policy.monitor.in_agent_subnet(ip).then_some(ip);
+    let control = |id: &str| Route::Control(Some(id.to_string()));
+    match event {
+        // The caller's end first: between two agents, the flow is the caller's call.
+        Event::Flow(flow) => Route::Data(agent_side(flow.src).or_else(|| agent_side(flow.dst))),
+        Event::Dns(query) => Route::Data(agent_side(query.client)),
+        Event::Proxied(call) => match &call.agent {
+            CallingAgent::Address(ip) => Route::Data(agent_side(*ip)),
+            // Known by id alone: every instance must see it to find the agent.
+            CallingAgent::Id(id) => control(id),
+        },
+        Event::Spawn(s) => control(&s.agent_id),
+        Event::Terminate(t) => control(&t.agent_id),
+        Event::PolicyChange(p) => control(&p.agent_id),
+        Event::Heartbeat(h) => control(&h.agent_id),
+        Event::Plan(p) => control(&p.agent_id),
+        Event::Grant(g) => control(&g.agent_id),
+        Event::Intent(i) => control(&i.agent_id),
+        Event::Liveness(l) => control(&l.agent_id),
+        Event::Seen(s) => control(&s.spawn.agent_id),
+        Event::Telemetry(line) => Route::Control(line.agent.map(|s| s.agent_id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = include_str!("../../testdata/policy.toml");
+
+    fn route_of(line: &str) -> Route {
+        route(line.as_bytes(), &Policy::from_toml(POLICY).unwrap(), None)
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn traffic_is_keyed_by_its_agent_side_address_whichever_end_that_is() {
+        let flow = |src: &str, dst: &str| {
+            format!(
+                r#"{{"type":"flow","ts":"2026-11-24T14:31:00Z","src_ip":"{src}","src_port":40001,"dst_ip":"{dst}","dst_port":443,"proto":"TCP","bytes":1000}}"#
+            )
+        };
+        assert_eq!(
+            route_of(&flow("10.20.0.15", "93.184.216.34")),
+            Route::Data(ip("10.20.0.15"))
+        );
+        // Reported the other way round (the answer, or an exporter's order).
+        assert_eq!(
+            route_of(&flow("93.184.216.34", "10.20.0.15")),
+            Route::Data(ip("10.20.0.15"))
+        );
+        // Between two agents: the caller's.
+        assert_eq!(
+            route_of(&flow("10.20.0.15", "10.20.0.16")),
+            Route::Data(ip("10.20.0.15"))
+        );
+        // No agent end: any instance.
+        assert_eq!(
+            route_of(&flow("192.0.2.1", "93.184.216.34")),
+            Route::Data(None)
+        );
+        let dns = r#"{"type":"dns","ts":"2026-11-24T14:30:05Z","client_ip":"10.20.0.15","resolver_ip":"10.0.0.53","qname":"api.internal.example.net","answers":[]}"#;
+        assert_eq!(route_of(dns), Route::Data(ip("10.20.0.15")));
+    }
+
+    #[test]
+    fn lifecycle_is_control_keyed_by_agent_and_damage_still_has_a_route() {
+        let spawn = r#"{"type":"agent.spawn","ts":"2026-11-24T14:30:00Z","agent_id":"0x8a3f","agent_type":"data_collector_v1","ip":"10.20.0.15"}"#;
+        assert_eq!(route_of(spawn), Route::Control(Some("0x8a3f".into())));
+        let heartbeat = r#"{"type":"agent.heartbeat","ts":"2026-11-24T14:45:00Z","agent_id":"0x8a3f","window_start":"2026-11-24T14:30:00Z","window_end":"2026-11-24T14:45:00Z","connections":[]}"#;
+        assert_eq!(route_of(heartbeat), Route::Control(Some("0x8a3f".into())));
+        for damaged in [
+            "",
+            "not json",
+            "{\"type\":\"flow\",\"src_ip\":12}",
+            "\u{fffd}",
+        ] {
+            assert_eq!(route_of(damaged), Route::Data(None), "{damaged:?}");
+        }
+        assert_eq!(
+            route(b"\xff\xfe", &Policy::from_toml(POLICY).unwrap(), None),
+            Route::Data(None)
+        );
+    }
+
+    /// Every record of the bundled scenario has a route, and each agent's
+    /// traffic goes under one key: the address its spawn announced.
+    #[test]
+    fn the_scenario_routes_each_agents_traffic_under_its_own_address() {
+        let policy = Policy::from_toml(POLICY).unwrap();
+        let scenario = include_bytes!("../../testdata/scenario/records.ndjson");
+        let (mut data, mut control, mut unkeyed) = (0, 0, 0);
+        for line in scenario.split(|b| *b == b'\n') {
+            match route(line, &policy, None) {
+                Route::Data(Some(ip)) => {
+                    assert!(policy.monitor.in_agent_subnet(ip));
+                    data += 1;
+                }
+                Route::Data(None) => unkeyed += 1,
+                Route::Control(_) => control += 1,
+            }
+        }
+        assert!(
+            data > 100 && control > 10 && unkeyed > 0,
+            "{data} {control} {unkeyed}"
+        );
+    }
+}
