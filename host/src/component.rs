@@ -456,27 +456,13 @@ impl Monitor {
     /// Exports the changes since the last checkpoint and keeps them as the
     /// newest part of the checkpoint.
     fn export_changes(&mut self) -> Result<()> {
-        set_deadline(&mut self.store, &self.limits);
-        let exported = anyhow_of(
-            self.instance
-                .clawwatch_monitor_engine()
-                .monitor()
-                .call_export_changes(&mut self.store, self.handle),
-        );
-        match exported {
-            Ok(changes) => {
-                self.checkpoint.push(changes);
-                self.log_checkpointed();
-                Ok(())
-            }
-            Err(e) => {
-                let cause = self.cause(&e);
-                self.restart();
-                Err(e.context(format!(
-                    "the engine failed while exporting its changes ({cause})"
-                )))
-            }
-        }
+        let changes = self.export("changes", |m| {
+            (m.instance.clawwatch_monitor_engine().monitor())
+                .call_export_changes(&mut m.store, m.handle)
+        })?;
+        self.checkpoint.push(changes);
+        self.log_checkpointed();
+        Ok(())
     }
 
     /// Moves the engine's event time to `now_ns` (idle input); returns the
@@ -522,29 +508,31 @@ impl Monitor {
 
     /// Everything the engine has learnt, as a snapshot; also kept (a
     /// checkpoint) so that a guest re-created after a failure resumes from it.
-    /// A guest that fails here is re-created (from the previous checkpoint,
-    /// with what came after replayed) and the error names the cause.
     pub fn export_state(&mut self) -> Result<Vec<u8>> {
+        let state = self.export("state", |m| {
+            (m.instance.clawwatch_monitor_engine().monitor())
+                .call_export_state(&mut m.store, m.handle)
+        })?;
+        self.checkpointed(state.clone());
+        Ok(state)
+    }
+
+    /// Asks the guest for a save (`what` names it in the error). A guest
+    /// that fails here is re-created (from the previous checkpoint, with what
+    /// came after replayed) and the error names the cause.
+    fn export(
+        &mut self,
+        what: &str,
+        call: impl FnOnce(&mut Monitor) -> wasmtime::Result<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
         set_deadline(&mut self.store, &self.limits);
-        let exported = anyhow_of(
-            self.instance
-                .clawwatch_monitor_engine()
-                .monitor()
-                .call_export_state(&mut self.store, self.handle),
-        );
-        match exported {
-            Ok(state) => {
-                self.checkpointed(state.clone());
-                Ok(state)
-            }
-            Err(e) => {
-                let cause = self.cause(&e);
-                self.restart();
-                Err(e.context(format!(
-                    "the engine failed while exporting its state ({cause})"
-                )))
-            }
-        }
+        anyhow_of(call(self)).or_else(|e| {
+            let cause = self.cause(&e);
+            self.restart();
+            Err(e.context(format!(
+                "the engine failed while exporting its {what} ({cause})"
+            )))
+        })
     }
 
     fn checkpointed(&mut self, snapshot: Vec<u8>) {
