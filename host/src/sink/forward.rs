@@ -72,11 +72,9 @@ impl Sender {
 /// undescribed pieces: it is gathered whole and goes with the records. The
 /// sender's chunk is acked once the receiver acked ours.
 pub async fn write(addr: &str, out_rx: &mut tokio::sync::mpsc::Receiver<Delivery>) {
-    use crate::component::Stream;
     use crate::forward_codec::{EventTime, json_to_record, uncarried};
     let mut sender = Sender::new(addr);
-    // Pieces of a passed-through line not yet ended.
-    let mut piece = Vec::new();
+    let mut whole = super::Records::default();
     let encode = |line: &[u8]| {
         let json = serde_json::from_slice::<serde_json::Value>(line)
             .unwrap_or_else(|e| uncarried(line, &e));
@@ -94,16 +92,9 @@ pub async fn write(addr: &str, out_rx: &mut tokio::sync::mpsc::Receiver<Delivery
                 .unwrap_or_else(EventTime::now);
             records.push((time, record));
         };
-        if output.lines.is_empty() {
-            piece.extend_from_slice(&output.ndjson);
-            while let Some(end) = memchr::memchr(b'\n', &piece) {
-                let line: Vec<u8> = piece.drain(..=end).collect();
-                add_record(encode(&line[..end]), &mut records);
-            }
-        }
-        for (line, described) in output.each_line() {
-            let record = encode(line.strip_suffix(b"\n").unwrap_or(line));
-            if matches!(described.stream, Stream::Incident | Stream::Audit) {
+        for (line, incident) in whole.of(&output) {
+            let record = encode(&line);
+            if incident {
                 incidents.push((EventTime::now(), record));
             } else {
                 add_record(record, &mut records);

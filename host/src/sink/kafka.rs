@@ -4,9 +4,10 @@
 //! A delivery's source hears its records are safely out (a Kafka source then
 //! commits their offsets) only once the broker acknowledged every one; a
 //! record the broker refused for a passing reason is produced again until it
-//! is acknowledged. `clawwatch route` produces through the same path.
+//! is acknowledged. A line too long for the engine, passed through in pieces,
+//! is one record ([`super::Records`]). `clawwatch route` produces through the
+//! same path.
 
-use crate::component::{OutputLine, Stream};
 use crate::stage::Delivery;
 use anyhow::{Context, Result};
 use rdkafka::ClientConfig;
@@ -113,15 +114,16 @@ fn refused(e: KafkaError, r: &Produce<'_>) -> anyhow::Error {
 
 pub async fn write(output: &KafkaOutput, out_rx: &mut mpsc::Receiver<Delivery>) -> Result<()> {
     let producer = producer(&output.brokers)?;
+    let mut whole = super::Records::default();
     while let Some(Delivery {
         output: judged,
         origin,
     }) = out_rx.recv().await
     {
-        let records: Vec<Produce<'_>> = split_lines(&judged.ndjson, &judged.lines)
-            .into_iter()
+        let lines = whole.of(&judged);
+        let records: Vec<Produce<'_>> = (lines.iter())
             .map(|(line, incident)| Produce {
-                topic: match (&output.incidents, incident) {
+                topic: match (&output.incidents, *incident) {
                     (Some(incidents), true) => incidents,
                     _ => &output.topic,
                 },
@@ -135,25 +137,6 @@ pub async fn write(output: &KafkaOutput, out_rx: &mut mpsc::Receiver<Delivery>) 
         }
     }
     Ok(())
-}
-
-/// The output's lines without their `\n`, each with whether it is an
-/// incident or audit record (by the engine's description of it when there
-/// is one; passed-through lines have none and are records).
-fn split_lines<'a>(ndjson: &'a [u8], described: &[OutputLine]) -> Vec<(&'a [u8], bool)> {
-    let mut lines = Vec::new();
-    let mut rest = ndjson;
-    let mut described = described.iter();
-    while !rest.is_empty() {
-        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
-        let (line, next) = rest.split_at(end);
-        let incident = described
-            .next()
-            .is_some_and(|d| matches!(d.stream, Stream::Incident | Stream::Audit));
-        lines.push((line.strip_suffix(b"\n").unwrap_or(line), incident));
-        rest = next;
-    }
-    lines
 }
 
 /// The agent a record belongs to, as clawwatch's note names it: the key

@@ -8,7 +8,9 @@ pub mod http;
 pub mod kafka;
 pub mod tcp;
 
+use crate::component::{Judged, Stream};
 use crate::stage::Delivery;
+use std::borrow::Cow;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -80,5 +82,77 @@ pub async fn deliver(output: Output, mut out_rx: mpsc::Receiver<Delivery>) -> st
             }
             stdout.flush().await
         }
+    }
+}
+
+/// Turns the stage's output into whole records for carriers that send one
+/// record at a time. The engine's lines come described; a line too long for
+/// the engine is passed through in undescribed pieces, possibly over several
+/// deliveries, and is gathered here until it is whole.
+#[derive(Default)]
+pub struct Records {
+    /// Pieces of a passed-through line not yet ended.
+    piece: Vec<u8>,
+}
+
+impl Records {
+    /// The whole records `output` completes, in order, without their `\n`,
+    /// each with whether it is an incident or audit record.
+    pub fn of<'o>(&mut self, output: &'o Judged) -> Vec<(Cow<'o, [u8]>, bool)> {
+        let mut records = Vec::new();
+        if output.lines.is_empty() {
+            self.piece.extend_from_slice(&output.ndjson);
+            while let Some(end) = memchr::memchr(b'\n', &self.piece) {
+                let mut line: Vec<u8> = self.piece.drain(..=end).collect();
+                line.pop();
+                records.push((Cow::Owned(line), false));
+            }
+        }
+        for (line, described) in output.each_line() {
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let incident = matches!(described.stream, Stream::Incident | Stream::Audit);
+            records.push((Cow::Borrowed(line), incident));
+        }
+        records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Records;
+    use crate::component::{Judged, OutputLine, Stream, Verdict};
+
+    #[test]
+    fn a_passed_through_line_is_one_record_however_many_pieces_it_came_in() {
+        let mut records = Records::default();
+        let piece = |bytes: &[u8]| Judged {
+            ndjson: bytes.to_vec(),
+            lines: Vec::new(),
+        };
+        assert!(records.of(&piece(b"{\"raw_base64\":\"AAAA")).is_empty());
+        let end = piece(b"BBBB\"}\n");
+        let whole = records.of(&end);
+        assert_eq!(whole.len(), 1);
+        assert_eq!(&*whole[0].0, &b"{\"raw_base64\":\"AAAABBBB\"}"[..]);
+
+        let line = |length: u32, stream| OutputLine {
+            length,
+            stream,
+            verdict: Verdict::Allow,
+        };
+        let judged = Judged {
+            ndjson: b"{\"a\":1}\n{\"i\":2}\n".to_vec(),
+            lines: vec![line(8, Stream::Flow), line(8, Stream::Incident)],
+        };
+        let described = records.of(&judged);
+        assert_eq!(described.len(), 2);
+        assert_eq!(
+            (&*described[0].0, described[0].1),
+            (&b"{\"a\":1}"[..], false)
+        );
+        assert_eq!(
+            (&*described[1].0, described[1].1),
+            (&b"{\"i\":2}"[..], true)
+        );
     }
 }
