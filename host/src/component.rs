@@ -56,6 +56,7 @@ impl Judged {
             length: (end + 1 - start) as u32,
             stream: Stream::Other,
             verdict: Verdict::Error,
+            partition: None,
         };
         let mut lines = Vec::new();
         let mut start = 0;
@@ -294,6 +295,8 @@ pub struct Monitor {
     /// The input format, when the operator named it (`--format`).
     stream: Option<String>,
     field_set: FieldSet,
+    /// The partition judged, `(index, count)`, when one is.
+    partition: Option<(u32, u32)>,
     store: Store<GuestState>,
     instance: bindings::Monitor,
     handle: ResourceAny,
@@ -324,6 +327,7 @@ impl Monitor {
             limits,
             stream: None,
             field_set: FieldSet::Native,
+            partition: None,
             store,
             instance,
             handle,
@@ -364,6 +368,20 @@ impl Monitor {
                 .call_set_field_set(&mut self.store, self.handle, field_set),
         )?;
         self.field_set = field_set;
+        Ok(())
+    }
+
+    /// Judges partition `index` of `count` from now on (kept across a
+    /// re-creation after a failure).
+    pub fn set_partition(&mut self, index: u32, count: u32) -> Result<()> {
+        set_deadline(&mut self.store, &self.limits);
+        anyhow_of(
+            self.instance
+                .clawwatch_monitor_engine()
+                .monitor()
+                .call_set_partition(&mut self.store, self.handle, index, count),
+        )?;
+        self.partition = Some((index, count));
         Ok(())
     }
 
@@ -643,6 +661,11 @@ impl Monitor {
         (self.store, self.instance, self.handle) = created;
         if let Err(e) = self.set_field_set(self.field_set) {
             tracing::error!(error = %format!("{e:#}"), "re-created engine refused the field set");
+        }
+        if let Some((index, count)) = self.partition
+            && let Err(e) = self.set_partition(index, count)
+        {
+            tracing::error!(error = %format!("{e:#}"), "re-created engine refused its partition");
         }
         for save in &self.checkpoint {
             set_deadline(&mut self.store, &self.limits);

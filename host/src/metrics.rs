@@ -557,6 +557,7 @@ mod tests {
                 length: line.len() as u32,
                 stream,
                 verdict,
+                partition: None,
             })
             .collect();
         m.note_incidents(&Judged {

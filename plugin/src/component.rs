@@ -123,6 +123,11 @@ impl GuestMonitor for MonitorResource {
         });
     }
 
+    fn set_partition(&self, index: u32, count: u32) {
+        let partition = (count > 0).then_some(crate::route::Partition { index, count });
+        self.engine.borrow_mut().set_partition(partition);
+    }
+
     fn export_state(&self) -> Vec<u8> {
         self.engine.borrow().export_state()
     }
@@ -158,6 +163,7 @@ fn judged(ndjson: Vec<u8>, lines: &[crate::engine::OutputLine]) -> Judged {
                 length: line.length,
                 stream: wit_stream(line.stream),
                 verdict: wit_verdict(line.verdict),
+                partition: line.partition,
             })
             .collect(),
     }

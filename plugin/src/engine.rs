@@ -96,14 +96,20 @@ pub struct OutputLine {
     pub length: u32,
     pub stream: Stream,
     pub verdict: Verdict,
+    /// For an engine judging one partition ([`Engine::set_partition`]): the
+    /// partition of the agent a control record names, whose owner alone
+    /// writes it. `None` for traffic (judged where it is keyed) and for
+    /// records that name no agent.
+    pub partition: Option<u32>,
 }
 
 impl OutputLine {
-    fn new(length: usize, stream: Stream, verdict: Verdict) -> OutputLine {
+    fn new(length: usize, stream: Stream, verdict: Verdict, partition: Option<u32>) -> OutputLine {
         OutputLine {
             length: u32::try_from(length).unwrap_or(u32::MAX),
             stream,
             verdict,
+            partition,
         }
     }
 }
@@ -117,6 +123,8 @@ pub struct Engine {
     /// The format the current batch's records are in, when the host said so.
     stream_hint: Option<crate::record::InputFormat>,
     field_set: FieldSet,
+    /// The partition this engine judges, when it judges one.
+    scope: scope::Scope,
     /// The current record's endpoints, when the field set reports them.
     current: Option<Endpoints>,
     /// Whether findings being reported came due rather than from the current record.
@@ -250,6 +258,7 @@ impl Engine {
             emitted: Vec::new(),
             stream_hint: None,
             field_set: FieldSet::Native,
+            scope: scope::Scope::default(),
             current: None,
             policy,
             reporting_due: false,
@@ -259,6 +268,13 @@ impl Engine {
     }
 
     /// Chooses the fields records leave with (native, ECS, OCSF).
+    /// Judges one partition of a partitioned log from now on: control
+    /// records and findings about agents keyed to another partition are
+    /// left to that partition's engine ([`OutputLine::partition`]).
+    pub fn set_partition(&mut self, partition: Option<crate::route::Partition>) {
+        self.scope.partition = partition;
+    }
+
     pub fn set_field_set(&mut self, field_set: FieldSet) {
         self.field_set = field_set;
     }
@@ -356,7 +372,13 @@ impl Engine {
             let (stream, verdict) = self.process_record(line, out);
             out.push(b'\n');
             if let Some(lines) = lines.as_deref_mut() {
-                lines.push(OutputLine::new(out.len() - start, stream, verdict));
+                let partition = self.scope.record_partition;
+                lines.push(OutputLine::new(
+                    out.len() - start,
+                    stream,
+                    verdict,
+                    partition,
+                ));
             }
             self.write_emitted_described(out, lines.as_deref_mut());
             rest = next;
@@ -368,6 +390,7 @@ impl Engine {
     /// wait for [`Engine::write_emitted`].
     pub fn process_record(&mut self, record: &[u8], out: &mut Vec<u8>) -> (Stream, Verdict) {
         self.at_last_save.set(false);
+        self.scope.record_agent = None;
         let (stream, verdict) = self.judge_and_write(record, out);
         self.learnt.counters.by_stream[stream as usize][verdict as usize] += 1;
         self.run_due();
@@ -415,7 +438,14 @@ impl Engine {
             }
             out.push(b'\n');
             if let Some(lines) = lines.as_deref_mut() {
-                lines.push(OutputLine::new(out.len() - start, stream, verdict));
+                // Findings outside the partition were never filed: its own.
+                let partition = self.scope.partition.map(|p| p.index);
+                lines.push(OutputLine::new(
+                    out.len() - start,
+                    stream,
+                    verdict,
+                    partition,
+                ));
             }
         }
     }
@@ -443,7 +473,13 @@ impl Engine {
     /// Writes the enriched record; returns its stream and verdict.
     fn judge_and_write(&mut self, record: &[u8], out: &mut Vec<u8>) -> (Stream, Verdict) {
         let (mut note, original) = self.judge_record(record);
-        let carried = self.learnt.due.len().min(MAX_DUE_PER_RECORD);
+        // A record another partition's engine writes would take them nowhere.
+        let writes = self.scope.end_record(&self.learnt.registry);
+        let carried = if writes {
+            self.learnt.due.len().min(MAX_DUE_PER_RECORD)
+        } else {
+            0
+        };
         note.due.extend(self.learnt.due.drain(..carried));
         match (self.field_set, &original) {
             (FieldSet::Ecs, _) => crate::siem::ecs::write_record(
@@ -557,6 +593,7 @@ impl Engine {
     /// The note for one decoded event, updating state on the way.
     pub fn judge(&mut self, event: Event) -> Note {
         self.at_last_save.set(false);
+        self.scope.begin_record(&event, &self.policy);
         let ts = event.ts();
         self.learnt.clock.observe(ts);
         self.bind_gateway();
@@ -668,6 +705,7 @@ mod deadlines;
 mod dns;
 mod network;
 mod report;
+mod scope;
 mod state;
 pub use state::StateError;
 

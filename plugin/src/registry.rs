@@ -185,6 +185,11 @@ impl Registry {
         self.agents.get(id)
     }
 
+    /// The agent, without counting this as a use (recency, saved changes).
+    pub fn peek_agent(&self, id: &str) -> Option<&Agent> {
+        self.agents.peek(id)
+    }
+
     /// Meets the running policy's cap after a restore.
     pub fn recap(&mut self, max_agents: usize) {
         self.agents.recap(max_agents);

@@ -41,6 +41,11 @@ pub fn route(record: &[u8], policy: &Policy, hint: Option<InputFormat>) -> Route
     let Recognized::Event(event) = recognized else {
         return Route::Data(None);
     };
+    plane_of(&event, policy)
+}
+
+/// Which plane a decoded event belongs to, and its key there.
+pub fn plane_of(event: &Event, policy: &Policy) -> Route {
     let agent_side = |ip: IpAddr| policy.monitor.in_agent_subnet(ip).then_some(ip);
     let control = |id: &str| Route::Control(Some(id.to_string()));
     match event {
@@ -61,7 +66,66 @@ pub fn route(record: &[u8], policy: &Policy, hint: Option<InputFormat>) -> Route
         Event::Intent(i) => control(&i.agent_id),
         Event::Liveness(l) => control(&l.agent_id),
         Event::Seen(s) => control(&s.spawn.agent_id),
-        Event::Telemetry(line) => Route::Control(line.agent.map(|s| s.agent_id)),
+        Event::Telemetry(line) => Route::Control(line.agent.as_ref().map(|s| s.agent_id.clone())),
+    }
+}
+
+/// Kafka's default partitioner (Java clients, Kafka Streams, librdkafka's
+/// `murmur2_random`): the partition a keyed record is produced to. An
+/// instance computes an agent's partition the same way, so it knows which
+/// records are its own to write.
+pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
+    (murmur2(key) & 0x7fff_ffff) as u32 % partitions.max(1)
+}
+
+/// MurmurHash2 as Kafka's `Utils.murmur2` computes it (seed 0x9747b28c).
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// One partition of a partitioned log, as an engine judging only it sees
+/// it: the records keyed to it are its own to write, and so are the
+/// findings about agents and addresses whose key falls in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Partition {
+    /// The partition an address's traffic is keyed to (as `clawwatch route` keys it).
+    pub fn of_address(&self, ip: IpAddr) -> u32 {
+        partition_of(ip.to_string().as_bytes(), self.count)
+    }
+
+    pub fn of_key(&self, key: &str) -> u32 {
+        partition_of(key.as_bytes(), self.count)
     }
 }
 
@@ -126,6 +190,30 @@ mod tests {
         assert_eq!(
             route(b"\xff\xfe", &Policy::from_toml(POLICY).unwrap(), None),
             Route::Data(None)
+        );
+    }
+
+    /// Kafka's own test vectors (`UtilsTest`) and librdkafka's: a key lands
+    /// in the partition every Kafka client puts it in.
+    #[test]
+    fn murmur2_is_kafkas() {
+        for (key, hash) in [
+            ("21", -973932308),
+            ("foobar", -790332482),
+            ("a-little-bit-long-string", -985981536),
+            ("a-little-bit-longer-string", -1486304829),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
+            ("abc", 479470107),
+            ("kafka", 0xd067cf64_u32 as i32),
+        ] {
+            assert_eq!(murmur2(key.as_bytes()), hash, "{key}");
+        }
+        assert_eq!(
+            partition_of(b"foobar", 12),
+            (-790332482_i32 & 0x7fff_ffff) as u32 % 12
         );
     }
 

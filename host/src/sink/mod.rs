@@ -139,6 +139,7 @@ mod tests {
             length,
             stream,
             verdict: Verdict::Allow,
+            partition: None,
         };
         let judged = Judged {
             ndjson: b"{\"a\":1}\n{\"i\":2}\n".to_vec(),

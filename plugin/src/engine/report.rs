@@ -11,6 +11,8 @@ impl Engine {
         agent: Option<&AgentInfo>,
         ts: Timestamp,
     ) -> Vec<Reported> {
+        let mut findings = findings;
+        findings.retain(|f| self.scope.owns(f, agent, &self.learnt.registry));
         for finding in &findings {
             if let Some(i) = crate::rules::ALL
                 .iter()
