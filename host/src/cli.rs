@@ -70,6 +70,22 @@ pub struct RouteArgs {
     /// The control topic (lifecycle and intent, keyed by agent id), read whole by every instance.
     #[arg(long, value_name = "TOPIC")]
     pub kafka_control: String,
+    /// A librdkafka property for the Kafka client, e.g. security.protocol=SASL_SSL; repeat for
+    /// several.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = kafka_option)]
+    pub kafka_option: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE`, as librdkafka properties are written.
+fn kafka_option(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!(
+            "`{text}` is not KEY=VALUE (a librdkafka property, e.g. security.protocol=SASL_SSL)"
+        )),
+    }
 }
 
 #[derive(Args)]
@@ -179,6 +195,27 @@ pub struct RunArgs {
     /// Write incident and audit records to this Kafka topic rather than with the others.
     #[arg(long, value_name = "TOPIC", requires = "kafka_output")]
     pub kafka_incidents: Option<String>,
+    /// Share the work with the other instances in --kafka-group: the --kafka-input topics carry
+    /// traffic keyed by agent-side address (as `clawwatch route` writes it, all with one
+    /// partition count), this topic lifecycle and intent, read whole by every instance. Each
+    /// assigned partition is judged by an engine of its own whose state is saved to
+    /// --kafka-changelog every --snapshot-secs and on revocation, and restored by the
+    /// partition's next owner; each record is written once, by the owner of its agent's
+    /// partition, with a `clawwatch.source` header naming its input topic/partition/offset.
+    #[arg(
+        long,
+        value_name = "TOPIC",
+        requires_all = ["kafka_input", "kafka_output", "kafka_changelog"]
+    )]
+    pub kafka_control: Option<String>,
+    /// A librdkafka property for every Kafka client (e.g. security.protocol=SASL_SSL,
+    /// sasl.mechanisms=SCRAM-SHA-512, ssl.ca.location=PATH); repeat for several.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = kafka_option, requires = "kafka_brokers")]
+    pub kafka_option: Vec<(String, String)>,
+    /// With --kafka-control: the compacted topic (cleanup.policy=compact) each partition's
+    /// state is saved to, one per consumer group.
+    #[arg(long, value_name = "TOPIC", requires = "kafka_control")]
+    pub kafka_changelog: Option<String>,
     /// Connections a listener (--listen, --forward-listen, --http-listen) serves at once; more
     /// are closed at once and counted (clawwatch_connections_refused_total). Keep it below the
     /// file limit.

@@ -247,7 +247,7 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
-async fn interrupted() {
+pub async fn interrupted() {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -26,7 +26,16 @@ impl Drop for Broker {
     }
 }
 
-fn start_broker(tansu: &std::path::Path) -> Broker {
+/// The topics the single-instance tests use.
+const TOPICS: &[(&str, &str)] = &[
+    ("records", "1"),
+    ("enriched", "3"),
+    ("incidents", "1"),
+    ("traffic", "4"),
+    ("control", "1"),
+];
+
+fn start_broker(tansu: &std::path::Path, topics: &[(&str, &str)]) -> Broker {
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
     let url = format!("tcp://{address}");
@@ -52,14 +61,7 @@ fn start_broker(tansu: &std::path::Path) -> Broker {
         std::thread::sleep(Duration::from_millis(50));
     }
     let broker = Broker { child, address };
-    let topics = [
-        ("records", "1"),
-        ("enriched", "3"),
-        ("incidents", "1"),
-        ("traffic", "4"),
-        ("control", "1"),
-    ];
-    for (topic, partitions) in topics {
+    for &(topic, partitions) in topics {
         let out = command(tansu)
             .args([
                 "topic",
@@ -193,7 +195,7 @@ fn sorted(mut lines: Vec<String>) -> Vec<String> {
 #[test]
 fn a_kafka_run_writes_every_record_once_keyed_by_agent_and_commits_only_what_is_out() {
     let Some(tansu) = tansu() else { return };
-    let broker = start_broker(&tansu);
+    let broker = start_broker(&tansu, TOPICS);
     let policy = repo().join("testdata/policy.toml");
     let policy = policy.to_str().unwrap();
     // Not all UTF-8, and one blank: the scenario has damaged lines, each a
@@ -317,7 +319,7 @@ fn a_kafka_run_writes_every_record_once_keyed_by_agent_and_commits_only_what_is_
 #[test]
 fn route_keys_traffic_by_agent_address_and_sends_lifecycle_to_control() {
     let Some(tansu) = tansu() else { return };
-    let broker = start_broker(&tansu);
+    let broker = start_broker(&tansu, TOPICS);
     let scenario = std::fs::read(repo().join("testdata/scenario/records.ndjson")).unwrap();
     let lines: Vec<String> = scenario
         .split_inclusive(|b| *b == b'\n')
@@ -408,4 +410,383 @@ fn route_keys_traffic_by_agent_address_and_sends_lifecycle_to_control() {
         let record: Value = serde_json::from_str(payload).unwrap();
         assert_eq!(key.as_deref(), record["agent_id"].as_str(), "{payload}");
     }
+}
+
+/// 2026-11-24T14:00:00Z plus `secs`.
+fn at(secs: u32) -> String {
+    format!(
+        "2026-11-24T{:02}:{:02}:{:02}Z",
+        14 + secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// A simulated fleet of `agents` workers (testdata/cases/policy.toml) over
+/// 100 minutes, in event-time order, as shippers would deliver it: each
+/// spawns, resolves its API, calls it every 4 minutes, reports a heartbeat
+/// every 10 minutes and ends before its hour is up. Among them: every tenth
+/// `…3` makes a call it hides from its heartbeat (`egress.not_allowed`,
+/// `heartbeat.mismatch`), `…5` stops reporting (`heartbeat.missing`), `…7`
+/// outlives its hour (`lifetime.exceeded`); one address no agent holds
+/// calls out (`egress.unknown_agent`). The rest are healthy and must stay quiet.
+fn fleet(agents: u32) -> Vec<String> {
+    let mut events: Vec<(u32, String)> = Vec::new();
+    for i in 0..agents {
+        let (id, ip) = (
+            format!("w-{i:03}"),
+            format!("10.20.{}.{}", 1 + i / 100, 10 + i % 100),
+        );
+        let jitter = i % 30;
+        events.push((jitter, format!(r#"{{"type":"agent.spawn","ts":"{}","agent_id":"{id}","agent_type":"worker","deployment":"prod","ip":"{ip}"}}"#, at(jitter))));
+        events.push((jitter + 5, format!(r#"{{"type":"dns","ts":"{}","client_ip":"{ip}","resolver_ip":"10.0.0.53","qname":"api.internal.example.net","qtype":"A","rcode":"NOERROR","answers":[{{"data":"93.184.216.34","ttl":7200}}]}}"#, at(jitter + 5))));
+        let flow = |t: u32, dst: &str, port: u32| {
+            format!(
+                r#"{{"type":"flow","ts":"{}","src_ip":"{ip}","src_port":{port},"dst_ip":"{dst}","dst_port":443,"proto":"TCP","bytes":1500,"packets":6}}"#,
+                at(t)
+            )
+        };
+        let last_minute = if i % 10 == 7 { 75 } else { 55 };
+        let mut calls = Vec::new();
+        for minute in (1..last_minute).step_by(4) {
+            let t = minute * 60 + 20 + jitter;
+            calls.push(t);
+            events.push((t, flow(t, "93.184.216.34", 40000 + minute)));
+        }
+        if i % 10 == 3 {
+            let t = 14 * 60 + 40;
+            events.push((t, flow(t, "198.51.100.66", 41000)));
+        }
+        let last_window = if i % 10 == 5 { 3 } else { 5 };
+        for w in 1..=last_window {
+            let (start, end) = ((w - 1) * 600, w * 600);
+            let count = calls.iter().filter(|t| (start..end).contains(*t)).count();
+            let t = end + 1 + jitter;
+            events.push((t, format!(r#"{{"type":"agent.heartbeat","ts":"{}","agent_id":"{id}","window_start":"{}","window_end":"{}","connections":[{{"dest":"api.internal.example.net","port":443,"proto":"tcp","count":{count}}}]}}"#, at(t), at(start), at(end))));
+        }
+        if i % 10 != 7 {
+            let t = 56 * 60 + jitter;
+            events.push((t, format!(r#"{{"type":"agent.terminate","ts":"{}","agent_id":"{id}","reason":"completed"}}"#, at(t))));
+        }
+    }
+    events.push((1800, format!(r#"{{"type":"flow","ts":"{}","src_ip":"10.20.9.99","src_port":50000,"dst_ip":"93.184.216.34","dst_port":443,"proto":"TCP","bytes":900,"packets":4}}"#, at(1800))));
+    // Moves every engine's event time past the fleet's last deadlines.
+    events.push((6000, format!(r#"{{"type":"agent.spawn","ts":"{}","agent_id":"clock","agent_type":"worker","ip":"10.20.9.200"}}"#, at(6000))));
+    events.sort_by_key(|(t, _)| *t);
+    events.into_iter().map(|(_, line)| line).collect()
+}
+
+/// An output record: the input it was judged from (`clawwatch.source`) and itself.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Out {
+    source: String,
+    line: String,
+}
+
+/// Everything `topic` holds once at least `min` messages arrived and none
+/// came for `quiet` (all partitions, from the start).
+fn gather(brokers: &str, topic: &str, min: usize, quiet: Duration, within: Duration) -> Vec<Out> {
+    use rdkafka::message::Headers;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("gather-{topic}-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let (started, mut last) = (Instant::now(), Instant::now());
+    let mut got = Vec::new();
+    while started.elapsed() < within && (got.len() < min || last.elapsed() < quiet) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let source = (m.headers().into_iter())
+                .flat_map(|h| h.iter())
+                .find(|h| h.key == "clawwatch.source")
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            let line = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            got.push(Out { source, line });
+            last = Instant::now();
+        }
+    }
+    got
+}
+
+fn run_in_group(brokers: &str, group: &str, output: &str, changelog: &str) -> Child {
+    let policy = repo().join("testdata/cases/policy.toml");
+    command(env!("CARGO_BIN_EXE_clawwatch"))
+        .args(["run", "--policy", policy.to_str().unwrap()])
+        .args(["--kafka-brokers", brokers, "--kafka-group", group])
+        .args(["--kafka-input", "traffic", "--kafka-control", "control"])
+        .args(["--kafka-output", output, "--kafka-changelog", changelog])
+        .args(["--snapshot-secs", "1", "--batch-records", "32"])
+        .env("RUST_LOG", "clawwatch=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn value(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+fn is_incident(line: &str) -> bool {
+    matches!(
+        value(line)["clawwatch"]["stream"].as_str(),
+        Some("incident" | "audit")
+    )
+}
+
+/// What a run wrote, in the terms a SIEM alerts on: each input record's
+/// stream, verdict, agent and findings (rule and incident), once (a copy
+/// written again after a restore must say the same); the incidents opened
+/// and closed, as many times as each was (a copy written again is one); the
+/// due findings, which ride on whichever record an engine writes next.
+/// Occurrence counts are left out: whether a deadline or a record that
+/// arrived at the same moment first reported an incident depends on which
+/// the broker delivered first.
+struct Written {
+    records: std::collections::BTreeMap<String, Value>,
+    incidents: Vec<(String, String)>,
+    due: std::collections::BTreeSet<String>,
+}
+
+fn by_source(outs: &[Out]) -> Written {
+    let mut records = std::collections::BTreeMap::new();
+    let mut incidents = std::collections::BTreeSet::new();
+    let mut due = std::collections::BTreeSet::new();
+    for out in outs {
+        let v = value(&out.line);
+        let note = &v["clawwatch"];
+        if is_incident(&out.line) {
+            let incident = &note["incident"];
+            let (id, status) = (incident["id"].to_string(), incident["status"].to_string());
+            incidents.insert((out.source.clone(), id, status));
+            continue;
+        }
+        for d in note["due"].as_array().into_iter().flatten() {
+            due.insert(d["incident"].as_str().unwrap().to_string());
+        }
+        let findings: std::collections::BTreeSet<(String, String)> =
+            (note["findings"].as_array().into_iter().flatten())
+                .map(|f| (f["rule"].to_string(), f["incident"].to_string()))
+                .collect();
+        let said = serde_json::json!({
+            "stream": note["stream"],
+            "verdict": note["verdict"],
+            "agent": note["agent"]["id"],
+            "findings": findings,
+        });
+        if let Some(before) = records.insert(out.source.clone(), said.clone()) {
+            assert_eq!(before, said, "{} written twice, differently", out.source);
+        }
+    }
+    let mut incidents: Vec<(String, String)> = incidents
+        .into_iter()
+        .map(|(_, id, status)| (id, status))
+        .collect();
+    incidents.sort();
+    Written {
+        records,
+        incidents,
+        due,
+    }
+}
+
+#[test]
+fn instances_in_a_group_write_what_one_writes_though_one_crashes_and_one_leaves() {
+    let Some(tansu) = tansu() else { return };
+    let broker = start_broker(
+        &tansu,
+        &[
+            ("traffic", "12"),
+            ("control", "1"),
+            ("alone", "12"),
+            ("alone-state", "1"),
+            ("shared", "12"),
+            ("shared-state", "1"),
+        ],
+    );
+    let brokers = broker.address.as_str();
+    let records = fleet(240);
+    let file = std::env::temp_dir().join(format!("clawwatch-fleet-{}.ndjson", std::process::id()));
+    std::fs::write(&file, records.join("\n") + "\n").unwrap();
+
+    // The three join first, so the fleet's records are shared among them.
+    let mut trio: Vec<Child> = (0..3)
+        .map(|_| run_in_group(brokers, "trio", "shared", "shared-state"))
+        .collect();
+    std::thread::sleep(Duration::from_secs(8));
+    let policy = repo().join("testdata/cases/policy.toml");
+    clawwatch(&[
+        "route",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--input",
+        file.to_str().unwrap(),
+        "--kafka-brokers",
+        brokers,
+        "--kafka-output",
+        "traffic",
+        "--kafka-control",
+        "control",
+        // tansu 0.6.0 answers a fetch from inside a record batch with the
+        // batch after it: one record per batch, so a partition restored at
+        // any offset reads on from exactly there (as on a Kafka broker).
+        "--kafka-option",
+        "batch.num.messages=1",
+    ]);
+    let written = |at_least: usize| {
+        let got = gather(
+            brokers,
+            "shared",
+            at_least,
+            Duration::ZERO,
+            Duration::from_secs(120),
+        );
+        assert!(got.len() >= at_least, "only {} written", got.len());
+    };
+    // Mid-stream, one leaves: its partitions move, with their state, to
+    // the other two.
+    written(records.len() / 5);
+    let left_log = stop(trio.remove(0));
+    // Later, one of those crashes: no save, no goodbye.
+    written(records.len() * 2 / 5);
+    let mut crashed = trio.remove(0);
+    crashed.kill().unwrap();
+    let crashed_log =
+        String::from_utf8_lossy(&crashed.wait_with_output().unwrap().stderr).into_owned();
+    assert!(
+        crashed_log.contains("assigned partitions=["),
+        "the crashed instance held no partitions:\n{crashed_log}"
+    );
+    // tansu 0.6.0 never expires a member that stops heartbeating (a Kafka
+    // broker moves its partitions after session.timeout.ms), so the crashed
+    // one's partitions move when the next instances start, in a group of
+    // their own, from the same changelog.
+    gather(
+        brokers,
+        "shared",
+        0,
+        Duration::from_secs(8),
+        Duration::from_secs(120),
+    );
+    let last_log = stop(trio.remove(0));
+    let next: Vec<Child> = (0..2)
+        .map(|_| run_in_group(brokers, "trio-next", "shared", "shared-state"))
+        .collect();
+
+    let alone = run_in_group(brokers, "alone", "alone", "alone-state");
+    let reference = gather(
+        brokers,
+        "alone",
+        records.len(),
+        Duration::from_secs(5),
+        Duration::from_secs(240),
+    );
+    stop(alone);
+    let shared = gather(
+        brokers,
+        "shared",
+        reference.len(),
+        Duration::from_secs(5),
+        Duration::from_secs(240),
+    );
+    let next_logs: Vec<String> = next.into_iter().map(stop).collect();
+    std::fs::remove_file(&file).ok();
+
+    let expected = by_source(&reference);
+    assert_eq!(
+        expected.records.len(),
+        records.len(),
+        "one instance wrote each record once"
+    );
+    let got = by_source(&shared);
+    let missing: Vec<&String> = (expected.records.keys())
+        .filter(|s| !got.records.contains_key(*s))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} records never written, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    for (source, v) in &expected.records {
+        assert_eq!(&got.records[source], v, "{source}");
+    }
+    assert_eq!(got.records.len(), expected.records.len());
+    assert_eq!(got.incidents, expected.incidents);
+    assert_eq!(got.due, expected.due);
+    // State moved with the partitions: those of the one that left to the
+    // other two; the crashed one's (and the rest) to the next instances.
+    let restored = |log: &str| -> usize {
+        // The summary: "…, N restored from and M saves to the changelog".
+        (log.rsplit_once(" restored from and "))
+            .and_then(|(before, _)| before.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        restored(&crashed_log) + restored(&last_log) > 0,
+        "{left_log}\n{crashed_log}\n{last_log}"
+    );
+    // Every partition at least once (one that first took all, then half,
+    // restores only what another saved in between).
+    let next_restored: usize = next_logs.iter().map(|log| restored(log)).sum();
+    assert!(next_restored >= 12, "{next_restored}: {next_logs:?}");
+
+    // What the fleet did, and only that.
+    let mut rules_by_agent: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for out in &reference {
+        let v = value(&out.line);
+        let note = &v["clawwatch"];
+        // An incident key starts with its subject: the agent, or an address.
+        let findings = note["findings"].as_array().into_iter().flatten();
+        for said in findings.chain(Some(&note["incident"])) {
+            let (Some(key), Some(rule)) = (
+                said["incident"].as_str().or(said["id"].as_str()),
+                said["rule"].as_str(),
+            ) else {
+                continue;
+            };
+            let subject = key.split('/').next().unwrap_or_default().to_string();
+            rules_by_agent
+                .entry(subject)
+                .or_default()
+                .insert(rule.to_string());
+        }
+    }
+    rules_by_agent.retain(|_, rules| !rules.is_empty());
+    for (subject, rules) in &rules_by_agent {
+        let misbehaving = match subject.strip_prefix("w-") {
+            Some(n) => matches!(n.parse::<u32>().unwrap() % 10, 3 | 5 | 7),
+            None => subject == "10.20.9.99",
+        };
+        assert!(misbehaving, "a healthy agent raised {rules:?}: {subject}");
+    }
+    let fired = |subject: &str, rule: &str| {
+        rules_by_agent
+            .get(subject)
+            .is_some_and(|r| r.contains(rule))
+    };
+    assert!(
+        fired("w-003", "egress.not_allowed") && fired("w-003", "heartbeat.mismatch"),
+        "{rules_by_agent:?}"
+    );
+    assert!(fired("w-005", "heartbeat.missing"), "{rules_by_agent:?}");
+    assert!(fired("w-007", "lifetime.exceeded"), "{rules_by_agent:?}");
+    assert!(
+        fired("10.20.9.99", "egress.unknown_agent"),
+        "{rules_by_agent:?}"
+    );
+    let unknown = rules_by_agent
+        .values()
+        .filter(|r| r.contains("egress.unknown_agent"))
+        .count();
+    assert_eq!(
+        unknown, 1,
+        "only the address no agent holds: {rules_by_agent:?}"
+    );
 }

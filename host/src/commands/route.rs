@@ -24,7 +24,7 @@ pub fn run(args: RouteArgs) -> Result<()> {
         .format
         .as_deref()
         .and_then(clawwatch_plugin::record::InputFormat::from_name);
-    let producer = producer(&args.kafka_brokers)?;
+    let producer = producer(&args.kafka_brokers, &args.kafka_option)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -71,8 +71,10 @@ pub fn run(args: RouteArgs) -> Result<()> {
                     .map(
                         |(topic, key, line): &(String, Option<Vec<u8>>, Vec<u8>)| Produce {
                             topic,
+                            partition: None,
                             key: key.as_deref(),
-                            payload: line,
+                            payload: Some(line),
+                            source: None,
                         },
                     )
                     .collect();

@@ -25,6 +25,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         "--listen, --forward-listen and --http-listen: run one clawwatch per listener"
     );
     let (policy_name, policy_text) = args.engine.policy()?;
+    if let (Some(control), Some(changelog), Some(output)) = (
+        &args.kafka_control,
+        &args.kafka_changelog,
+        &args.kafka_output,
+    ) {
+        return run_in_group(&args, control, changelog, output, policy_name, policy_text);
+    }
     let mut inputs: Vec<Input> = args.input.iter().cloned().map(Input::File).collect();
     let openclaw = match &args.openclaw_gateway {
         Some(url) => Some(openclaw_gateway::GatewayOptions::new(
@@ -39,6 +46,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if !args.kafka_input.is_empty() {
         inputs.push(Input::Kafka(crate::source::kafka::KafkaInput {
             brokers: args.kafka_brokers.clone().unwrap_or_default(),
+            options: args.kafka_option.clone(),
             group: args.kafka_group.clone(),
             topics: args.kafka_input.clone(),
         }));
@@ -51,6 +59,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             );
             Output::Kafka(crate::sink::kafka::KafkaOutput {
                 brokers: args.kafka_brokers.clone().unwrap_or_default(),
+                options: args.kafka_option.clone(),
                 topic: topic.clone(),
                 incidents: args.kafka_incidents.clone(),
             })
@@ -105,6 +114,56 @@ pub fn run(args: RunArgs) -> Result<()> {
         }),
     };
     block_on(pipeline::run(opts))
+}
+
+/// One of several instances sharing Kafka topics (`--kafka-control`).
+fn run_in_group(
+    args: &RunArgs,
+    control: &str,
+    changelog: &str,
+    output: &str,
+    policy_name: String,
+    policy_text: String,
+) -> Result<()> {
+    let alone = [
+        (!args.input.is_empty(), "--input"),
+        (args.listen.is_some(), "--listen"),
+        (args.forward_listen.is_some(), "--forward-listen"),
+        (args.http_listen.is_some(), "--http-listen"),
+        (args.openclaw_gateway.is_some(), "--openclaw-gateway"),
+        (args.state.is_some(), "--state"),
+        (args.output != Output::Stdout, "--output"),
+        (args.metrics_listen.is_some(), "--metrics-listen"),
+    ];
+    if let Some((_, flag)) = alone.iter().find(|(given, _)| *given) {
+        anyhow::bail!(
+            "{flag} with --kafka-control: an instance in a group reads only its Kafka topics, writes to --kafka-output and keeps its state in --kafka-changelog"
+        );
+    }
+    let brokers = args.kafka_brokers.clone().unwrap_or_default();
+    crate::group::run(crate::group::GroupOptions {
+        output: crate::sink::kafka::KafkaOutput {
+            brokers: brokers.clone(),
+            options: args.kafka_option.clone(),
+            topic: output.to_string(),
+            incidents: args.kafka_incidents.clone(),
+        },
+        brokers,
+        options: args.kafka_option.clone(),
+        group: args.kafka_group.clone(),
+        data_topics: args.kafka_input.clone(),
+        control_topic: control.to_string(),
+        changelog_topic: changelog.to_string(),
+        policy_name,
+        policy_text,
+        component: args.engine.component.clone(),
+        cache_dir: args.engine.cache_dir(),
+        limits: args.engine.limits(),
+        field_set: args.fields.into(),
+        batch_records: args.engine.batch_records,
+        snapshot_every: Duration::from_secs(args.snapshot_secs.max(1)),
+        progress_every: Duration::from_secs(args.progress_secs.max(1)),
+    })
 }
 
 pub fn demo(args: DemoArgs) -> Result<()> {

@@ -12,6 +12,7 @@ use crate::stage::Delivery;
 use anyhow::{Context, Result};
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -21,6 +22,8 @@ use tokio::sync::mpsc;
 pub struct KafkaOutput {
     /// Bootstrap brokers, `HOST:PORT[,HOST:PORT…]`.
     pub brokers: String,
+    /// librdkafka properties for every client (`--kafka-option`).
+    pub options: Vec<(String, String)>,
     pub topic: String,
     /// Incident and audit records go here when set (else with the rest).
     pub incidents: Option<String>,
@@ -29,9 +32,17 @@ pub struct KafkaOutput {
 /// One record to produce.
 pub struct Produce<'a> {
     pub topic: &'a str,
+    /// `None`: the partitioner picks it from the key.
+    pub partition: Option<i32>,
     pub key: Option<&'a [u8]>,
-    pub payload: &'a [u8],
+    /// `None` is a tombstone (a compacted topic forgets the key).
+    pub payload: Option<&'a [u8]>,
+    /// Where the record came from (`clawwatch.source` header): `topic/partition/offset`.
+    pub source: Option<&'a str>,
 }
+
+/// The header naming the input record an output record was judged from.
+pub const SOURCE_HEADER: &str = "clawwatch.source";
 
 /// Backoff between attempts at a record the broker refused, or while the
 /// producer's queue is full.
@@ -39,13 +50,23 @@ const RETRY_AFTER: Duration = Duration::from_millis(200);
 
 /// A producer whose keys hash as Java clients' and Kafka Streams' do, so
 /// any of them finds an agent's partition the same way.
-pub fn producer(brokers: &str) -> Result<FutureProducer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn producer(brokers: &str, options: &[(String, String)]) -> Result<FutureProducer> {
+    client(brokers, options)
         .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
         .create()
         .with_context(|| format!("creating a Kafka producer for {brokers}"))
+}
+
+/// A client of `brokers` with the operator's librdkafka properties
+/// (security, timeouts, batching) over clawwatch's defaults.
+pub fn client(brokers: &str, options: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in options {
+        config.set(key, value);
+    }
+    config
 }
 
 /// Produces every record and returns once the broker acknowledged each. A
@@ -53,11 +74,23 @@ pub fn producer(brokers: &str) -> Result<FutureProducer> {
 /// cannot (a record over the broker's size limit) is an error naming it.
 pub async fn produce_all(producer: &FutureProducer, records: &[Produce<'_>]) -> Result<()> {
     fn record<'r>(r: &Produce<'r>) -> FutureRecord<'r, [u8], [u8]> {
-        let record = FutureRecord::to(r.topic).payload(r.payload);
-        match r.key {
-            Some(key) => record.key(key),
-            None => record,
+        let mut record = FutureRecord::to(r.topic);
+        if let Some(payload) = r.payload {
+            record = record.payload(payload);
         }
+        if let Some(key) = r.key {
+            record = record.key(key);
+        }
+        if let Some(partition) = r.partition {
+            record = record.partition(partition);
+        }
+        if let Some(source) = r.source {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: SOURCE_HEADER,
+                value: Some(source),
+            }));
+        }
+        record
     }
     let mut waiting = Vec::with_capacity(records.len());
     for r in records {
@@ -107,13 +140,13 @@ fn passing(e: &KafkaError) -> bool {
 fn refused(e: KafkaError, r: &Produce<'_>) -> anyhow::Error {
     anyhow::anyhow!(
         "Kafka refused a {}-byte record for topic {}: {e} (a record over the broker's message.max.bytes, a topic that does not exist, or no right to write it)",
-        r.payload.len(),
+        r.payload.map_or(0, <[u8]>::len),
         r.topic
     )
 }
 
 pub async fn write(output: &KafkaOutput, out_rx: &mut mpsc::Receiver<Delivery>) -> Result<()> {
-    let producer = producer(&output.brokers)?;
+    let producer = producer(&output.brokers, &output.options)?;
     let mut whole = super::Records::default();
     while let Some(Delivery {
         output: judged,
@@ -127,8 +160,10 @@ pub async fn write(output: &KafkaOutput, out_rx: &mut mpsc::Receiver<Delivery>) 
                     (Some(incidents), true) => incidents,
                     _ => &output.topic,
                 },
+                partition: None,
                 key: agent_of(line),
-                payload: line,
+                payload: Some(line),
+                source: None,
             })
             .collect();
         produce_all(&producer, &records).await?;
@@ -141,7 +176,7 @@ pub async fn write(output: &KafkaOutput, out_rx: &mut mpsc::Receiver<Delivery>) 
 
 /// The agent a record belongs to, as clawwatch's note names it: the key
 /// that keeps one agent's records together.
-fn agent_of(line: &[u8]) -> Option<&[u8]> {
+pub fn agent_of(line: &[u8]) -> Option<&[u8]> {
     const MARK: &[u8] = b"\"agent\":{\"id\":\"";
     // The note is written after the record's own fields: the last mark is its.
     let at = memchr::memmem::rfind(line, MARK)? + MARK.len();

@@ -9,7 +9,7 @@ use super::lines::{BatchLimits, IdlePolicy};
 use super::{Ack, Batch, Chunk};
 use anyhow::{Context, Result};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use std::future::Future;
 use tokio::sync::mpsc;
 
@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 pub struct KafkaInput {
     /// Bootstrap brokers, `HOST:PORT[,HOST:PORT…]`.
     pub brokers: String,
+    /// librdkafka properties for every client (`--kafka-option`).
+    pub options: Vec<(String, String)>,
     pub group: String,
     pub topics: Vec<String>,
 }
@@ -35,8 +37,7 @@ pub async fn consume(
     stop: impl Future<Output = ()>,
 ) -> Result<()> {
     let consumer: std::sync::Arc<StreamConsumer> = std::sync::Arc::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", &input.brokers)
+        crate::sink::kafka::client(&input.brokers, &input.options)
             .set("group.id", &input.group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")

@@ -1,0 +1,820 @@
+//! `clawwatch run --kafka-control`: one of several instances sharing the
+//! work through a Kafka consumer group (DESIGN §8), never a cluster of
+//! clawwatch's own.
+//!
+//! - The data topics carry traffic keyed by agent-side address (`clawwatch
+//!   route`); the group splits their partitions among the instances, and
+//!   each assigned partition gets an engine of its own, so its state can
+//!   move with it.
+//! - The control topic (spawns, plans, heartbeats, approvals…) is read
+//!   whole by every instance and given to every partition's engine, so
+//!   each knows every agent; only the engine of the agent's partition writes
+//!   a control record's output ([`clawwatch_plugin::route::Partition`]), so
+//!   each input record is written once.
+//! - Each partition's state and the input offsets it covers are saved to a
+//!   compacted changelog topic every `--snapshot-secs` and when the
+//!   partition is revoked; the next owner restores them, catches up on the
+//!   control topic, and reads on from exactly where the state ends.
+//! - Each engine takes control records and its own traffic in the order of
+//!   their Kafka timestamps (control first on a tie), as a Kafka Streams
+//!   task merges its partitions: `clawwatch route` produces records in
+//!   input order, so an engine meets a spawn before the agent's flows and a
+//!   heartbeat among the flows of its window, even on a backlog. A record
+//!   waits until the other side shows a later one, or has been read to its
+//!   end and [`SETTLE`] has passed since the record was produced (what was
+//!   produced before it has arrived by then), or for [`MAX_WAIT`] at most.
+//!   Offsets are committed only with a save, after the output is acked: a
+//!   crash re-reads (and re-writes, with the same `clawwatch.source`
+//!   header) what came after the last save: at least once.
+
+pub mod changelog;
+
+use crate::component::{FieldSet, Limits, Monitor, Runtime, Stream};
+use crate::sink::kafka::{KafkaOutput, Produce, agent_of, produce_all};
+use anyhow::{Context, Result};
+use changelog::{Changelog, SaveMark, Saved};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct GroupOptions {
+    pub brokers: String,
+    /// librdkafka properties for every client (`--kafka-option`).
+    pub options: Vec<(String, String)>,
+    pub group: String,
+    /// Traffic, keyed by agent-side address; all with one partition count.
+    pub data_topics: Vec<String>,
+    /// Lifecycle and intent, read whole by every instance.
+    pub control_topic: String,
+    /// Compacted: each partition's saved state.
+    pub changelog_topic: String,
+    pub output: KafkaOutput,
+    pub policy_name: String,
+    pub policy_text: String,
+    pub component: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub limits: Limits,
+    pub field_set: FieldSet,
+    pub batch_records: usize,
+    pub snapshot_every: Duration,
+    pub progress_every: Duration,
+}
+
+/// One partition's engine and the input its state covers.
+struct PartitionEngine {
+    monitor: Monitor,
+    data_next: BTreeMap<String, i64>,
+    control_next: BTreeMap<i32, i64>,
+    saved: Option<SaveMark>,
+    /// Learnt something since the last save.
+    dirty: bool,
+}
+
+/// How long after a record was produced whatever was produced before it,
+/// on the other side, has surely arrived (producer batching, the broker,
+/// the fetch wait; and the producers' clocks agree to well within it).
+const SETTLE: Duration = Duration::from_secs(1);
+/// How long a record may wait for the other side (control or traffic) to
+/// show whether something earlier is still to come.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// Records read ahead on each side (control, traffic) at most: enough that
+/// an engine waiting for one side's next record is not starved by records
+/// of other partitions read before it.
+const MAX_READ_AHEAD: usize = 65_536;
+
+/// A record read from Kafka.
+struct Read {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    /// Kafka timestamp (ms), for merging control and traffic.
+    ts: i64,
+    /// One record or several NDJSON lines, ending in `\n`.
+    ndjson: Vec<u8>,
+}
+
+impl Read {
+    fn of(message: &rdkafka::message::BorrowedMessage<'_>) -> Read {
+        let mut ndjson = message.payload().unwrap_or_default().to_vec();
+        if ndjson.last() != Some(&b'\n') {
+            ndjson.push(b'\n');
+        }
+        Read {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+            ts: message.timestamp().to_millis().unwrap_or(0),
+            ndjson,
+        }
+    }
+
+    fn lines(&self) -> usize {
+        memchr::memchr_iter(b'\n', &self.ndjson).count()
+    }
+
+    /// The `clawwatch.source` of its `line`th line.
+    fn source(&self, line: usize) -> String {
+        match line {
+            0 => format!("{}/{}/{}", self.topic, self.partition, self.offset),
+            n => format!("{}/{}/{}/{n}", self.topic, self.partition, self.offset),
+        }
+    }
+}
+
+/// An output record waiting to be produced.
+struct Written {
+    incident: bool,
+    line: Vec<u8>,
+    source: String,
+}
+
+/// Everything the instance holds; the rebalance callback reaches it too.
+struct Instance {
+    opts: GroupOptions,
+    runtime: Arc<Runtime>,
+    /// The data topics' partition count: what agents' keys are hashed over.
+    count: u32,
+    control_partitions: Vec<i32>,
+    control: BaseConsumer<Reader>,
+    producer: FutureProducer,
+    tokio: tokio::runtime::Runtime,
+    changelog: Changelog,
+    engines: BTreeMap<u32, PartitionEngine>,
+    /// Control records read and not yet judged by every engine, in order.
+    control_read: std::collections::VecDeque<Read>,
+    /// Control partitions read to their end (until more arrives).
+    control_at_end: BTreeMap<i32, bool>,
+    /// Traffic read and not yet judged, per partition, in order.
+    data_read: BTreeMap<u32, std::collections::VecDeque<Read>>,
+    data_at_end: BTreeMap<u32, bool>,
+    /// Since when an engine's next record has waited for the other side.
+    waiting_since: BTreeMap<u32, Instant>,
+    /// Engines of revoked partitions, saved; taken back if reassigned here
+    /// and nobody saved a newer state since.
+    parked: BTreeMap<u32, PartitionEngine>,
+    pending: Vec<Written>,
+    /// A failure inside the rebalance callback, for the loop to end on.
+    failure: Option<anyhow::Error>,
+    counts: Counts,
+}
+
+#[derive(Default)]
+struct Counts {
+    data: u64,
+    control: u64,
+    written: u64,
+    saves: u64,
+    restored: u64,
+}
+
+struct Rebalancer {
+    instance: Arc<Mutex<Instance>>,
+}
+
+impl ClientContext for Rebalancer {
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(error, reason);
+    }
+}
+
+/// A reader told when it reaches a partition's end (the control topic's,
+/// the changelog's): that is news, not an error to log.
+pub struct Reader;
+
+impl ClientContext for Reader {
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(error, reason);
+    }
+}
+
+impl ConsumerContext for Reader {}
+
+fn client_error(error: KafkaError, reason: &str) {
+    let end = matches!(error, KafkaError::PartitionEOF(_))
+        || error.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF);
+    if !end {
+        tracing::error!("Kafka client: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for Rebalancer {
+    /// Eager rebalancing: everything is revoked, then the new assignment
+    /// given. Revoked partitions are saved (and their offsets committed)
+    /// before another member can take them; assigned ones are restored and
+    /// caught up on the control topic before their first record is read,
+    /// starting exactly where their saved state ends.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut instance = self.instance.lock().expect("instance lock");
+        let outcome = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => instance
+                .assign(tpl)
+                .and_then(|()| consumer.assign(tpl).context("taking the assignment")),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let saved = instance.save_all(consumer);
+                instance.park_all();
+                saved.and_then(|()| consumer.unassign().context("giving up the assignment"))
+            }
+            other => {
+                tracing::error!(error = ?other, "Kafka rebalance failed");
+                consumer.unassign().context("giving up the assignment")
+            }
+        };
+        if let Err(e) = outcome {
+            instance.failure.get_or_insert(e);
+        }
+    }
+}
+
+pub fn run(opts: GroupOptions) -> Result<()> {
+    let started = Instant::now();
+    let runtime = Arc::new(Runtime::load(
+        opts.component.as_deref(),
+        opts.cache_dir.as_deref(),
+        opts.limits.batch_timeout.is_some(),
+    )?);
+    // A policy that does not load is said before joining the group.
+    Monitor::new(runtime.clone(), &opts.policy_text, opts.limits.clone())
+        .map_err(|e| e.explain(&opts.policy_name))?;
+    let (brokers, group, options) = (
+        opts.brokers.clone(),
+        opts.group.clone(),
+        opts.options.clone(),
+    );
+    let client = |suffix: &str| {
+        let mut config = crate::sink::kafka::client(&brokers, &options);
+        config
+            .set("group.id", format!("{group}{suffix}"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            // Knowing a side is read to its end lets the other go on without waiting.
+            .set("enable.partition.eof", "true");
+        config
+    };
+    let control: BaseConsumer<Reader> = client(".control-reader")
+        .create_with_context(Reader)
+        .context("creating the control topic's consumer")?;
+    let partitions_of = |topic: &str| -> Result<Vec<i32>> {
+        let metadata = control
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("reading topic {topic}'s metadata from {brokers}"))?;
+        let found = metadata.topics().first().filter(|t| t.error().is_none());
+        let partitions: Vec<i32> = found
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        anyhow::ensure!(
+            !partitions.is_empty(),
+            "topic {topic} does not exist on {brokers} (create it first: clawwatch does not create topics)"
+        );
+        Ok(partitions)
+    };
+    let mut count = None;
+    for topic in &opts.data_topics {
+        let n = partitions_of(topic)?.len() as u32;
+        match count {
+            Some(c) if c != n => anyhow::bail!(
+                "the --kafka-input topics must have one partition count (an agent's partition is its key's hash modulo that count): {topic} has {n}, the first has {c}"
+            ),
+            _ => count = Some(n),
+        }
+    }
+    let count = count.context("--kafka-control needs at least one --kafka-input topic")?;
+    let control_partitions = partitions_of(&opts.control_topic)?;
+    let changelog = Changelog {
+        partitions: partitions_of(&opts.changelog_topic)?.len() as i32,
+        topic: opts.changelog_topic.clone(),
+    };
+    let producer = crate::sink::kafka::producer(&opts.brokers, &opts.options)?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let data_topics = opts.data_topics.clone();
+    let instance = Arc::new(Mutex::new(Instance {
+        opts,
+        runtime,
+        count,
+        control_partitions,
+        control,
+        producer,
+        tokio,
+        changelog,
+        engines: BTreeMap::new(),
+        control_read: Default::default(),
+        control_at_end: BTreeMap::new(),
+        data_read: BTreeMap::new(),
+        data_at_end: BTreeMap::new(),
+        waiting_since: BTreeMap::new(),
+        parked: BTreeMap::new(),
+        pending: Vec::new(),
+        failure: None,
+        counts: Counts::default(),
+    }));
+    let data: BaseConsumer<Rebalancer> = client("")
+        // Same-numbered partitions of every data topic to one member: one
+        // engine holds partition p of them all.
+        .set("partition.assignment.strategy", "range")
+        // A member that stops heartbeating loses its partitions within 10 s
+        // (librdkafka's default is 45 s).
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .create_with_context(Rebalancer {
+            instance: instance.clone(),
+        })
+        .context("creating the Kafka consumer")?;
+    let topics: Vec<&str> = data_topics.iter().map(String::as_str).collect();
+    data.subscribe(&topics)
+        .with_context(|| format!("subscribing to {}", data_topics.join(", ")))?;
+    tracing::info!(%brokers, %group, partitions = count, topics = %data_topics.join(","), "sharing the work in a Kafka consumer group");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(crate::pipeline::interrupted());
+                stop.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    let (batch, progress_every, snapshot_every) = {
+        let i = instance.lock().expect("instance lock");
+        let o = &i.opts;
+        (o.batch_records.max(1), o.progress_every, o.snapshot_every)
+    };
+    let mut last_save = Instant::now();
+    let mut last_progress = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let waiting = instance.lock().expect("instance lock").data_waiting();
+        let room = batch.min(MAX_READ_AHEAD.saturating_sub(waiting));
+        // Rebalances are handled inside poll, on this thread.
+        let mut read = Vec::new();
+        let mut ended = Vec::new();
+        let mut wait = Duration::from_millis(50);
+        while read.len() < room {
+            match data.poll(wait) {
+                None => break,
+                Some(Ok(message)) => read.push(Read::of(&message)),
+                Some(Err(KafkaError::PartitionEOF(p))) => ended.push(p as u32),
+                Some(Err(e)) => tracing::warn!(error = %e, "reading from Kafka"),
+            }
+            wait = Duration::ZERO;
+        }
+        let mut i = instance.lock().expect("instance lock");
+        if let Some(e) = i.failure.take() {
+            return Err(e);
+        }
+        i.take_data(read, &ended);
+        i.read_control(batch);
+        i.step();
+        i.produce()?;
+        if last_save.elapsed() >= snapshot_every {
+            i.save_all(&data)?;
+            last_save = Instant::now();
+        }
+        if last_progress.elapsed() >= progress_every {
+            let partitions: Vec<u32> = i.engines.keys().copied().collect();
+            tracing::info!(
+                ?partitions,
+                data = i.counts.data,
+                control = i.counts.control,
+                written = i.counts.written,
+                "progress"
+            );
+            last_progress = Instant::now();
+        }
+    }
+    let mut i = instance.lock().expect("instance lock");
+    i.save_all(&data)?;
+    let Counts {
+        data: read,
+        control,
+        written,
+        saves,
+        restored,
+    } = i.counts;
+    let partitions: Vec<u32> = i.engines.keys().copied().collect();
+    drop(i);
+    eprintln!(
+        "clawwatch: {read} traffic and {control} control records read in {:.2}s, {written} written; partitions {partitions:?} at the end, {restored} restored from and {saves} saves to the changelog",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Which side an engine takes its next record from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Side {
+    Control,
+    Data,
+}
+
+impl Instance {
+    fn engine(&self) -> Result<Monitor> {
+        Monitor::new(
+            self.runtime.clone(),
+            &self.opts.policy_text,
+            self.opts.limits.clone(),
+        )
+        .map_err(|e| e.explain(&self.opts.policy_name))
+    }
+
+    /// Restores each newly assigned partition (or takes back its parked
+    /// engine), sets the assignment to start where each partition's state
+    /// ends, and the control topic where the furthest-behind engine is.
+    fn assign(&mut self, tpl: &mut TopicPartitionList) -> Result<()> {
+        let wanted: BTreeSet<u32> = tpl
+            .elements()
+            .iter()
+            .map(|e| e.partition() as u32)
+            .collect();
+        let client = crate::sink::kafka::client(&self.opts.brokers, &self.opts.options);
+        let mut saves = self
+            .changelog
+            .read(client, &self.opts.group, &wanted, self.count)?;
+        for p in &wanted {
+            let latest = saves.remove(p);
+            let parked = self.parked.remove(p);
+            let mut engine = match (parked, latest) {
+                // Nobody saved it since we did: ours is current.
+                (Some(parked), Some((_, mark))) if parked.saved.as_ref() == Some(&mark) => parked,
+                (_, Some((saved, mark))) => {
+                    let mut monitor = self.engine()?;
+                    monitor
+                        .restore_state(&saved.state)
+                        .map_err(|e| anyhow::anyhow!("restoring partition {p}'s state: {e}"))?;
+                    self.counts.restored += 1;
+                    tracing::info!(
+                        partition = p,
+                        bytes = saved.state.len(),
+                        "restored from the changelog"
+                    );
+                    PartitionEngine {
+                        monitor,
+                        data_next: saved.data_next,
+                        control_next: saved.control_next,
+                        saved: Some(mark),
+                        dirty: false,
+                    }
+                }
+                (_, None) => PartitionEngine {
+                    monitor: self.engine()?,
+                    data_next: BTreeMap::new(),
+                    control_next: BTreeMap::new(),
+                    saved: None,
+                    dirty: false,
+                },
+            };
+            engine.monitor.set_field_set(self.opts.field_set)?;
+            engine.monitor.set_partition(*p, self.count)?;
+            self.engines.insert(*p, engine);
+        }
+        // Someone else's now.
+        self.parked.clear();
+        let assigned: Vec<(String, i32)> = (tpl.elements().iter())
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        for (topic, p) in assigned {
+            if let Some(next) = self.engines[&(p as u32)].data_next.get(&topic) {
+                tpl.set_partition_offset(&topic, p, Offset::Offset(*next))?;
+            }
+        }
+        self.data_read.clear();
+        self.data_at_end.clear();
+        self.waiting_since.clear();
+        self.control_read.clear();
+        self.control_at_end.clear();
+        let mut list = TopicPartitionList::new();
+        for cp in &self.control_partitions {
+            let from = (self.engines.values())
+                .map(|e| e.control_next.get(cp).copied().unwrap_or(0))
+                .min()
+                .unwrap_or(0);
+            let offset = match from {
+                0 => Offset::Beginning,
+                n => Offset::Offset(n),
+            };
+            list.add_partition_offset(&self.opts.control_topic, *cp, offset)?;
+        }
+        self.control
+            .assign(&list)
+            .context("reading the control topic")?;
+        let partitions: Vec<u32> = self.engines.keys().copied().collect();
+        tracing::info!(?partitions, "assigned");
+        Ok(())
+    }
+
+    /// Traffic read waiting for its engine.
+    fn data_waiting(&self) -> usize {
+        self.data_read.values().map(|q| q.len()).sum()
+    }
+
+    fn take_data(&mut self, read: Vec<Read>, ended: &[u32]) {
+        for p in ended {
+            self.data_at_end.insert(*p, true);
+        }
+        self.counts.data += read.len() as u64;
+        for r in read {
+            let p = r.partition as u32;
+            self.data_at_end.insert(p, false);
+            self.data_read.entry(p).or_default().push_back(r);
+        }
+    }
+
+    /// Up to a batch of control records that have arrived, without waiting.
+    fn read_control(&mut self, batch: usize) {
+        if self.engines.is_empty() {
+            return;
+        }
+        let mut read = 0;
+        while read < batch && self.control_read.len() < MAX_READ_AHEAD {
+            read += 1;
+            match self.control.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(message)) => {
+                    self.control_at_end.insert(message.partition(), false);
+                    self.control_read.push_back(Read::of(&message));
+                    self.counts.control += 1;
+                }
+                Some(Err(KafkaError::PartitionEOF(cp))) => {
+                    self.control_at_end.insert(cp, true);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "reading the control topic"),
+            }
+        }
+    }
+
+    /// Every engine takes what it can of control and its own traffic, in
+    /// timestamp order; control records every engine has taken are let go.
+    fn step(&mut self) {
+        let control_ended = self
+            .control_partitions
+            .iter()
+            .all(|cp| self.control_at_end.get(cp).copied().unwrap_or(false));
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(i64::MAX, |d| d.as_millis() as i64);
+        // Nothing the other side produced before `ts` is still on its way.
+        let settled = |ts: i64| now_ms >= ts.saturating_add(SETTLE.as_millis() as i64);
+        let partitions: Vec<u32> = self.engines.keys().copied().collect();
+        for p in partitions {
+            let engine = &self.engines[&p];
+            let unseen =
+                |r: &Read| r.offset >= engine.control_next.get(&r.partition).copied().unwrap_or(0);
+            let mut control = self.control_read.iter().filter(|r| unseen(r)).peekable();
+            let empty = std::collections::VecDeque::new();
+            let data_queue = self.data_read.get(&p).unwrap_or(&empty);
+            let mut data = data_queue.iter().peekable();
+            let data_ended = self.data_at_end.get(&p).copied().unwrap_or(false);
+            let waited = self
+                .waiting_since
+                .get(&p)
+                .is_some_and(|since| since.elapsed() >= MAX_WAIT);
+            let mut runs: Vec<(Side, usize)> = Vec::new();
+            let mut blocked = false;
+            loop {
+                let side = match (control.peek(), data.peek()) {
+                    (Some(c), Some(d)) => {
+                        if c.ts <= d.ts {
+                            Side::Control
+                        } else {
+                            Side::Data
+                        }
+                    }
+                    (Some(c), None) if (data_ended && settled(c.ts)) || waited => Side::Control,
+                    (None, Some(d)) if (control_ended && settled(d.ts)) || waited => Side::Data,
+                    (None, None) => break,
+                    _ => {
+                        blocked = true;
+                        break;
+                    }
+                };
+                match side {
+                    Side::Control => control.next(),
+                    Side::Data => data.next(),
+                };
+                match runs.last_mut() {
+                    Some((last, n)) if *last == side => *n += 1,
+                    _ => runs.push((side, 1)),
+                }
+            }
+            if blocked {
+                self.waiting_since.entry(p).or_insert_with(Instant::now);
+            } else {
+                self.waiting_since.remove(&p);
+            }
+            let batch = self.opts.batch_records.max(1);
+            for (side, mut n) in runs {
+                while n > 0 {
+                    let take = n.min(batch);
+                    match side {
+                        Side::Control => self.judge_control(p, take),
+                        Side::Data => self.judge_data(p, take),
+                    }
+                    n -= take;
+                }
+            }
+        }
+        // Let go of what every engine has taken.
+        while let Some(first) = self.control_read.front() {
+            let taken = self
+                .engines
+                .values()
+                .all(|e| e.control_next.get(&first.partition).copied().unwrap_or(0) > first.offset);
+            if !taken {
+                break;
+            }
+            self.control_read.pop_front();
+        }
+    }
+
+    /// Engine `p` judges its next `n` unseen control records; each one's
+    /// output is kept from the engine of the agent it names (a record
+    /// naming none: from the engine its offset picks).
+    fn judge_control(&mut self, p: u32, n: usize) {
+        let count = self.count;
+        let Some(engine) = self.engines.get_mut(&p) else {
+            return;
+        };
+        let records: Vec<&Read> = (self.control_read.iter())
+            .filter(|r| r.offset >= engine.control_next.get(&r.partition).copied().unwrap_or(0))
+            .take(n)
+            .collect();
+        engine.monitor.set_stream(None);
+        let owner_of = |r: &Read| (r.offset.unsigned_abs() % u64::from(count)) as u32;
+        judge(engine, &records, &mut self.pending, |line, r| {
+            line.partition.unwrap_or_else(|| owner_of(r)) == p
+        });
+        for r in records {
+            engine.control_next.insert(r.partition, r.offset + 1);
+        }
+    }
+
+    /// Engine `p` judges its next `n` records of traffic, all of them its own.
+    fn judge_data(&mut self, p: u32, n: usize) {
+        let Some(engine) = self.engines.get_mut(&p) else {
+            return;
+        };
+        let Some(queue) = self.data_read.get_mut(&p) else {
+            return;
+        };
+        let taken: Vec<Read> = queue.drain(..n.min(queue.len())).collect();
+        // Per topic, so a topic named for a format says how to read it.
+        let mut at = 0;
+        while at < taken.len() {
+            let topic = taken[at].topic.clone();
+            let end = (at..taken.len())
+                .find(|&k| taken[k].topic != topic)
+                .unwrap_or(taken.len());
+            let next = engine.data_next.get(&topic).copied();
+            // Already in the state (read again after a restore): not again.
+            let records: Vec<&Read> = taken[at..end]
+                .iter()
+                .filter(|r| next.is_none_or(|n| r.offset >= n))
+                .collect();
+            at = end;
+            let (Some(first), Some(last)) = (records.first(), records.last()) else {
+                continue;
+            };
+            if let Some(n) = next
+                && first.offset > n
+            {
+                tracing::warn!(
+                    topic,
+                    partition = p,
+                    expected = n,
+                    got = first.offset,
+                    "records missing between this partition's saved state and what Kafka gave (deleted by retention?)"
+                );
+            }
+            engine.data_next.insert(topic.clone(), last.offset + 1);
+            let stream = clawwatch_plugin::record::InputFormat::named_in_tag(&topic)
+                .map(|format| format.name().to_string());
+            engine.monitor.set_stream(stream);
+            judge(engine, &records, &mut self.pending, |_, _| true);
+        }
+    }
+
+    /// Produces what was judged and returns once the broker has all of it.
+    fn produce(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let output = &self.opts.output;
+        let records: Vec<Produce<'_>> = (pending.iter())
+            .map(|w| Produce {
+                topic: match (&output.incidents, w.incident) {
+                    (Some(incidents), true) => incidents,
+                    _ => &output.topic,
+                },
+                partition: None,
+                key: agent_of(&w.line),
+                payload: Some(&w.line),
+                source: Some(&w.source),
+            })
+            .collect();
+        self.tokio.block_on(produce_all(&self.producer, &records))?;
+        self.counts.written += records.len() as u64;
+        Ok(())
+    }
+
+    /// Saves every engine that learnt something to the changelog, then
+    /// commits the offsets the saves cover (what was produced is acked).
+    fn save_all(&mut self, consumer: &BaseConsumer<Rebalancer>) -> Result<()> {
+        self.produce()?;
+        let mut commit = TopicPartitionList::new();
+        let count = self.count;
+        for (&p, engine) in &mut self.engines {
+            if !engine.dirty {
+                continue;
+            }
+            let saved = Saved {
+                state: engine.monitor.export_state()?,
+                data_next: engine.data_next.clone(),
+                control_next: engine.control_next.clone(),
+            };
+            let mark = self.tokio.block_on(self.changelog.write(
+                &self.producer,
+                p,
+                count,
+                &saved,
+                engine.saved.as_ref(),
+            ))?;
+            engine.saved = Some(mark);
+            engine.dirty = false;
+            self.counts.saves += 1;
+            for (topic, next) in &engine.data_next {
+                commit.add_partition_offset(topic, p as i32, Offset::Offset(*next))?;
+            }
+        }
+        if commit.count() > 0
+            && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
+        {
+            // The state is saved with its offsets: the next owner starts there anyway.
+            tracing::warn!(error = %e, "committing Kafka offsets failed");
+        }
+        Ok(())
+    }
+
+    /// On revocation, after saving: engines wait in case their partitions
+    /// come back; what was read and not judged is read again by the owner.
+    fn park_all(&mut self) {
+        self.parked.append(&mut self.engines);
+        self.data_read.clear();
+        self.control_read.clear();
+    }
+}
+
+/// One engine judges `records` as one batch; its lines go to `pending`,
+/// each record's own line only if `keep` says so, incident and audit lines
+/// (filed only by the engine owning their subject) always.
+fn judge(
+    engine: &mut PartitionEngine,
+    records: &[&Read],
+    pending: &mut Vec<Written>,
+    keep: impl Fn(&crate::component::OutputLine, &Read) -> bool,
+) {
+    if records.is_empty() {
+        return;
+    }
+    let ndjson: Vec<u8> = records
+        .iter()
+        .flat_map(|r| r.ndjson.iter().copied())
+        .collect();
+    let judged = engine.monitor.process(&ndjson);
+    engine.dirty = true;
+    let mut sources = records
+        .iter()
+        .flat_map(|r| (0..r.lines()).map(move |line| (*r, line)));
+    let mut last: Option<(&Read, usize)> = None;
+    for (bytes, line) in judged.each_line() {
+        let incident = matches!(line.stream, Stream::Incident | Stream::Audit);
+        if !incident {
+            last = sources.next().or(last);
+        }
+        let Some((r, n)) = last else { continue };
+        if incident || keep(line, r) {
+            pending.push(Written {
+                incident,
+                line: bytes.strip_suffix(b"\n").unwrap_or(bytes).to_vec(),
+                source: r.source(n),
+            });
+        }
+    }
+}
