@@ -90,6 +90,18 @@ const MAX_WAIT: Duration = Duration::from_secs(5);
 /// of other partitions read before it.
 const MAX_READ_AHEAD: usize = 65_536;
 
+impl PartitionEngine {
+    /// The next offset it needs from control partition `cp`.
+    fn control_from(&self, cp: i32) -> i64 {
+        self.control_next.get(&cp).copied().unwrap_or(0)
+    }
+
+    /// Whether it has judged control record `r` already.
+    fn has_seen(&self, r: &Read) -> bool {
+        r.offset < self.control_from(r.partition)
+    }
+}
+
 /// A record read from Kafka.
 struct Read {
     topic: String,
@@ -502,7 +514,7 @@ impl Instance {
         let mut list = TopicPartitionList::new();
         for cp in &self.control_partitions {
             let from = (self.engines.values())
-                .map(|e| e.control_next.get(cp).copied().unwrap_or(0))
+                .map(|e| e.control_from(*cp))
                 .min()
                 .unwrap_or(0);
             let offset = match from {
@@ -574,9 +586,9 @@ impl Instance {
         let partitions: Vec<u32> = self.engines.keys().copied().collect();
         for p in partitions {
             let engine = &self.engines[&p];
-            let unseen =
-                |r: &Read| r.offset >= engine.control_next.get(&r.partition).copied().unwrap_or(0);
-            let mut control = self.control_read.iter().filter(|r| unseen(r)).peekable();
+            let mut control = (self.control_read.iter())
+                .filter(|r| !engine.has_seen(r))
+                .peekable();
             let empty = std::collections::VecDeque::new();
             let data_queue = self.data_read.get(&p).unwrap_or(&empty);
             let mut data = data_queue.iter().peekable();
@@ -632,10 +644,7 @@ impl Instance {
         }
         // Let go of what every engine has taken.
         while let Some(first) = self.control_read.front() {
-            let taken = self
-                .engines
-                .values()
-                .all(|e| e.control_next.get(&first.partition).copied().unwrap_or(0) > first.offset);
+            let taken = self.engines.values().all(|e| e.has_seen(first));
             if !taken {
                 break;
             }
@@ -652,7 +661,7 @@ impl Instance {
             return;
         };
         let records: Vec<&Read> = (self.control_read.iter())
-            .filter(|r| r.offset >= engine.control_next.get(&r.partition).copied().unwrap_or(0))
+            .filter(|r| !engine.has_seen(r))
             .take(n)
             .collect();
         engine.monitor.set_stream(None);
