@@ -85,6 +85,12 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// show whether something earlier is still to come.
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
+/// Output gathered before it is produced (and its acknowledgement awaited):
+/// a broker round trip per this many records rather than per batch.
+const PRODUCE_RECORDS: usize = 16_384;
+/// How long output may wait to be gathered.
+const PRODUCE_AFTER: Duration = Duration::from_millis(200);
+
 /// Records read ahead on each side (control, traffic) at most: enough that
 /// an engine waiting for one side's next record is not starved by records
 /// of other partitions read before it.
@@ -173,6 +179,8 @@ struct Instance {
     /// and nobody saved a newer state since.
     parked: BTreeMap<u32, PartitionEngine>,
     pending: Vec<Written>,
+    /// When the oldest of `pending` was judged.
+    pending_since: Option<Instant>,
     /// A failure inside the rebalance callback, for the loop to end on.
     failure: Option<anyhow::Error>,
     counts: Counts,
@@ -331,6 +339,7 @@ pub fn run(opts: GroupOptions) -> Result<()> {
         waiting_since: BTreeMap::new(),
         parked: BTreeMap::new(),
         pending: Vec::new(),
+        pending_since: None,
         failure: None,
         counts: Counts::default(),
     }));
@@ -391,10 +400,11 @@ pub fn run(opts: GroupOptions) -> Result<()> {
         if let Some(e) = i.failure.take() {
             return Err(e);
         }
+        let idle = read.is_empty();
         i.take_data(read, &ended);
         i.read_control(batch);
         i.step();
-        i.produce()?;
+        i.produce_when_due(idle)?;
         if last_save.elapsed() >= snapshot_every {
             i.save_all(&data)?;
             last_save = Instant::now();
@@ -719,8 +729,22 @@ impl Instance {
         }
     }
 
+    /// [`Instance::produce`] once enough output has gathered, or it has
+    /// waited long enough, or no more input is coming in.
+    fn produce_when_due(&mut self, idle: bool) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let since = *self.pending_since.get_or_insert_with(Instant::now);
+        if idle || self.pending.len() >= PRODUCE_RECORDS || since.elapsed() >= PRODUCE_AFTER {
+            self.produce()?;
+        }
+        Ok(())
+    }
+
     /// Produces what was judged and returns once the broker has all of it.
     fn produce(&mut self) -> Result<()> {
+        self.pending_since = None;
         if self.pending.is_empty() {
             return Ok(());
         }
