@@ -261,3 +261,61 @@ fn assemble(
         SaveMark { save, chunks },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The records a save of `state` for partition 3 of 12 leaves in the changelog.
+    fn saved(state: &[u8]) -> (Vec<u8>, HashMap<String, Option<Vec<u8>>>) {
+        let save = hex(&Sha256::digest(state));
+        let pieces: Vec<&[u8]> = state.chunks(CHUNK_BYTES).collect();
+        let manifest = serde_json::json!({
+            "format": FORMAT, "version": 1, "save": save, "chunks": pieces.len(),
+            "bytes": state.len(), "partition": 3, "partitions": 12,
+            "data": {"agents.traffic": 42}, "control": {"0": 7},
+        })
+        .to_string()
+        .into_bytes();
+        let chunks = (pieces.iter().enumerate())
+            .map(|(i, piece)| (chunk_key(3, &save, i), Some(piece.to_vec())))
+            .collect();
+        (manifest, chunks)
+    }
+
+    #[test]
+    fn a_save_in_chunks_comes_back_whole_with_its_offsets() {
+        let state: Vec<u8> = (0..(CHUNK_BYTES * 2 + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let (manifest, chunks) = saved(&state);
+        assert_eq!(chunks.len(), 3);
+        let (back, mark) = assemble(3, 12, &manifest, &chunks).unwrap();
+        assert_eq!(back.state, state);
+        assert_eq!(back.data_next["agents.traffic"], 42);
+        assert_eq!(back.control_next[&0], 7);
+        assert_eq!(mark.chunks, 3);
+    }
+
+    #[test]
+    fn a_save_that_does_not_add_up_is_refused_with_the_reason() {
+        let state = vec![7u8; CHUNK_BYTES + 1];
+        let (manifest, chunks) = saved(&state);
+        let refusal = |chunks: &HashMap<String, Option<Vec<u8>>>, count: u32| {
+            format!("{:#}", assemble(3, count, &manifest, chunks).unwrap_err())
+        };
+        // A chunk tombstoned or not yet read.
+        let mut missing = chunks.clone();
+        let key = missing.keys().find(|k| k.ends_with("/1")).unwrap().clone();
+        missing.insert(key, None);
+        assert!(refusal(&missing, 12).contains("chunk 1 of 2"));
+        // A chunk altered.
+        let mut altered = chunks.clone();
+        for chunk in altered.values_mut().flatten() {
+            chunk[0] ^= 1;
+        }
+        assert!(refusal(&altered, 12).contains("checksum"));
+        // The traffic topic's partitions changed: agents moved between partitions.
+        assert!(refusal(&chunks, 24).contains("the input topics now have 24"));
+    }
+}
