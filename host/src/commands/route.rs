@@ -8,7 +8,7 @@
 //! acknowledged all of it.
 
 use crate::cli::RouteArgs;
-use crate::sink::kafka::{Produce, produce_all, producer};
+use crate::sink::kafka::{Produce, produce_all};
 use anyhow::{Context, Result};
 use clawwatch_plugin::route::{Route, route};
 use std::io::BufRead;
@@ -24,7 +24,11 @@ pub fn run(args: RouteArgs) -> Result<()> {
         .format
         .as_deref()
         .and_then(clawwatch_plugin::record::InputFormat::from_name);
-    let producer = producer(&args.kafka_brokers, &args.kafka_option)?;
+    let producer = crate::sink::kafka::Connection {
+        brokers: args.kafka_brokers.clone(),
+        options: args.kafka_option.clone(),
+    }
+    .producer()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

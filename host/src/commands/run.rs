@@ -45,8 +45,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     if !args.kafka_input.is_empty() {
         inputs.push(Input::Kafka(crate::source::kafka::KafkaInput {
-            brokers: args.kafka_brokers.clone().unwrap_or_default(),
-            options: args.kafka_option.clone(),
+            connection: connection(&args),
             group: args.kafka_group.clone(),
             topics: args.kafka_input.clone(),
         }));
@@ -58,8 +57,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 "--kafka-output and --output: records go to one place"
             );
             Output::Kafka(crate::sink::kafka::KafkaOutput {
-                brokers: args.kafka_brokers.clone().unwrap_or_default(),
-                options: args.kafka_option.clone(),
+                connection: connection(&args),
                 topic: topic.clone(),
                 incidents: args.kafka_incidents.clone(),
             })
@@ -116,6 +114,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     block_on(pipeline::run(opts))
 }
 
+/// The Kafka brokers and client properties the command line names.
+fn connection(args: &RunArgs) -> crate::sink::kafka::Connection {
+    crate::sink::kafka::Connection {
+        brokers: args.kafka_brokers.clone().unwrap_or_default(),
+        options: args.kafka_option.clone(),
+    }
+}
+
 /// One of several instances sharing Kafka topics (`--kafka-control`).
 fn run_in_group(
     args: &RunArgs,
@@ -140,16 +146,12 @@ fn run_in_group(
             "{flag} with --kafka-control: an instance in a group reads only its Kafka topics, writes to --kafka-output and keeps its state in --kafka-changelog"
         );
     }
-    let brokers = args.kafka_brokers.clone().unwrap_or_default();
     crate::group::run(crate::group::GroupOptions {
         output: crate::sink::kafka::KafkaOutput {
-            brokers: brokers.clone(),
-            options: args.kafka_option.clone(),
+            connection: connection(args),
             topic: output.to_string(),
             incidents: args.kafka_incidents.clone(),
         },
-        brokers,
-        options: args.kafka_option.clone(),
         group: args.kafka_group.clone(),
         data_topics: args.kafka_input.clone(),
         control_topic: control.to_string(),

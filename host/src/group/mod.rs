@@ -45,9 +45,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct GroupOptions {
-    pub brokers: String,
-    /// librdkafka properties for every client (`--kafka-option`).
-    pub options: Vec<(String, String)>,
     pub group: String,
     /// Traffic, keyed by agent-side address; all with one partition count.
     pub data_topics: Vec<String>,
@@ -268,13 +265,10 @@ pub fn run(opts: GroupOptions) -> Result<()> {
     // A policy that does not load is said before joining the group.
     Monitor::new(runtime.clone(), &opts.policy_text, opts.limits.clone())
         .map_err(|e| e.explain(&opts.policy_name))?;
-    let (brokers, group, options) = (
-        opts.brokers.clone(),
-        opts.group.clone(),
-        opts.options.clone(),
-    );
+    let (connection, group) = (opts.output.connection.clone(), opts.group.clone());
+    let brokers = &connection.brokers;
     let client = |suffix: &str| {
-        let mut config = crate::sink::kafka::client(&brokers, &options);
+        let mut config = connection.client();
         config
             .set("group.id", format!("{group}{suffix}"))
             .set("enable.auto.commit", "false")
@@ -316,7 +310,7 @@ pub fn run(opts: GroupOptions) -> Result<()> {
         partitions: partitions_of(&opts.changelog_topic)?.len() as i32,
         topic: opts.changelog_topic.clone(),
     };
-    let producer = crate::sink::kafka::producer(&opts.brokers, &opts.options)?;
+    let producer = opts.output.connection.producer()?;
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -465,7 +459,7 @@ impl Instance {
             .iter()
             .map(|e| e.partition() as u32)
             .collect();
-        let client = crate::sink::kafka::client(&self.opts.brokers, &self.opts.options);
+        let client = self.opts.output.connection.client();
         let mut saves = self
             .changelog
             .read(client, &self.opts.group, &wanted, self.count)?;

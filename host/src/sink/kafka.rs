@@ -20,10 +20,7 @@ use tokio::sync::mpsc;
 /// Where to produce to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KafkaOutput {
-    /// Bootstrap brokers, `HOST:PORT[,HOST:PORT…]`.
-    pub brokers: String,
-    /// librdkafka properties for every client (`--kafka-option`).
-    pub options: Vec<(String, String)>,
+    pub connection: Connection,
     pub topic: String,
     /// Incident and audit records go here when set (else with the rest).
     pub incidents: Option<String>,
@@ -48,25 +45,37 @@ pub const SOURCE_HEADER: &str = "clawwatch.source";
 /// producer's queue is full.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 
-/// A producer whose keys hash as Java clients' and Kafka Streams' do, so
-/// any of them finds an agent's partition the same way.
-pub fn producer(brokers: &str, options: &[(String, String)]) -> Result<FutureProducer> {
-    client(brokers, options)
-        .set("partitioner", "murmur2_random")
-        .set("enable.idempotence", "true")
-        .create()
-        .with_context(|| format!("creating a Kafka producer for {brokers}"))
+/// The brokers and how to talk to them: what every Kafka client of one
+/// run shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    /// Bootstrap brokers, `HOST:PORT[,HOST:PORT…]`.
+    pub brokers: String,
+    /// librdkafka properties (`--kafka-option`: security, timeouts,
+    /// batching), over clawwatch's defaults.
+    pub options: Vec<(String, String)>,
 }
 
-/// A client of `brokers` with the operator's librdkafka properties
-/// (security, timeouts, batching) over clawwatch's defaults.
-pub fn client(brokers: &str, options: &[(String, String)]) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
-    for (key, value) in options {
-        config.set(key, value);
+impl Connection {
+    /// A client configuration for these brokers with the operator's properties.
+    pub fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+        config
     }
-    config
+
+    /// A producer whose keys hash as Java clients' and Kafka Streams' do, so
+    /// any of them finds an agent's partition the same way.
+    pub fn producer(&self) -> Result<FutureProducer> {
+        self.client()
+            .set("partitioner", "murmur2_random")
+            .set("enable.idempotence", "true")
+            .create()
+            .with_context(|| format!("creating a Kafka producer for {}", self.brokers))
+    }
 }
 
 /// Produces every record and returns once the broker acknowledged each. A
@@ -146,7 +155,7 @@ fn refused(e: KafkaError, r: &Produce<'_>) -> anyhow::Error {
 }
 
 pub async fn write(output: &KafkaOutput, out_rx: &mut mpsc::Receiver<Delivery>) -> Result<()> {
-    let producer = producer(&output.brokers, &output.options)?;
+    let producer = output.connection.producer()?;
     let mut whole = super::Records::default();
     while let Some(Delivery {
         output: judged,

@@ -16,10 +16,7 @@ use tokio::sync::mpsc;
 /// Where to consume from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KafkaInput {
-    /// Bootstrap brokers, `HOST:PORT[,HOST:PORT…]`.
-    pub brokers: String,
-    /// librdkafka properties for every client (`--kafka-option`).
-    pub options: Vec<(String, String)>,
+    pub connection: crate::sink::kafka::Connection,
     pub group: String,
     pub topics: Vec<String>,
 }
@@ -37,19 +34,23 @@ pub async fn consume(
     stop: impl Future<Output = ()>,
 ) -> Result<()> {
     let consumer: std::sync::Arc<StreamConsumer> = std::sync::Arc::new(
-        crate::sink::kafka::client(&input.brokers, &input.options)
+        input
+            .connection
+            .client()
             .set("group.id", &input.group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .create()
-            .with_context(|| format!("creating a Kafka consumer for {}", input.brokers))?,
+            .with_context(|| {
+                format!("creating a Kafka consumer for {}", input.connection.brokers)
+            })?,
     );
     let topics: Vec<&str> = input.topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
         .with_context(|| format!("subscribing to {}", input.topics.join(", ")))?;
-    tracing::info!(brokers = %input.brokers, group = %input.group, topics = %input.topics.join(","), "consuming from Kafka");
+    tracing::info!(brokers = %input.connection.brokers, group = %input.group, topics = %input.topics.join(","), "consuming from Kafka");
 
     // Acknowledgements arrive in output order, which is input order per
     // partition, so committing each as it comes never moves an offset back.
