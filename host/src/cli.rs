@@ -38,8 +38,10 @@ pub enum Command {
     /// Key records for clawwatch instances sharing Kafka topics: traffic (flows, DNS, proxy calls)
     /// to --kafka-output keyed by its agent-side address (the end inside agent_subnets), so one
     /// agent's traffic reaches one instance in order; lifecycle and intent (spawns, plans,
-    /// heartbeats, approvals…) to --kafka-control, which every instance reads. Stateless: run as
-    /// many as the input needs. Every record is produced (unreadable ones unkeyed, to be tagged).
+    /// heartbeats, approvals…) copied into every partition, so every instance meets them in
+    /// order among the traffic. Stateless: run as many as the input needs. Every record is
+    /// produced (unreadable ones unkeyed, to be tagged). Read the topic with `clawwatch run
+    /// --kafka-changelog`.
     Route(RouteArgs),
     /// Run clawwatch inside Fluent Bit, as its `wasm` filter: write the embedded module, or
     /// print a configuration that runs it.
@@ -64,12 +66,10 @@ pub struct RouteArgs {
     /// Kafka brokers (HOST:PORT[,HOST:PORT…]).
     #[arg(long, value_name = "HOST:PORT,…")]
     pub kafka_brokers: String,
-    /// The data topic (traffic, keyed by agent-side address): the instances' --kafka-input.
+    /// The topic the instances read (their --kafka-input): traffic keyed by agent-side address,
+    /// control copied into every partition.
     #[arg(long, value_name = "TOPIC")]
     pub kafka_output: String,
-    /// The control topic (lifecycle and intent, keyed by agent id), read whole by every instance.
-    #[arg(long, value_name = "TOPIC")]
-    pub kafka_control: String,
     /// A librdkafka property for the Kafka client, e.g. security.protocol=SASL_SSL; repeat for
     /// several.
     #[arg(long, value_name = "KEY=VALUE", value_parser = kafka_option)]
@@ -195,26 +195,23 @@ pub struct RunArgs {
     /// Write incident and audit records to this Kafka topic rather than with the others.
     #[arg(long, value_name = "TOPIC", requires = "kafka_output")]
     pub kafka_incidents: Option<String>,
-    /// Share the work with the other instances in --kafka-group: the --kafka-input topics carry
-    /// traffic keyed by agent-side address (as `clawwatch route` writes it, all with one
-    /// partition count), this topic lifecycle and intent, read whole by every instance. Each
-    /// assigned partition is judged by an engine of its own whose state is saved to
-    /// --kafka-changelog every --snapshot-secs and on revocation, and restored by the
-    /// partition's next owner; each record is written once, by the owner of its agent's
-    /// partition, with a `clawwatch.source` header naming its input topic/partition/offset.
-    #[arg(
-        long,
-        value_name = "TOPIC",
-        requires_all = ["kafka_input", "kafka_output", "kafka_changelog"]
-    )]
-    pub kafka_control: Option<String>,
     /// A librdkafka property for every Kafka client (e.g. security.protocol=SASL_SSL,
     /// sasl.mechanisms=SCRAM-SHA-512, ssl.ca.location=PATH); repeat for several.
     #[arg(long, value_name = "KEY=VALUE", value_parser = kafka_option, requires = "kafka_brokers")]
     pub kafka_option: Vec<(String, String)>,
-    /// With --kafka-control: the compacted topic (cleanup.policy=compact) each partition's
-    /// state is saved to, one per consumer group.
-    #[arg(long, value_name = "TOPIC", requires = "kafka_control")]
+    /// Share the work with the other instances in --kafka-group, keeping each partition's state
+    /// in this compacted topic (cleanup.policy=compact; one per group). The --kafka-input topics
+    /// are as `clawwatch route` writes them: traffic keyed by agent-side address and a copy of
+    /// every control record in every partition, all with one partition count. Each assigned
+    /// partition is judged by an engine of its own whose state is saved here every
+    /// --snapshot-secs and on revocation, and restored by the partition's next owner; each
+    /// record is written once, by the owner of its agent's partition, with a `clawwatch.source`
+    /// header naming its input topic/partition/offset.
+    #[arg(
+        long,
+        value_name = "TOPIC",
+        requires_all = ["kafka_input", "kafka_output"]
+    )]
     pub kafka_changelog: Option<String>,
     /// Connections a listener (--listen, --forward-listen, --http-listen) serves at once; more
     /// are closed at once and counted (clawwatch_connections_refused_total). Keep it below the

@@ -32,7 +32,6 @@ const TOPICS: &[(&str, &str)] = &[
     ("enriched", "3"),
     ("incidents", "1"),
     ("traffic", "4"),
-    ("control", "1"),
 ];
 
 fn start_broker(tansu: &std::path::Path, topics: &[(&str, &str)]) -> Broker {
@@ -313,11 +312,12 @@ fn a_kafka_run_writes_every_record_once_keyed_by_agent_and_commits_only_what_is_
     assert!(again.iter().any(|(k, _)| k.as_deref() == Some("late-1")));
 }
 
-/// `clawwatch route` splits the scenario into traffic keyed by the agent-side
-/// address and control keyed by agent id: every record once, one agent's
-/// traffic in one partition and in its original order.
+/// `clawwatch route` keys the scenario's traffic by the agent-side address
+/// and copies each control record into every partition: each partition
+/// holds its traffic and all control in the order they were read, one
+/// agent's traffic in one partition.
 #[test]
-fn route_keys_traffic_by_agent_address_and_sends_lifecycle_to_control() {
+fn route_keys_traffic_by_agent_address_and_copies_control_into_every_partition() {
     let Some(tansu) = tansu() else { return };
     let broker = start_broker(&tansu, TOPICS);
     let scenario = std::fs::read(repo().join("testdata/scenario/records.ndjson")).unwrap();
@@ -335,12 +335,10 @@ fn route_keys_traffic_by_agent_address_and_sends_lifecycle_to_control() {
         &broker.address,
         "--kafka-output",
         "traffic",
-        "--kafka-control",
-        "control",
     ]);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(said.contains(&format!("{} records", lines.len())), "{said}");
-    // "N records: T traffic to traffic (…), C control to control"
+    // "N records to traffic: T traffic (…), C control, each copied into all 4 partitions"
     let count_before = |word: &str| -> usize {
         let at = said
             .find(word)
@@ -352,25 +350,45 @@ fn route_keys_traffic_by_agent_address_and_sends_lifecycle_to_control() {
             .parse()
             .unwrap()
     };
-    let (data, lifecycle) = (count_before(" traffic to"), count_before(" control to"));
-    let minute = Duration::from_secs(60);
-    let traffic = consume_from_partitions(&broker.address, "traffic", data, minute);
-    let control = consume_from_partitions(&broker.address, "control", lifecycle, minute);
-    assert_eq!(
-        traffic.len() + control.len(),
-        lines.len(),
-        "every record once: {said}"
+    let (data, lifecycle) = (count_before(" traffic ("), count_before(" control,"));
+    assert_eq!(data + lifecycle, lines.len(), "{said}");
+    let partitions = 4;
+    let got = consume_from_partitions(
+        &broker.address,
+        "traffic",
+        data + lifecycle * partitions,
+        Duration::from_secs(60),
     );
-    assert!(traffic.len() > 100 && control.len() > 10, "{said}");
-    let mut got: Vec<&String> = traffic.iter().chain(&control).map(|(_, _, p)| p).collect();
-    let mut sent: Vec<&String> = lines.iter().collect();
-    got.sort();
-    sent.sort();
-    assert_eq!(got, sent);
+    assert_eq!(got.len(), data + lifecycle * partitions, "{said}");
+    let in_partition = |p: i32| -> Vec<&String> {
+        (got.iter())
+            .filter(|(at, _, _)| *at == p)
+            .map(|(_, _, payload)| payload)
+            .collect()
+    };
+    // Control: the records every partition holds.
+    let control: Vec<&String> = (lines.iter())
+        .filter(|l| (0..partitions as i32).all(|p| in_partition(p).contains(l)))
+        .collect();
+    assert_eq!(control.len(), lifecycle, "{said}");
+    assert!(lifecycle > 10 && data > 100, "{said}");
+    for p in 0..partitions as i32 {
+        let held = in_partition(p);
+        // The input, less the other partitions' traffic, in input order.
+        let expected: Vec<&String> = (lines.iter())
+            .filter(|l| control.contains(l) || held.contains(l))
+            .collect();
+        assert_eq!(held, expected, "partition {p}");
+    }
 
     let mut partition_of = std::collections::HashMap::new();
     let mut keys = std::collections::HashSet::new();
-    for (partition, key, payload) in &traffic {
+    for (partition, key, payload) in &got {
+        if control.contains(&payload) {
+            let record: Value = serde_json::from_str(payload).unwrap();
+            assert_eq!(key.as_deref(), record["agent_id"].as_str(), "{payload}");
+            continue;
+        }
         let Some(key) = key else { continue };
         let ip: std::net::IpAddr = key.parse().unwrap();
         assert!(
@@ -388,15 +406,6 @@ fn route_keys_traffic_by_agent_address_and_sends_lifecycle_to_control() {
         );
         keys.insert(key.clone());
     }
-    // In its partition, one address's records keep the order they were read in.
-    for key in &keys {
-        let mine: Vec<&String> = (traffic.iter())
-            .filter(|(_, k, _)| k.as_ref() == Some(key))
-            .map(|(_, _, p)| p)
-            .collect();
-        let in_input: Vec<&String> = lines.iter().filter(|l| mine.contains(l)).collect();
-        assert_eq!(mine, in_input, "{key}");
-    }
     assert!(keys.len() > 3, "several agents: {keys:?}");
     assert!(
         partition_of
@@ -406,10 +415,6 @@ fn route_keys_traffic_by_agent_address_and_sends_lifecycle_to_control() {
             > 1,
         "spread over partitions"
     );
-    for (_, key, payload) in &control {
-        let record: Value = serde_json::from_str(payload).unwrap();
-        assert_eq!(key.as_deref(), record["agent_id"].as_str(), "{payload}");
-    }
 }
 
 /// 2026-11-24T14:00:00Z plus `secs`.
@@ -513,19 +518,113 @@ fn gather(brokers: &str, topic: &str, min: usize, quiet: Duration, within: Durat
     got
 }
 
-fn run_in_group(brokers: &str, group: &str, output: &str, changelog: &str) -> Child {
+/// An instance in a group, its log gathered while it runs so the test can
+/// wait for what it says (an assignment, a restore).
+struct Member {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Member {
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until `what` occurs in the log more than `seen` times.
+    fn wait_for(&self, what: &str, seen: usize, within: Duration) {
+        let started = Instant::now();
+        while self.log().matches(what).count() <= seen {
+            assert!(
+                started.elapsed() < within,
+                "no new {what:?} within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM: the instance writes what it read, saves, leaves the group.
+    fn stop(self) -> String {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.finish(true)
+    }
+
+    /// SIGKILL: no save, no goodbye.
+    fn crash(mut self) -> String {
+        self.child.kill().unwrap();
+        self.finish(false)
+    }
+
+    fn finish(self, cleanly: bool) -> String {
+        let Member {
+            mut child,
+            log,
+            reader,
+        } = self;
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        let log = log.lock().unwrap().clone();
+        assert!(status.success() || !cleanly, "{status}:\n{log}");
+        log
+    }
+}
+
+fn run_in_group(brokers: &str, group: &str, output: &str, changelog: &str) -> Member {
+    use std::io::BufRead;
     let policy = repo().join("testdata/cases/policy.toml");
-    command(env!("CARGO_BIN_EXE_clawwatch"))
+    let mut child = command(env!("CARGO_BIN_EXE_clawwatch"))
         .args(["run", "--policy", policy.to_str().unwrap()])
         .args(["--kafka-brokers", brokers, "--kafka-group", group])
-        .args(["--kafka-input", "traffic", "--kafka-control", "control"])
+        .args(["--kafka-input", "traffic"])
         .args(["--kafka-output", output, "--kafka-changelog", changelog])
         .args(["--snapshot-secs", "1", "--batch-records", "32"])
         .env("RUST_LOG", "clawwatch=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let gathered = log.clone();
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let mut log = gathered.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    Member { child, log, reader }
+}
+
+/// The partitions an instance restored from the changelog after `since`
+/// (a log timestamp: RFC 3339 UTC, so they compare as text).
+fn restored_after(log: &str, since: &str) -> std::collections::BTreeSet<u32> {
+    (log.lines())
+        .filter(|l| l.contains("restored from the changelog") && l.as_bytes() > since.as_bytes())
+        .filter_map(|l| {
+            l.split("partition=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// The partitions an instance was last assigned.
+fn last_assigned(log: &str) -> std::collections::BTreeSet<u32> {
+    (log.lines().rev())
+        .find_map(|l| l.split(" assigned partitions=[").nth(1))
+        .map(|list| {
+            (list.trim_end_matches(']').split(", "))
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn value(line: &str) -> Value {
@@ -602,7 +701,6 @@ fn instances_in_a_group_write_what_one_writes_though_one_crashes_and_one_leaves(
         &tansu,
         &[
             ("traffic", "12"),
-            ("control", "1"),
             ("alone", "12"),
             ("alone-state", "1"),
             ("shared", "12"),
@@ -615,10 +713,13 @@ fn instances_in_a_group_write_what_one_writes_though_one_crashes_and_one_leaves(
     std::fs::write(&file, records.join("\n") + "\n").unwrap();
 
     // The three join first, so the fleet's records are shared among them.
-    let mut trio: Vec<Child> = (0..3)
+    let mut trio: Vec<Member> = (0..3)
         .map(|_| run_in_group(brokers, "trio", "shared", "shared-state"))
         .collect();
-    std::thread::sleep(Duration::from_secs(8));
+    for member in &trio {
+        member.wait_for(" assigned partitions=", 0, Duration::from_secs(60));
+    }
+    std::thread::sleep(Duration::from_secs(2));
     let policy = repo().join("testdata/cases/policy.toml");
     clawwatch(&[
         "route",
@@ -630,8 +731,6 @@ fn instances_in_a_group_write_what_one_writes_though_one_crashes_and_one_leaves(
         brokers,
         "--kafka-output",
         "traffic",
-        "--kafka-control",
-        "control",
         // tansu 0.6.0 answers a fetch from inside a record batch with the
         // batch after it: one record per batch, so a partition restored at
         // any offset reads on from exactly there (as on a Kafka broker).
@@ -651,32 +750,33 @@ fn instances_in_a_group_write_what_one_writes_though_one_crashes_and_one_leaves(
     // Mid-stream, one leaves: its partitions move, with their state, to
     // the other two.
     written(records.len() / 5);
-    let left_log = stop(trio.remove(0));
+    let left_log = trio.remove(0).stop();
     // Later, one of those crashes: no save, no goodbye.
     written(records.len() * 2 / 5);
-    let mut crashed = trio.remove(0);
-    crashed.kill().unwrap();
-    let crashed_log =
-        String::from_utf8_lossy(&crashed.wait_with_output().unwrap().stderr).into_owned();
+    let crashed = trio.remove(0);
+    let survivor = trio.remove(0);
+    let killed = Instant::now();
+    let crashed_log = crashed.crash();
+    let held = last_assigned(&crashed_log);
     assert!(
-        crashed_log.contains("assigned partitions=["),
+        !held.is_empty(),
         "the crashed instance held no partitions:\n{crashed_log}"
     );
-    // tansu 0.6.0 never expires a member that stops heartbeating (a Kafka
-    // broker moves its partitions after session.timeout.ms), so the crashed
-    // one's partitions move when the next instances start, in a group of
-    // their own, from the same changelog.
-    gather(
-        brokers,
-        "shared",
-        0,
-        Duration::from_secs(8),
-        Duration::from_secs(120),
-    );
-    let last_log = stop(trio.remove(0));
-    let next: Vec<Child> = (0..2)
-        .map(|_| run_in_group(brokers, "trio-next", "shared", "shared-state"))
-        .collect();
+    let crashed_after = (crashed_log.lines().last())
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_default()
+        .to_string();
+    // The broker drops it session.timeout.ms (10 s) after its last
+    // heartbeat (at most 1 s before it died), and the survivor rejoins.
+    // tansu 0.6.0 then gives the survivor back only its own partitions (a
+    // Kafka broker gives it all twelve); the next member to join makes it
+    // share all twelve among the living, as a replacement started by a
+    // supervisor would.
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(killed.elapsed()));
+    let rejoined = survivor.log().matches(" assigned partitions=").count();
+    survivor.wait_for(" assigned partitions=", rejoined, Duration::from_secs(60));
+    let replacement = run_in_group(brokers, "trio", "shared", "shared-state");
+    replacement.wait_for(" assigned partitions=", 0, Duration::from_secs(60));
 
     let alone = run_in_group(brokers, "alone", "alone", "alone-state");
     let reference = gather(
@@ -686,7 +786,7 @@ fn instances_in_a_group_write_what_one_writes_though_one_crashes_and_one_leaves(
         Duration::from_secs(5),
         Duration::from_secs(240),
     );
-    stop(alone);
+    alone.stop();
     let shared = gather(
         brokers,
         "shared",
@@ -694,7 +794,8 @@ fn instances_in_a_group_write_what_one_writes_though_one_crashes_and_one_leaves(
         Duration::from_secs(5),
         Duration::from_secs(240),
     );
-    let next_logs: Vec<String> = next.into_iter().map(stop).collect();
+    let survivor_log = survivor.stop();
+    let replacement_log = replacement.stop();
     std::fs::remove_file(&file).ok();
 
     let expected = by_source(&reference);
@@ -720,21 +821,19 @@ fn instances_in_a_group_write_what_one_writes_though_one_crashes_and_one_leaves(
     assert_eq!(got.incidents, expected.incidents);
     assert_eq!(got.due, expected.due);
     // State moved with the partitions: those of the one that left to the
-    // other two; the crashed one's (and the rest) to the next instances.
-    let restored = |log: &str| -> usize {
-        // The summary: "…, N restored from and M saves to the changelog".
-        (log.rsplit_once(" restored from and "))
-            .and_then(|(before, _)| before.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0)
-    };
+    // other two; every one the crashed one held to the survivor or the
+    // replacement, from what it saved before it died.
     assert!(
-        restored(&crashed_log) + restored(&last_log) > 0,
-        "{left_log}\n{crashed_log}\n{last_log}"
+        !(restored_after(&crashed_log, "").is_empty()
+            && restored_after(&survivor_log, "").is_empty()),
+        "nobody took over the state of the one that left:\n{left_log}\n{crashed_log}\n{survivor_log}"
     );
-    // Every partition at least once (one that first took all, then half,
-    // restores only what another saved in between).
-    let next_restored: usize = next_logs.iter().map(|log| restored(log)).sum();
-    assert!(next_restored >= 12, "{next_restored}: {next_logs:?}");
+    let mut taken_over = restored_after(&survivor_log, &crashed_after);
+    taken_over.extend(restored_after(&replacement_log, ""));
+    assert!(
+        held.is_subset(&taken_over),
+        "the crashed one held {held:?}, restored since: {taken_over:?}\n{survivor_log}\n{replacement_log}"
+    );
 
     // What the fleet did, and only that.
     let mut rules_by_agent: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =

@@ -98,8 +98,8 @@ pub struct OutputLine {
     pub verdict: Verdict,
     /// For an engine judging one partition ([`Engine::set_partition`]): the
     /// partition of the agent a control record names, whose owner alone
-    /// writes it. `None` for traffic (judged where it is keyed) and for
-    /// records that name no agent.
+    /// writes it (0 for a control record naming no agent). `None` for
+    /// traffic and unreadable lines, written where they are read.
     pub partition: Option<u32>,
 }
 

@@ -1,14 +1,18 @@
 //! `clawwatch route`: keys records for clawwatch instances sharing a
 //! partitioned log. Stateless, so a site runs as many as it needs: each
-//! record is recognised, traffic goes to the data topic keyed by its
-//! agent-side address (so one agent's traffic reaches one instance, in
-//! order), lifecycle and intent to the control topic every instance reads.
-//! Every record is produced, the unreadable ones unkeyed (the instance that
-//! takes them tags them), and a batch counts as routed only once the broker
-//! acknowledged all of it.
+//! record is recognised; traffic is keyed by its agent-side address (so one
+//! agent's traffic reaches one instance, in order); lifecycle and intent are
+//! copied into every partition, so every partition's engine knows every
+//! agent and meets each control record where it stood among the traffic
+//! (a spawn before the agent's flows, a heartbeat after those of its
+//! window), however the records are batched or delayed on the way: within
+//! a partition Kafka keeps the producer's order. Every record is produced,
+//! the unreadable ones unkeyed (the instance that takes them tags them),
+//! and a batch counts as routed only once the broker acknowledged all of
+//! it.
 
 use crate::cli::RouteArgs;
-use crate::sink::kafka::{Produce, produce_all};
+use crate::sink::kafka::{Produce, partition_count, produce_all};
 use anyhow::{Context, Result};
 use clawwatch_plugin::route::{Route, route};
 use std::io::BufRead;
@@ -29,6 +33,11 @@ pub fn run(args: RouteArgs) -> Result<()> {
         options: args.kafka_option.clone(),
     }
     .producer()?;
+    let partitions = {
+        use rdkafka::producer::Producer;
+        // Every partition gets a copy of each control record.
+        partition_count(producer.client(), &args.kafka_brokers, &args.kafka_output)? as i32
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,28 +66,33 @@ pub fn run(args: RouteArgs) -> Result<()> {
                 if line.last() == Some(&b'\n') {
                     line.pop();
                 }
-                let (topic, key) = match route(&line, &policy, hint) {
+                match route(&line, &policy, hint) {
                     Route::Data(address) => {
                         counts.data += 1;
                         counts.unkeyed += usize::from(address.is_none());
-                        (args.kafka_output.clone(), address.map(|a| a.to_string()))
+                        let key = address.map(|a| a.to_string().into_bytes());
+                        batch.push((None, key, line));
                     }
                     Route::Control(agent) => {
                         counts.control += 1;
-                        (args.kafka_control.clone(), agent)
+                        let key = agent.map(String::into_bytes);
+                        for p in 0..partitions {
+                            batch.push((Some(p), key.clone(), line.clone()));
+                        }
                     }
-                };
-                batch.push((topic, key.map(String::into_bytes), line));
+                }
             }
             if batch.len() >= BATCH || (read == 0 && !batch.is_empty()) {
                 let records: Vec<Produce<'_>> = (batch.iter())
                     .map(
-                        |(topic, key, line): &(String, Option<Vec<u8>>, Vec<u8>)| Produce {
-                            topic,
-                            partition: None,
-                            key: key.as_deref(),
-                            payload: Some(line),
-                            source: None,
+                        |(partition, key, line): &(Option<i32>, Option<Vec<u8>>, Vec<u8>)| {
+                            Produce {
+                                topic: &args.kafka_output,
+                                partition: *partition,
+                                key: key.as_deref(),
+                                payload: Some(line),
+                                source: None,
+                            }
                         },
                     )
                     .collect();
@@ -91,13 +105,12 @@ pub fn run(args: RouteArgs) -> Result<()> {
         }
     }
     eprintln!(
-        "clawwatch route: {} records: {} traffic to {} ({} with no agent-side address, unkeyed), {} control to {}",
+        "clawwatch route: {} records to {}: {} traffic ({} with no agent-side address, unkeyed), {} control, each copied into all {partitions} partitions",
         counts.data + counts.control,
-        counts.data,
         args.kafka_output,
+        counts.data,
         counts.unkeyed,
         counts.control,
-        args.kafka_control
     );
     Ok(())
 }

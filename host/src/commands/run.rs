@@ -25,12 +25,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         "--listen, --forward-listen and --http-listen: run one clawwatch per listener"
     );
     let (policy_name, policy_text) = args.engine.policy()?;
-    if let (Some(control), Some(changelog), Some(output)) = (
-        &args.kafka_control,
-        &args.kafka_changelog,
-        &args.kafka_output,
-    ) {
-        return run_in_group(&args, control, changelog, output, policy_name, policy_text);
+    if let (Some(changelog), Some(output)) = (&args.kafka_changelog, &args.kafka_output) {
+        return run_in_group(&args, changelog, output, policy_name, policy_text);
     }
     let mut inputs: Vec<Input> = args.input.iter().cloned().map(Input::File).collect();
     let openclaw = match &args.openclaw_gateway {
@@ -122,10 +118,9 @@ fn connection(args: &RunArgs) -> crate::sink::kafka::Connection {
     }
 }
 
-/// One of several instances sharing Kafka topics (`--kafka-control`).
+/// One of several instances sharing Kafka topics (`--kafka-changelog`).
 fn run_in_group(
     args: &RunArgs,
-    control: &str,
     changelog: &str,
     output: &str,
     policy_name: String,
@@ -143,7 +138,7 @@ fn run_in_group(
     ];
     if let Some((_, flag)) = alone.iter().find(|(given, _)| *given) {
         anyhow::bail!(
-            "{flag} with --kafka-control: an instance in a group reads only its Kafka topics, writes to --kafka-output and keeps its state in --kafka-changelog"
+            "{flag} with --kafka-changelog: an instance in a group reads only its Kafka topics, writes to --kafka-output and keeps its state in --kafka-changelog"
         );
     }
     crate::group::run(crate::group::GroupOptions {
@@ -154,7 +149,6 @@ fn run_in_group(
         },
         group: args.kafka_group.clone(),
         data_topics: args.kafka_input.clone(),
-        control_topic: control.to_string(),
         changelog_topic: changelog.to_string(),
         policy_name,
         policy_text,

@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 /// Chunk size: well under Kafka's default `message.max.bytes` (1 MB).
 const CHUNK_BYTES: usize = 512 << 10;
 const FORMAT: &str = "clawwatch-partition-state";
+/// 2: control records travel in the partitions (version 1 read them from
+/// a control topic, with offsets of their own).
+const VERSION: u32 = 2;
 /// How long reading the changelog up to its end may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -32,10 +35,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Saved {
     /// The engine's snapshot.
     pub state: Vec<u8>,
-    /// Next offset to read, per data topic, for this partition.
+    /// Next offset to read, per input topic, for this partition.
     pub data_next: BTreeMap<String, i64>,
-    /// Next offset to read, per control topic partition.
-    pub control_next: BTreeMap<i32, i64>,
 }
 
 /// A save as the changelog holds it: what a later save tombstones.
@@ -96,14 +97,13 @@ impl Changelog {
         produce_all(producer, &chunks).await?;
         let manifest = serde_json::json!({
             "format": FORMAT,
-            "version": 1,
+            "version": VERSION,
             "save": save,
             "chunks": pieces.len(),
             "bytes": saved.state.len(),
             "partition": partition,
             "partitions": count,
             "data": saved.data_next,
-            "control": saved.control_next,
         })
         .to_string();
         let key = manifest_key(partition);
@@ -142,7 +142,7 @@ impl Changelog {
     /// The latest save of each of `wanted` that the changelog holds, read
     /// up to its end as it stood when asked. A save that does not add up
     /// (a chunk missing, a checksum off) is reported and left out: that
-    /// partition starts over from the control topic.
+    /// partition's state starts over from its first record.
     pub fn read(
         &self,
         mut client: ClientConfig,
@@ -207,7 +207,7 @@ impl Changelog {
                     partition,
                     changelog = %self.topic,
                     error = %format!("{e:#}"),
-                    "a saved state could not be used; this partition's state starts over from the control topic"
+                    "a saved state could not be used; this partition's state starts over from its first record"
                 ),
             }
         }
@@ -223,8 +223,8 @@ fn assemble(
 ) -> Result<(Saved, SaveMark)> {
     let m: serde_json::Value = serde_json::from_slice(manifest).context("the manifest")?;
     anyhow::ensure!(
-        m["format"] == FORMAT && m["version"] == 1,
-        "not a version 1 {FORMAT} manifest"
+        m["format"] == FORMAT && m["version"] == VERSION,
+        "not a version {VERSION} {FORMAT} manifest"
     );
     anyhow::ensure!(
         m["partitions"] == count,
@@ -249,14 +249,10 @@ fn assemble(
             .filter_map(|(k, v)| Some((k.clone(), v.as_i64()?)))
             .collect()
     };
-    let control_next = (offsets("control").into_iter())
-        .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
-        .collect();
     Ok((
         Saved {
             state,
             data_next: offsets("data"),
-            control_next,
         },
         SaveMark { save, chunks },
     ))
@@ -271,9 +267,9 @@ mod tests {
         let save = hex(&Sha256::digest(state));
         let pieces: Vec<&[u8]> = state.chunks(CHUNK_BYTES).collect();
         let manifest = serde_json::json!({
-            "format": FORMAT, "version": 1, "save": save, "chunks": pieces.len(),
+            "format": FORMAT, "version": VERSION, "save": save, "chunks": pieces.len(),
             "bytes": state.len(), "partition": 3, "partitions": 12,
-            "data": {"agents.traffic": 42}, "control": {"0": 7},
+            "data": {"agents.traffic": 42},
         })
         .to_string()
         .into_bytes();
@@ -293,7 +289,6 @@ mod tests {
         let (back, mark) = assemble(3, 12, &manifest, &chunks).unwrap();
         assert_eq!(back.state, state);
         assert_eq!(back.data_next["agents.traffic"], 42);
-        assert_eq!(back.control_next[&0], 7);
         assert_eq!(mark.chunks, 3);
     }
 

@@ -1,36 +1,30 @@
-//! `clawwatch run --kafka-control`: one of several instances sharing the
+//! `clawwatch run --kafka-changelog`: one of several instances sharing the
 //! work through a Kafka consumer group (DESIGN §8), never a cluster of
 //! clawwatch's own.
 //!
-//! - The data topics carry traffic keyed by agent-side address (`clawwatch
-//!   route`); the group splits their partitions among the instances, and
-//!   each assigned partition gets an engine of its own, so its state can
-//!   move with it.
-//! - The control topic (spawns, plans, heartbeats, approvals…) is read
-//!   whole by every instance and given to every partition's engine, so
-//!   each knows every agent; only the engine of the agent's partition writes
-//!   a control record's output ([`clawwatch_plugin::route::Partition`]), so
-//!   each input record is written once.
-//! - Each partition's state and the input offsets it covers are saved to a
+//! - `clawwatch route` keys traffic by its agent-side address and puts a
+//!   copy of every control record (spawns, plans, heartbeats, approvals…)
+//!   into every partition, in input order among the traffic. The group
+//!   splits the partitions among the instances, and each assigned
+//!   partition gets an engine of its own, so its state can move with it.
+//! - An engine reads its partition as one engine reads a file: it knows
+//!   every agent, meets a spawn before the agent's flows and a heartbeat
+//!   after the flows of its window, however late or bunched the records
+//!   arrive. Only the engine of the agent's partition writes a control
+//!   record's output ([`clawwatch_plugin::route::Partition`]), so each
+//!   input record is written once.
+//! - Each partition's state and the offsets it covers are saved to a
 //!   compacted changelog topic every `--snapshot-secs` and when the
-//!   partition is revoked; the next owner restores them, catches up on the
-//!   control topic, and reads on from exactly where the state ends.
-//! - Each engine takes control records and its own traffic in the order of
-//!   their Kafka timestamps (control first on a tie), as a Kafka Streams
-//!   task merges its partitions: `clawwatch route` produces records in
-//!   input order, so an engine meets a spawn before the agent's flows and a
-//!   heartbeat among the flows of its window, even on a backlog. A record
-//!   waits until the other side shows a later one, or has been read to its
-//!   end and [`SETTLE`] has passed since the record was produced (what was
-//!   produced before it has arrived by then), or for [`MAX_WAIT`] at most.
-//!   Offsets are committed only with a save, after the output is acked: a
-//!   crash re-reads (and re-writes, with the same `clawwatch.source`
-//!   header) what came after the last save: at least once.
+//!   partition is revoked; the next owner restores it and reads on from
+//!   exactly where the state ends. Offsets are committed only with a save,
+//!   after the output is acked: a crash re-reads (and re-writes, with the
+//!   same `clawwatch.source` header) what came after the last save: at
+//!   least once.
 
 pub mod changelog;
 
 use crate::component::{FieldSet, Limits, Monitor, Runtime, Stream};
-use crate::sink::kafka::{KafkaOutput, Produce, agent_of, produce_all};
+use crate::sink::kafka::{KafkaOutput, Produce, agent_of, partition_count, produce_all};
 use anyhow::{Context, Result};
 use changelog::{Changelog, SaveMark, Saved};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -46,10 +40,9 @@ use std::time::{Duration, Instant};
 
 pub struct GroupOptions {
     pub group: String,
-    /// Traffic, keyed by agent-side address; all with one partition count.
+    /// Keyed by agent-side address, control copied into every partition;
+    /// all with one partition count.
     pub data_topics: Vec<String>,
-    /// Lifecycle and intent, read whole by every instance.
-    pub control_topic: String,
     /// Compacted: each partition's saved state.
     pub changelog_topic: String,
     pub output: KafkaOutput,
@@ -68,19 +61,10 @@ pub struct GroupOptions {
 struct PartitionEngine {
     monitor: Monitor,
     data_next: BTreeMap<String, i64>,
-    control_next: BTreeMap<i32, i64>,
     saved: Option<SaveMark>,
     /// Learnt something since the last save.
     dirty: bool,
 }
-
-/// How long after a record was produced whatever was produced before it,
-/// on the other side, has surely arrived (producer batching, the broker,
-/// the fetch wait; and the producers' clocks agree to well within it).
-const SETTLE: Duration = Duration::from_secs(1);
-/// How long a record may wait for the other side (control or traffic) to
-/// show whether something earlier is still to come.
-const MAX_WAIT: Duration = Duration::from_secs(5);
 
 /// Output gathered before it is produced (and its acknowledgement awaited):
 /// a broker round trip per this many records rather than per batch.
@@ -88,30 +72,11 @@ const PRODUCE_RECORDS: usize = 16_384;
 /// How long output may wait to be gathered.
 const PRODUCE_AFTER: Duration = Duration::from_millis(200);
 
-/// Records read ahead on each side (control, traffic) at most: enough that
-/// an engine waiting for one side's next record is not starved by records
-/// of other partitions read before it.
-const MAX_READ_AHEAD: usize = 65_536;
-
-impl PartitionEngine {
-    /// The next offset it needs from control partition `cp`.
-    fn control_from(&self, cp: i32) -> i64 {
-        self.control_next.get(&cp).copied().unwrap_or(0)
-    }
-
-    /// Whether it has judged control record `r` already.
-    fn has_seen(&self, r: &Read) -> bool {
-        r.offset < self.control_from(r.partition)
-    }
-}
-
 /// A record read from Kafka.
 struct Read {
     topic: String,
     partition: i32,
     offset: i64,
-    /// Kafka timestamp (ms), for merging control and traffic.
-    ts: i64,
     /// One record or several NDJSON lines, ending in `\n`.
     ndjson: Vec<u8>,
 }
@@ -126,7 +91,6 @@ impl Read {
             topic: message.topic().to_string(),
             partition: message.partition(),
             offset: message.offset(),
-            ts: message.timestamp().to_millis().unwrap_or(0),
             ndjson,
         }
     }
@@ -155,23 +119,12 @@ struct Written {
 struct Instance {
     opts: GroupOptions,
     runtime: Arc<Runtime>,
-    /// The data topics' partition count: what agents' keys are hashed over.
+    /// The input topics' partition count: what agents' keys are hashed over.
     count: u32,
-    control_partitions: Vec<i32>,
-    control: BaseConsumer<Reader>,
     producer: FutureProducer,
     tokio: tokio::runtime::Runtime,
     changelog: Changelog,
     engines: BTreeMap<u32, PartitionEngine>,
-    /// Control records read and not yet judged by every engine, in order.
-    control_read: std::collections::VecDeque<Read>,
-    /// Control partitions read to their end (until more arrives).
-    control_at_end: BTreeMap<i32, bool>,
-    /// Traffic read and not yet judged, per partition, in order.
-    data_read: BTreeMap<u32, std::collections::VecDeque<Read>>,
-    data_at_end: BTreeMap<u32, bool>,
-    /// Since when an engine's next record has waited for the other side.
-    waiting_since: BTreeMap<u32, Instant>,
     /// Engines of revoked partitions, saved; taken back if reassigned here
     /// and nobody saved a newer state since.
     parked: BTreeMap<u32, PartitionEngine>,
@@ -185,8 +138,7 @@ struct Instance {
 
 #[derive(Default)]
 struct Counts {
-    data: u64,
-    control: u64,
+    read: u64,
     written: u64,
     saves: u64,
     restored: u64,
@@ -202,8 +154,8 @@ impl ClientContext for Rebalancer {
     }
 }
 
-/// A reader told when it reaches a partition's end (the control topic's,
-/// the changelog's): that is news, not an error to log.
+/// A reader told when it reaches a partition's end (the changelog's): that
+/// is news, not an error to log.
 pub struct Reader;
 
 impl ClientContext for Reader {
@@ -225,9 +177,9 @@ fn client_error(error: KafkaError, reason: &str) {
 impl ConsumerContext for Rebalancer {
     /// Eager rebalancing: everything is revoked, then the new assignment
     /// given. Revoked partitions are saved (and their offsets committed)
-    /// before another member can take them; assigned ones are restored and
-    /// caught up on the control topic before their first record is read,
-    /// starting exactly where their saved state ends.
+    /// before another member can take them; assigned ones are restored
+    /// before their first record is read, and read on from exactly where
+    /// their saved state ends.
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -272,31 +224,16 @@ pub fn run(opts: GroupOptions) -> Result<()> {
         config
             .set("group.id", format!("{group}{suffix}"))
             .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            // Knowing a side is read to its end lets the other go on without waiting.
-            .set("enable.partition.eof", "true");
+            .set("auto.offset.reset", "earliest");
         config
     };
-    let control: BaseConsumer<Reader> = client(".control-reader")
+    let metadata: BaseConsumer<Reader> = client(".metadata")
         .create_with_context(Reader)
-        .context("creating the control topic's consumer")?;
-    let partitions_of = |topic: &str| -> Result<Vec<i32>> {
-        let metadata = control
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("reading topic {topic}'s metadata from {brokers}"))?;
-        let found = metadata.topics().first().filter(|t| t.error().is_none());
-        let partitions: Vec<i32> = found
-            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-            .unwrap_or_default();
-        anyhow::ensure!(
-            !partitions.is_empty(),
-            "topic {topic} does not exist on {brokers} (create it first: clawwatch does not create topics)"
-        );
-        Ok(partitions)
-    };
+        .context("creating a Kafka client")?;
+    let partitions_of = |topic: &str| partition_count(metadata.client(), brokers, topic);
     let mut count = None;
     for topic in &opts.data_topics {
-        let n = partitions_of(topic)?.len() as u32;
+        let n = partitions_of(topic)? as u32;
         match count {
             Some(c) if c != n => anyhow::bail!(
                 "the --kafka-input topics must have one partition count (an agent's partition is its key's hash modulo that count): {topic} has {n}, the first has {c}"
@@ -304,10 +241,9 @@ pub fn run(opts: GroupOptions) -> Result<()> {
             _ => count = Some(n),
         }
     }
-    let count = count.context("--kafka-control needs at least one --kafka-input topic")?;
-    let control_partitions = partitions_of(&opts.control_topic)?;
+    let count = count.context("--kafka-changelog needs at least one --kafka-input topic")?;
     let changelog = Changelog {
-        partitions: partitions_of(&opts.changelog_topic)?.len() as i32,
+        partitions: partitions_of(&opts.changelog_topic)? as i32,
         topic: opts.changelog_topic.clone(),
     };
     let producer = opts.output.connection.producer()?;
@@ -320,17 +256,10 @@ pub fn run(opts: GroupOptions) -> Result<()> {
         opts,
         runtime,
         count,
-        control_partitions,
-        control,
         producer,
         tokio,
         changelog,
         engines: BTreeMap::new(),
-        control_read: Default::default(),
-        control_at_end: BTreeMap::new(),
-        data_read: BTreeMap::new(),
-        data_at_end: BTreeMap::new(),
-        waiting_since: BTreeMap::new(),
         parked: BTreeMap::new(),
         pending: Vec::new(),
         pending_since: None,
@@ -338,7 +267,7 @@ pub fn run(opts: GroupOptions) -> Result<()> {
         counts: Counts::default(),
     }));
     let data: BaseConsumer<Rebalancer> = client("")
-        // Same-numbered partitions of every data topic to one member: one
+        // Same-numbered partitions of every input topic to one member: one
         // engine holds partition p of them all.
         .set("partition.assignment.strategy", "range")
         // A member that stops heartbeating loses its partitions within 10 s
@@ -375,17 +304,13 @@ pub fn run(opts: GroupOptions) -> Result<()> {
     let mut last_save = Instant::now();
     let mut last_progress = Instant::now();
     while !stop.load(Ordering::SeqCst) {
-        let waiting = instance.lock().expect("instance lock").data_waiting();
-        let room = batch.min(MAX_READ_AHEAD.saturating_sub(waiting));
         // Rebalances are handled inside poll, on this thread.
         let mut read = Vec::new();
-        let mut ended = Vec::new();
         let mut wait = Duration::from_millis(50);
-        while read.len() < room {
+        while read.len() < batch {
             match data.poll(wait) {
                 None => break,
                 Some(Ok(message)) => read.push(Read::of(&message)),
-                Some(Err(KafkaError::PartitionEOF(p))) => ended.push(p as u32),
                 Some(Err(e)) => tracing::warn!(error = %e, "reading from Kafka"),
             }
             wait = Duration::ZERO;
@@ -395,9 +320,7 @@ pub fn run(opts: GroupOptions) -> Result<()> {
             return Err(e);
         }
         let idle = read.is_empty();
-        i.take_data(read, &ended);
-        i.read_control(batch);
-        i.step();
+        i.judge_read(read);
         i.produce_when_due(idle)?;
         if last_save.elapsed() >= snapshot_every {
             i.save_all(&data)?;
@@ -407,8 +330,7 @@ pub fn run(opts: GroupOptions) -> Result<()> {
             let partitions: Vec<u32> = i.engines.keys().copied().collect();
             tracing::info!(
                 ?partitions,
-                data = i.counts.data,
-                control = i.counts.control,
+                read = i.counts.read,
                 written = i.counts.written,
                 "progress"
             );
@@ -418,8 +340,7 @@ pub fn run(opts: GroupOptions) -> Result<()> {
     let mut i = instance.lock().expect("instance lock");
     i.save_all(&data)?;
     let Counts {
-        data: read,
-        control,
+        read,
         written,
         saves,
         restored,
@@ -427,17 +348,10 @@ pub fn run(opts: GroupOptions) -> Result<()> {
     let partitions: Vec<u32> = i.engines.keys().copied().collect();
     drop(i);
     eprintln!(
-        "clawwatch: {read} traffic and {control} control records read in {:.2}s, {written} written; partitions {partitions:?} at the end, {restored} restored from and {saves} saves to the changelog",
+        "clawwatch: {read} records read in {:.2}s, {written} written; partitions {partitions:?} at the end, {restored} restored from and {saves} saves to the changelog",
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Which side an engine takes its next record from.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Side {
-    Control,
-    Data,
 }
 
 impl Instance {
@@ -451,8 +365,8 @@ impl Instance {
     }
 
     /// Restores each newly assigned partition (or takes back its parked
-    /// engine), sets the assignment to start where each partition's state
-    /// ends, and the control topic where the furthest-behind engine is.
+    /// engine) and sets the assignment to start where each partition's
+    /// state ends.
     fn assign(&mut self, tpl: &mut TopicPartitionList) -> Result<()> {
         let wanted: BTreeSet<u32> = tpl
             .elements()
@@ -483,7 +397,6 @@ impl Instance {
                     PartitionEngine {
                         monitor,
                         data_next: saved.data_next,
-                        control_next: saved.control_next,
                         saved: Some(mark),
                         dirty: false,
                     }
@@ -491,7 +404,6 @@ impl Instance {
                 (_, None) => PartitionEngine {
                     monitor: self.engine()?,
                     data_next: BTreeMap::new(),
-                    control_next: BTreeMap::new(),
                     saved: None,
                     dirty: false,
                 },
@@ -510,183 +422,32 @@ impl Instance {
                 tpl.set_partition_offset(&topic, p, Offset::Offset(*next))?;
             }
         }
-        self.data_read.clear();
-        self.data_at_end.clear();
-        self.waiting_since.clear();
-        self.control_read.clear();
-        self.control_at_end.clear();
-        let mut list = TopicPartitionList::new();
-        for cp in &self.control_partitions {
-            let from = (self.engines.values())
-                .map(|e| e.control_from(*cp))
-                .min()
-                .unwrap_or(0);
-            let offset = match from {
-                0 => Offset::Beginning,
-                n => Offset::Offset(n),
-            };
-            list.add_partition_offset(&self.opts.control_topic, *cp, offset)?;
-        }
-        self.control
-            .assign(&list)
-            .context("reading the control topic")?;
         let partitions: Vec<u32> = self.engines.keys().copied().collect();
         tracing::info!(?partitions, "assigned");
         Ok(())
     }
 
-    /// Traffic read waiting for its engine.
-    fn data_waiting(&self) -> usize {
-        self.data_read.values().map(|q| q.len()).sum()
-    }
-
-    fn take_data(&mut self, read: Vec<Read>, ended: &[u32]) {
-        for p in ended {
-            self.data_at_end.insert(*p, true);
-        }
-        self.counts.data += read.len() as u64;
+    /// Each partition's engine judges what was read of it, in order.
+    fn judge_read(&mut self, read: Vec<Read>) {
+        self.counts.read += read.len() as u64;
+        let mut by_partition: BTreeMap<u32, Vec<Read>> = BTreeMap::new();
         for r in read {
-            let p = r.partition as u32;
-            self.data_at_end.insert(p, false);
-            self.data_read.entry(p).or_default().push_back(r);
+            by_partition.entry(r.partition as u32).or_default().push(r);
+        }
+        for (p, records) in by_partition {
+            self.judge_partition(p, &records);
         }
     }
 
-    /// Up to a batch of control records that have arrived, without waiting.
-    fn read_control(&mut self, batch: usize) {
-        if self.engines.is_empty() {
-            return;
-        }
-        let mut read = 0;
-        while read < batch && self.control_read.len() < MAX_READ_AHEAD {
-            read += 1;
-            match self.control.poll(Duration::ZERO) {
-                None => break,
-                Some(Ok(message)) => {
-                    self.control_at_end.insert(message.partition(), false);
-                    self.control_read.push_back(Read::of(&message));
-                    self.counts.control += 1;
-                }
-                Some(Err(KafkaError::PartitionEOF(cp))) => {
-                    self.control_at_end.insert(cp, true);
-                }
-                Some(Err(e)) => tracing::warn!(error = %e, "reading the control topic"),
-            }
-        }
-    }
-
-    /// Every engine takes what it can of control and its own traffic, in
-    /// timestamp order; control records every engine has taken are let go.
-    fn step(&mut self) {
-        let control_ended = self
-            .control_partitions
-            .iter()
-            .all(|cp| self.control_at_end.get(cp).copied().unwrap_or(false));
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(i64::MAX, |d| d.as_millis() as i64);
-        // Nothing the other side produced before `ts` is still on its way.
-        let settled = |ts: i64| now_ms >= ts.saturating_add(SETTLE.as_millis() as i64);
-        let partitions: Vec<u32> = self.engines.keys().copied().collect();
-        for p in partitions {
-            let engine = &self.engines[&p];
-            let mut control = (self.control_read.iter())
-                .filter(|r| !engine.has_seen(r))
-                .peekable();
-            let empty = std::collections::VecDeque::new();
-            let data_queue = self.data_read.get(&p).unwrap_or(&empty);
-            let mut data = data_queue.iter().peekable();
-            let data_ended = self.data_at_end.get(&p).copied().unwrap_or(false);
-            let waited = self
-                .waiting_since
-                .get(&p)
-                .is_some_and(|since| since.elapsed() >= MAX_WAIT);
-            let mut runs: Vec<(Side, usize)> = Vec::new();
-            let mut blocked = false;
-            loop {
-                let side = match (control.peek(), data.peek()) {
-                    (Some(c), Some(d)) => {
-                        if c.ts <= d.ts {
-                            Side::Control
-                        } else {
-                            Side::Data
-                        }
-                    }
-                    (Some(c), None) if (data_ended && settled(c.ts)) || waited => Side::Control,
-                    (None, Some(d)) if (control_ended && settled(d.ts)) || waited => Side::Data,
-                    (None, None) => break,
-                    _ => {
-                        blocked = true;
-                        break;
-                    }
-                };
-                match side {
-                    Side::Control => control.next(),
-                    Side::Data => data.next(),
-                };
-                match runs.last_mut() {
-                    Some((last, n)) if *last == side => *n += 1,
-                    _ => runs.push((side, 1)),
-                }
-            }
-            if blocked {
-                self.waiting_since.entry(p).or_insert_with(Instant::now);
-            } else {
-                self.waiting_since.remove(&p);
-            }
-            let batch = self.opts.batch_records.max(1);
-            for (side, mut n) in runs {
-                while n > 0 {
-                    let take = n.min(batch);
-                    match side {
-                        Side::Control => self.judge_control(p, take),
-                        Side::Data => self.judge_data(p, take),
-                    }
-                    n -= take;
-                }
-            }
-        }
-        // Let go of what every engine has taken.
-        while let Some(first) = self.control_read.front() {
-            let taken = self.engines.values().all(|e| e.has_seen(first));
-            if !taken {
-                break;
-            }
-            self.control_read.pop_front();
-        }
-    }
-
-    /// Engine `p` judges its next `n` unseen control records; each one's
-    /// output is kept from the engine of the agent it names (a record
-    /// naming none: from the engine its offset picks).
-    fn judge_control(&mut self, p: u32, n: usize) {
-        let count = self.count;
+    /// Engine `p` judges records of its partition: traffic is all its own;
+    /// a control record's output is kept from the engine of the agent it
+    /// names, as every partition holds a copy.
+    fn judge_partition(&mut self, p: u32, taken: &[Read]) {
         let Some(engine) = self.engines.get_mut(&p) else {
+            // Read before a revocation took the partition: its next owner
+            // reads it again from the saved offsets.
             return;
         };
-        let records: Vec<&Read> = (self.control_read.iter())
-            .filter(|r| !engine.has_seen(r))
-            .take(n)
-            .collect();
-        engine.monitor.set_stream(None);
-        let owner_of = |r: &Read| (r.offset.unsigned_abs() % u64::from(count)) as u32;
-        judge(engine, &records, &mut self.pending, |line, r| {
-            line.partition.unwrap_or_else(|| owner_of(r)) == p
-        });
-        for r in records {
-            engine.control_next.insert(r.partition, r.offset + 1);
-        }
-    }
-
-    /// Engine `p` judges its next `n` records of traffic, all of them its own.
-    fn judge_data(&mut self, p: u32, n: usize) {
-        let Some(engine) = self.engines.get_mut(&p) else {
-            return;
-        };
-        let Some(queue) = self.data_read.get_mut(&p) else {
-            return;
-        };
-        let taken: Vec<Read> = queue.drain(..n.min(queue.len())).collect();
         // Per topic, so a topic named for a format says how to read it.
         let mut at = 0;
         while at < taken.len() {
@@ -719,7 +480,9 @@ impl Instance {
             let stream = clawwatch_plugin::record::InputFormat::named_in_tag(&topic)
                 .map(|format| format.name().to_string());
             engine.monitor.set_stream(stream);
-            judge(engine, &records, &mut self.pending, |_, _| true);
+            judge(engine, &records, &mut self.pending, |line| {
+                line.partition.is_none_or(|owner| owner == p)
+            });
         }
     }
 
@@ -774,7 +537,6 @@ impl Instance {
             let saved = Saved {
                 state: engine.monitor.export_state()?,
                 data_next: engine.data_next.clone(),
-                control_next: engine.control_next.clone(),
             };
             let mark = self.tokio.block_on(self.changelog.write(
                 &self.producer,
@@ -800,11 +562,9 @@ impl Instance {
     }
 
     /// On revocation, after saving: engines wait in case their partitions
-    /// come back; what was read and not judged is read again by the owner.
+    /// come back.
     fn park_all(&mut self) {
         self.parked.append(&mut self.engines);
-        self.data_read.clear();
-        self.control_read.clear();
     }
 }
 
@@ -815,7 +575,7 @@ fn judge(
     engine: &mut PartitionEngine,
     records: &[&Read],
     pending: &mut Vec<Written>,
-    keep: impl Fn(&crate::component::OutputLine, &Read) -> bool,
+    keep: impl Fn(&crate::component::OutputLine) -> bool,
 ) {
     if records.is_empty() {
         return;
@@ -836,7 +596,7 @@ fn judge(
             last = sources.next().or(last);
         }
         let Some((r, n)) = last else { continue };
-        if incident || keep(line, r) {
+        if incident || keep(line) {
             pending.push(Written {
                 incident,
                 line: bytes.strip_suffix(b"\n").unwrap_or(bytes).to_vec(),

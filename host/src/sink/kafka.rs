@@ -78,6 +78,25 @@ impl Connection {
     }
 }
 
+/// How many partitions `topic` has on `brokers` (an error if it does not exist).
+pub fn partition_count<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    brokers: &str,
+    topic: &str,
+) -> Result<usize> {
+    let metadata = client
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .with_context(|| format!("reading topic {topic}'s metadata from {brokers}"))?;
+    let partitions = (metadata.topics().first())
+        .filter(|t| t.error().is_none())
+        .map_or(0, |t| t.partitions().len());
+    anyhow::ensure!(
+        partitions > 0,
+        "topic {topic} does not exist on {brokers} (create it first: clawwatch does not create topics)"
+    );
+    Ok(partitions)
+}
+
 /// Produces every record and returns once the broker acknowledged each. A
 /// refusal that may pass (a full queue, a broker away) is retried; one that
 /// cannot (a record over the broker's size limit) is an error naming it.

@@ -18,6 +18,8 @@ pub(super) struct Scope {
     pub record_agent: Option<String>,
     /// The record being judged is traffic: every finding on it is ours.
     judging_traffic: bool,
+    /// The record being judged is a control record.
+    judging_control: bool,
     /// The partition of the agent the last control record named.
     pub record_partition: Option<u32>,
 }
@@ -29,19 +31,24 @@ impl Scope {
         }
         match plane_of(event, policy) {
             Route::Data(_) => self.judging_traffic = true,
-            Route::Control(agent) => self.record_agent = agent,
+            Route::Control(agent) => {
+                self.judging_control = true;
+                self.record_agent = agent;
+            }
         }
     }
 
     /// After the record is judged (and before deadlines run): its partition,
     /// from what the registry knows now (a spawn has bound its address).
     /// Returns whether this engine surely writes the record: traffic, or a
-    /// control record about one of its agents (a record naming no agent is
-    /// left to whichever engine the host picks).
+    /// control record about one of its agents (a control record naming no
+    /// agent is the first partition's).
     pub fn end_record(&mut self, registry: &Registry) -> bool {
         let traffic = std::mem::take(&mut self.judging_traffic);
+        let control = std::mem::take(&mut self.judging_control);
         self.record_partition = match (self.partition, self.record_agent.take()) {
             (Some(p), Some(id)) => Some(agent_partition(p, registry, &id)),
+            (Some(_), None) if control => Some(0),
             _ => None,
         };
         match self.partition {
@@ -183,7 +190,8 @@ mod tests {
 
     /// As instances sharing a partitioned log run: traffic to the engine of
     /// its key's partition (unkeyed traffic anywhere), control to every
-    /// engine, each control record written by the engine it names.
+    /// engine, each control record written by the engine of the agent it
+    /// names (the first engine if it names none).
     fn split(policy_text: &str, records: &[&[u8]], count: u32) -> Written {
         let policy = crate::Policy::from_toml(policy_text).unwrap();
         let mut engines: Vec<Engine> = (0..count)
@@ -196,6 +204,8 @@ mod tests {
         let p = Partition { index: 0, count };
         let mut written = Written::new(records.len());
         for (k, record) in records.iter().enumerate() {
+            // Traffic with no agent-side address goes wherever the
+            // producer's partitioner puts it.
             let anywhere = k as u32 % count;
             match route(record, &policy, None) {
                 Route::Data(key) => {
@@ -209,7 +219,7 @@ mod tests {
                     let mut owners = 0;
                     for (e, engine) in engines.iter_mut().enumerate() {
                         let lines = process(engine, record);
-                        if lines[0].1.partition.unwrap_or(anywhere) == e as u32 {
+                        if lines[0].1.partition == Some(e as u32) {
                             owners += 1;
                             written.record(k, &lines[0].0);
                         }
