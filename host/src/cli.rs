@@ -58,8 +58,16 @@ pub struct RouteArgs {
     #[arg(long, value_name = "PATH")]
     pub policy: Option<PathBuf>,
     /// Input file of NDJSON records; repeat for several, read in order. Default: stdin.
-    #[arg(long, short, value_name = "PATH")]
+    #[arg(long, short, value_name = "PATH", conflicts_with = "kafka_input")]
     pub input: Vec<PathBuf>,
+    /// Read records from this Kafka topic instead (repeat for several; e.g. what shippers'
+    /// Kafka sinks write, unkeyed), as a member of --kafka-group, until interrupted. A message is
+    /// one record or NDJSON lines; offsets are committed once what they became is acked.
+    #[arg(long, value_name = "TOPIC")]
+    pub kafka_input: Vec<String>,
+    /// The consumer group --kafka-input is read in: run several to share the topic.
+    #[arg(long, value_name = "NAME", default_value = "clawwatch-route")]
+    pub kafka_group: String,
     /// The inputs' format, for records whose shape does not say.
     #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(clawwatch_plugin::record::FORMAT_NAMES))]
     pub format: Option<String>,

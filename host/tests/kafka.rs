@@ -32,6 +32,7 @@ const TOPICS: &[(&str, &str)] = &[
     ("enriched", "3"),
     ("incidents", "1"),
     ("traffic", "4"),
+    ("keyed", "4"),
 ];
 
 fn start_broker(tansu: &std::path::Path, topics: &[(&str, &str)]) -> Broker {
@@ -414,6 +415,97 @@ fn route_keys_traffic_by_agent_address_and_copies_control_into_every_partition()
             .len()
             > 1,
         "spread over partitions"
+    );
+}
+
+/// `clawwatch route --kafka-input` reads what shippers' Kafka sinks write
+/// (one record per message, unkeyed) and routes it as it routes a file: the
+/// same records in the same partitions in the same order; and it commits
+/// what it routed.
+#[test]
+fn route_reads_a_topic_shippers_write_as_it_reads_a_file_and_commits_it() {
+    let Some(tansu) = tansu() else { return };
+    let broker = start_broker(&tansu, TOPICS);
+    let brokers = broker.address.as_str();
+    let scenario = std::fs::read(repo().join("testdata/scenario/records.ndjson")).unwrap();
+    // Each line a message, the blank one too.
+    let lines: Vec<&[u8]> = scenario
+        .strip_suffix(b"\n")
+        .unwrap_or(&scenario)
+        .split(|b| *b == b'\n')
+        .collect();
+    produce(brokers, "records", &lines);
+    let from_file = clawwatch(&[
+        "route",
+        "--policy",
+        "testdata/policy.toml",
+        "--input",
+        "testdata/scenario/records.ndjson",
+        "--kafka-brokers",
+        brokers,
+        "--kafka-output",
+        "traffic",
+    ]);
+    let said = String::from_utf8_lossy(&from_file.stderr).into_owned();
+    let routed = command(env!("CARGO_BIN_EXE_clawwatch"))
+        .args(["route", "--policy", "testdata/policy.toml"])
+        .args(["--kafka-brokers", brokers, "--kafka-input", "records"])
+        .args(["--kafka-output", "keyed"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // "N records to traffic: T traffic (…), C control, each copied into all 4 partitions"
+    let count_before = |word: &str| -> usize {
+        let at = said
+            .find(word)
+            .unwrap_or_else(|| panic!("{word} in {said}"));
+        said[..at]
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let expected = count_before(" traffic (") + count_before(" control,") * 4;
+    let minute = Duration::from_secs(60);
+    let file_routed = consume_from_partitions(brokers, "traffic", expected, minute);
+    let topic_routed = consume_from_partitions(brokers, "keyed", expected, minute);
+    let summary = stop(routed);
+    assert_eq!(topic_routed.len(), expected, "{summary}");
+    assert!(
+        summary.contains(&said["clawwatch route: ".len()..].replace(" to traffic:", " to keyed:")),
+        "the same counts:\n{said}\n{summary}"
+    );
+    // Unkeyed records go to a partition the producer picks at random.
+    let keyed_in = |all: &[(i32, Option<String>, String)], p: i32| -> Vec<String> {
+        (all.iter())
+            .filter(|(at, key, _)| *at == p && key.is_some())
+            .map(|(_, _, payload)| payload.clone())
+            .collect()
+    };
+    for p in 0..4 {
+        assert_eq!(
+            keyed_in(&topic_routed, p),
+            keyed_in(&file_routed, p),
+            "partition {p}"
+        );
+    }
+    assert!(keyed_in(&topic_routed, 0).len() > 10);
+    // What it routed is committed: a restart reads on from there.
+    let group: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "clawwatch-route")
+        .create()
+        .unwrap();
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition("records", 0);
+    let committed = group
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        committed.find_partition("records", 0).unwrap().offset(),
+        Offset::Offset(lines.len() as i64)
     );
 }
 
