@@ -186,6 +186,52 @@ fn stop(child: Child) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The offset `group` committed for partition 0 of `topic`.
+fn committed(brokers: &str, group: &str, topic: &str) -> Offset {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, 0);
+    let committed = consumer
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .unwrap();
+    committed.find_partition(topic, 0).unwrap().offset()
+}
+
+/// The number before `word` in `clawwatch route`'s summary ("N records to
+/// T: D traffic (…), C control, each copied into all P partitions").
+fn count_before(said: &str, word: &str) -> usize {
+    let at = said
+        .find(word)
+        .unwrap_or_else(|| panic!("{word} in {said}"));
+    said[..at]
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `clawwatch route` of the bundled scenario file to the topic `traffic`:
+/// its summary.
+fn route_scenario(brokers: &str) -> String {
+    let out = clawwatch(&[
+        "route",
+        "--policy",
+        "testdata/policy.toml",
+        "--input",
+        "testdata/scenario/records.ndjson",
+        "--kafka-brokers",
+        brokers,
+        "--kafka-output",
+        "traffic",
+    ]);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The records without their order across partitions: sorted.
 fn sorted(mut lines: Vec<String>) -> Vec<String> {
     lines.sort();
@@ -270,18 +316,8 @@ fn a_kafka_run_writes_every_record_once_keyed_by_agent_and_commits_only_what_is_
     assert!(records.iter().filter(|(k, _)| k.is_some()).count() > lines.len() / 2);
 
     // Committed: the group's offset is past every record read.
-    let group: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.address)
-        .set("group.id", "clawwatch-test")
-        .create()
-        .unwrap();
-    let mut partitions = TopicPartitionList::new();
-    partitions.add_partition("records", 0);
-    let committed = group
-        .committed_offsets(partitions, Duration::from_secs(10))
-        .unwrap();
     assert_eq!(
-        committed.find_partition("records", 0).unwrap().offset(),
+        committed(&broker.address, "clawwatch-test", "records"),
         Offset::Offset(lines.len() as i64)
     );
 
@@ -326,32 +362,12 @@ fn route_keys_traffic_by_agent_address_and_copies_control_into_every_partition()
         .split_inclusive(|b| *b == b'\n')
         .map(|l| String::from_utf8_lossy(l.strip_suffix(b"\n").unwrap_or(l)).into_owned())
         .collect();
-    let out = clawwatch(&[
-        "route",
-        "--policy",
-        "testdata/policy.toml",
-        "--input",
-        "testdata/scenario/records.ndjson",
-        "--kafka-brokers",
-        &broker.address,
-        "--kafka-output",
-        "traffic",
-    ]);
-    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let said = route_scenario(&broker.address);
     assert!(said.contains(&format!("{} records", lines.len())), "{said}");
-    // "N records to traffic: T traffic (…), C control, each copied into all 4 partitions"
-    let count_before = |word: &str| -> usize {
-        let at = said
-            .find(word)
-            .unwrap_or_else(|| panic!("{word} in {said}"));
-        said[..at]
-            .split_whitespace()
-            .last()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (data, lifecycle) = (count_before(" traffic ("), count_before(" control,"));
+    let (data, lifecycle) = (
+        count_before(&said, " traffic ("),
+        count_before(&said, " control,"),
+    );
     assert_eq!(data + lifecycle, lines.len(), "{said}");
     let partitions = 4;
     let got = consume_from_partitions(
@@ -435,18 +451,7 @@ fn route_reads_a_topic_shippers_write_as_it_reads_a_file_and_commits_it() {
         .split(|b| *b == b'\n')
         .collect();
     produce(brokers, "records", &lines);
-    let from_file = clawwatch(&[
-        "route",
-        "--policy",
-        "testdata/policy.toml",
-        "--input",
-        "testdata/scenario/records.ndjson",
-        "--kafka-brokers",
-        brokers,
-        "--kafka-output",
-        "traffic",
-    ]);
-    let said = String::from_utf8_lossy(&from_file.stderr).into_owned();
+    let said = route_scenario(brokers);
     let routed = command(env!("CARGO_BIN_EXE_clawwatch"))
         .args(["route", "--policy", "testdata/policy.toml"])
         .args(["--kafka-brokers", brokers, "--kafka-input", "records"])
@@ -455,19 +460,7 @@ fn route_reads_a_topic_shippers_write_as_it_reads_a_file_and_commits_it() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // "N records to traffic: T traffic (…), C control, each copied into all 4 partitions"
-    let count_before = |word: &str| -> usize {
-        let at = said
-            .find(word)
-            .unwrap_or_else(|| panic!("{word} in {said}"));
-        said[..at]
-            .split_whitespace()
-            .last()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let expected = count_before(" traffic (") + count_before(" control,") * 4;
+    let expected = count_before(&said, " traffic (") + count_before(&said, " control,") * 4;
     let minute = Duration::from_secs(60);
     let file_routed = consume_from_partitions(brokers, "traffic", expected, minute);
     let topic_routed = consume_from_partitions(brokers, "keyed", expected, minute);
@@ -493,18 +486,8 @@ fn route_reads_a_topic_shippers_write_as_it_reads_a_file_and_commits_it() {
     }
     assert!(keyed_in(&topic_routed, 0).len() > 10);
     // What it routed is committed: a restart reads on from there.
-    let group: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "clawwatch-route")
-        .create()
-        .unwrap();
-    let mut wanted = TopicPartitionList::new();
-    wanted.add_partition("records", 0);
-    let committed = group
-        .committed_offsets(wanted, Duration::from_secs(10))
-        .unwrap();
     assert_eq!(
-        committed.find_partition("records", 0).unwrap().offset(),
+        committed(brokers, "clawwatch-route", "records"),
         Offset::Offset(lines.len() as i64)
     );
 }
