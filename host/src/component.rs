@@ -456,7 +456,13 @@ impl Monitor {
     }
 
     fn take_checkpoint(&mut self) {
-        let taken = match self.checkpoint.split_first() {
+        if let Err(e) = self.checkpoint_now() {
+            tracing::error!(error = %e, "no checkpoint taken; the replay log goes on");
+        }
+    }
+
+    fn checkpoint_now(&mut self) -> Result<()> {
+        match self.checkpoint.split_first() {
             Some((snapshot, changes))
                 if changes.len() < CHANGES_PER_SNAPSHOT
                     && changes.iter().map(Vec::len).sum::<usize>()
@@ -465,10 +471,26 @@ impl Monitor {
                 self.export_changes()
             }
             _ => self.export_state().map(drop),
-        };
-        if let Err(e) = taken {
-            tracing::error!(error = %e, "no checkpoint taken; the replay log goes on");
         }
+    }
+
+    /// Everything learnt, as a checkpoint taken now: a snapshot and the
+    /// changes exported after it, each following the one before. Saved
+    /// elsewhere piece by piece, it costs what changed since the last time.
+    pub fn save_chain(&mut self) -> Result<&[Vec<u8>]> {
+        self.checkpoint_now()?;
+        Ok(&self.checkpoint)
+    }
+
+    /// Restores a chain [`Monitor::save_chain`] gave, which becomes this
+    /// monitor's checkpoint: the changes it exports next follow it.
+    pub fn restore_chain(&mut self, chain: &[Vec<u8>]) -> Result<(), RestoreError> {
+        for piece in chain {
+            self.restore_piece(piece)?;
+        }
+        self.checkpoint = chain.to_vec();
+        self.log_checkpointed();
+        Ok(())
     }
 
     /// Exports the changes since the last checkpoint and keeps them as the
@@ -569,6 +591,16 @@ impl Monitor {
     /// Replaces what the engine has learnt with a snapshot. A refused snapshot
     /// (damaged, another version) leaves the engine as it was.
     pub fn restore_state(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        self.restore_piece(snapshot)?;
+        // What was read may have been changes, which alone restore nothing:
+        // the checkpoint is a snapshot of the result.
+        if let Err(e) = self.export_state() {
+            tracing::error!(error = %format!("{e:#}"), "no checkpoint of the restored state; the replay log goes on");
+        }
+        Ok(())
+    }
+
+    fn restore_piece(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
         set_deadline(&mut self.store, &self.limits);
         self.instance
             .clawwatch_monitor_engine()
@@ -587,13 +619,7 @@ impl Monitor {
                         current: s.current,
                     },
                 })
-            })?;
-        // What was read may have been changes, which alone restore nothing:
-        // the checkpoint is a snapshot of the result.
-        if let Err(e) = self.export_state() {
-            tracing::error!(error = %format!("{e:#}"), "no checkpoint of the restored state; the replay log goes on");
-        }
-        Ok(())
+            })
     }
 
     /// A new guest at the last checkpoint (policy and state), with what came

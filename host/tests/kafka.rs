@@ -903,6 +903,22 @@ fn instances_in_a_group_write_what_one_writes_though_one_crashes_and_one_leaves(
             && restored_after(&survivor_log, "").is_empty()),
         "nobody took over the state of the one that left:\n{left_log}\n{crashed_log}\n{survivor_log}"
     );
+    // Saves after the first add only the engine's changes: restored
+    // states are chains of a snapshot and the changes after it.
+    let longest_chain = [&crashed_log, &survivor_log, &replacement_log]
+        .iter()
+        .flat_map(|log| log.lines())
+        .filter(|l| l.contains("restored from the changelog"))
+        .filter_map(|l| {
+            l.split("pieces=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max();
+    assert!(longest_chain > Some(1), "{longest_chain:?}");
     let mut taken_over = restored_after(&survivor_log, &crashed_after);
     taken_over.extend(restored_after(&replacement_log, ""));
     assert!(

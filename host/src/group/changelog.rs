@@ -2,14 +2,17 @@
 //! Streams keeps a store's changelog: whichever instance is assigned the
 //! partition next restores it from there, so state follows its partition.
 //!
-//! A save is the engine's snapshot cut into chunks (a snapshot can outgrow
-//! the broker's record size limit), then a manifest naming them, the input
-//! offsets the state covers and the snapshot's SHA-256. All of a
+//! A partition's state is a chain of pieces: a snapshot, then the changes
+//! the engine exported after it, each following the one before. A save
+//! writes only the pieces the changelog does not hold yet (usually one
+//! small set of changes), cut into chunks (a snapshot can outgrow the
+//! broker's record size limit), then a manifest naming every piece of the
+//! chain with its SHA-256, and the input offsets the state covers. All of a
 //! partition's records go to one changelog partition, in that order, so a
 //! reader that sees a manifest has seen its chunks. Chunks are keyed by
-//! their save, and the previous save's chunks are tombstoned once the new
-//! manifest is in: compaction keeps one save per partition, and a reader
-//! never mixes chunks of two saves.
+//! their piece; when the engine starts a new chain (a fresh snapshot, once
+//! the changes have grown), the old chain's chunks are tombstoned after the
+//! new manifest is in: compaction keeps one chain per partition.
 
 use crate::sink::kafka::{Produce, produce_all};
 use anyhow::{Context, Result};
@@ -24,26 +27,34 @@ use std::time::{Duration, Instant};
 /// Chunk size: well under Kafka's default `message.max.bytes` (1 MB).
 const CHUNK_BYTES: usize = 512 << 10;
 const FORMAT: &str = "clawwatch-partition-state";
-/// 2: control records travel in the partitions (version 1 read them from
+/// 3: a chain of pieces (2 held one snapshot; 1 read control records from
 /// a control topic, with offsets of their own).
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// How long reading the changelog up to its end may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One partition's state and the input it covers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Saved {
-    /// The engine's snapshot.
-    pub state: Vec<u8>,
+    /// The engine's snapshot and the changes after it, in order.
+    pub chain: Vec<Vec<u8>>,
     /// Next offset to read, per input topic, for this partition.
     pub data_next: BTreeMap<String, i64>,
 }
 
-/// A save as the changelog holds it: what a later save tombstones.
+/// One piece of a chain as the changelog holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece {
+    /// Its SHA-256, in hex: names its chunks.
+    pub sha256: String,
+    pub chunks: usize,
+}
+
+/// A save as the changelog holds it: what the next save adds to, or
+/// tombstones.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SaveMark {
-    pub save: String,
-    pub chunks: usize,
+    pub pieces: Vec<Piece>,
 }
 
 pub struct Changelog {
@@ -56,12 +67,25 @@ fn manifest_key(partition: u32) -> String {
     format!("partition/{partition}")
 }
 
-fn chunk_key(partition: u32, save: &str, i: usize) -> String {
-    format!("partition/{partition}/{save}/{i}")
+fn chunk_key(partition: u32, piece: &str, i: usize) -> String {
+    format!("partition/{partition}/{piece}/{i}")
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Piece {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"sha256": self.sha256, "chunks": self.chunks})
+    }
+
+    fn from_json(v: &serde_json::Value) -> Option<Piece> {
+        Some(Piece {
+            sha256: v["sha256"].as_str()?.to_string(),
+            chunks: v["chunks"].as_u64()? as usize,
+        })
+    }
 }
 
 impl Changelog {
@@ -69,28 +93,49 @@ impl Changelog {
         (partition % self.partitions.max(1) as u32) as i32
     }
 
-    /// Writes `saved` for `partition` and returns once the broker has it;
-    /// then forgets `previous` (its chunks).
+    /// Writes `saved` for `partition` and returns once the broker has it:
+    /// the pieces of its chain that `previous` does not hold, then the
+    /// manifest; then forgets what of `previous` the chain no longer has.
     pub async fn write(
         &self,
         producer: &FutureProducer,
         partition: u32,
         count: u32,
-        saved: &Saved,
+        (chain, data_next): (&[Vec<u8>], &BTreeMap<String, i64>),
         previous: Option<&SaveMark>,
     ) -> Result<SaveMark> {
-        let save = hex(&Sha256::digest(&saved.state));
         let home = Some(self.home(partition));
-        let pieces: Vec<&[u8]> = saved.state.chunks(CHUNK_BYTES).collect();
-        let keys: Vec<String> = (0..pieces.len())
-            .map(|i| chunk_key(partition, &save, i))
+        let pieces: Vec<Piece> = (chain.iter())
+            .map(|bytes| Piece {
+                sha256: hex(&Sha256::digest(bytes)),
+                chunks: bytes.len().div_ceil(CHUNK_BYTES).max(1),
+            })
             .collect();
-        let chunks: Vec<Produce<'_>> = (pieces.iter().zip(&keys))
-            .map(|(piece, key)| Produce {
+        let held: &[Piece] = previous.map_or(&[], |p| &p.pieces);
+        // The chain grew from what is held: only the new pieces go out.
+        let from = if pieces.starts_with(held) {
+            held.len()
+        } else {
+            0
+        };
+        let mut keys = Vec::new();
+        let mut payloads: Vec<&[u8]> = Vec::new();
+        for (piece, bytes) in pieces.iter().zip(chain).skip(from) {
+            let mut chunks: Vec<&[u8]> = bytes.chunks(CHUNK_BYTES).collect();
+            if chunks.is_empty() {
+                chunks.push(&[]);
+            }
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                keys.push(chunk_key(partition, &piece.sha256, i));
+                payloads.push(chunk);
+            }
+        }
+        let chunks: Vec<Produce<'_>> = (keys.iter().zip(&payloads))
+            .map(|(key, payload)| Produce {
                 topic: &self.topic,
                 partition: home,
                 key: Some(key.as_bytes()),
-                payload: Some(piece),
+                payload: Some(payload),
                 source: None,
             })
             .collect();
@@ -98,12 +143,11 @@ impl Changelog {
         let manifest = serde_json::json!({
             "format": FORMAT,
             "version": VERSION,
-            "save": save,
-            "chunks": pieces.len(),
-            "bytes": saved.state.len(),
+            "pieces": pieces.iter().map(Piece::to_json).collect::<Vec<_>>(),
+            "bytes": chain.iter().map(Vec::len).sum::<usize>(),
             "partition": partition,
             "partitions": count,
-            "data": saved.data_next,
+            "data": data_next,
         })
         .to_string();
         let key = manifest_key(partition);
@@ -118,25 +162,21 @@ impl Changelog {
             }],
         )
         .await?;
-        if let Some(old) = previous.filter(|old| old.save != save) {
-            let keys: Vec<String> = (0..old.chunks)
-                .map(|i| chunk_key(partition, &old.save, i))
-                .collect();
-            let tombstones: Vec<Produce<'_>> = (keys.iter())
-                .map(|key| Produce {
-                    topic: &self.topic,
-                    partition: home,
-                    key: Some(key.as_bytes()),
-                    payload: None,
-                    source: None,
-                })
-                .collect();
-            produce_all(producer, &tombstones).await?;
-        }
-        Ok(SaveMark {
-            save,
-            chunks: pieces.len(),
-        })
+        let keys: Vec<String> = (held.iter())
+            .filter(|old| !pieces.contains(old))
+            .flat_map(|old| (0..old.chunks).map(|i| chunk_key(partition, &old.sha256, i)))
+            .collect();
+        let tombstones: Vec<Produce<'_>> = (keys.iter())
+            .map(|key| Produce {
+                topic: &self.topic,
+                partition: home,
+                key: Some(key.as_bytes()),
+                payload: None,
+                source: None,
+            })
+            .collect();
+        produce_all(producer, &tombstones).await?;
+        Ok(SaveMark { pieces })
     }
 
     /// The latest save of each of `wanted` that the changelog holds, read
@@ -231,84 +271,109 @@ fn assemble(
         "saved for {} partitions, the input topics now have {count}: an agent's partition moved",
         m["partitions"]
     );
-    let save = m["save"].as_str().context("no save id")?.to_string();
-    let chunks = m["chunks"].as_u64().context("no chunk count")? as usize;
-    let mut state = Vec::new();
-    for i in 0..chunks {
-        match latest.get(&chunk_key(partition, &save, i)) {
-            Some(Some(chunk)) => state.extend_from_slice(chunk),
-            _ => anyhow::bail!("chunk {i} of {chunks} of save {save} is missing"),
+    let pieces: Vec<Piece> = (m["pieces"].as_array().into_iter().flatten())
+        .map(Piece::from_json)
+        .collect::<Option<_>>()
+        .context("the manifest's pieces are not {sha256, chunks}")?;
+    anyhow::ensure!(!pieces.is_empty(), "the manifest names no piece");
+    let mut chain = Vec::with_capacity(pieces.len());
+    for (n, piece) in pieces.iter().enumerate() {
+        let mut bytes = Vec::new();
+        for i in 0..piece.chunks {
+            match latest.get(&chunk_key(partition, &piece.sha256, i)) {
+                Some(Some(chunk)) => bytes.extend_from_slice(chunk),
+                _ => anyhow::bail!(
+                    "chunk {i} of {} of piece {n} ({}) is missing",
+                    piece.chunks,
+                    piece.sha256
+                ),
+            }
         }
+        anyhow::ensure!(
+            hex(&Sha256::digest(&bytes)) == piece.sha256,
+            "piece {n} ({}) does not match its checksum",
+            piece.sha256
+        );
+        chain.push(bytes);
     }
-    anyhow::ensure!(
-        hex(&Sha256::digest(&state)) == save,
-        "save {save} does not match its checksum"
-    );
-    let offsets = |field: &str| -> BTreeMap<String, i64> {
-        (m[field].as_object().into_iter().flatten())
-            .filter_map(|(k, v)| Some((k.clone(), v.as_i64()?)))
-            .collect()
-    };
-    Ok((
-        Saved {
-            state,
-            data_next: offsets("data"),
-        },
-        SaveMark { save, chunks },
-    ))
+    let data_next = (m["data"].as_object().into_iter().flatten())
+        .filter_map(|(k, v)| Some((k.clone(), v.as_i64()?)))
+        .collect();
+    Ok((Saved { chain, data_next }, SaveMark { pieces }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The records a save of `state` for partition 3 of 12 leaves in the changelog.
-    fn saved(state: &[u8]) -> (Vec<u8>, HashMap<String, Option<Vec<u8>>>) {
-        let save = hex(&Sha256::digest(state));
-        let pieces: Vec<&[u8]> = state.chunks(CHUNK_BYTES).collect();
+    /// The records a save of `chain` for partition 3 of 12 leaves in the changelog.
+    fn saved(chain: &[Vec<u8>]) -> (Vec<u8>, HashMap<String, Option<Vec<u8>>>) {
+        let mut chunks = HashMap::new();
+        let mut pieces = Vec::new();
+        for bytes in chain {
+            let sha256 = hex(&Sha256::digest(bytes));
+            let cut: Vec<&[u8]> = bytes.chunks(CHUNK_BYTES).collect();
+            for (i, chunk) in cut.iter().enumerate() {
+                chunks.insert(chunk_key(3, &sha256, i), Some(chunk.to_vec()));
+            }
+            pieces.push(Piece {
+                sha256,
+                chunks: cut.len(),
+            });
+        }
         let manifest = serde_json::json!({
-            "format": FORMAT, "version": VERSION, "save": save, "chunks": pieces.len(),
-            "bytes": state.len(), "partition": 3, "partitions": 12,
-            "data": {"agents.traffic": 42},
+            "format": FORMAT, "version": VERSION,
+            "pieces": pieces.iter().map(Piece::to_json).collect::<Vec<_>>(),
+            "partition": 3, "partitions": 12, "data": {"agents.traffic": 42},
         })
         .to_string()
         .into_bytes();
-        let chunks = (pieces.iter().enumerate())
-            .map(|(i, piece)| (chunk_key(3, &save, i), Some(piece.to_vec())))
-            .collect();
         (manifest, chunks)
     }
 
-    #[test]
-    fn a_save_in_chunks_comes_back_whole_with_its_offsets() {
-        let state: Vec<u8> = (0..(CHUNK_BYTES * 2 + 17))
+    fn snapshot_and_changes() -> Vec<Vec<u8>> {
+        let snapshot: Vec<u8> = (0..(CHUNK_BYTES * 2 + 17))
             .map(|i| (i % 251) as u8)
             .collect();
-        let (manifest, chunks) = saved(&state);
-        assert_eq!(chunks.len(), 3);
-        let (back, mark) = assemble(3, 12, &manifest, &chunks).unwrap();
-        assert_eq!(back.state, state);
-        assert_eq!(back.data_next["agents.traffic"], 42);
-        assert_eq!(mark.chunks, 3);
+        vec![snapshot, b"changes one".to_vec(), b"changes two".to_vec()]
     }
 
     #[test]
-    fn a_save_that_does_not_add_up_is_refused_with_the_reason() {
-        let state = vec![7u8; CHUNK_BYTES + 1];
-        let (manifest, chunks) = saved(&state);
+    fn a_chain_in_chunks_comes_back_whole_in_order_with_its_offsets() {
+        let chain = snapshot_and_changes();
+        let (manifest, chunks) = saved(&chain);
+        assert_eq!(chunks.len(), 5);
+        let (back, mark) = assemble(3, 12, &manifest, &chunks).unwrap();
+        assert_eq!(back.chain, chain);
+        assert_eq!(back.data_next["agents.traffic"], 42);
+        assert_eq!(
+            mark.pieces.iter().map(|p| p.chunks).collect::<Vec<_>>(),
+            [3, 1, 1]
+        );
+    }
+
+    #[test]
+    fn a_chain_that_does_not_add_up_is_refused_with_the_reason() {
+        let chain = snapshot_and_changes();
+        let (manifest, chunks) = saved(&chain);
         let refusal = |chunks: &HashMap<String, Option<Vec<u8>>>, count: u32| {
             format!("{:#}", assemble(3, count, &manifest, chunks).unwrap_err())
         };
-        // A chunk tombstoned or not yet read.
+        // A chunk tombstoned or not yet read: of the snapshot, of the changes.
+        let snapshot = hex(&Sha256::digest(&chain[0]));
         let mut missing = chunks.clone();
-        let key = missing.keys().find(|k| k.ends_with("/1")).unwrap().clone();
-        missing.insert(key, None);
-        assert!(refusal(&missing, 12).contains("chunk 1 of 2"));
+        missing.insert(chunk_key(3, &snapshot, 1), None);
+        assert!(refusal(&missing, 12).contains("chunk 1 of 3 of piece 0"));
+        let changes = hex(&Sha256::digest(&chain[2]));
+        let mut missing = chunks.clone();
+        missing.remove(&chunk_key(3, &changes, 0));
+        assert!(refusal(&missing, 12).contains("chunk 0 of 1 of piece 2"));
         // A chunk altered.
         let mut altered = chunks.clone();
-        for chunk in altered.values_mut().flatten() {
+        if let Some(Some(chunk)) = altered.get_mut(&chunk_key(3, &changes, 0)) {
             chunk[0] ^= 1;
         }
+        assert!(refusal(&altered, 12).contains("piece 2"));
         assert!(refusal(&altered, 12).contains("checksum"));
         // The traffic topic's partitions changed: agents moved between partitions.
         assert!(refusal(&chunks, 24).contains("the input topics now have 24"));

@@ -26,7 +26,7 @@ pub mod changelog;
 use crate::component::{FieldSet, Limits, Monitor, Runtime, Stream};
 use crate::sink::kafka::{KafkaOutput, Produce, agent_of, partition_count, produce_all};
 use anyhow::{Context, Result};
-use changelog::{Changelog, SaveMark, Saved};
+use changelog::{Changelog, SaveMark};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
@@ -386,12 +386,13 @@ impl Instance {
                 (_, Some((saved, mark))) => {
                     let mut monitor = self.engine()?;
                     monitor
-                        .restore_state(&saved.state)
+                        .restore_chain(&saved.chain)
                         .map_err(|e| anyhow::anyhow!("restoring partition {p}'s state: {e}"))?;
                     self.counts.restored += 1;
                     tracing::info!(
                         partition = p,
-                        bytes = saved.state.len(),
+                        bytes = saved.chain.iter().map(Vec::len).sum::<usize>(),
+                        pieces = saved.chain.len(),
                         "restored from the changelog"
                     );
                     PartitionEngine {
@@ -534,15 +535,12 @@ impl Instance {
             if !engine.dirty {
                 continue;
             }
-            let saved = Saved {
-                state: engine.monitor.export_state()?,
-                data_next: engine.data_next.clone(),
-            };
+            let chain = engine.monitor.save_chain()?;
             let mark = self.tokio.block_on(self.changelog.write(
                 &self.producer,
                 p,
                 count,
-                &saved,
+                (chain, &engine.data_next),
                 engine.saved.as_ref(),
             ))?;
             engine.saved = Some(mark);
