@@ -434,6 +434,37 @@ fn route_keys_traffic_by_agent_address_and_copies_control_into_every_partition()
     );
 }
 
+/// One instance reading a topic `clawwatch route` wrote, without a group's
+/// changelog, judges each control record once, not once per partition's
+/// copy: every record is written once.
+#[test]
+fn one_instance_on_a_routed_topic_writes_each_record_once() {
+    let Some(tansu) = tansu() else { return };
+    let broker = start_broker(&tansu, TOPICS);
+    let brokers = broker.address.as_str();
+    let said = route_scenario(brokers);
+    let records = count_before(&said, " records to");
+    assert!(count_before(&said, " control,") > 10, "{said}");
+    let run = command(env!("CARGO_BIN_EXE_clawwatch"))
+        .args(["run", "--policy", "testdata/policy.toml"])
+        .args(["--kafka-brokers", brokers, "--kafka-group", "single"])
+        .args(["--kafka-input", "traffic", "--kafka-output", "enriched"])
+        .args(["--kafka-incidents", "incidents", "--max-latency-ms", "100"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let written = gather(
+        brokers,
+        "enriched",
+        records,
+        Duration::from_secs(3),
+        Duration::from_secs(60),
+    );
+    stop(run);
+    assert_eq!(written.len(), records, "{said}");
+}
+
 /// `clawwatch route --kafka-input` reads what shippers' Kafka sinks write
 /// (one record per message, unkeyed) and routes it as it routes a file: the
 /// same records in the same partitions in the same order; and it commits

@@ -172,8 +172,8 @@ struct Router<'a> {
     topic: &'a str,
     producer: rdkafka::producer::FutureProducer,
     runtime: tokio::runtime::Runtime,
-    /// (partition, key, record) waiting to be produced.
-    batch: Vec<(Option<i32>, Option<Vec<u8>>, Vec<u8>)>,
+    /// (partition, key, record, which copy) waiting to be produced.
+    batch: Vec<(Option<i32>, Option<Vec<u8>>, Vec<u8>, Option<String>)>,
     counts: Counts,
 }
 
@@ -187,13 +187,15 @@ impl Router<'_> {
                 self.counts.data += 1;
                 self.counts.unkeyed += usize::from(address.is_none());
                 let key = address.map(|a| a.to_string().into_bytes());
-                self.batch.push((None, key, line));
+                self.batch.push((None, key, line, None));
             }
             Route::Control(agent) => {
                 self.counts.control += 1;
                 let key = agent.map(String::into_bytes);
                 for p in 0..self.partitions {
-                    self.batch.push((Some(p), key.clone(), line.clone()));
+                    // A single instance reading every partition judges copy 0 alone.
+                    let copy = Some(format!("{p}/{}", self.partitions));
+                    self.batch.push((Some(p), key.clone(), line.clone(), copy));
                 }
             }
         }
@@ -205,12 +207,13 @@ impl Router<'_> {
             return Ok(());
         }
         let records: Vec<Produce<'_>> = (self.batch.iter())
-            .map(|(partition, key, line)| Produce {
+            .map(|(partition, key, line, copy)| Produce {
                 topic: self.topic,
                 partition: *partition,
                 key: key.as_deref(),
                 payload: Some(line),
                 source: None,
+                copy: copy.as_deref(),
             })
             .collect();
         self.runtime

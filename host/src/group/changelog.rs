@@ -137,6 +137,7 @@ impl Changelog {
                 key: Some(key.as_bytes()),
                 payload: Some(payload),
                 source: None,
+                copy: None,
             })
             .collect();
         produce_all(producer, &chunks).await?;
@@ -159,6 +160,7 @@ impl Changelog {
                 key: Some(key.as_bytes()),
                 payload: Some(manifest.as_bytes()),
                 source: None,
+                copy: None,
             }],
         )
         .await?;
@@ -173,6 +175,7 @@ impl Changelog {
                 key: Some(key.as_bytes()),
                 payload: None,
                 source: None,
+                copy: None,
             })
             .collect();
         produce_all(producer, &tombstones).await?;

@@ -518,6 +518,7 @@ impl Instance {
                 key: agent_of(&w.line),
                 payload: Some(&w.line),
                 source: Some(&w.source),
+                copy: None,
             })
             .collect();
         self.tokio.block_on(produce_all(&self.producer, &records))?;

@@ -36,10 +36,14 @@ pub struct Produce<'a> {
     pub payload: Option<&'a [u8]>,
     /// Where the record came from (`clawwatch.source` header): `topic/partition/offset`.
     pub source: Option<&'a str>,
+    /// Which copy of a control record this is (`clawwatch.copy` header):
+    /// `k/n`, the copy for partition k of n.
+    pub copy: Option<&'a str>,
 }
 
 /// The header naming the input record an output record was judged from.
 pub const SOURCE_HEADER: &str = "clawwatch.source";
+pub const COPY_HEADER: &str = "clawwatch.copy";
 
 /// Backoff between attempts at a record the broker refused, or while the
 /// producer's queue is full.
@@ -112,11 +116,18 @@ pub async fn produce_all(producer: &FutureProducer, records: &[Produce<'_>]) -> 
         if let Some(partition) = r.partition {
             record = record.partition(partition);
         }
-        if let Some(source) = r.source {
-            record = record.headers(OwnedHeaders::new().insert(Header {
-                key: SOURCE_HEADER,
-                value: Some(source),
-            }));
+        let headers: Vec<(&str, &str)> = [(SOURCE_HEADER, r.source), (COPY_HEADER, r.copy)]
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value?)))
+            .collect();
+        if !headers.is_empty() {
+            let owned = (headers.into_iter()).fold(OwnedHeaders::new(), |all, (key, value)| {
+                all.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
+            record = record.headers(owned);
         }
         record
     }
@@ -192,6 +203,7 @@ pub async fn write(output: &KafkaOutput, out_rx: &mut mpsc::Receiver<Delivery>) 
                 key: agent_of(line),
                 payload: Some(line),
                 source: None,
+                copy: None,
             })
             .collect();
         produce_all(&producer, &records).await?;

@@ -131,13 +131,17 @@ impl Pending {
             self.started = Some(std::time::Instant::now());
         }
         // A message is one record, or several NDJSON lines; an empty one is
-        // still a record (passed through tagged), so nothing is dropped.
-        let payload = message.payload().unwrap_or_default();
-        self.bytes.extend_from_slice(payload);
-        if payload.last() != Some(&b'\n') {
-            self.bytes.push(b'\n');
+        // still a record (passed through tagged), so nothing is dropped. Of
+        // the copies of a control record `clawwatch route` puts in every
+        // partition (for instances sharing the topic), one is judged here.
+        if !is_other_copy(message) {
+            let payload = message.payload().unwrap_or_default();
+            self.bytes.extend_from_slice(payload);
+            if payload.last() != Some(&b'\n') {
+                self.bytes.push(b'\n');
+            }
+            self.records += 1;
         }
-        self.records += 1;
         let (partition, offset) = (message.partition(), message.offset());
         match self
             .offsets
@@ -173,4 +177,15 @@ impl Pending {
             .await
             .map_err(|_| anyhow::anyhow!("the engine stage stopped"))
     }
+}
+
+/// A copy of a control record other than the first (`clawwatch.copy` is
+/// `k/n`, k not 0).
+fn is_other_copy(message: &rdkafka::message::BorrowedMessage<'_>) -> bool {
+    use rdkafka::message::Headers;
+    (message.headers().into_iter())
+        .flat_map(|headers| headers.iter())
+        .find(|h| h.key == crate::sink::kafka::COPY_HEADER)
+        .and_then(|h| h.value)
+        .is_some_and(|copy| !copy.starts_with(b"0/"))
 }
