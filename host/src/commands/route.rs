@@ -163,6 +163,9 @@ fn route_topics(
     Ok(())
 }
 
+/// A record waiting to be produced: (partition, key, record, which copy).
+type Routed = (Option<i32>, Option<Vec<u8>>, Vec<u8>, Option<String>);
+
 /// Recognises records and produces them, keyed (traffic) or copied into
 /// every partition (control).
 struct Router<'a> {
@@ -172,8 +175,7 @@ struct Router<'a> {
     topic: &'a str,
     producer: rdkafka::producer::FutureProducer,
     runtime: tokio::runtime::Runtime,
-    /// (partition, key, record, which copy) waiting to be produced.
-    batch: Vec<(Option<i32>, Option<Vec<u8>>, Vec<u8>, Option<String>)>,
+    batch: Vec<Routed>,
     counts: Counts,
 }
 
