@@ -123,6 +123,170 @@ pub struct Contact {
     pub settled: bool,
 }
 
+/// Contacts are most of an active agent's saved state, so they are saved
+/// packed rather than as msgpack arrays of fields: per contact a flag byte
+/// (IPv6, settled, protocol, units), the address's bytes, the ports as
+/// varints, the start as a varint difference from the previous contact's
+/// (contacts are kept oldest first, so it is small) and the end as one from
+/// the start, each in milliseconds when it is whole milliseconds (exporters'
+/// precision) and in nanoseconds otherwise. About 15 bytes a contact instead
+/// of about 43.
+mod packed_contacts {
+    use super::Contact;
+    use crate::record::Proto;
+    use crate::time::Timestamp;
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    const V6: u8 = 1;
+    const SETTLED: u8 = 2;
+    const PROTO_SHIFT: u8 = 2;
+    const TCP: u8 = 0;
+    const UDP: u8 = 1;
+    const ICMP: u8 = 2;
+    const OTHER: u8 = 3;
+    const PROTO_MASK: u8 = 3;
+    const START_IN_MS: u8 = 16;
+    const LENGTH_IN_MS: u8 = 32;
+    const NANOS_PER_MS: i64 = 1_000_000;
+
+    /// `v` in milliseconds if it is whole ones, with the flag saying so.
+    fn in_ms(v: i64, flag: u8) -> (i64, u8) {
+        if v % NANOS_PER_MS == 0 {
+            (v / NANOS_PER_MS, flag)
+        } else {
+            (v, 0)
+        }
+    }
+
+    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn put_signed(out: &mut Vec<u8>, v: i64) {
+        put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+    }
+
+    pub fn pack(contacts: &[Contact]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(contacts.len() * 20);
+        let mut previous_start = 0i64;
+        for c in contacts {
+            let (proto, other) = match c.proto {
+                Proto::Tcp => (TCP, None),
+                Proto::Udp => (UDP, None),
+                Proto::Icmp => (ICMP, None),
+                Proto::Other(n) => (OTHER, Some(n)),
+            };
+            let v6 = matches!(c.dst, IpAddr::V6(_));
+            let (start, start_unit) = in_ms(c.start.0.wrapping_sub(previous_start), START_IN_MS);
+            let (length, length_unit) = in_ms(c.end.0.wrapping_sub(c.start.0), LENGTH_IN_MS);
+            out.push(
+                u8::from(v6) * V6
+                    | u8::from(c.settled) * SETTLED
+                    | proto << PROTO_SHIFT
+                    | start_unit
+                    | length_unit,
+            );
+            out.extend(other);
+            match c.dst {
+                IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
+                IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
+            }
+            put_varint(&mut out, u64::from(c.port));
+            put_varint(&mut out, u64::from(c.src_port));
+            put_signed(&mut out, start);
+            put_signed(&mut out, length);
+            previous_start = c.start.0;
+        }
+        out
+    }
+
+    /// Reads what [`pack`] wrote; `None` if it is cut short or malformed.
+    pub fn unpack(mut bytes: &[u8]) -> Option<Vec<Contact>> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+            *bytes = rest;
+            Some(head)
+        }
+        fn varint(bytes: &mut &[u8]) -> Option<u64> {
+            let mut v = 0u64;
+            for shift in (0..64).step_by(7) {
+                let b = *take(bytes, 1)?.first()?;
+                v |= u64::from(b & 0x7f) << shift;
+                if b & 0x80 == 0 {
+                    return Some(v);
+                }
+            }
+            None
+        }
+        fn signed(bytes: &mut &[u8]) -> Option<i64> {
+            let v = varint(bytes)?;
+            Some((v >> 1) as i64 ^ -((v & 1) as i64))
+        }
+        let mut contacts = Vec::new();
+        let mut previous_start = 0i64;
+        while !bytes.is_empty() {
+            let flags = *take(&mut bytes, 1)?.first()?;
+            let proto = match flags >> PROTO_SHIFT & PROTO_MASK {
+                TCP => Proto::Tcp,
+                UDP => Proto::Udp,
+                ICMP => Proto::Icmp,
+                OTHER => Proto::Other(*take(&mut bytes, 1)?.first()?),
+                _ => return None,
+            };
+            let dst = if flags & V6 != 0 {
+                IpAddr::V6(Ipv6Addr::from(
+                    <[u8; 16]>::try_from(take(&mut bytes, 16)?).ok()?,
+                ))
+            } else {
+                IpAddr::V4(Ipv4Addr::from(
+                    <[u8; 4]>::try_from(take(&mut bytes, 4)?).ok()?,
+                ))
+            };
+            let port = u16::try_from(varint(&mut bytes)?).ok()?;
+            let src_port = u16::try_from(varint(&mut bytes)?).ok()?;
+            let unit = |flag: u8| if flags & flag != 0 { NANOS_PER_MS } else { 1 };
+            let start =
+                previous_start.wrapping_add(signed(&mut bytes)?.wrapping_mul(unit(START_IN_MS)));
+            let end = start.wrapping_add(signed(&mut bytes)?.wrapping_mul(unit(LENGTH_IN_MS)));
+            previous_start = start;
+            contacts.push(Contact {
+                dst,
+                port,
+                proto,
+                src_port,
+                start: Timestamp(start),
+                end: Timestamp(end),
+                settled: flags & SETTLED != 0,
+            });
+        }
+        Some(contacts)
+    }
+
+    pub fn serialize<S: Serializer>(contacts: &[Contact], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&pack(contacts))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Contact>, D::Error> {
+        struct Packed;
+        impl<'de> Visitor<'de> for Packed {
+            type Value = Vec<Contact>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("packed contacts")
+            }
+            fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+                unpack(bytes).ok_or_else(|| E::custom("packed contacts cut short or malformed"))
+            }
+        }
+        d.deserialize_bytes(Packed)
+    }
+}
+
 /// Slices of one connection are exported back to back; this much gap still joins them.
 const SLICE_GAP_NANOS: i64 = 2 * NANOS_PER_SEC;
 
@@ -130,6 +294,7 @@ const SLICE_GAP_NANOS: i64 = 2 * NANOS_PER_SEC;
 pub struct Activity {
     pub volume: VolumeHour,
     /// Connections made, oldest first, for heartbeat windows to be held against.
+    #[serde(with = "packed_contacts")]
     pub contacts: Vec<Contact>,
     /// The contacts' source ports, index for index: finding a flow's own
     /// connection reads these 2-byte ports, not every 56-byte contact. Not
@@ -286,6 +451,68 @@ impl Activity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_contacts_come_back_as_they_were_and_are_small() {
+        let contact = |dst: &str, proto, start: i64, end: i64, settled| Contact {
+            dst: dst.parse().unwrap(),
+            port: 443,
+            proto,
+            src_port: 50123,
+            start: Timestamp(start),
+            end: Timestamp(end),
+            settled,
+        };
+        let t = 1_795_528_800 * NANOS_PER_SEC;
+        let contacts = vec![
+            contact("93.184.216.34", Proto::Tcp, t, t + 1_500_000_000, false),
+            // Out of order (a late flow) and far apart: the differences go negative.
+            contact("2001:db8::7", Proto::Udp, t - 90 * NANOS_PER_SEC, t, true),
+            contact(
+                "198.51.100.7",
+                Proto::Other(47),
+                t + 60 * NANOS_PER_SEC,
+                t,
+                false,
+            ),
+            contact("198.51.100.8", Proto::Icmp, i64::MIN, i64::MAX, true),
+            // Not whole milliseconds (Zeek's microseconds, a nanosecond clock).
+            contact(
+                "198.51.100.9",
+                Proto::Tcp,
+                t + 1_234,
+                t + 1_000_001_234,
+                false,
+            ),
+        ];
+        let packed = packed_contacts::pack(&contacts);
+        assert_eq!(packed_contacts::unpack(&packed), Some(contacts.clone()));
+        assert_eq!(packed_contacts::unpack(&[]), Some(Vec::new()));
+        // Cut anywhere inside, it is refused, never read as something else.
+        for cut in 1..packed.len() {
+            let read = packed_contacts::unpack(&packed[..cut]);
+            assert!(read.is_none_or(|r| r.len() < contacts.len()), "{cut}");
+        }
+        // A typical one: an IPv4 destination a minute after the last.
+        let minute_apart = vec![
+            contact("93.184.216.34", Proto::Tcp, t, t + NANOS_PER_SEC, false),
+            contact(
+                "93.184.216.35",
+                Proto::Tcp,
+                t + 60 * NANOS_PER_SEC,
+                t + 61 * NANOS_PER_SEC,
+                false,
+            ),
+        ];
+        let both = packed_contacts::pack(&minute_apart).len();
+        let first = packed_contacts::pack(&minute_apart[..1]).len();
+        assert!(both - first <= 16, "{}", both - first);
+        // Through the snapshot's encoding, too.
+        let mut a = Activity::default();
+        a.contacts = contacts.clone();
+        let back: Activity = rmp_serde::from_slice(&rmp_serde::to_vec(&a).unwrap()).unwrap();
+        assert_eq!(back.contacts, contacts);
+    }
 
     fn t(minutes: i64) -> Timestamp {
         Timestamp::from_secs(1_795_528_800 + minutes * 60)
