@@ -138,6 +138,8 @@ struct Instance {
 
 #[derive(Default)]
 struct Counts {
+    /// Assignments and revocations so far.
+    rebalances: u64,
     read: u64,
     written: u64,
     saves: u64,
@@ -187,6 +189,7 @@ impl ConsumerContext for Rebalancer {
         tpl: &mut TopicPartitionList,
     ) {
         let mut instance = self.instance.lock().expect("instance lock");
+        instance.counts.rebalances += 1;
         let outcome = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => instance
                 .assign(tpl)
@@ -308,7 +311,15 @@ pub fn run(opts: GroupOptions) -> Result<()> {
         let mut read = Vec::new();
         let mut wait = Duration::from_millis(50);
         while read.len() < batch {
-            match data.poll(wait) {
+            let rebalances = instance.lock().expect("instance lock").counts.rebalances;
+            let polled = data.poll(wait);
+            if instance.lock().expect("instance lock").counts.rebalances != rebalances {
+                // Read under the previous assignment: each partition now
+                // starts where its (perhaps older) saved state ends, and
+                // its records come again from there.
+                read.clear();
+            }
+            match polled {
                 None => break,
                 Some(Ok(message)) => read.push(Read::of(&message)),
                 Some(Err(e)) => tracing::warn!(error = %e, "reading from Kafka"),
@@ -340,6 +351,7 @@ pub fn run(opts: GroupOptions) -> Result<()> {
     let mut i = instance.lock().expect("instance lock");
     i.save_all(&data)?;
     let Counts {
+        rebalances,
         read,
         written,
         saves,
@@ -348,7 +360,7 @@ pub fn run(opts: GroupOptions) -> Result<()> {
     let partitions: Vec<u32> = i.engines.keys().copied().collect();
     drop(i);
     eprintln!(
-        "clawwatch: {read} records read in {:.2}s, {written} written; partitions {partitions:?} at the end, {restored} restored from and {saves} saves to the changelog",
+        "clawwatch: {read} records read in {:.2}s, {written} written; partitions {partitions:?} at the end, {restored} restored from and {saves} saves to the changelog, {rebalances} assignments and revocations",
         started.elapsed().as_secs_f64()
     );
     Ok(())
