@@ -26,12 +26,40 @@ fn minute_of(t: Timestamp) -> i64 {
 
 /// Connections and bytes per minute over the last hour of event time.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(from = "SavedVolumeHour", into = "SavedVolumeHour")]
 pub struct VolumeHour {
+    minutes: SavedVolumeHour,
+    /// The minutes' sums, kept as they change: every flow asks for them.
+    totals: HourTotals,
+}
+
+/// What a [`VolumeHour`] saves: its totals are derived.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SavedVolumeHour {
     head_minute: Option<i64>,
     #[serde(with = "minute_array")]
     connections: [u32; 60],
     #[serde(with = "minute_array")]
     bytes: [u64; 60],
+}
+
+impl From<SavedVolumeHour> for VolumeHour {
+    fn from(minutes: SavedVolumeHour) -> VolumeHour {
+        let totals = HourTotals {
+            connections: minutes.connections.iter().map(|&c| u64::from(c)).sum(),
+            bytes: minutes
+                .bytes
+                .iter()
+                .fold(0u64, |sum, &b| sum.wrapping_add(b)),
+        };
+        VolumeHour { minutes, totals }
+    }
+}
+
+impl From<VolumeHour> for SavedVolumeHour {
+    fn from(hour: VolumeHour) -> SavedVolumeHour {
+        hour.minutes
+    }
 }
 
 /// serde has no impls for arrays longer than 32.
@@ -61,11 +89,11 @@ pub struct HourTotals {
 
 impl Default for VolumeHour {
     fn default() -> Self {
-        VolumeHour {
+        VolumeHour::from(SavedVolumeHour {
             head_minute: None,
             connections: [0; 60],
             bytes: [0; 60],
-        }
+        })
     }
 }
 
@@ -75,34 +103,40 @@ impl VolumeHour {
     pub fn add(&mut self, t: Timestamp, bytes: u64) -> (HourTotals, Option<HourTotals>) {
         let m = minute_of(t);
         let mut completed = None;
-        match self.head_minute {
+        match self.minutes.head_minute {
             Some(head) if m > head => {
                 if m.div_euclid(60) != head.div_euclid(60) {
-                    completed = Some(self.totals());
+                    completed = Some(self.totals);
                 }
                 for step in (head + 1)..=m.min(head + 60) {
-                    let i = step.rem_euclid(60) as usize;
-                    self.connections[i] = 0;
-                    self.bytes[i] = 0;
+                    self.clear_minute(step.rem_euclid(60) as usize);
                 }
-                self.head_minute = Some(m);
+                self.minutes.head_minute = Some(m);
             }
             // Older than an hour: outside every window that could still matter.
-            Some(head) if m <= head - 60 => return (self.totals(), None),
+            Some(head) if m <= head - 60 => return (self.totals, None),
             Some(_) => {}
-            None => self.head_minute = Some(m),
+            None => self.minutes.head_minute = Some(m),
         }
         let i = m.rem_euclid(60) as usize;
-        self.connections[i] = self.connections[i].saturating_add(1);
-        self.bytes[i] = self.bytes[i].saturating_add(bytes);
-        (self.totals(), completed)
+        let connections = self.minutes.connections[i].saturating_add(1);
+        let minute_bytes = self.minutes.bytes[i].saturating_add(bytes);
+        self.totals.connections += u64::from(connections - self.minutes.connections[i]);
+        self.totals.bytes = (self.totals.bytes).wrapping_add(minute_bytes - self.minutes.bytes[i]);
+        self.minutes.connections[i] = connections;
+        self.minutes.bytes[i] = minute_bytes;
+        (self.totals, completed)
+    }
+
+    fn clear_minute(&mut self, i: usize) {
+        self.totals.connections -= u64::from(self.minutes.connections[i]);
+        self.totals.bytes = self.totals.bytes.wrapping_sub(self.minutes.bytes[i]);
+        self.minutes.connections[i] = 0;
+        self.minutes.bytes[i] = 0;
     }
 
     pub fn totals(&self) -> HourTotals {
-        HourTotals {
-            connections: self.connections.iter().map(|&c| u64::from(c)).sum(),
-            bytes: self.bytes.iter().sum(),
-        }
+        self.totals
     }
 }
 
@@ -516,6 +550,34 @@ mod tests {
 
     fn t(minutes: i64) -> Timestamp {
         Timestamp::from_secs(1_795_528_800 + minutes * 60)
+    }
+
+    #[test]
+    fn volume_hour_totals_kept_as_they_change_equal_a_recount() {
+        let mut v = VolumeHour::default();
+        let mut x: u64 = 7;
+        for _ in 0..5_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly forward in time, sometimes back, sometimes a jump of hours.
+            let minute = match x % 50 {
+                0 => (x >> 8) % 2_000,
+                1..=5 => (x >> 8) % 90,
+                _ => 60 + (x >> 8) % 30,
+            } as i64;
+            let bytes = if x % 97 == 0 {
+                u64::MAX / 3
+            } else {
+                x % 10_000
+            };
+            let (now, _) = v.add(t(minute), bytes);
+            let recount = VolumeHour::from(SavedVolumeHour::from(v.clone())).totals();
+            assert_eq!(now, recount);
+        }
+        let back: VolumeHour = rmp_serde::from_slice(&rmp_serde::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(back.totals(), v.totals());
+        assert_eq!(back.minutes.connections, v.minutes.connections);
     }
 
     #[test]

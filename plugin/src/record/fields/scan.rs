@@ -124,14 +124,18 @@ fn value_at(text: &str, i: usize) -> Option<(Value<'_>, usize)> {
         b'f' if line[i..].starts_with(b"false") => return Some((Value::Bool(false), i + 5)),
         b'n' if line[i..].starts_with(b"null") => return Some((Value::Null, i + 4)),
         b'0'..=b'9' => {
-            let digits = line[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-            let end = i + digits;
+            // Up to 19 digits always fit a u64 (wrapping only past them, when
+            // the value is left to serde_json anyway).
+            let mut n = 0u64;
+            let mut end = i;
+            while let Some(&d @ b'0'..=b'9') = line.get(end) {
+                n = n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                end += 1;
+            }
+            let digits = end - i;
             let plain = !matches!(line.get(end), Some(b'.' | b'e' | b'E'));
-            // Up to 19 digits always fit a u64; a leading zero is serde_json's to refuse.
+            // A leading zero is serde_json's to refuse.
             if plain && digits <= 19 && (digits == 1 || line[i] != b'0') {
-                let n = line[i..end]
-                    .iter()
-                    .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
                 return Some((Value::UInt(n), end));
             }
         }
@@ -148,7 +152,12 @@ fn value_at(text: &str, i: usize) -> Option<(Value<'_>, usize)> {
 
 /// Where the value no format reads, starting at `i`, ends (validated).
 fn skip_value(text: &[u8], i: usize) -> Option<usize> {
-    value_end(text, i, MAX_SKIP_DEPTH, plain_string_end)
+    // Most skipped values are scalars: no container bookkeeping for them.
+    match *text.get(i)? {
+        b'"' => plain_string_end(text, i),
+        b'-' | b'0'..=b'9' => number_end(text, i),
+        _ => value_end(text, i, MAX_SKIP_DEPTH, plain_string_end),
+    }
 }
 
 /// Where the JSON value starting at `i` ends, validating it on the way; `None`
@@ -246,21 +255,7 @@ fn member_value_start(
 /// [`string_end`] for strings without `\u` escapes: serde_json refuses some of
 /// those (lone surrogates), so they are left to it.
 fn plain_string_end(text: &[u8], start: usize) -> Option<usize> {
-    let end = string_end(text, start)?;
-    (!has_escaped_u(&text[start + 1..end - 1])).then_some(end)
-}
-
-/// Whether a string body holds a `\u` escape (not an escaped backslash before a `u`).
-fn has_escaped_u(body: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(at) = memchr::memchr(b'\\', &body[i..]) {
-        let at = i + at;
-        if body.get(at + 1) == Some(&b'u') {
-            return true;
-        }
-        i = at + 2;
-    }
-    false
+    string_end_with(text, start, false)
 }
 
 /// Whether `text` is one JSON object (RFC 8259), however deeply nested and
@@ -275,6 +270,11 @@ pub fn is_json_object(text: &[u8]) -> bool {
 
 /// The index after the string that opens at `start` (a `"`), if well formed.
 fn string_end(text: &[u8], start: usize) -> Option<usize> {
+    string_end_with(text, start, true)
+}
+
+/// [`string_end`], declining a `\u` escape unless `unicode_escapes`.
+fn string_end_with(text: &[u8], start: usize, unicode_escapes: bool) -> Option<usize> {
     let mut i = start + 1;
     loop {
         i += first_special(text.get(i..)?)?;
@@ -283,7 +283,11 @@ fn string_end(text: &[u8], start: usize) -> Option<usize> {
             b'\\' => {
                 i += match *text.get(i + 1)? {
                     b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
-                    b'u' if text.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => 6,
+                    b'u' if unicode_escapes
+                        && text.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) =>
+                    {
+                        6
+                    }
                     _ => return None,
                 }
             }
