@@ -35,10 +35,10 @@ thread_local! {
 }
 
 /// Runs one serialisation with the containers saving in `how`; whole is the
-/// default outside it.
+/// default outside it. Names are written once each (see [`crate::name`]).
 pub fn save_as<R>(how: Saving, save: impl FnOnce() -> R) -> R {
     let before = SAVING.with(|s| s.replace(how));
-    let result = save();
+    let result = crate::name::with_table(save);
     SAVING.with(|s| s.set(before));
     result
 }

@@ -7,9 +7,9 @@
 //! moment only once the watermark has passed it, so late records are counted.
 
 use crate::changes::LoggedHeap;
+use crate::name::Name;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::cmp::Reverse;
-use std::rc::Rc;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct Clock {
@@ -67,23 +67,56 @@ impl Clock {
 }
 
 /// What a deadline is for; each is re-checked against current state when it
-/// comes due, so superseded deadlines simply find nothing to do.
+/// comes due, so superseded deadlines simply find nothing to do. Saved as
+/// `[code, name]`: a fleet has several deadlines per agent, and the
+/// variant's name would be most of each.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(into = "(u8, Name)", try_from = "(u8, Name)")]
 pub enum Due {
     /// The agent's lifetime (plus variance and extensions) ends.
-    Lifetime(Rc<str>),
+    Lifetime(Name),
     /// The agent's next heartbeat should have arrived.
-    Heartbeat(Rc<str>),
+    Heartbeat(Name),
     /// A heartbeat window can be compared with the flows seen in it.
-    HeartbeatWindow(Rc<str>),
+    HeartbeatWindow(Name),
     /// An incident may have been quiet long enough to close.
-    IncidentQuiet(Rc<str>),
+    IncidentQuiet(Name),
     /// The agent's hour of volume crossed its baseline in a minute now complete.
-    Volume(Rc<str>),
+    Volume(Name),
     /// A call off its schedule, held until its minute is complete.
-    Schedule(Rc<str>),
+    Schedule(Name),
     /// A flood limit's minute that held incidents back has ended.
-    FloodSummary(Rc<str>),
+    FloodSummary(Name),
+}
+
+impl From<Due> for (u8, Name) {
+    fn from(due: Due) -> (u8, Name) {
+        match due {
+            Due::Lifetime(n) => (0, n),
+            Due::Heartbeat(n) => (1, n),
+            Due::HeartbeatWindow(n) => (2, n),
+            Due::IncidentQuiet(n) => (3, n),
+            Due::Volume(n) => (4, n),
+            Due::Schedule(n) => (5, n),
+            Due::FloodSummary(n) => (6, n),
+        }
+    }
+}
+
+impl TryFrom<(u8, Name)> for Due {
+    type Error = String;
+    fn try_from((code, n): (u8, Name)) -> Result<Due, String> {
+        Ok(match code {
+            0 => Due::Lifetime(n),
+            1 => Due::Heartbeat(n),
+            2 => Due::HeartbeatWindow(n),
+            3 => Due::IncidentQuiet(n),
+            4 => Due::Volume(n),
+            5 => Due::Schedule(n),
+            6 => Due::FloodSummary(n),
+            _ => return Err(format!("unknown deadline kind {code}")),
+        })
+    }
 }
 
 /// Pending deadlines in time order, bounded: past the cap the earliest are
@@ -172,9 +205,35 @@ mod tests {
     }
 
     #[test]
+    fn every_deadline_kind_is_saved_as_its_code_and_read_back() {
+        let n = Name::from("agent-1");
+        let all = [
+            Due::Lifetime(n.clone()),
+            Due::Heartbeat(n.clone()),
+            Due::HeartbeatWindow(n.clone()),
+            Due::IncidentQuiet(n.clone()),
+            Due::Volume(n.clone()),
+            Due::Schedule(n.clone()),
+            Due::FloodSummary(n.clone()),
+        ];
+        let mut codes = std::collections::BTreeSet::new();
+        for due in &all {
+            let bytes = rmp_serde::to_vec(due).unwrap();
+            assert_eq!(bytes.len(), 1 + 1 + 1 + n.len(), "[code, name]: {due:?}");
+            assert!(codes.insert(bytes[1]), "{due:?} shares its code");
+            assert_eq!(&rmp_serde::from_slice::<Due>(&bytes).unwrap(), due);
+        }
+        let unknown = rmp_serde::to_vec(&(7u8, "agent-1")).unwrap();
+        let err = rmp_serde::from_slice::<Due>(&unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown deadline kind 7"), "{err}");
+    }
+
+    #[test]
     fn deadlines_come_due_in_order_and_the_cap_forces_the_earliest() {
         let mut d = Deadlines::new(16);
-        let id: Rc<str> = Rc::from("a");
+        let id: Name = Name::from("a");
         d.schedule(t(10), Due::Lifetime(id.clone()));
         d.schedule(t(5), Due::Heartbeat(id.clone()));
         let mut budget = d.excess();
@@ -205,7 +264,7 @@ mod tests {
     #[test]
     fn a_forced_deadline_that_schedules_itself_again_ends_the_round() {
         let mut d = Deadlines::new(16);
-        let id: Rc<str> = Rc::from("a");
+        let id: Name = Name::from("a");
         for i in 0..17 {
             d.schedule(t(100 + i), Due::Lifetime(id.clone()));
         }

@@ -22,11 +22,11 @@
 
 use crate::bounded::BoundedMap;
 use crate::changes::LoggedHeap;
+use crate::name::Name;
 use crate::record::Flow;
 use crate::time::Timestamp;
 use std::cmp::Reverse;
 use std::net::IpAddr;
-use std::rc::Rc;
 
 /// (agent address, agent port, peer address, peer port) of one connection.
 pub type ConnKey = (IpAddr, u16, IpAddr, u16);
@@ -68,7 +68,7 @@ pub enum ToAgent {
 /// An answer-shaped flow waiting for the peer's connection to turn up.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PendingReply {
-    pub agent_id: Rc<str>,
+    pub agent_id: Name,
     pub flow: Flow,
 }
 
@@ -150,7 +150,7 @@ impl Conversations {
     /// Keeps a provisional answer until event time passes its start by the
     /// lateness allowance. Past the cap, the earliest waiting answer is
     /// returned to be judged at once: early, never lost.
-    pub fn hold(&mut self, agent_id: Rc<str>, flow: &Flow) -> Option<PendingReply> {
+    pub fn hold(&mut self, agent_id: Name, flow: &Flow) -> Option<PendingReply> {
         let key = (flow.src, flow.src_port, flow.dst, flow.dst_port);
         if self.pending.peek(&key).is_some() {
             return None; // the same answer again (an active-timeout slice)

@@ -19,6 +19,7 @@ use crate::dns_map::DnsMap;
 use crate::egress::Shape;
 use crate::flood;
 use crate::incidents::{Closing, Incidents};
+use crate::name::Name;
 use crate::output::{DueFinding, IncidentRecord, IncidentStatus, Note, Reported, Verdict};
 use crate::policy::{Policy, PolicyError, Profile};
 use crate::record::fields::Fields;
@@ -39,7 +40,6 @@ use crate::rules::{
 use crate::siem::{Endpoints, FieldSet, Original};
 use crate::time::Timestamp;
 use std::net::IpAddr;
-use std::rc::Rc;
 
 /// Running totals; see the WIT `stats` record for their meaning.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -145,7 +145,7 @@ pub(crate) struct Learnt {
     dns: DnsMap,
     incidents: Incidents,
     conversations: Conversations,
-    activities: BoundedMap<Rc<str>, Activity>,
+    activities: BoundedMap<Name, Activity>,
     baselines: Baselines,
     rates: RateWindows,
     tunnels: TunnelWindows,
@@ -155,7 +155,7 @@ pub(crate) struct Learnt {
     /// Recent tool calls of agents without an address of their own (OpenClaw
     /// agents on their gateway's): which agent a flow from the shared address
     /// belongs to.
-    shared_intents: std::collections::VecDeque<(Rc<str>, PlannedAction)>,
+    shared_intents: std::collections::VecDeque<(Name, PlannedAction)>,
     /// The ends of the telemetry hash chains followed.
     chains: telemetry_chain_broken::Chains,
     /// Alert-flood limits on new incidents.

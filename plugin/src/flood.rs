@@ -6,11 +6,11 @@
 //! window that held some back is said in one summary record when it ends.
 
 use crate::bounded::BoundedMap;
+use crate::name::Name;
 use crate::rules::{Finding, RuleInfo};
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use std::rc::Rc;
 
 const WINDOW_NANOS: i64 = 60 * NANOS_PER_SEC;
 
@@ -47,10 +47,10 @@ pub struct FloodLimits {
     per_subject: u32,
     per_subnet: u32,
     /// The current window, keyed by `rule id` + `\0` + scope.
-    windows: BoundedMap<Rc<str>, Window>,
+    windows: BoundedMap<Name, Window>,
     /// Ended windows that held incidents back, waiting for their summary:
     /// keyed by `rule id` + `\0` + scope + `\0` + start (ns).
-    ended: BoundedMap<Rc<str>, u64>,
+    ended: BoundedMap<Name, u64>,
 }
 
 crate::changes::apply_changes_by_field!(FloodLimits {
@@ -65,7 +65,7 @@ crate::changes::apply_changes_by_field!(FloodLimits {
 pub enum Admission {
     Open,
     Held {
-        summary_due: Option<(Rc<str>, Timestamp)>,
+        summary_due: Option<(Name, Timestamp)>,
     },
 }
 
@@ -173,12 +173,12 @@ impl FloodLimits {
     }
 }
 
-fn summary_key(window_key: &str, start: Timestamp) -> Rc<str> {
-    Rc::from(format!("{window_key}\0{}", start.0))
+fn summary_key(window_key: &str, start: Timestamp) -> Name {
+    Name::from(format!("{window_key}\0{}", start.0))
 }
 
-fn window_key(rule: &RuleInfo, scope: &str) -> Rc<str> {
-    Rc::from(format!("{}\0{scope}", rule.id))
+fn window_key(rule: &RuleInfo, scope: &str) -> Name {
+    Name::from(format!("{}\0{scope}", rule.id))
 }
 
 fn subnet_of(ip: IpAddr) -> String {

@@ -4,15 +4,15 @@
 //! new one.
 
 use crate::bounded::BoundedMap;
+use crate::name::Name;
 use crate::registry::AgentInfo;
 use crate::rules::{Finding, RuleInfo, Severity};
 use crate::time::Timestamp;
-use std::rc::Rc;
 
 /// An incident as its records report it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Incident {
-    pub id: Rc<str>,
+    pub id: Name,
     #[serde(with = "crate::rules::rule_by_id")]
     pub rule: &'static RuleInfo,
     pub severity: Severity,
@@ -51,7 +51,7 @@ pub enum Closing {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct Incidents {
-    open: BoundedMap<Rc<str>, Incident>,
+    open: BoundedMap<Name, Incident>,
     quiet_nanos: i64,
     opened: u64,
     closed: u64,
@@ -109,7 +109,7 @@ impl Incidents {
             self.closed += 1;
         }
         let incident = Incident {
-            id: Rc::from(finding.incident.as_str()),
+            id: Name::from(finding.incident.as_str()),
             rule: finding.rule,
             severity: finding.severity,
             alerting: finding.alerting,

@@ -14,6 +14,7 @@ mod egress;
 mod engine;
 mod flood;
 pub mod incidents;
+pub mod name;
 pub mod net;
 pub mod output;
 pub mod policy;
@@ -40,6 +41,7 @@ mod fluent_bit;
 #[cfg(test)]
 const LAYERS: &[&str] = &[
     "time",
+    "name",
     "changes",
     "bounded",
     "net",

@@ -3,12 +3,12 @@
 //! It is appended to the record's original bytes instead of re-serialising the
 //! record: that is the hot path, and it keeps the record exactly as it came.
 
+use crate::name::Name;
 use crate::record::Stream;
 use crate::registry::AgentInfo;
 use crate::rules::Finding;
 use crate::time::Timestamp;
 use base64::Engine as _;
-use std::rc::Rc;
 
 /// The name a record's own top-level `clawwatch` key is kept under.
 pub const PREVIOUS_NOTE_KEY: &str = "clawwatch_previous";
@@ -115,7 +115,7 @@ pub struct Note {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DueFinding {
     pub reported: Reported,
-    pub agent: Option<Rc<str>>,
+    pub agent: Option<Name>,
     /// When it came due (event time).
     pub ts: Timestamp,
 }

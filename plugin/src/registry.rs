@@ -5,10 +5,10 @@
 //! own start time, not by whoever holds the address when the record arrives.
 
 use crate::bounded::BoundedMap;
+use crate::name::Name;
 use crate::record::{PolicyChange, Spawn, Terminate};
 use crate::time::Timestamp;
 use std::net::IpAddr;
-use std::rc::Rc;
 
 /// Bindings kept per address; older ones are forgotten first.
 const BINDINGS_PER_ADDRESS: usize = 8;
@@ -19,11 +19,11 @@ const SPAWN_SKEW_NANOS: i64 = 2 * crate::time::NANOS_PER_SEC;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Agent {
-    pub id: Rc<str>,
-    pub agent_type: Rc<str>,
-    pub deployment: Option<Rc<str>>,
+    pub id: Name,
+    pub agent_type: Name,
+    pub deployment: Option<Name>,
     /// The profile the agent is judged by (defaults to its type; `agent.policy` may change it).
-    pub profile: Rc<str>,
+    pub profile: Name,
     pub task_id: Option<String>,
     pub ips: Vec<IpAddr>,
     pub spawned: Timestamp,
@@ -43,10 +43,10 @@ impl Agent {
 /// The agent a record is attributed to, as the output writes it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AgentInfo {
-    pub id: Rc<str>,
-    pub agent_type: Rc<str>,
-    pub deployment: Option<Rc<str>>,
-    pub profile: Rc<str>,
+    pub id: Name,
+    pub agent_type: Name,
+    pub deployment: Option<Name>,
+    pub profile: Name,
 }
 
 impl From<&Agent> for AgentInfo {
@@ -62,7 +62,7 @@ impl From<&Agent> for AgentInfo {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Binding {
-    agent_id: Rc<str>,
+    agent_id: Name,
     from: Timestamp,
     until: Option<Timestamp>,
 }
@@ -77,7 +77,7 @@ pub enum Update {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct Registry {
-    agents: BoundedMap<Rc<str>, Agent>,
+    agents: BoundedMap<Name, Agent>,
     bindings: BoundedMap<IpAddr, Vec<Binding>>,
 }
 
@@ -93,7 +93,7 @@ impl Registry {
     }
 
     pub fn spawn(&mut self, s: &Spawn) {
-        let id: Rc<str> = Rc::from(s.agent_id.as_str());
+        let id: Name = Name::from(s.agent_id.as_str());
         if let Some(previous) = self.agents.peek(&id).cloned() {
             // A re-spawn under the same id: addresses it no longer holds are released.
             for ip in previous.ips.iter().filter(|ip| !s.ips.contains(ip)) {
@@ -121,9 +121,9 @@ impl Registry {
         }
         let agent = Agent {
             id: id.clone(),
-            agent_type: Rc::from(s.agent_type.as_str()),
-            deployment: s.deployment.as_deref().map(Rc::from),
-            profile: Rc::from(s.profile.as_deref().unwrap_or(&s.agent_type)),
+            agent_type: Name::from(s.agent_type.as_str()),
+            deployment: s.deployment.as_deref().map(Name::from),
+            profile: Name::from(s.profile.as_deref().unwrap_or(&s.agent_type)),
             task_id: s.task_id.clone(),
             ips: s.ips.clone(),
             spawned: s.ts,
@@ -151,7 +151,7 @@ impl Registry {
             return Update::UnknownAgent;
         };
         if let Some(profile) = &c.profile {
-            agent.profile = Rc::from(profile.as_str());
+            agent.profile = Name::from(profile.as_str());
         }
         agent.extended_minutes = agent
             .extended_minutes
@@ -159,7 +159,7 @@ impl Registry {
         Update::Applied
     }
 
-    fn close(&mut self, ip: IpAddr, id: &Rc<str>, at: Timestamp) {
+    fn close(&mut self, ip: IpAddr, id: &Name, at: Timestamp) {
         if let Some(history) = self.bindings.peek_mut(&ip) {
             for b in history
                 .iter_mut()

@@ -93,6 +93,8 @@ const NOT_COUNTED: &str = "not counted (build with --features bench-heap)";
 struct StateCost {
     heap_per_agent: Option<f64>,
     snapshot_bytes: usize,
+    /// Bytes of the snapshot by part of the state, largest first.
+    snapshot_parts: Vec<(&'static str, usize)>,
     export: Duration,
     restore: Duration,
     /// Changes after the snapshot, once the busy agents each made one more connection.
@@ -150,6 +152,7 @@ fn state_cost(policy_text: &str, agents: usize) -> Result<StateCost> {
     let started = Instant::now();
     let snapshot = engine.export_state();
     let export = started.elapsed();
+    let snapshot_parts = engine.snapshot_parts();
     let mut busy = String::new();
     for i in (0..agents as u64).step_by(BUSY_ONE_IN) {
         busy.push_str(&format!(
@@ -181,6 +184,7 @@ fn state_cost(policy_text: &str, agents: usize) -> Result<StateCost> {
     Ok(StateCost {
         heap_per_agent: held,
         snapshot_bytes: snapshot.len(),
+        snapshot_parts,
         export,
         restore,
         changes_bytes: changes.len(),
@@ -542,6 +546,15 @@ pub fn run(opts: BenchOptions) -> Result<()> {
         cost.snapshot_bytes as f64 / agents as f64,
         cost.export.as_secs_f64() * 1000.0,
         cost.restore.as_secs_f64() * 1000.0
+    );
+    let parts: Vec<String> = (cost.snapshot_parts.iter())
+        .filter(|(_, bytes)| *bytes as f64 / agents as f64 >= 1.0)
+        .map(|(part, bytes)| format!("{part} {:.0}", *bytes as f64 / agents as f64))
+        .collect();
+    let _ = writeln!(
+        report,
+        "snapshot bytes per agent by part: {}",
+        parts.join(", ")
     );
     let (rules, tables_ns, in_order_ns) = lookup;
     let _ = writeln!(

@@ -2,6 +2,7 @@
 //! OpenClaw gateway's sessions, telemetry chains and heartbeats.
 
 use super::*;
+use crate::name::Name;
 
 impl Engine {
     /// Binds an agent's addresses from its spawn and arms its deadlines.
@@ -57,7 +58,7 @@ impl Engine {
             }
             self.learnt
                 .shared_intents
-                .push_back((Rc::from(agent_id), action.clone()));
+                .push_back((Name::from(agent_id), action.clone()));
         }
         let plan = self
             .learnt
@@ -160,11 +161,7 @@ impl Engine {
 
     /// The agent a flow from the gateway's shared address belongs to: the
     /// latest whose tool call declared its destination, else the gateway.
-    pub(super) fn attribute_shared(
-        &mut self,
-        holder: Rc<str>,
-        flow: &Flow,
-    ) -> (Rc<str>, Option<String>) {
+    pub(super) fn attribute_shared(&mut self, holder: Name, flow: &Flow) -> (Name, Option<String>) {
         let is_gateway =
             (self.policy.inputs.openclaw.gateway.as_ref()).is_some_and(|g| *g.agent_id == *holder);
         if !is_gateway {
@@ -266,7 +263,7 @@ impl Engine {
     }
 
     /// The agent was heard from up to `at`: the next heartbeat is due by `overdue`.
-    pub(super) fn heard_from(&mut self, id: Rc<str>, at: Timestamp, overdue: Option<Timestamp>) {
+    pub(super) fn heard_from(&mut self, id: Name, at: Timestamp, overdue: Option<Timestamp>) {
         let activity = self
             .learnt
             .activities

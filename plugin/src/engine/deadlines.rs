@@ -2,6 +2,7 @@
 //! heartbeats, schedules and volume, as their deadlines pass.
 
 use super::*;
+use crate::name::Name;
 
 impl Engine {
     /// Handles every deadline the watermark has passed.
@@ -27,7 +28,7 @@ impl Engine {
                     if let Some(held) = self.learnt.flood.take_summary(&key) {
                         self.emitted.push(IncidentRecord {
                             incident: crate::incidents::Incident {
-                                id: Rc::from(format!(
+                                id: Name::from(format!(
                                     "{}/{}/suppressed@{}",
                                     held.scope,
                                     held.rule.id,

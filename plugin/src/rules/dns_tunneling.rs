@@ -9,10 +9,10 @@
 
 use super::{Finding, RuleInfo, Severity, Subject, registered_domain};
 use crate::bounded::BoundedMap;
+use crate::name::Name;
 use crate::registry::Agent;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::hash::{Hash, Hasher};
-use std::rc::Rc;
 
 pub const RULE: RuleInfo = RuleInfo {
     id: "dns.tunneling",
@@ -53,7 +53,7 @@ struct Window {
 /// Windows per (agent, registered domain), least recently used forgotten first.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct TunnelWindows {
-    windows: BoundedMap<(Rc<str>, Box<str>), Window>,
+    windows: BoundedMap<(Name, Box<str>), Window>,
 }
 
 crate::changes::apply_changes_by_field!(TunnelWindows { windows });

@@ -165,12 +165,13 @@ pub mod rule_by_id {
     use super::RuleInfo;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// A name ([`crate::name`]): within a save, a rule's id after its first mention is a number.
     pub fn serialize<S: Serializer>(rule: &&'static RuleInfo, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(rule.id)
+        crate::name::serialize_str(rule.id, s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<&'static RuleInfo, D::Error> {
-        let id = String::deserialize(d)?;
+        let id = crate::name::Name::deserialize(d)?;
         super::by_id(&id).ok_or_else(|| serde::de::Error::custom(format!("unknown rule id `{id}`")))
     }
 }
@@ -278,11 +279,11 @@ mod tests {
 
 #[cfg(test)]
 pub(crate) mod test_support {
+    use crate::name::Name;
     use crate::policy::Policy;
     use crate::record::{Flow, Proto};
     use crate::registry::Agent;
     use crate::time::Timestamp;
-    use std::rc::Rc;
 
     pub const POLICY: &str = r#"
 [monitor]
@@ -323,10 +324,10 @@ allowed_outbound = [
 
     pub fn agent(profile: &str) -> Agent {
         Agent {
-            id: Rc::from("0x8a3f"),
-            agent_type: Rc::from(profile),
+            id: Name::from("0x8a3f"),
+            agent_type: Name::from(profile),
             deployment: None,
-            profile: Rc::from(profile),
+            profile: Name::from(profile),
             task_id: None,
             ips: vec!["10.20.0.15".parse().unwrap()],
             spawned: Timestamp::from_secs(1_795_530_600),

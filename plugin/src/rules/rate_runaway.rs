@@ -4,12 +4,12 @@
 
 use super::{Finding, RuleInfo, Severity, Subject, endpoint};
 use crate::bounded::BoundedMap;
+use crate::name::Name;
 use crate::policy::Profile;
 use crate::record::Flow;
 use crate::registry::Agent;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::net::IpAddr;
-use std::rc::Rc;
 
 pub const RULE: RuleInfo = RuleInfo {
     id: "rate.runaway",
@@ -55,7 +55,7 @@ impl Window {
 /// Rolling windows per (agent, destination address, port), least recently used forgotten first.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct RateWindows {
-    windows: BoundedMap<(Rc<str>, IpAddr, u16), Window>,
+    windows: BoundedMap<(Name, IpAddr, u16), Window>,
 }
 
 crate::changes::apply_changes_by_field!(RateWindows { windows });
