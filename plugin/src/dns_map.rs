@@ -6,6 +6,7 @@
 //! toFQDNs, because connections outlive the answer that opened them.
 
 use crate::bounded::BoundedMap;
+use crate::name::Name;
 use crate::record::DnsQuery;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::net::IpAddr;
@@ -20,7 +21,7 @@ const ANSWER_SKEW_NANOS: i64 = 2 * NANOS_PER_SEC;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct NameEntry {
-    name: Box<str>,
+    name: Name,
     answered: Timestamp,
     /// End of validity: answer time + TTL + grace.
     valid_until: Timestamp,

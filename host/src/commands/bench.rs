@@ -92,6 +92,8 @@ const NOT_COUNTED: &str = "not counted (build with --features bench-heap)";
 /// time to export, time to restore into a new engine).
 struct StateCost {
     heap_per_agent: Option<f64>,
+    /// The same state restored from its snapshot into a new engine.
+    restored_heap_per_agent: Option<f64>,
     snapshot_bytes: usize,
     /// Bytes of the snapshot by part of the state, largest first.
     snapshot_parts: Vec<(&'static str, usize)>,
@@ -168,12 +170,16 @@ fn state_cost(policy_text: &str, agents: usize) -> Result<StateCost> {
     let changes = engine.export_changes();
     let changes_export = started.elapsed();
     drop(engine);
+    let before_restore = heap::in_use();
     let mut restored = Engine::new(policy_text).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
     let started = Instant::now();
     restored
         .restore_state(&snapshot)
         .map_err(|e| anyhow::anyhow!("restoring the bench's own snapshot: {e}"))?;
     let restore = started.elapsed();
+    let restored_heap_per_agent = heap::in_use()
+        .zip(before_restore)
+        .map(|(after, before)| after.saturating_sub(before) as f64 / agents as f64);
     restored
         .restore_state(&changes)
         .map_err(|e| anyhow::anyhow!("applying the bench's own changes: {e}"))?;
@@ -183,6 +189,7 @@ fn state_cost(policy_text: &str, agents: usize) -> Result<StateCost> {
     );
     Ok(StateCost {
         heap_per_agent: held,
+        restored_heap_per_agent,
         snapshot_bytes: snapshot.len(),
         snapshot_parts,
         export,
@@ -532,8 +539,9 @@ pub fn run(opts: BenchOptions) -> Result<()> {
     }
     let heap = cost
         .heap_per_agent
-        .map_or(format!("heap {NOT_COUNTED}"), |bytes| {
-            format!("{bytes:.0} heap bytes")
+        .zip(cost.restored_heap_per_agent)
+        .map_or(format!("heap {NOT_COUNTED}"), |(live, restored)| {
+            format!("{live:.0} heap bytes ({restored:.0} restored from its snapshot)")
         });
     let _ = writeln!(
         report,

@@ -169,8 +169,10 @@ mod packed_contacts {
     use super::Contact;
     use crate::record::Proto;
     use crate::time::Timestamp;
+    use rustc_hash::FxHashMap;
     use serde::de::{Error, Visitor};
     use serde::{Deserializer, Serializer};
+    use std::collections::hash_map::Entry;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     const V6: u8 = 1;
@@ -183,6 +185,10 @@ mod packed_contacts {
     const PROTO_MASK: u8 = 3;
     const START_IN_MS: u8 = 16;
     const LENGTH_IN_MS: u8 = 32;
+    /// The destination (protocol, address, port) is an earlier contact's:
+    /// its number among the list's distinct destinations follows instead.
+    /// An agent calls a few services over and over.
+    const SEEN_DESTINATION: u8 = 64;
     const NANOS_PER_MS: i64 = 1_000_000;
 
     /// `v` in milliseconds if it is whole ones, with the flag saying so.
@@ -209,7 +215,16 @@ mod packed_contacts {
     pub fn pack(contacts: &[Contact]) -> Vec<u8> {
         let mut out = Vec::with_capacity(contacts.len() * 20);
         let mut previous_start = 0i64;
+        let mut destinations: FxHashMap<(IpAddr, u16, Proto), u64> = FxHashMap::default();
         for c in contacts {
+            let next = destinations.len() as u64;
+            let seen = match destinations.entry((c.dst, c.port, c.proto)) {
+                Entry::Occupied(number) => Some(*number.get()),
+                Entry::Vacant(slot) => {
+                    slot.insert(next);
+                    None
+                }
+            };
             let (proto, other) = match c.proto {
                 Proto::Tcp => (TCP, None),
                 Proto::Udp => (UDP, None),
@@ -224,14 +239,19 @@ mod packed_contacts {
                     | u8::from(c.settled) * SETTLED
                     | proto << PROTO_SHIFT
                     | start_unit
-                    | length_unit,
+                    | length_unit
+                    | u8::from(seen.is_some()) * SEEN_DESTINATION,
             );
-            out.extend(other);
-            match c.dst {
-                IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
-                IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
+            if let Some(number) = seen {
+                put_varint(&mut out, number);
+            } else {
+                out.extend(other);
+                match c.dst {
+                    IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
+                    IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
+                }
+                put_varint(&mut out, u64::from(c.port));
             }
-            put_varint(&mut out, u64::from(c.port));
             put_varint(&mut out, u64::from(c.src_port));
             put_signed(&mut out, start);
             put_signed(&mut out, length);
@@ -264,25 +284,32 @@ mod packed_contacts {
         }
         let mut contacts = Vec::new();
         let mut previous_start = 0i64;
+        let mut destinations: Vec<(IpAddr, u16, Proto)> = Vec::new();
         while !bytes.is_empty() {
             let flags = *take(&mut bytes, 1)?.first()?;
-            let proto = match flags >> PROTO_SHIFT & PROTO_MASK {
-                TCP => Proto::Tcp,
-                UDP => Proto::Udp,
-                ICMP => Proto::Icmp,
-                OTHER => Proto::Other(*take(&mut bytes, 1)?.first()?),
-                _ => return None,
-            };
-            let dst = if flags & V6 != 0 {
-                IpAddr::V6(Ipv6Addr::from(
-                    <[u8; 16]>::try_from(take(&mut bytes, 16)?).ok()?,
-                ))
+            let (dst, port, proto) = if flags & SEEN_DESTINATION != 0 {
+                *destinations.get(usize::try_from(varint(&mut bytes)?).ok()?)?
             } else {
-                IpAddr::V4(Ipv4Addr::from(
-                    <[u8; 4]>::try_from(take(&mut bytes, 4)?).ok()?,
-                ))
+                let proto = match flags >> PROTO_SHIFT & PROTO_MASK {
+                    TCP => Proto::Tcp,
+                    UDP => Proto::Udp,
+                    ICMP => Proto::Icmp,
+                    OTHER => Proto::Other(*take(&mut bytes, 1)?.first()?),
+                    _ => return None,
+                };
+                let dst = if flags & V6 != 0 {
+                    IpAddr::V6(Ipv6Addr::from(
+                        <[u8; 16]>::try_from(take(&mut bytes, 16)?).ok()?,
+                    ))
+                } else {
+                    IpAddr::V4(Ipv4Addr::from(
+                        <[u8; 4]>::try_from(take(&mut bytes, 4)?).ok()?,
+                    ))
+                };
+                let port = u16::try_from(varint(&mut bytes)?).ok()?;
+                destinations.push((dst, port, proto));
+                (dst, port, proto)
             };
-            let port = u16::try_from(varint(&mut bytes)?).ok()?;
             let src_port = u16::try_from(varint(&mut bytes)?).ok()?;
             let unit = |flag: u8| if flags & flag != 0 { NANOS_PER_MS } else { 1 };
             let start =
@@ -541,6 +568,27 @@ mod tests {
         let both = packed_contacts::pack(&minute_apart).len();
         let first = packed_contacts::pack(&minute_apart[..1]).len();
         assert!(both - first <= 16, "{}", both - first);
+        // The same service again: its destination is a number, not 7 bytes.
+        let mut again = minute_apart.clone();
+        again.push(contact(
+            "93.184.216.34",
+            Proto::Tcp,
+            t + 120 * NANOS_PER_SEC,
+            t + 121 * NANOS_PER_SEC,
+            true,
+        ));
+        let packed = packed_contacts::pack(&again);
+        // Flags, number, source port (3), start (3), length (2).
+        assert_eq!(packed.len() - both, 10);
+        assert_eq!(packed_contacts::unpack(&packed), Some(again.clone()));
+        for cut in 1..packed.len() {
+            let read = packed_contacts::unpack(&packed[..cut]);
+            assert!(read.is_none_or(|r| r.len() < again.len()), "{cut}");
+        }
+        // A number naming no earlier destination is refused.
+        let mut unknown = packed_contacts::pack(&again[..1]);
+        unknown.extend([64, 5, 1, 0, 0]);
+        assert_eq!(packed_contacts::unpack(&unknown), None);
         // Through the snapshot's encoding, too.
         let mut a = Activity::default();
         a.contacts = contacts.clone();
