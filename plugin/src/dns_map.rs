@@ -68,7 +68,7 @@ impl DnsMap {
     pub fn learn(&mut self, q: &DnsQuery) {
         let mut names: Vec<&str> = vec![q.qname.as_str()];
         for a in &q.answers {
-            if a.data.parse::<IpAddr>().is_err()
+            if crate::net::parse_ip(&a.data).is_none()
                 && !a.data.is_empty()
                 && names.len() < NAMES_PER_ADDRESS
             {
@@ -76,7 +76,7 @@ impl DnsMap {
             }
         }
         for a in &q.answers {
-            let Ok(ip) = a.data.parse::<IpAddr>() else {
+            let Some(ip) = crate::net::parse_ip(&a.data) else {
                 continue;
             };
             let valid_until = q.ts.plus_secs(i64::from(a.ttl) + self.grace_secs);

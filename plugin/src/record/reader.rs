@@ -281,7 +281,7 @@ fn parse_proto(v: &Value) -> Option<Proto> {
 /// host has one key whatever the exporter wrote.
 pub(crate) fn parse_ip(v: &Value) -> Option<IpAddr> {
     let s = v.as_str()?.trim();
-    s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+    crate::net::parse_ip(s).map(|ip| ip.to_canonical())
 }
 
 #[cfg(test)]
