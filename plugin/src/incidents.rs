@@ -19,6 +19,7 @@ pub struct Incident {
     pub alerting: bool,
     pub agent: Option<AgentInfo>,
     /// The first finding's summary.
+    #[serde(with = "crate::name::words")]
     pub summary: String,
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
