@@ -229,7 +229,7 @@ impl<K: Hash + Eq + Clone + Serialize, V: Serialize> Serialize for BoundedMap<K,
             }
         };
         drop(removed);
-        if saved.is_ok() {
+        if saved.is_ok() && saving() != Saving::Measured {
             self.saved();
         }
         saved

@@ -28,6 +28,9 @@ use std::marker::PhantomData;
 pub enum Saving {
     Whole,
     Changes,
+    /// Written whole to be measured, not a save: what changed since the
+    /// last save stays marked as changed.
+    Measured,
 }
 
 thread_local! {
@@ -191,7 +194,7 @@ impl<T: Ord + Clone + Serialize> Serialize for LoggedHeap<T> {
             seq.serialize_element(self.heap.as_slice())?;
             seq.end()
         };
-        if saved.is_ok() {
+        if saved.is_ok() && saving() != Saving::Measured {
             log.pushed.clear();
             log.popped.clear();
             log.overflowed = false;

@@ -156,7 +156,7 @@ impl Engine {
             rmp_serde::to_vec(part).map_or(0, |bytes| bytes.len())
         }
         let l = &self.learnt;
-        let mut parts = save_as(Saving::Whole, || {
+        let mut parts = save_as(Saving::Measured, || {
             vec![
                 ("registry", size(&l.registry)),
                 ("dns", size(&l.dns)),
@@ -280,6 +280,30 @@ mod tests {
             "parts {total} B, snapshot {snapshot} B: {parts:?}"
         );
         assert!(parts.windows(2).all(|w| w[0].1 >= w[1].1), "largest first");
+    }
+
+    /// Measuring the snapshot's parts is not a save: the changes exported
+    /// after it still hold everything since the real save before it.
+    #[test]
+    fn measuring_the_parts_leaves_the_changes_to_save_alone() {
+        let half = SCENARIO.len() / 2;
+        let cut = half + SCENARIO[half..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        let changes = |measure: bool| {
+            let mut engine = Engine::new(POLICY).unwrap();
+            run(&mut engine, &SCENARIO[..cut]);
+            engine.export_state();
+            run(&mut engine, &SCENARIO[cut..]);
+            if measure {
+                assert!(!engine.snapshot_parts().is_empty());
+            }
+            engine.export_changes()
+        };
+        let (measured, unmeasured) = (changes(true), changes(false));
+        assert!(measured.len() > 100, "{} bytes of changes", measured.len());
+        assert!(
+            measured == unmeasured,
+            "measuring changed what the save holds"
+        );
     }
 
     /// Cutting the scenario anywhere, saving, and going on in a new engine
