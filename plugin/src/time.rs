@@ -8,12 +8,69 @@
 use std::fmt::Write as _;
 
 /// Nanoseconds since 1970-01-01T00:00:00Z.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);
 
 pub const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// In a save (a binary format), a time of whole seconds is written as twice
+/// its seconds (five bytes in msgpack for the coming centuries), any other as
+/// twice its nanoseconds plus one (nine), and one too far out for either as
+/// `[nanoseconds]`: control records, deadlines and DNS answers are mostly
+/// whole seconds. Text formats get the nanoseconds.
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return s.serialize_i64(self.0);
+        }
+        let whole_secs = (self.0 % NANOS_PER_SEC == 0)
+            .then(|| (self.0 / NANOS_PER_SEC).checked_mul(2))
+            .flatten();
+        let nanos = || self.0.checked_mul(2).and_then(|v| v.checked_add(1));
+        match whole_secs.or_else(nanos) {
+            Some(v) => s.serialize_i64(v),
+            None => serde::Serialize::serialize(&(self.0,), s),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        struct TimeVisitor(bool);
+        impl<'de> serde::de::Visitor<'de> for TimeVisitor {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a time")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Timestamp, E> {
+                if self.0 {
+                    return Ok(Timestamp(v));
+                }
+                Ok(if v & 1 == 0 {
+                    Timestamp::from_secs(v >> 1)
+                } else {
+                    Timestamp(v >> 1)
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Timestamp, E> {
+                let v =
+                    i64::try_from(v).map_err(|_| E::custom(format!("time {v} out of range")))?;
+                self.visit_i64(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Timestamp, A::Error> {
+                let nanos: i64 = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
+                Ok(Timestamp(nanos))
+            }
+        }
+        let human = d.is_human_readable();
+        d.deserialize_any(TimeVisitor(human))
+    }
+}
 
 impl Timestamp {
     pub fn from_secs(secs: i64) -> Self {
@@ -355,5 +412,37 @@ mod tests {
                 if days >= -719_162 { Some(t) } else { None }
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod saved_time_tests {
+    use super::*;
+
+    #[test]
+    fn times_come_back_from_a_save_and_whole_seconds_are_short() {
+        let times = [
+            Timestamp::from_secs(1_795_528_800),
+            Timestamp(1_795_528_800_123_456_789),
+            Timestamp(-1),
+            Timestamp(-NANOS_PER_SEC),
+            Timestamp(0),
+            Timestamp(i64::MIN),
+            Timestamp(i64::MAX),
+            Timestamp(i64::MAX / 2 + 1),
+        ];
+        for t in times {
+            let bytes = rmp_serde::to_vec(&t).unwrap();
+            assert_eq!(
+                rmp_serde::from_slice::<Timestamp>(&bytes).unwrap(),
+                t,
+                "{t:?}"
+            );
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, t.0.to_string(), "text formats get nanoseconds");
+            assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+        }
+        assert_eq!(rmp_serde::to_vec(&times[0]).unwrap().len(), 5);
+        assert_eq!(rmp_serde::to_vec(&times[1]).unwrap().len(), 9);
     }
 }

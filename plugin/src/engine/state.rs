@@ -32,7 +32,7 @@ const FORMAT: &str = "clawwatch-state";
 /// Names a save of changes.
 const CHANGES_FORMAT: &str = "clawwatch-state-changes";
 /// Bumped whenever a saved structure changes shape.
-pub const VERSION: u32 = 11;
+pub const VERSION: u32 = 12;
 
 /// Why a snapshot was refused. The engine is unchanged when this is returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
