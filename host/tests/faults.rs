@@ -237,9 +237,11 @@ fn a_snapshot_too_big_for_the_limits_is_kept_and_the_run_says_what_to_raise() {
     let state = dir.join("state.msgpack");
     let input = dir.join("agents.ndjson");
     let mut lines = String::new();
+    // Long ids: a snapshot writes each name once, so only distinct text makes it big.
+    let padding = "x".repeat(200);
     for i in 0..20_000u32 {
         lines.push_str(&format!(
-            r#"{{"type":"agent.spawn","ts":"2026-11-24T14:00:00Z","agent_id":"a-{i}","agent_type":"data_collector_v1","ip":"10.20.{}.{}"}}"#,
+            r#"{{"type":"agent.spawn","ts":"2026-11-24T14:00:00Z","agent_id":"a-{i}-{padding}","agent_type":"data_collector_v1","ip":"10.20.{}.{}"}}"#,
             i / 250,
             i % 250 + 2
         ));
