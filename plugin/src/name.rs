@@ -24,12 +24,6 @@ use std::rc::Rc;
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Name(Rc<str>);
 
-impl Name {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 impl Deref for Name {
     type Target = str;
     fn deref(&self) -> &str {
@@ -58,18 +52,6 @@ impl From<&str> for Name {
 impl From<String> for Name {
     fn from(s: String) -> Name {
         Name(Rc::from(s))
-    }
-}
-
-impl PartialEq<str> for Name {
-    fn eq(&self, other: &str) -> bool {
-        *self.0 == *other
-    }
-}
-
-impl PartialEq<&str> for Name {
-    fn eq(&self, other: &&str) -> bool {
-        *self.0 == **other
     }
 }
 
