@@ -279,13 +279,11 @@ enum Logged {
 const CHECKPOINT_BYTES: usize = 32 << 20;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 /// A checkpoint is the engine's changes since the previous one, until the
-/// changes kept add up to this multiple of the snapshot they start from (or
+/// changes kept add up to this fraction of the snapshot they start from (or
 /// this many): then a new snapshot replaces them all, which bounds both
-/// the memory held and the work of a re-creation. Twice: a snapshot writes
-/// each name once for the whole fleet, a set of changes once for itself, so
-/// changes weigh more against a snapshot than the state they carry.
+/// the memory held and the work of a re-creation.
 const CHANGES_PER_SNAPSHOT: usize = 64;
-const CHANGES_BYTES_PER_SNAPSHOT_BYTE: usize = 2;
+const CHANGES_BYTES_PER_SNAPSHOT_BYTE: usize = 1;
 
 /// One live monitor inside the component. If the guest traps or exceeds its
 /// limits it is re-created from its last checkpoint, and what came after is
