@@ -687,7 +687,7 @@ fn run_in_group(brokers: &str, group: &str, output: &str, changelog: &str) -> Me
         .args(["--kafka-input", "traffic"])
         .args(["--kafka-output", output, "--kafka-changelog", changelog])
         .args(["--snapshot-secs", "1", "--batch-records", "32"])
-        .env("RUST_LOG", "clawwatch=info")
+        .env("RUST_LOG", "clawwatch=info,clawwatch::group=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -705,19 +705,44 @@ fn run_in_group(brokers: &str, group: &str, output: &str, changelog: &str) -> Me
     Member { child, log, reader }
 }
 
+/// A save to or restore from the changelog, as an instance logged it.
+#[derive(Debug)]
+struct ChangelogEvent {
+    /// RFC 3339 UTC: compares as text.
+    at: String,
+    partition: u32,
+    pieces: usize,
+    bytes: usize,
+}
+
+/// The `what` lines (`saved to the changelog`, `restored from the
+/// changelog`) of the instances' logs.
+fn changelog_events(logs: &[&str], what: &str) -> Vec<ChangelogEvent> {
+    let field = |line: &str, name: &str| -> Option<usize> {
+        line.split(&format!(" {name}="))
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    (logs.iter().flat_map(|log| log.lines()))
+        .filter(|line| line.contains(what))
+        .map(|line| ChangelogEvent {
+            at: line.split(' ').next().unwrap_or_default().to_string(),
+            partition: field(line, "partition").expect(line) as u32,
+            pieces: field(line, "pieces").expect(line),
+            bytes: field(line, "bytes").expect(line),
+        })
+        .collect()
+}
+
 /// The partitions an instance restored from the changelog after `since`
 /// (a log timestamp: RFC 3339 UTC, so they compare as text).
 fn restored_after(log: &str, since: &str) -> std::collections::BTreeSet<u32> {
-    (log.lines())
-        .filter(|l| l.contains("restored from the changelog") && l.as_bytes() > since.as_bytes())
-        .filter_map(|l| {
-            l.split("partition=")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
+    (changelog_events(&[log], "restored from the changelog").into_iter())
+        .filter(|restore| restore.at.as_str() > since)
+        .map(|restore| restore.partition)
         .collect()
 }
 
@@ -934,22 +959,28 @@ fn instances_in_a_group_write_what_one_writes_though_one_crashes_and_one_leaves(
             && restored_after(&survivor_log, "").is_empty()),
         "nobody took over the state of the one that left:\n{left_log}\n{crashed_log}\n{survivor_log}"
     );
-    // Saves after the first add only the engine's changes: restored
-    // states are chains of a snapshot and the changes after it.
-    let longest_chain = [&crashed_log, &survivor_log, &replacement_log]
-        .iter()
-        .flat_map(|log| log.lines())
-        .filter(|l| l.contains("restored from the changelog"))
-        .filter_map(|l| {
-            l.split("pieces=")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
-        .max();
-    assert!(longest_chain > Some(1), "{longest_chain:?}");
+    // Saves after the first add only the engine's changes, and a restore
+    // reads back the whole chain the partition's last save left: as many
+    // pieces and bytes. (Whether that last save was a fresh snapshot or
+    // changes depends on when the owner stopped; both must come back.)
+    let logs = [&left_log, &crashed_log, &survivor_log, &replacement_log].map(String::as_str);
+    let saves = changelog_events(&logs, "saved to the changelog");
+    assert!(
+        saves.iter().any(|save| save.pieces > 1),
+        "no save added changes to a snapshot: {saves:?}"
+    );
+    let restores = changelog_events(&logs, "restored from the changelog");
+    assert!(!restores.is_empty());
+    for restore in &restores {
+        let last_save = (saves.iter())
+            .filter(|save| save.partition == restore.partition && save.at < restore.at)
+            .max_by(|a, b| a.at.cmp(&b.at));
+        assert_eq!(
+            last_save.map(|save| (save.pieces, save.bytes)),
+            Some((restore.pieces, restore.bytes)),
+            "{restore:?} is not what was last saved"
+        );
+    }
     let mut taken_over = restored_after(&survivor_log, &crashed_after);
     taken_over.extend(restored_after(&replacement_log, ""));
     assert!(

@@ -10,6 +10,12 @@
 //! a restore reads each text once and hands out the same shared string for
 //! every later mention: a restored engine shares its names as the one that
 //! saved them did.
+//!
+//! A chain of saves (a snapshot, then the changes after it) shares one
+//! table: a set of changes numbers on from where the save before it stopped,
+//! so an agent named in the snapshot costs a number, not its id, in every
+//! later change. The engine keeps that table between saves; a restore
+//! rebuilds the same one by reading the chain in order.
 
 use rustc_hash::FxHashMap;
 use serde::de::{self, Deserializer, Visitor};
@@ -67,24 +73,42 @@ impl fmt::Display for Name {
     }
 }
 
-/// The names of one save: numbered in the order first written (or read).
+/// The names of one chain of saves: numbered in the order first written
+/// (or read).
 #[derive(Default)]
-struct Table {
+pub(crate) struct Table {
     numbers: FxHashMap<Name, u32>,
     names: Vec<Name>,
+}
+
+impl Table {
+    /// How many names are numbered.
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Forgets the names numbered after the first `len`: what a refused
+    /// restore read is not part of the chain.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        for name in self.names.drain(len.min(self.names.len())..) {
+            if self.numbers.get(&name).is_some_and(|&n| n as usize >= len) {
+                self.numbers.remove(&name);
+            }
+        }
+    }
 }
 
 thread_local! {
     static TABLE: RefCell<Option<Table>> = const { RefCell::new(None) };
 }
 
-/// Runs one save's serialisation, or one restore's deserialisation, with a
-/// fresh table of names: a name after its first mention is its number.
+/// Runs one save's serialisation, or one restore's deserialisation, with
+/// `table`: a name already in it is its number, a new one is added.
 /// Outside it names are plain strings.
-pub(crate) fn with_table<R>(run: impl FnOnce() -> R) -> R {
-    let before = TABLE.with(|t| t.replace(Some(Table::default())));
+pub(crate) fn with_table<R>(table: &mut Table, run: impl FnOnce() -> R) -> R {
+    let before = TABLE.with(|t| t.replace(Some(std::mem::take(table))));
     let result = run();
-    TABLE.with(|t| *t.borrow_mut() = before);
+    *table = TABLE.with(|t| t.replace(before)).unwrap_or_default();
     result
 }
 
@@ -216,11 +240,11 @@ mod tests {
     use super::*;
 
     fn save<T: Serialize>(value: &T) -> Vec<u8> {
-        with_table(|| rmp_serde::to_vec(value).unwrap())
+        with_table(&mut Table::default(), || rmp_serde::to_vec(value).unwrap())
     }
 
     fn restore<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
-        with_table(|| rmp_serde::from_slice(bytes))
+        with_table(&mut Table::default(), || rmp_serde::from_slice(bytes))
     }
 
     #[test]
@@ -290,10 +314,48 @@ mod tests {
         let bytes = rmp_serde::to_vec(&("a", 5u32)).unwrap();
         let err = restore::<(Name, Name)>(&bytes).unwrap_err().to_string();
         assert!(err.contains("name number 5"), "{err}");
-        // Each save has its own table: numbers do not carry over.
+        // Each fresh table starts empty: numbers do not carry over.
         let first = save(&(Name::from("a"), Name::from("a")));
         assert!(restore::<(Name, Name)>(&first).is_ok());
         let alone = rmp_serde::to_vec(&(0u32,)).unwrap();
         assert!(restore::<(Name,)>(&alone).is_err());
+    }
+
+    /// A chain's saves share the writer's table; the reader rebuilds it by
+    /// reading them in order, and forgets what a refused piece added.
+    #[test]
+    fn a_chain_of_saves_numbers_on_and_reads_back_in_order() {
+        let agent = Name::from("agent-7f3c2a9e-1b4d-4c8e-9f21-6a0d5e4b3c2f");
+        let mut writer = Table::default();
+        let snapshot = with_table(&mut writer, || {
+            rmp_serde::to_vec(&(agent.clone(), Name::from("t"))).unwrap()
+        });
+        let changes = with_table(&mut writer, || {
+            rmp_serde::to_vec(&(agent.clone(), Name::from("new"))).unwrap()
+        });
+        // The agent is number 0 in the changes: one byte, not 45.
+        assert_eq!(changes, rmp_serde::to_vec(&(0u32, "new")).unwrap());
+        assert_eq!(writer.len(), 3);
+
+        let mut reader = Table::default();
+        let read = |table: &mut Table, bytes: &[u8]| {
+            with_table(table, || rmp_serde::from_slice::<(Name, Name)>(bytes))
+        };
+        assert_eq!(read(&mut reader, &snapshot).unwrap().0, agent);
+        let refused = rmp_serde::to_vec(&("other", 9u32)).unwrap();
+        assert!(read(&mut reader, &refused).is_err());
+        reader.truncate(2);
+        assert_eq!(reader.len(), 2);
+        let back = read(&mut reader, &changes).unwrap();
+        assert_eq!(back, (agent.clone(), Name::from("new")));
+        // Read on a fresh table, the changes name a number never read.
+        assert!(read(&mut Table::default(), &changes).is_err());
+        // After the refused piece is forgotten, its name numbers as the writer's did.
+        let later = with_table(&mut writer, || {
+            rmp_serde::to_vec(&Name::from("other")).unwrap()
+        });
+        let other: Name = with_table(&mut reader, || rmp_serde::from_slice(&later).unwrap());
+        assert_eq!(&*other, "other");
+        assert_eq!(reader.len(), writer.len());
     }
 }

@@ -549,6 +549,7 @@ impl Instance {
                 continue;
             }
             let chain = engine.monitor.save_chain()?;
+            let (pieces, bytes) = (chain.len(), chain.iter().map(Vec::len).sum::<usize>());
             let mark = self.tokio.block_on(self.changelog.write(
                 &self.producer,
                 p,
@@ -556,6 +557,7 @@ impl Instance {
                 (chain, &engine.data_next),
                 engine.saved.as_ref(),
             ))?;
+            tracing::debug!(partition = p, pieces, bytes, "saved to the changelog");
             engine.saved = Some(mark);
             engine.dirty = false;
             self.counts.saves += 1;

@@ -337,12 +337,12 @@ mod packed_contacts {
             let (start, start_unit) = in_ms(c.start.0.wrapping_sub(previous_start), START_IN_MS);
             let (length, length_unit) = in_ms(c.end.0.wrapping_sub(c.start.0), LENGTH_IN_MS);
             out.push(
-                u8::from(v6) * V6
-                    | u8::from(c.settled) * SETTLED
-                    | proto << PROTO_SHIFT
+                (u8::from(v6) * V6)
+                    | (u8::from(c.settled) * SETTLED)
+                    | (proto << PROTO_SHIFT)
                     | start_unit
                     | length_unit
-                    | u8::from(seen.is_some()) * SEEN_DESTINATION,
+                    | (u8::from(seen.is_some()) * SEEN_DESTINATION),
             );
             if let Some(number) = seen {
                 put_varint(&mut out, number);
