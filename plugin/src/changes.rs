@@ -38,14 +38,10 @@ thread_local! {
 }
 
 /// Runs one serialisation with the containers saving in `how`; whole is the
-/// default outside it. Names are numbered in `names` (see [`crate::name`]).
-pub(crate) fn save_as<R>(
-    how: Saving,
-    names: &mut crate::name::Table,
-    save: impl FnOnce() -> R,
-) -> R {
+/// default outside it. Names are written once each (see [`crate::name`]).
+pub fn save_as<R>(how: Saving, save: impl FnOnce() -> R) -> R {
     let before = SAVING.with(|s| s.replace(how));
-    let result = crate::name::with_table(names, save);
+    let result = crate::name::with_table(save);
     SAVING.with(|s| s.set(before));
     result
 }
@@ -280,9 +276,7 @@ mod tests {
     use super::*;
 
     fn save<T: Serialize>(how: Saving, value: &T) -> Vec<u8> {
-        save_as(how, &mut Default::default(), || {
-            rmp_serde::to_vec(value).unwrap()
-        })
+        save_as(how, || rmp_serde::to_vec(value).unwrap())
     }
 
     fn drain(mut heap: LoggedHeap<i32>) -> Vec<i32> {

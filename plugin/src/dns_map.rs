@@ -7,6 +7,7 @@
 
 use crate::bounded::BoundedMap;
 use crate::name::Name;
+use crate::net::Addr;
 use crate::record::DnsQuery;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::net::IpAddr;
@@ -42,7 +43,7 @@ impl<'a> std::ops::Deref for Names<'a> {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct DnsMap {
-    entries: BoundedMap<(IpAddr, IpAddr), Vec<NameEntry>>,
+    entries: BoundedMap<(Addr, Addr), Vec<NameEntry>>,
     grace_secs: i64,
 }
 
@@ -82,7 +83,7 @@ impl DnsMap {
             let valid_until = q.ts.plus_secs(i64::from(a.ttl) + self.grace_secs);
             let list = self
                 .entries
-                .get_or_insert_with((q.client, ip.to_canonical()), Vec::new);
+                .get_or_insert_with((Addr(q.client), Addr(ip.to_canonical())), Vec::new);
             for name in &names {
                 let name = name.to_ascii_lowercase();
                 match list.iter_mut().find(|e| *e.name == *name) {
@@ -119,7 +120,7 @@ impl DnsMap {
             names: [""; NAMES_PER_ADDRESS],
             len: 0,
         };
-        if let Some(list) = self.entries.get(&(client, ip)) {
+        if let Some(list) = self.entries.get(&(Addr(client), Addr(ip))) {
             for e in list
                 .iter()
                 .filter(|e| e.answered.0 - ANSWER_SKEW_NANOS <= t.0 && t <= e.valid_until)
@@ -144,7 +145,7 @@ impl DnsMap {
         end: Timestamp,
     ) -> Names<'_> {
         let kept = end.plus_secs(self.grace_secs);
-        if let Some(list) = self.entries.peek_mut(&(client, ip)) {
+        if let Some(list) = self.entries.peek_mut(&(Addr(client), Addr(ip))) {
             for e in list
                 .iter_mut()
                 .filter(|e| e.answered.0 - ANSWER_SKEW_NANOS <= start.0 && start <= e.valid_until)

@@ -134,9 +134,6 @@ pub struct Engine {
     last_save: std::cell::Cell<Option<state::SaveId>>,
     /// Nothing was learnt since that save, so changes that follow it apply.
     at_last_save: std::cell::Cell<bool>,
-    /// The names numbered by the saves since the last snapshot (made or
-    /// read back), which the next changes number on from.
-    chain_names: std::cell::RefCell<crate::name::Table>,
 }
 
 /// Everything the engine learns from the records, in one place: the engine
@@ -267,7 +264,6 @@ impl Engine {
             reporting_due: false,
             last_save: std::cell::Cell::new(None),
             at_last_save: std::cell::Cell::new(true),
-            chain_names: Default::default(),
         }
     }
 

@@ -10,15 +10,10 @@
 //! a restore reads each text once and hands out the same shared string for
 //! every later mention: a restored engine shares its names as the one that
 //! saved them did.
-//!
-//! A chain of saves (a snapshot, then the changes after it) shares one
-//! table: a set of changes numbers on from where the save before it stopped,
-//! so an agent named in the snapshot costs a number, not its id, in every
-//! later change. The engine keeps that table between saves; a restore
-//! rebuilds the same one by reading the chain in order.
 
 use rustc_hash::FxHashMap;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize, Serializer};
 use std::borrow::Borrow;
 use std::cell::RefCell;
@@ -73,42 +68,24 @@ impl fmt::Display for Name {
     }
 }
 
-/// The names of one chain of saves: numbered in the order first written
-/// (or read).
+/// The names of one save: numbered in the order first written (or read).
 #[derive(Default)]
-pub(crate) struct Table {
+struct Table {
     numbers: FxHashMap<Name, u32>,
     names: Vec<Name>,
-}
-
-impl Table {
-    /// How many names are numbered.
-    pub(crate) fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    /// Forgets the names numbered after the first `len`: what a refused
-    /// restore read is not part of the chain.
-    pub(crate) fn truncate(&mut self, len: usize) {
-        for name in self.names.drain(len.min(self.names.len())..) {
-            if self.numbers.get(&name).is_some_and(|&n| n as usize >= len) {
-                self.numbers.remove(&name);
-            }
-        }
-    }
 }
 
 thread_local! {
     static TABLE: RefCell<Option<Table>> = const { RefCell::new(None) };
 }
 
-/// Runs one save's serialisation, or one restore's deserialisation, with
-/// `table`: a name already in it is its number, a new one is added.
+/// Runs one save's serialisation, or one restore's deserialisation, with a
+/// fresh table of names: a name after its first mention is its number.
 /// Outside it names are plain strings.
-pub(crate) fn with_table<R>(table: &mut Table, run: impl FnOnce() -> R) -> R {
-    let before = TABLE.with(|t| t.replace(Some(std::mem::take(table))));
+pub(crate) fn with_table<R>(run: impl FnOnce() -> R) -> R {
+    let before = TABLE.with(|t| t.replace(Some(Table::default())));
     let result = run();
-    *table = TABLE.with(|t| t.replace(before)).unwrap_or_default();
+    TABLE.with(|t| *t.borrow_mut() = before);
     result
 }
 
@@ -119,23 +96,53 @@ impl Serialize for Name {
 }
 
 /// Writes `text` as a [`Name`] is written: inside a save, as its number
-/// after its first mention.
+/// after its first mention. A first mention with a `/` is written as its
+/// `/`-separated parts, each a name: an incident key
+/// (`agent/rule/target`) then costs the numbers of an agent id and a rule
+/// id already written, and only its target as text.
 pub(crate) fn serialize_str<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
-    let number = TABLE.with(|t| {
+    let first = TABLE.with(|t| {
         let mut t = t.borrow_mut();
         let table = t.as_mut()?;
-        if let Some(&n) = table.numbers.get(text) {
-            return Some(Some(n));
-        }
-        let next = u32::try_from(table.names.len()).ok()?;
-        let name = Name::from(text);
-        table.numbers.insert(name.clone(), next);
-        table.names.push(name);
-        Some(None)
+        Some(table.numbers.get(text).copied().ok_or(()))
     });
-    match number {
-        Some(Some(n)) => s.serialize_u32(n),
-        _ => s.serialize_str(text),
+    match first {
+        None => s.serialize_str(text),
+        Some(Ok(n)) => s.serialize_u32(n),
+        Some(Err(())) if text.contains('/') => {
+            let mut parts = s.serialize_seq(Some(text.split('/').count()))?;
+            for part in text.split('/') {
+                parts.serialize_element(&Part(part))?;
+            }
+            // Numbered after its parts, as the reader numbers it.
+            TABLE.with(|t| t.borrow_mut().as_mut().map(|table| table.add(text)));
+            parts.end()
+        }
+        Some(Err(())) => {
+            TABLE.with(|t| t.borrow_mut().as_mut().map(|table| table.add(text)));
+            s.serialize_str(text)
+        }
+    }
+}
+
+/// Text written as a name: a part of a name written in parts, a word.
+struct Part<'a>(&'a str);
+
+impl Serialize for Part<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_str(self.0, s)
+    }
+}
+
+impl Table {
+    /// Numbers `text` next (a writer's table never holds a text twice).
+    fn add(&mut self, text: &str) {
+        let Ok(next) = u32::try_from(self.names.len()) else {
+            return;
+        };
+        let name = Name::from(text);
+        self.numbers.insert(name.clone(), next);
+        self.names.push(name);
     }
 }
 
@@ -173,11 +180,28 @@ impl<'de> Visitor<'de> for NameVisitor {
     type Value = Name;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a name, or the number of a name already read in this save")
+        f.write_str("a name, its parts, or the number of a name already read in this save")
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Name, E> {
         Ok(NameVisitor::named(v))
+    }
+
+    /// A name written in its `/`-separated parts.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut parts: A) -> Result<Name, A::Error> {
+        let mut text = String::new();
+        let mut first = true;
+        while let Some(part) = parts.next_element::<Name>()? {
+            if !first {
+                text.push('/');
+            }
+            first = false;
+            text.push_str(&part);
+        }
+        if first || !text.contains('/') {
+            return Err(de::Error::custom("a name in parts needs two parts or more"));
+        }
+        Ok(NameVisitor::named(&text))
     }
 
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<Name, E> {
@@ -198,6 +222,21 @@ impl<'de> Visitor<'de> for NameVisitor {
     }
 }
 
+/// A `String` field saved as a [`Name`] is: an agent id or host name the
+/// state holds as plain text (in a heartbeat, a finding) costs a number
+/// where the save already wrote it.
+pub(crate) mod text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+        super::serialize_str(text, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(super::Name::deserialize(d)?.to_string())
+    }
+}
+
 /// Text saved as its words, each written as a name: summaries repeat their
 /// rule's phrasing (and the agent's type) in every incident, so most words
 /// are a number after the first incident. Splitting on single spaces and
@@ -206,18 +245,10 @@ pub(crate) mod words {
     use serde::ser::SerializeSeq;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    struct Word<'a>(&'a str);
-
-    impl serde::Serialize for Word<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            super::serialize_str(self.0, s)
-        }
-    }
-
     pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(text.split(' ').count()))?;
         for word in text.split(' ') {
-            seq.serialize_element(&Word(word))?;
+            seq.serialize_element(&super::Part(word))?;
         }
         seq.end()
     }
@@ -240,11 +271,11 @@ mod tests {
     use super::*;
 
     fn save<T: Serialize>(value: &T) -> Vec<u8> {
-        with_table(&mut Table::default(), || rmp_serde::to_vec(value).unwrap())
+        with_table(|| rmp_serde::to_vec(value).unwrap())
     }
 
     fn restore<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
-        with_table(&mut Table::default(), || rmp_serde::from_slice(bytes))
+        with_table(|| rmp_serde::from_slice(bytes))
     }
 
     #[test]
@@ -314,48 +345,48 @@ mod tests {
         let bytes = rmp_serde::to_vec(&("a", 5u32)).unwrap();
         let err = restore::<(Name, Name)>(&bytes).unwrap_err().to_string();
         assert!(err.contains("name number 5"), "{err}");
-        // Each fresh table starts empty: numbers do not carry over.
+        // Each save has its own table: numbers do not carry over.
         let first = save(&(Name::from("a"), Name::from("a")));
         assert!(restore::<(Name, Name)>(&first).is_ok());
         let alone = rmp_serde::to_vec(&(0u32,)).unwrap();
         assert!(restore::<(Name,)>(&alone).is_err());
     }
 
-    /// A chain's saves share the writer's table; the reader rebuilds it by
-    /// reading them in order, and forgets what a refused piece added.
+    /// A name with `/` is written first as its parts, each a name, and
+    /// numbered whole after them: an incident key costs the numbers of the
+    /// agent id and rule id written before it, and a later mention of the
+    /// key is one number.
     #[test]
-    fn a_chain_of_saves_numbers_on_and_reads_back_in_order() {
+    fn a_name_with_slashes_is_written_in_parts_and_comes_back_whole() {
         let agent = Name::from("agent-7f3c2a9e-1b4d-4c8e-9f21-6a0d5e4b3c2f");
-        let mut writer = Table::default();
-        let snapshot = with_table(&mut writer, || {
-            rmp_serde::to_vec(&(agent.clone(), Name::from("t"))).unwrap()
-        });
-        let changes = with_table(&mut writer, || {
-            rmp_serde::to_vec(&(agent.clone(), Name::from("new"))).unwrap()
-        });
-        // The agent is number 0 in the changes: one byte, not 45.
-        assert_eq!(changes, rmp_serde::to_vec(&(0u32, "new")).unwrap());
-        assert_eq!(writer.len(), 3);
-
-        let mut reader = Table::default();
-        let read = |table: &mut Table, bytes: &[u8]| {
-            with_table(table, || rmp_serde::from_slice::<(Name, Name)>(bytes))
-        };
-        assert_eq!(read(&mut reader, &snapshot).unwrap().0, agent);
-        let refused = rmp_serde::to_vec(&("other", 9u32)).unwrap();
-        assert!(read(&mut reader, &refused).is_err());
-        reader.truncate(2);
-        assert_eq!(reader.len(), 2);
-        let back = read(&mut reader, &changes).unwrap();
-        assert_eq!(back, (agent.clone(), Name::from("new")));
-        // Read on a fresh table, the changes name a number never read.
-        assert!(read(&mut Table::default(), &changes).is_err());
-        // After the refused piece is forgotten, its name numbers as the writer's did.
-        let later = with_table(&mut writer, || {
-            rmp_serde::to_vec(&Name::from("other")).unwrap()
-        });
-        let other: Name = with_table(&mut reader, || rmp_serde::from_slice(&later).unwrap());
-        assert_eq!(&*other, "other");
-        assert_eq!(reader.len(), writer.len());
+        let rule = Name::from("egress.not_allowed");
+        let key = Name::from(format!("{agent}/{rule}/cdn-1.example.net:443").as_str());
+        let value = vec![agent.clone(), rule.clone(), key.clone(), key.clone()];
+        let bytes = save(&value);
+        let expected = rmp_serde::to_vec(&(
+            &*agent,
+            &*rule,
+            (0u32, 1u32, "cdn-1.example.net:443"),
+            // Parts are 0, 1 and 2; the whole key is 3.
+            3u32,
+        ))
+        .unwrap();
+        assert_eq!(bytes, expected);
+        let back: Vec<Name> = restore(&bytes).unwrap();
+        assert_eq!(back, value);
+        assert!(Rc::ptr_eq(&back[2].0, &back[3].0));
+        // Empty parts, a lone slash and a first mention all come back exactly.
+        let odd = ["/", "a//b/", "/lead", "x/y"].map(Name::from).to_vec();
+        let back: Vec<Name> = restore(&save(&odd)).unwrap();
+        assert_eq!(back, odd);
+        // Outside a save it is plain text.
+        assert_eq!(
+            rmp_serde::to_vec(&key).unwrap(),
+            rmp_serde::to_vec(&*key).unwrap()
+        );
+        // A single part is not a name in parts.
+        let one = rmp_serde::to_vec(&(("a",),)).unwrap();
+        let err = restore::<(Name,)>(&one).unwrap_err().to_string();
+        assert!(err.contains("two parts or more"), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::bounded::BoundedMap;
 use crate::name::Name;
+use crate::net::Addr;
 use crate::record::{PolicyChange, Spawn, Terminate};
 use crate::time::Timestamp;
 use std::net::IpAddr;
@@ -25,6 +26,7 @@ pub struct Agent {
     /// The profile the agent is judged by (defaults to its type; `agent.policy` may change it).
     pub profile: Name,
     pub task_id: Option<String>,
+    #[serde(with = "crate::net::addr::list")]
     pub ips: Vec<IpAddr>,
     pub spawned: Timestamp,
     /// Lifetime announced by the spawn record, which wins over the profile's.
@@ -78,7 +80,7 @@ pub enum Update {
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct Registry {
     agents: BoundedMap<Name, Agent>,
-    bindings: BoundedMap<IpAddr, Vec<Binding>>,
+    bindings: BoundedMap<Addr, Vec<Binding>>,
 }
 
 crate::changes::apply_changes_by_field!(Registry { agents, bindings });
@@ -101,7 +103,7 @@ impl Registry {
             }
         }
         for ip in &s.ips {
-            let history = self.bindings.get_or_insert_with(*ip, Vec::new);
+            let history = self.bindings.get_or_insert_with(Addr(*ip), Vec::new);
             // Whoever held the address without a terminate loses it now.
             for b in history
                 .iter_mut()
@@ -160,7 +162,7 @@ impl Registry {
     }
 
     fn close(&mut self, ip: IpAddr, id: &Name, at: Timestamp) {
-        if let Some(history) = self.bindings.peek_mut(&ip) {
+        if let Some(history) = self.bindings.peek_mut(&Addr(ip)) {
             for b in history
                 .iter_mut()
                 .filter(|b| b.agent_id == *id && b.until.is_none_or(|u| u > at))
@@ -174,7 +176,7 @@ impl Registry {
     pub fn agent_at(&mut self, ip: IpAddr, t: Timestamp) -> Option<&Agent> {
         let Registry { agents, bindings } = self;
         let binding = bindings
-            .peek(&ip)?
+            .peek(&Addr(ip))?
             .iter()
             .rev()
             .find(|b| b.from.0 - SPAWN_SKEW_NANOS <= t.0 && b.until.is_none_or(|u| t < u))?;

@@ -32,7 +32,7 @@ const FORMAT: &str = "clawwatch-state";
 /// Names a save of changes.
 const CHANGES_FORMAT: &str = "clawwatch-state-changes";
 /// Bumped whenever a saved structure changes shape.
-pub const VERSION: u32 = 13;
+pub const VERSION: u32 = 14;
 
 /// Why a snapshot was refused. The engine is unchanged when this is returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,10 +140,7 @@ impl Engine {
     /// Changes exported after it are relative to it.
     pub fn export_state(&self) -> Vec<u8> {
         let saved = SavedRef(FORMAT, VERSION, &self.learnt);
-        // A snapshot starts a chain: its names are numbered afresh.
-        let mut names = self.chain_names.borrow_mut();
-        *names = Default::default();
-        let bytes = save_as(Saving::Whole, &mut names, || rmp_serde::to_vec(&saved));
+        let bytes = save_as(Saving::Whole, || rmp_serde::to_vec(&saved));
         let (bytes, id) = sealed(bytes.expect("engine state is always serialisable"));
         self.last_save.set(Some(id));
         self.at_last_save.set(true);
@@ -159,7 +156,7 @@ impl Engine {
             rmp_serde::to_vec(part).map_or(0, |bytes| bytes.len())
         }
         let l = &self.learnt;
-        let mut parts = save_as(Saving::Measured, &mut Default::default(), || {
+        let mut parts = save_as(Saving::Measured, || {
             vec![
                 ("registry", size(&l.registry)),
                 ("dns", size(&l.dns)),
@@ -187,8 +184,7 @@ impl Engine {
     pub fn export_changes(&self) -> Vec<u8> {
         let follows = self.last_save.get().map(serde_bytes_id::Id);
         let saved = SavedRef(CHANGES_FORMAT, VERSION, ChangesRef(follows, &self.learnt));
-        let names = &mut self.chain_names.borrow_mut();
-        let bytes = save_as(Saving::Changes, names, || rmp_serde::to_vec(&saved));
+        let bytes = save_as(Saving::Changes, || rmp_serde::to_vec(&saved));
         let (bytes, id) = sealed(bytes.expect("engine state is always serialisable"));
         self.last_save.set(Some(id));
         self.at_last_save.set(true);
@@ -225,22 +221,16 @@ impl Engine {
             ));
         }
         let corrupt = |e: rmp_serde::decode::Error| StateError::Corrupt(e.to_string());
-        // Names are numbered as `save_as` wrote them: a snapshot afresh,
-        // changes on from the saves they follow.
-        fn read<T: for<'de> Deserialize<'de>>(
-            names: &mut crate::name::Table,
-            body: &[u8],
-        ) -> Result<T, rmp_serde::decode::Error> {
-            crate::name::with_table(names, || rmp_serde::from_slice(body))
+        // Names are numbered after their first mention, as `save_as` wrote them.
+        fn read<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+            crate::name::with_table(|| rmp_serde::from_slice(body))
         }
         if format == FORMAT {
-            let mut names = crate::name::Table::default();
-            let Saved(_, _, learnt) = read(&mut names, body).map_err(corrupt)?;
+            let Saved(_, _, learnt) = read(body).map_err(corrupt)?;
             self.learnt = learnt;
-            *self.chain_names.get_mut() = names;
         } else {
-            // The sequence first: changes out of it name numbers this
-            // engine's chain never read, which is the reason to give.
+            // The sequence first, before the body is read: the reason to give
+            // for changes out of it is that, whatever else is wrong.
             let Saved(_, _, (follows, IgnoredAny)) =
                 rmp_serde::from_slice::<Saved<(Option<serde_bytes_id::Id>, IgnoredAny)>>(body)
                     .map_err(corrupt)?;
@@ -254,11 +244,7 @@ impl Engine {
                         .map(short_id),
                 });
             }
-            let known = self.chain_names.get_mut().len();
-            let read = read(self.chain_names.get_mut(), body).map_err(corrupt);
-            // What a refused save read is not part of the chain.
-            let Saved(_, _, Changes(_, changes)) =
-                read.inspect_err(|_| self.chain_names.get_mut().truncate(known))?;
+            let Saved(_, _, Changes(_, changes)) = read(body).map_err(corrupt)?;
             self.learnt.apply_changes(changes);
         }
         self.last_save.set(Some(id));
@@ -517,53 +503,6 @@ mod tests {
             "nothing changed: {} bytes",
             quiet.len()
         );
-    }
-
-    /// A set of changes numbers on from the names of the saves it follows:
-    /// agents named in the snapshot are numbers in the changes, and a
-    /// restore that reads the chain in order gets them back.
-    #[test]
-    fn changes_name_what_the_chain_already_named_by_number() {
-        let flows = |minute: u32| {
-            (0..50)
-                .map(|i| {
-                    format!(
-                        "{{\"type\":\"flow\",\"ts\":\"2026-11-24T14:{minute:02}:00Z\",\"src_ip\":\"10.20.0.{}\",\"src_port\":40000,\"dst_ip\":\"93.184.0.{i}\",\"dst_port\":443,\"proto\":\"TCP\",\"bytes\":1000}}\n",
-                        i + 2
-                    )
-                })
-                .collect::<String>()
-        };
-        let spawns: String = (0..50)
-            .map(|i| {
-                format!(
-                    "{{\"type\":\"agent.spawn\",\"ts\":\"2026-11-24T14:00:00Z\",\"agent_id\":\"chain-agent-{i:04}\",\"agent_type\":\"data_collector_v1\",\"ip\":\"10.20.0.{}\"}}\n",
-                    i + 2
-                )
-            })
-            .collect();
-        let mut engine = Engine::new(POLICY).unwrap();
-        run(&mut engine, (spawns + &flows(1)).as_bytes());
-        let snapshot = engine.export_state();
-        run(&mut engine, flows(2).as_bytes());
-        let first = engine.export_changes();
-        run(&mut engine, flows(3).as_bytes());
-        let second = engine.export_changes();
-        for changes in [&first, &second] {
-            let text = String::from_utf8_lossy(changes);
-            assert!(!text.contains("chain-agent-"), "an agent id written again");
-            assert!(!text.contains("data_collector_v1"), "a type written again");
-        }
-        let mut restored = Engine::new(POLICY).unwrap();
-        for save in [&snapshot, &first, &second] {
-            restored.restore_state(save).unwrap();
-        }
-        assert_eq!(restored.stats(), engine.stats());
-        // Both go on numbering alike: their next changes are the same bytes.
-        let more = flows(4);
-        run(&mut engine, more.as_bytes());
-        run(&mut restored, more.as_bytes());
-        assert!(engine.export_changes() == restored.export_changes());
     }
 
     #[test]

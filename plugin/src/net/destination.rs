@@ -258,15 +258,22 @@ impl fmt::Display for Destination {
 }
 
 /// Written as the policy text it was parsed from, which `parse` reads back.
+/// Its text, written as a name is: the same planned destination across a
+/// fleet's plans is one number in a save.
 impl serde::Serialize for Destination {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        crate::name::serialize_str(&self.to_string(), s)
     }
 }
 
 impl<'de> Deserialize<'de> for Destination {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        // A policy file is text: its errors stay those of a string.
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            return Destination::parse(&s).map_err(de::Error::custom);
+        }
+        let s = crate::name::Name::deserialize(d)?;
         Destination::parse(&s).map_err(de::Error::custom)
     }
 }

@@ -3,8 +3,10 @@
 //! registered domains. A leaf: it depends on no other clawwatch module, so
 //! records, policy and rules can all use it without depending on each other.
 
+pub mod addr;
 pub mod destination;
 pub mod rule_set;
+pub use addr::Addr;
 pub use destination::Destination;
 pub use rule_set::RuleSet;
 
@@ -12,7 +14,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 /// Transport protocol of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
     Tcp,
     Udp,
@@ -66,6 +68,45 @@ impl fmt::Display for Proto {
             Proto::Icmp => f.write_str("icmp"),
             Proto::Other(n) => write!(f, "proto-{n}"),
         }
+    }
+}
+
+/// Saved as one small number (`Other(n)` as 3 + n), where serde would write
+/// the variant's name with every heartbeat connection and planned action;
+/// as its text in human-readable formats.
+impl serde::Serialize for Proto {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return s.collect_str(self);
+        }
+        s.serialize_u16(match self {
+            Proto::Tcp => 0,
+            Proto::Udp => 1,
+            Proto::Icmp => 2,
+            Proto::Other(n) => 3 + u16::from(*n),
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Proto {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Proto, D::Error> {
+        use serde::de::Error;
+        if d.is_human_readable() {
+            let text = <std::borrow::Cow<str>>::deserialize(d)?;
+            let other = text.strip_prefix("proto-").and_then(|n| n.parse().ok());
+            return (other.map(Proto::Other).or_else(|| Proto::from_name(&text)))
+                .ok_or_else(|| D::Error::custom(format!("unknown protocol `{text}`")));
+        }
+        Ok(match u16::deserialize(d)? {
+            0 => Proto::Tcp,
+            1 => Proto::Udp,
+            2 => Proto::Icmp,
+            n => {
+                Proto::Other(u8::try_from(n - 3).map_err(|_| {
+                    D::Error::custom(format!("protocol code {n}, expected 0 to 258"))
+                })?)
+            }
+        })
     }
 }
 
@@ -132,6 +173,33 @@ pub fn endpoint(host: &str, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A protocol is one byte in a save (a code up to 258 for `Other`) and
+    /// its text in JSON; every value comes back, and a code past 258 is refused.
+    #[test]
+    fn a_protocol_is_saved_as_a_small_number_and_read_back() {
+        let all = [
+            Proto::Tcp,
+            Proto::Udp,
+            Proto::Icmp,
+            Proto::Other(0),
+            Proto::Other(255),
+        ];
+        for proto in all {
+            let bytes = rmp_serde::to_vec(&proto).unwrap();
+            assert!(bytes.len() <= 3, "{proto:?}: {} bytes", bytes.len());
+            assert_eq!(rmp_serde::from_slice::<Proto>(&bytes).unwrap(), proto);
+            let json = serde_json::to_string(&proto).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Proto>(&json).unwrap(),
+                proto,
+                "{json}"
+            );
+        }
+        assert_eq!(rmp_serde::to_vec(&Proto::Tcp).unwrap(), [0]);
+        let err = rmp_serde::from_slice::<Proto>(&rmp_serde::to_vec(&259u16).unwrap());
+        assert!(err.unwrap_err().to_string().contains("protocol code 259"));
+    }
 
     #[test]
     fn addresses_read_as_std_reads_them() {

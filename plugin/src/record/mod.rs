@@ -166,6 +166,7 @@ pub struct DnsQuery {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReportedConnection {
     /// Host name or address, as the agent wrote it (normalised).
+    #[serde(with = "crate::name::text")]
     pub dest: String,
     pub port: Option<u16>,
     pub proto: Option<Proto>,
@@ -177,6 +178,7 @@ pub struct ReportedConnection {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Heartbeat {
     pub ts: Timestamp,
+    #[serde(with = "crate::name::text")]
     pub agent_id: String,
     pub window_start: Timestamp,
     pub window_end: Timestamp,

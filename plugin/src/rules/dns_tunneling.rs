@@ -53,7 +53,7 @@ struct Window {
 /// Windows per (agent, registered domain), least recently used forgotten first.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct TunnelWindows {
-    windows: BoundedMap<(Name, Box<str>), Window>,
+    windows: BoundedMap<(Name, Name), Window>,
 }
 
 crate::changes::apply_changes_by_field!(TunnelWindows { windows });

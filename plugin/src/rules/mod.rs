@@ -26,14 +26,45 @@ use crate::time::Timestamp;
 use std::fmt;
 use std::net::IpAddr;
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
     Info,
     Low,
     Medium,
     High,
+}
+
+/// Saved as its rank (one byte), where serde would write the variant's
+/// name with every incident and finding; text in human-readable formats.
+impl serde::Serialize for Severity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(self.as_str())
+        } else {
+            s.serialize_u8(*self as u8)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Severity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Severity, D::Error> {
+        use serde::de::Error;
+        const ALL: [Severity; 4] = [
+            Severity::Info,
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+        ];
+        if d.is_human_readable() {
+            let text = <std::borrow::Cow<str>>::deserialize(d)?;
+            return (ALL.into_iter().find(|s| s.as_str() == text)).ok_or_else(|| {
+                D::Error::unknown_variant(&text, &["info", "low", "medium", "high"])
+            });
+        }
+        let rank = u8::deserialize(d)?;
+        (ALL.get(usize::from(rank)).copied())
+            .ok_or_else(|| D::Error::custom(format!("severity rank {rank}, expected 0 to 3")))
+    }
 }
 
 impl Severity {
@@ -217,7 +248,9 @@ pub struct Finding {
     /// recorded, but the record's verdict is not `alert`.
     pub alerting: bool,
     /// Incident key: `subject/rule[/target]`.
+    #[serde(with = "crate::name::text")]
     pub incident: String,
+    #[serde(with = "crate::name::words")]
     pub summary: String,
 }
 
@@ -263,6 +296,28 @@ impl Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A severity is one byte in a save and its name in JSON.
+    #[test]
+    fn a_severity_is_saved_as_its_rank_and_read_back() {
+        for severity in [
+            Severity::Info,
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+        ] {
+            let bytes = rmp_serde::to_vec(&severity).unwrap();
+            assert_eq!(bytes, [severity as u8]);
+            assert_eq!(rmp_serde::from_slice::<Severity>(&bytes).unwrap(), severity);
+            let json = serde_json::to_string(&severity).unwrap();
+            assert_eq!(json, format!("\"{}\"", severity.as_str()));
+            assert_eq!(serde_json::from_str::<Severity>(&json).unwrap(), severity);
+        }
+        let err = rmp_serde::from_slice::<Severity>(&[4])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("severity rank 4"), "{err}");
+    }
 
     #[test]
     fn every_rule_is_listed_once_and_every_detector_is_a_listed_rule() {

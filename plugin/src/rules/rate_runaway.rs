@@ -5,11 +5,11 @@
 use super::{Finding, RuleInfo, Severity, Subject, endpoint};
 use crate::bounded::BoundedMap;
 use crate::name::Name;
+use crate::net::Addr;
 use crate::policy::Profile;
 use crate::record::Flow;
 use crate::registry::Agent;
 use crate::time::{NANOS_PER_SEC, Timestamp};
-use std::net::IpAddr;
 
 pub const RULE: RuleInfo = RuleInfo {
     id: "rate.runaway",
@@ -55,7 +55,7 @@ impl Window {
 /// Rolling windows per (agent, destination address, port), least recently used forgotten first.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct RateWindows {
-    windows: BoundedMap<(Name, IpAddr, u16), Window>,
+    windows: BoundedMap<(Name, Addr, u16), Window>,
 }
 
 crate::changes::apply_changes_by_field!(RateWindows { windows });
@@ -75,9 +75,10 @@ impl RateWindows {
         flow: &Flow,
         name: Option<&str>,
     ) -> Option<Finding> {
-        let window = self
-            .windows
-            .get_or_insert_with((agent.id.clone(), flow.dst, flow.dst_port), Window::default);
+        let window = self.windows.get_or_insert_with(
+            (agent.id.clone(), Addr(flow.dst), flow.dst_port),
+            Window::default,
+        );
         let count = window.add(flow.ts);
         if count <= profile.max_requests_per_minute {
             return None;

@@ -1,0 +1,119 @@
+//! An address as the state saves it.
+//!
+//! serde writes an `IpAddr` to msgpack as `{"V4": [a, b, c, d]}`, 9 to 13
+//! bytes for four; addresses key the DNS answers, the registry's bindings
+//! and the rate windows, several per agent. [`Addr`] writes its 4 or 16
+//! bytes as one binary (6 or 18 bytes), and text where the format is
+//! human-readable.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// An `IpAddr` saved as its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Addr(pub IpAddr);
+
+impl Serialize for Addr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return self.0.serialize(s);
+        }
+        match self.0 {
+            IpAddr::V4(v4) => s.serialize_bytes(&v4.octets()),
+            IpAddr::V6(v6) => s.serialize_bytes(&v6.octets()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Addr, D::Error> {
+        if d.is_human_readable() {
+            return IpAddr::deserialize(d).map(Addr);
+        }
+        d.deserialize_bytes(AddrVisitor)
+    }
+}
+
+struct AddrVisitor;
+
+impl Visitor<'_> for AddrVisitor {
+    type Value = Addr;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an address as 4 or 16 bytes")
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Addr, E> {
+        if let Ok(v4) = <[u8; 4]>::try_from(v) {
+            Ok(Addr(IpAddr::V4(Ipv4Addr::from(v4))))
+        } else if let Ok(v6) = <[u8; 16]>::try_from(v) {
+            Ok(Addr(IpAddr::V6(Ipv6Addr::from(v6))))
+        } else {
+            Err(E::invalid_length(v.len(), &self))
+        }
+    }
+}
+
+/// For a `Vec<IpAddr>` field saved as [`Addr`]s.
+pub mod list {
+    use super::Addr;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::IpAddr;
+
+    pub fn serialize<S: Serializer>(ips: &[IpAddr], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ips.iter().map(|&ip| Addr(ip)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+        Ok(Vec::<Addr>::deserialize(d)?
+            .into_iter()
+            .map(|a| a.0)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_saved_as_its_bytes_and_read_back() {
+        for (text, saved) in [("93.184.216.34", 6), ("2001:db8::1", 18), ("0.0.0.0", 6)] {
+            let addr = Addr(text.parse().unwrap());
+            let bytes = rmp_serde::to_vec(&addr).unwrap();
+            assert_eq!(bytes.len(), saved, "{text}");
+            let plain = rmp_serde::to_vec(&addr.0).unwrap();
+            assert!(
+                plain.len() > bytes.len(),
+                "{text}: {} bytes plain",
+                plain.len()
+            );
+            assert_eq!(rmp_serde::from_slice::<Addr>(&bytes).unwrap(), addr);
+            // JSON keeps the text.
+            let json = serde_json::to_string(&addr).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<Addr>(&json).unwrap(), addr);
+        }
+    }
+
+    #[test]
+    fn bytes_of_another_length_are_refused_naming_what_was_expected() {
+        let five = rmp_serde::to_vec(&serde_bytes_of(&[1, 2, 3, 4, 5])).unwrap();
+        let err = rmp_serde::from_slice::<Addr>(&five)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("4 or 16 bytes"), "{err}");
+    }
+
+    fn serde_bytes_of(bytes: &[u8]) -> impl Serialize + '_ {
+        struct Bytes<'a>(&'a [u8]);
+        impl Serialize for Bytes<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        Bytes(bytes)
+    }
+}
