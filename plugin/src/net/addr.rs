@@ -46,13 +46,20 @@ impl Visitor<'_> for AddrVisitor {
     }
 
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Addr, E> {
-        if let Ok(v4) = <[u8; 4]>::try_from(v) {
-            Ok(Addr(IpAddr::V4(Ipv4Addr::from(v4))))
-        } else if let Ok(v6) = <[u8; 16]>::try_from(v) {
-            Ok(Addr(IpAddr::V6(Ipv6Addr::from(v6))))
-        } else {
-            Err(E::invalid_length(v.len(), &self))
-        }
+        from_octets(v)
+            .map(Addr)
+            .ok_or_else(|| E::invalid_length(v.len(), &self))
+    }
+}
+
+/// The address of 4 or 16 bytes; `None` for any other length.
+pub fn from_octets(bytes: &[u8]) -> Option<IpAddr> {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        Some(IpAddr::V4(Ipv4Addr::from(v4)))
+    } else {
+        <[u8; 16]>::try_from(bytes)
+            .ok()
+            .map(|v6| IpAddr::V6(Ipv6Addr::from(v6)))
     }
 }
 

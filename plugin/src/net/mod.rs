@@ -50,6 +50,26 @@ impl Proto {
         }
     }
 
+    /// A small code for saves: `Tcp` 0, `Udp` 1, `Icmp` 2, `Other(n)` 3 + n.
+    pub fn code(self) -> u16 {
+        match self {
+            Proto::Tcp => 0,
+            Proto::Udp => 1,
+            Proto::Icmp => 2,
+            Proto::Other(n) => 3 + u16::from(n),
+        }
+    }
+
+    /// The protocol of a [`Proto::code`]; `None` past 258.
+    pub fn from_code(code: u16) -> Option<Proto> {
+        Some(match code {
+            0 => Proto::Tcp,
+            1 => Proto::Udp,
+            2 => Proto::Icmp,
+            n => Proto::Other(u8::try_from(n - 3).ok()?),
+        })
+    }
+
     pub fn number(self) -> u8 {
         match self {
             Proto::Tcp => 6,
@@ -79,12 +99,7 @@ impl serde::Serialize for Proto {
         if s.is_human_readable() {
             return s.collect_str(self);
         }
-        s.serialize_u16(match self {
-            Proto::Tcp => 0,
-            Proto::Udp => 1,
-            Proto::Icmp => 2,
-            Proto::Other(n) => 3 + u16::from(*n),
-        })
+        s.serialize_u16(self.code())
     }
 }
 
@@ -97,16 +112,9 @@ impl<'de> serde::Deserialize<'de> for Proto {
             return (other.map(Proto::Other).or_else(|| Proto::from_name(&text)))
                 .ok_or_else(|| D::Error::custom(format!("unknown protocol `{text}`")));
         }
-        Ok(match u16::deserialize(d)? {
-            0 => Proto::Tcp,
-            1 => Proto::Udp,
-            2 => Proto::Icmp,
-            n => {
-                Proto::Other(u8::try_from(n - 3).map_err(|_| {
-                    D::Error::custom(format!("protocol code {n}, expected 0 to 258"))
-                })?)
-            }
-        })
+        let code = u16::deserialize(d)?;
+        Proto::from_code(code)
+            .ok_or_else(|| D::Error::custom(format!("protocol code {code}, expected 0 to 258")))
     }
 }
 

@@ -287,14 +287,12 @@ mod packed_contacts {
     use rustc_hash::FxHashMap;
     use serde::{Deserializer, Serializer};
     use std::collections::hash_map::Entry;
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use std::net::IpAddr;
 
     const V6: u8 = 1;
     const SETTLED: u8 = 2;
     const PROTO_SHIFT: u8 = 2;
-    const TCP: u8 = 0;
-    const UDP: u8 = 1;
-    const ICMP: u8 = 2;
+    /// Protocols by [`Proto::code`]; `Other`'s number follows in a byte.
     const OTHER: u8 = 3;
     const PROTO_MASK: u8 = 3;
     const START_IN_MS: u8 = 16;
@@ -328,10 +326,8 @@ mod packed_contacts {
                 }
             };
             let (proto, other) = match c.proto {
-                Proto::Tcp => (TCP, None),
-                Proto::Udp => (UDP, None),
-                Proto::Icmp => (ICMP, None),
                 Proto::Other(n) => (OTHER, Some(n)),
+                known => (known.code() as u8, None),
             };
             let v6 = matches!(c.dst, IpAddr::V6(_));
             let (start, start_unit) = in_ms(c.start.0.wrapping_sub(previous_start), START_IN_MS);
@@ -374,17 +370,11 @@ mod packed_contacts {
                 *destinations.get(usize::try_from(r.varint()?).ok()?)?
             } else {
                 let proto = match flags >> PROTO_SHIFT & PROTO_MASK {
-                    TCP => Proto::Tcp,
-                    UDP => Proto::Udp,
-                    ICMP => Proto::Icmp,
                     OTHER => Proto::Other(r.byte()?),
-                    _ => return None,
+                    known => Proto::from_code(known.into())?,
                 };
-                let dst = if flags & V6 != 0 {
-                    IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(r.take(16)?).ok()?))
-                } else {
-                    IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(r.take(4)?).ok()?))
-                };
+                let dst =
+                    crate::net::addr::from_octets(r.take(if flags & V6 != 0 { 16 } else { 4 })?)?;
                 let port = u16::try_from(r.varint()?).ok()?;
                 destinations.push((dst, port, proto));
                 (dst, port, proto)
