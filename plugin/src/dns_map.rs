@@ -10,6 +10,7 @@ use crate::name::Name;
 use crate::net::Addr;
 use crate::record::DnsQuery;
 use crate::time::{NANOS_PER_SEC, Timestamp};
+use smallvec::SmallVec;
 use std::net::IpAddr;
 
 /// Names kept per (client, address): CDNs put many names on one address
@@ -41,9 +42,13 @@ impl<'a> std::ops::Deref for Names<'a> {
     }
 }
 
+/// Most addresses carry one name for a client: that one is held inline
+/// (saved as a list like any other).
+type AddressNames = SmallVec<[NameEntry; 1]>;
+
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct DnsMap {
-    entries: BoundedMap<(Addr, Addr), Vec<NameEntry>>,
+    entries: BoundedMap<(Addr, Addr), AddressNames>,
     grace_secs: i64,
 }
 
@@ -83,7 +88,7 @@ impl DnsMap {
             let valid_until = q.ts.plus_secs(i64::from(a.ttl) + self.grace_secs);
             let list = self
                 .entries
-                .get_or_insert_with((Addr(q.client), Addr(ip.to_canonical())), Vec::new);
+                .get_or_insert_with((Addr(q.client), Addr(ip.to_canonical())), SmallVec::new);
             for name in &names {
                 let name = name.to_ascii_lowercase();
                 match list.iter_mut().find(|e| *e.name == *name) {

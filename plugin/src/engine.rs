@@ -629,7 +629,10 @@ impl Engine {
                     Update::UnknownAgent
                 };
                 if let Some(activity) = self.learnt.activities.get_mut(plan.agent_id.as_str()) {
-                    activity.plan = Some(plan.actions);
+                    // Kept for the agent's life: no spare capacity from parsing.
+                    let mut actions = plan.actions;
+                    actions.shrink_to_fit();
+                    activity.plan = Some(actions);
                 }
                 (self.control_note(&plan.agent_id, update), Vec::new())
             }

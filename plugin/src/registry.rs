@@ -9,6 +9,7 @@ use crate::name::Name;
 use crate::net::Addr;
 use crate::record::{PolicyChange, Spawn, Terminate};
 use crate::time::Timestamp;
+use smallvec::SmallVec;
 use std::net::IpAddr;
 
 /// Bindings kept per address; older ones are forgotten first.
@@ -80,7 +81,8 @@ pub enum Update {
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct Registry {
     agents: BoundedMap<Name, Agent>,
-    bindings: BoundedMap<Addr, Vec<Binding>>,
+    /// Most addresses have had one holder: that one is held inline.
+    bindings: BoundedMap<Addr, SmallVec<[Binding; 1]>>,
 }
 
 crate::changes::apply_changes_by_field!(Registry { agents, bindings });
@@ -103,7 +105,7 @@ impl Registry {
             }
         }
         for ip in &s.ips {
-            let history = self.bindings.get_or_insert_with(Addr(*ip), Vec::new);
+            let history = self.bindings.get_or_insert_with(Addr(*ip), SmallVec::new);
             // Whoever held the address without a terminate loses it now.
             for b in history
                 .iter_mut()

@@ -170,7 +170,7 @@ impl Engine {
         let Some(activity) = self.learnt.activities.peek_mut(id) else {
             return;
         };
-        let Some((at, finding)) = activity.held_deviation.take() else {
+        let Some((at, finding)) = activity.held_deviation.take().map(|held| *held) else {
             return;
         };
         let looping = activity

@@ -114,7 +114,7 @@ impl Engine {
             } else if activity.held_deviation.is_none() {
                 // Judged once its minute is complete, when a retry loop has shown itself.
                 let at = volume_anomaly::judged_at(flow.ts);
-                activity.held_deviation = Some((flow.ts, finding));
+                activity.held_deviation = Some(Box::new((flow.ts, finding)));
                 self.learnt
                     .deadlines
                     .schedule(at, Due::Schedule(agent.id.clone()));

@@ -111,7 +111,7 @@ pub fn check(
         ));
     }
     if !complete {
-        activity.last_window = Some(hb.clone());
+        activity.last_window = Some(Box::new(hb.clone()));
         return findings;
     }
     for (r, _) in hb.connections.iter().zip(&matched).filter(|(_, m)| !**m) {
@@ -134,7 +134,7 @@ pub fn check(
             .with_severity(Severity::Medium),
         );
     }
-    activity.last_window = Some(hb.clone());
+    activity.last_window = Some(Box::new(hb.clone()));
     findings
 }
 

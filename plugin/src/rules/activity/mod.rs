@@ -1,0 +1,302 @@
+//! What each agent has been doing lately, in bounded space: its last hour of
+//! volume, the connections it made (to hold against its heartbeats), its
+//! declared plan, its approval grants and heartbeat state.
+//!
+//! Per-agent cost: the volume hour (about 4 bytes per minute with traffic),
+//! the connections of the last heartbeat window or two (at most
+//! [`MAX_CONTACTS`] × 40 B), up to [`MAX_GRANTS`] grants and one plan of at
+//! most 64 actions.
+
+mod contact;
+mod packing;
+mod volume;
+
+pub use contact::Contact;
+pub use volume::{HourTotals, VolumeHour};
+
+use crate::record::{Grant, Heartbeat, PlannedAction};
+use crate::time::{NANOS_PER_SEC, Timestamp};
+
+/// Connections remembered per agent for heartbeat comparison.
+pub const MAX_CONTACTS: usize = 256;
+/// How long a connection is remembered when no heartbeat asks for it (a
+/// heartbeat window plus the lateness allowance must fit).
+pub const CONTACT_HISTORY_SECS: i64 = 128 * 60;
+/// Live grants kept per agent (the oldest go first).
+pub const MAX_GRANTS: usize = 32;
+/// Heartbeats waiting for their window's flows to arrive.
+pub const MAX_PENDING_HEARTBEATS: usize = 8;
+
+/// Slices of one connection are exported back to back; this much gap still joins them.
+const SLICE_GAP_NANOS: i64 = 2 * NANOS_PER_SEC;
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Activity {
+    pub volume: VolumeHour,
+    /// Connections made, oldest first, for heartbeat windows to be held against.
+    #[serde(with = "contact::packed_contacts")]
+    pub contacts: Vec<Contact>,
+    /// The contacts' source ports, index for index: finding a flow's own
+    /// connection reads these 2-byte ports, not every 40-byte contact. Not
+    /// saved; rebuilt when out of step with `contacts` (after a restore).
+    #[serde(skip)]
+    contact_ports: Vec<u16>,
+    /// Connections were forgotten to stay within the cap up to this time: a
+    /// heartbeat window overlapping it cannot be checked for hidden traffic.
+    pub contacts_incomplete_until: Option<Timestamp>,
+    /// The last heartbeat window judged, for connections on its boundary.
+    /// Boxed, as is `held_deviation`: most agents hold none, and they hold the
+    /// inline bytes all the same.
+    pub last_window: Option<Box<Heartbeat>>,
+    /// When the agent last ran away in a retry loop (`rate.runaway`): the
+    /// hour's connection volume is that loop, not a second incident.
+    pub runaway_at: Option<Timestamp>,
+    /// When the hour's volume, over its baseline, is judged (a pending deadline).
+    pub volume_due: Option<Timestamp>,
+    /// A call off its schedule, held until its minute is complete: a retry
+    /// loop to a scheduled destination is `rate.runaway`, not a deviation.
+    pub held_deviation: Option<Box<(Timestamp, crate::rules::Finding)>>,
+    /// Random-looking registered domains resolved lately (hash, when), for
+    /// `dns.high_entropy`: one odd name is not a generator.
+    pub random_domains: Vec<(u64, Timestamp)>,
+    pub plan: Option<Vec<PlannedAction>>,
+    pub grants: Vec<Grant>,
+    pub last_heartbeat_end: Option<Timestamp>,
+    /// When the next heartbeat is overdue (the armed `heartbeat.missing` deadline).
+    pub heartbeat_overdue: Option<Timestamp>,
+    pub pending_heartbeats: Vec<Heartbeat>,
+}
+
+impl Activity {
+    /// Remembers an outbound connection; slices of one connection join,
+    /// whatever order their records arrive in.
+    pub fn observe(&mut self, flow: &crate::record::Flow) {
+        if self.contact_ports.len() != self.contacts.len() {
+            self.contact_ports = self.contacts.iter().map(|c| c.src_port).collect();
+        }
+        let end = flow.end.map_or(flow.ts, |e| e.max(flow.ts));
+        let same = |c: &Contact| {
+            c.src_port == flow.src_port
+                && c.port == flow.dst_port
+                && c.dst == flow.dst
+                && c.proto == flow.proto
+        };
+        let touches = |c: &Contact, start: Timestamp, end: Timestamp| {
+            start.0 <= c.end.0 + SLICE_GAP_NANOS && end.0 + SLICE_GAP_NANOS >= c.start.0
+        };
+        // Candidates first by source port (most contacts differ there).
+        fn candidates(ports: &[u16], port: u16) -> impl DoubleEndedIterator<Item = usize> + '_ {
+            ports
+                .iter()
+                .enumerate()
+                .filter(move |(_, p)| **p == port)
+                .map(|(i, _)| i)
+        }
+        let own = candidates(&self.contact_ports, flow.src_port)
+            .rev()
+            .find(|&i| same(&self.contacts[i]) && touches(&self.contacts[i], flow.ts, end));
+        if let Some(i) = own {
+            let c = &mut self.contacts[i];
+            c.start = c.start.min(flow.ts);
+            c.end = c.end.max(end);
+            let (start, end) = (c.start, c.end);
+            // The slice may bridge two parts that arrived before it.
+            let bridged = candidates(&self.contact_ports, flow.src_port).find(|&j| {
+                j != i && same(&self.contacts[j]) && touches(&self.contacts[j], start, end)
+            });
+            if let Some(j) = bridged {
+                let other = self.remove_contact(j);
+                let c = &mut self.contacts[if j < i { i - 1 } else { i }];
+                c.start = c.start.min(other.start);
+                c.end = c.end.max(other.end);
+                c.settled |= other.settled;
+            }
+            return;
+        }
+        if self.contacts.len() >= MAX_CONTACTS {
+            // Under pressure (a loop to one destination), a connection joins
+            // the latest to the same destination when it is close in time.
+            if let Some(c) = self.contacts.iter_mut().rev().find(|c| {
+                c.dst == flow.dst
+                    && c.port == flow.dst_port
+                    && c.proto == flow.proto
+                    && flow.ts.0 <= c.end.0 + 60 * NANOS_PER_SEC
+                    && c.start <= flow.ts
+            }) {
+                c.end = c.end.max(end);
+                return;
+            }
+            let forgotten = self.remove_contact(0);
+            self.contacts_incomplete_until = Some(
+                self.contacts_incomplete_until
+                    .map_or(forgotten.end, |t| t.max(forgotten.end)),
+            );
+        }
+        // Mostly in order; a late record is slotted in by its start.
+        let at = self
+            .contacts
+            .iter()
+            .rposition(|c| c.start <= flow.ts)
+            .map_or(0, |i| i + 1);
+        self.contacts.insert(
+            at,
+            Contact {
+                dst: flow.dst,
+                port: flow.dst_port,
+                proto: flow.proto,
+                src_port: flow.src_port,
+                start: flow.ts,
+                end,
+                settled: false,
+            },
+        );
+        self.contact_ports.insert(at, flow.src_port);
+    }
+
+    fn remove_contact(&mut self, i: usize) -> Contact {
+        self.contact_ports.remove(i);
+        self.contacts.remove(i)
+    }
+
+    /// Forgets connections no heartbeat window can still ask about: ended
+    /// before `before`, or settled and ended before the last judged window.
+    pub fn forget_contacts_before(&mut self, before: Timestamp) {
+        let judged = self.last_window.as_ref().map(|w| w.window_end);
+        self.contacts.retain(|c| {
+            c.end >= before
+                && !(c.settled && judged.is_some_and(|j| c.end.0 + SLICE_GAP_NANOS < j.0))
+        });
+        self.contact_ports = self.contacts.iter().map(|c| c.src_port).collect();
+    }
+
+    /// Keeps a grant, dropping expired ones and, past the cap, the oldest.
+    pub fn add_grant(&mut self, grant: Grant) {
+        let now = grant.ts;
+        self.grants.retain(|g| g.expires.is_none_or(|e| e > now));
+        if self.grants.len() >= MAX_GRANTS {
+            self.grants.remove(0);
+        }
+        self.grants.push(grant);
+    }
+
+    /// Queues a heartbeat until its window can be judged; false if the queue was full.
+    pub fn queue_heartbeat(&mut self, mut hb: Heartbeat) -> bool {
+        let fits = self.pending_heartbeats.len() < MAX_PENDING_HEARTBEATS;
+        if !fits {
+            self.pending_heartbeats.remove(0);
+        }
+        // Held for a window or two: no spare capacity (heartbeats are rare).
+        hb.connections.shrink_to_fit();
+        self.pending_heartbeats.reserve_exact(1);
+        self.pending_heartbeats.push(hb);
+        fits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Proto;
+
+    fn flow(secs: i64, dst: &str, sport: u16, dur: i64) -> crate::record::Flow {
+        crate::record::Flow {
+            ts: Timestamp::from_secs(1_795_528_800 + secs),
+            end: Some(Timestamp::from_secs(1_795_528_800 + secs + dur)),
+            src: "10.20.0.15".parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            src_port: sport,
+            dst_port: 443,
+            proto: Proto::Tcp,
+            bytes: 1,
+            packets: 1,
+            tcp_flags: None,
+            src_initiated: false,
+        }
+    }
+
+    #[test]
+    fn contacts_keep_their_own_times_and_join_one_connections_slices() {
+        let mut a = Activity::default();
+        a.observe(&flow(100, "93.184.216.34", 50000, 60));
+        a.observe(&flow(160, "93.184.216.34", 50000, 60)); // the next active-timeout slice
+        a.observe(&flow(170, "93.184.216.34", 50001, 1)); // another connection
+        a.observe(&flow(50, "198.51.100.7", 50002, 1)); // late, earlier
+        a.observe(&flow(280, "93.184.216.34", 50000, 60)); // the fourth slice before the third
+        a.observe(&flow(220, "93.184.216.34", 50000, 60)); // the third, bridging
+        let spans: Vec<(i64, i64, u16)> = a
+            .contacts
+            .iter()
+            .map(|c| {
+                (
+                    c.start.0 / NANOS_PER_SEC - 1_795_528_800,
+                    c.end.0 / NANOS_PER_SEC - 1_795_528_800,
+                    c.src_port,
+                )
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            spans,
+            [(50, 51, 50002), (100, 340, 50000), (170, 171, 50001)]
+        );
+    }
+
+    #[test]
+    fn a_restored_activity_still_joins_a_connections_slices() {
+        let mut a = Activity::default();
+        a.observe(&flow(100, "93.184.216.34", 50000, 60));
+        a.observe(&flow(100, "93.184.216.34", 50001, 60));
+        let bytes = rmp_serde::to_vec_named(&a).unwrap();
+        let mut restored: Activity = rmp_serde::from_slice(&bytes).unwrap();
+        restored.observe(&flow(160, "93.184.216.34", 50000, 60));
+        assert_eq!(
+            restored.contacts.len(),
+            2,
+            "the slice joined its connection"
+        );
+        assert_eq!(
+            restored.contacts[0].end,
+            Timestamp::from_secs(1_795_528_800 + 220)
+        );
+    }
+
+    #[test]
+    fn a_loop_to_one_destination_fills_no_more_than_the_cap() {
+        let mut a = Activity::default();
+        for i in 0..2000 {
+            a.observe(&flow(
+                i / 10,
+                "93.184.216.34",
+                40000 + (i % 20000) as u16,
+                0,
+            ));
+        }
+        assert_eq!(a.contacts.len(), MAX_CONTACTS);
+        assert!(a.contacts_incomplete_until.is_none(), "nothing forgotten");
+        assert_eq!(
+            a.contacts.last().unwrap().end.0 / NANOS_PER_SEC - 1_795_528_800,
+            199
+        );
+    }
+
+    #[test]
+    fn contacts_are_capped_and_the_gap_is_remembered() {
+        let mut a = Activity::default();
+        for i in 0..(MAX_CONTACTS as i64 + 5) {
+            a.observe(&flow(
+                i * 100,
+                &format!("10.0.{}.{}", i / 250, i % 250),
+                40000,
+                0,
+            ));
+        }
+        assert_eq!(a.contacts.len(), MAX_CONTACTS);
+        assert_eq!(
+            a.contacts_incomplete_until,
+            Some(Timestamp::from_secs(1_795_528_800 + 400))
+        );
+        a.forget_contacts_before(Timestamp::from_secs(1_795_528_800 + 10_000));
+        assert_eq!(a.contacts.len(), MAX_CONTACTS + 5 - 100);
+    }
+}
