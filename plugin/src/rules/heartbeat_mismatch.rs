@@ -60,7 +60,8 @@ pub fn check(
         .is_none_or(|until| until.0 < from.0 - SLACK);
     let mut matched = vec![false; hb.connections.len()];
     let previous = activity.last_window.take();
-    for c in activity.contacts.iter_mut() {
+    for i in 0..activity.contacts.len() {
+        let mut c = activity.contacts.get(i);
         if c.end.0 < from.0 - SLACK || c.start.0 >= to.0 + SLACK {
             continue; // not in this window
         }
@@ -68,24 +69,26 @@ pub fn check(
         let names = names_of(c.dst, c.start);
         let mut here = false;
         for (r, m) in hb.connections.iter().zip(matched.iter_mut()) {
-            if reports(r, c, &ip, &names) {
+            if reports(r, &c, &ip, &names) {
                 *m = true;
                 here = true;
             }
         }
         if here {
             c.settled = true;
+            activity.contacts.settle(i);
         }
         if c.settled || (c.port == 53 && monitor.is_corp_resolver(c.dst)) {
             continue;
         }
         let on_start = c.start.0 < from.0 + SLACK;
         if on_start
-            && previous
-                .as_ref()
-                .is_some_and(|p| p.window_end.0 + SLACK >= from.0 && reported_in(p, c, &ip, &names))
+            && previous.as_ref().is_some_and(|p| {
+                p.window_end.0 + SLACK >= from.0 && reported_in(p, &c, &ip, &names)
+            })
         {
             c.settled = true;
+            activity.contacts.settle(i);
             continue;
         }
         // It reaches the next window, which may report it.
@@ -96,6 +99,7 @@ pub fn check(
             continue;
         }
         c.settled = true;
+        activity.contacts.settle(i);
         let target = endpoint(names.iter().min().map_or(&ip, |n| n), c.port);
         findings.push(Finding::new(
             &RULE,

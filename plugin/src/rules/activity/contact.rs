@@ -1,13 +1,18 @@
-//! One connection an agent made, and how its contacts are saved.
+//! The connections an agent made, to hold its heartbeats against: how they
+//! are kept in memory (each destination once per agent) and saved (packed).
 
-use crate::record::Proto;
-use crate::time::Timestamp;
+use super::MAX_CONTACTS;
+use crate::record::{Flow, Proto};
+use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::net::IpAddr;
+
+/// Slices of one connection are exported back to back; this much gap still joins them.
+pub(super) const SLICE_GAP_NANOS: i64 = 2 * NANOS_PER_SEC;
 
 /// One connection the agent made, as its flow records showed it: by the
 /// flows' own start and end times, to the exporter's precision, so a
 /// heartbeat window can be held against exactly the connections inside it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Contact {
     pub dst: IpAddr,
     pub port: u16,
@@ -21,6 +26,237 @@ pub struct Contact {
     pub settled: bool,
 }
 
+/// Where a contact went. An agent calls a few services over and over, so each
+/// is held once and its contacts name it by number.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Service {
+    dst: IpAddr,
+    port: u16,
+    proto: Proto,
+}
+
+/// A [`Contact`] as held: 24 bytes where the whole took 40.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    service: u16,
+    src_port: u16,
+    settled: bool,
+    start: Timestamp,
+    end: Timestamp,
+}
+
+/// An agent's contacts, oldest first (by start), at most [`MAX_CONTACTS`].
+#[derive(Debug, Clone, Default)]
+pub struct Contacts {
+    /// The services the contacts name; ones no contact names any more are
+    /// dropped when they outnumber the contacts.
+    services: Vec<Service>,
+    held: Vec<Held>,
+    /// The contacts' source ports, index for index: finding a flow's own
+    /// connection reads these 2-byte ports first (most contacts differ there).
+    src_ports: Vec<u16>,
+}
+
+impl Contacts {
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Contact {
+        let h = self.held[i];
+        let service = self.services[usize::from(h.service)];
+        Contact {
+            dst: service.dst,
+            port: service.port,
+            proto: service.proto,
+            src_port: h.src_port,
+            start: h.start,
+            end: h.end,
+            settled: h.settled,
+        }
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Contact> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Marks contact `i` accounted for by a heartbeat window.
+    pub fn settle(&mut self, i: usize) {
+        self.held[i].settled = true;
+    }
+
+    /// Remembers a flow's connection; slices of one connection join, whatever
+    /// order their records arrive in. Returns the end of a contact forgotten
+    /// to stay within [`MAX_CONTACTS`].
+    pub fn observe(&mut self, flow: &Flow) -> Option<Timestamp> {
+        let end = flow.end.map_or(flow.ts, |e| e.max(flow.ts));
+        let wanted = Service {
+            dst: flow.dst,
+            port: flow.dst_port,
+            proto: flow.proto,
+        };
+        let service = self.services.iter().position(|s| *s == wanted);
+        if let Some(service) = service {
+            let service = service as u16;
+            if self.join(service, flow.src_port, flow.ts, end) {
+                return None;
+            }
+        }
+        let mut forgotten = None;
+        if self.held.len() >= MAX_CONTACTS {
+            // Under pressure (a loop to one destination), a connection joins
+            // the latest to the same destination when it is close in time.
+            if let Some(h) = self.held.iter_mut().rev().find(|h| {
+                service.is_some_and(|s| usize::from(h.service) == s)
+                    && flow.ts.0 <= h.end.0 + 60 * NANOS_PER_SEC
+                    && h.start <= flow.ts
+            }) {
+                h.end = h.end.max(end);
+                return None;
+            }
+            forgotten = Some(self.remove(0).end);
+        }
+        let service = match service {
+            Some(s) => s as u16,
+            None => self.add_service(wanted),
+        };
+        // Mostly in order; a late record is slotted in by its start.
+        let at = self
+            .held
+            .iter()
+            .rposition(|h| h.start <= flow.ts)
+            .map_or(0, |i| i + 1);
+        self.held.insert(
+            at,
+            Held {
+                service,
+                src_port: flow.src_port,
+                settled: false,
+                start: flow.ts,
+                end,
+            },
+        );
+        self.src_ports.insert(at, flow.src_port);
+        forgotten
+    }
+
+    /// Joins a slice to the contact of its connection, if it has one.
+    fn join(&mut self, service: u16, src_port: u16, start: Timestamp, end: Timestamp) -> bool {
+        let touches = |h: &Held, start: Timestamp, end: Timestamp| {
+            start.0 <= h.end.0 + SLICE_GAP_NANOS && end.0 + SLICE_GAP_NANOS >= h.start.0
+        };
+        let same = |h: &Held| h.service == service && h.src_port == src_port;
+        fn candidates(ports: &[u16], port: u16) -> impl DoubleEndedIterator<Item = usize> + '_ {
+            ports
+                .iter()
+                .enumerate()
+                .filter(move |(_, p)| **p == port)
+                .map(|(i, _)| i)
+        }
+        let Some(i) = candidates(&self.src_ports, src_port)
+            .rev()
+            .find(|&i| same(&self.held[i]) && touches(&self.held[i], start, end))
+        else {
+            return false;
+        };
+        let h = &mut self.held[i];
+        h.start = h.start.min(start);
+        h.end = h.end.max(end);
+        let joined = *h;
+        // The slice may bridge two parts that arrived before it.
+        let bridged = candidates(&self.src_ports, src_port).find(|&j| {
+            j != i && same(&self.held[j]) && touches(&self.held[j], joined.start, joined.end)
+        });
+        if let Some(j) = bridged {
+            let other = self.remove(j);
+            let h = &mut self.held[if j < i { i - 1 } else { i }];
+            h.start = h.start.min(other.start);
+            h.end = h.end.max(other.end);
+            h.settled |= other.settled;
+        }
+        true
+    }
+
+    fn remove(&mut self, i: usize) -> Held {
+        self.src_ports.remove(i);
+        self.held.remove(i)
+    }
+
+    /// The number of a service not held yet.
+    fn add_service(&mut self, service: Service) -> u16 {
+        if self.services.len() >= 2 * self.held.len() + 8 {
+            self.drop_unused_services();
+        }
+        self.services.push(service);
+        (self.services.len() - 1) as u16
+    }
+
+    /// Drops the services no contact names, renumbering the rest.
+    fn drop_unused_services(&mut self) {
+        let mut used = vec![false; self.services.len()];
+        for h in &self.held {
+            used[usize::from(h.service)] = true;
+        }
+        let mut number = vec![0u16; self.services.len()];
+        let mut kept = 0u16;
+        for (i, n) in number.iter_mut().enumerate() {
+            *n = kept;
+            kept += u16::from(used[i]);
+        }
+        let mut i = 0;
+        self.services.retain(|_| {
+            i += 1;
+            used[i - 1]
+        });
+        for h in &mut self.held {
+            h.service = number[usize::from(h.service)];
+        }
+    }
+
+    /// Keeps the contacts `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Contact) -> bool) {
+        let mut i = 0;
+        while i < self.held.len() {
+            if keep(&self.get(i)) {
+                i += 1;
+            } else {
+                self.remove(i);
+            }
+        }
+        self.drop_unused_services();
+    }
+}
+
+impl FromIterator<Contact> for Contacts {
+    fn from_iter<I: IntoIterator<Item = Contact>>(contacts: I) -> Contacts {
+        let mut all = Contacts::default();
+        for c in contacts {
+            let wanted = Service {
+                dst: c.dst,
+                port: c.port,
+                proto: c.proto,
+            };
+            let service = match all.services.iter().position(|s| *s == wanted) {
+                Some(s) => s as u16,
+                None => all.add_service(wanted),
+            };
+            all.held.push(Held {
+                service,
+                src_port: c.src_port,
+                settled: c.settled,
+                start: c.start,
+                end: c.end,
+            });
+            all.src_ports.push(c.src_port);
+        }
+        all
+    }
+}
+
 /// Contacts are most of an active agent's saved state, so they are saved
 /// packed rather than as msgpack arrays of fields: per contact a flag byte
 /// (IPv6, settled, protocol, units), the address's bytes, the ports as
@@ -30,7 +266,7 @@ pub struct Contact {
 /// precision) and in nanoseconds otherwise. About 15 bytes a contact instead
 /// of about 43.
 pub(super) mod packed_contacts {
-    use super::Contact;
+    use super::{Contact, Contacts};
     use crate::record::Proto;
     use crate::rules::activity::packing::{Reader, put_signed, put_varint};
     use crate::time::Timestamp;
@@ -62,8 +298,8 @@ pub(super) mod packed_contacts {
         }
     }
 
-    pub fn pack(contacts: &[Contact]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(contacts.len() * 20);
+    pub fn pack(contacts: impl IntoIterator<Item = Contact>) -> Vec<u8> {
+        let mut out = Vec::new();
         let mut previous_start = 0i64;
         let mut destinations: FxHashMap<(IpAddr, u16, Proto), u64> = FxHashMap::default();
         for c in contacts {
@@ -147,12 +383,14 @@ pub(super) mod packed_contacts {
         Some(contacts)
     }
 
-    pub fn serialize<S: Serializer>(contacts: &[Contact], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&pack(contacts))
+    pub fn serialize<S: Serializer>(contacts: &Contacts, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&pack(contacts.iter()))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Contact>, D::Error> {
-        crate::rules::activity::packing::deserialize(d, "packed contacts", unpack)
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Contacts, D::Error> {
+        crate::rules::activity::packing::deserialize(d, "packed contacts", |bytes| {
+            unpack(bytes).map(Contacts::from_iter)
+        })
     }
 }
 
@@ -160,7 +398,6 @@ pub(super) mod packed_contacts {
 mod tests {
     use super::*;
     use crate::rules::activity::Activity;
-    use crate::time::NANOS_PER_SEC;
 
     #[test]
     fn packed_contacts_come_back_as_they_were_and_are_small() {
@@ -195,7 +432,7 @@ mod tests {
                 false,
             ),
         ];
-        let packed = packed_contacts::pack(&contacts);
+        let packed = packed_contacts::pack(contacts.clone());
         assert_eq!(packed_contacts::unpack(&packed), Some(contacts.clone()));
         assert_eq!(packed_contacts::unpack(&[]), Some(Vec::new()));
         // Cut anywhere inside, it is refused, never read as something else.
@@ -214,8 +451,8 @@ mod tests {
                 false,
             ),
         ];
-        let both = packed_contacts::pack(&minute_apart).len();
-        let first = packed_contacts::pack(&minute_apart[..1]).len();
+        let both = packed_contacts::pack(minute_apart.clone()).len();
+        let first = packed_contacts::pack(minute_apart[..1].to_vec()).len();
         assert!(both - first <= 16, "{}", both - first);
         // The same service again: its destination is a number, not 7 bytes.
         let mut again = minute_apart.clone();
@@ -226,7 +463,7 @@ mod tests {
             t + 121 * NANOS_PER_SEC,
             true,
         ));
-        let packed = packed_contacts::pack(&again);
+        let packed = packed_contacts::pack(again.clone());
         // Flags, number, source port (3), start (3), length (2).
         assert_eq!(packed.len() - both, 10);
         assert_eq!(packed_contacts::unpack(&packed), Some(again.clone()));
@@ -235,13 +472,162 @@ mod tests {
             assert!(read.is_none_or(|r| r.len() < again.len()), "{cut}");
         }
         // A number naming no earlier destination is refused.
-        let mut unknown = packed_contacts::pack(&again[..1]);
+        let mut unknown = packed_contacts::pack(again[..1].to_vec());
         unknown.extend([64, 5, 1, 0, 0]);
         assert_eq!(packed_contacts::unpack(&unknown), None);
         // Through the snapshot's encoding, too.
         let mut a = Activity::default();
-        a.contacts = contacts.clone();
+        a.contacts = contacts.iter().copied().collect();
         let back: Activity = rmp_serde::from_slice(&rmp_serde::to_vec(&a).unwrap()).unwrap();
-        assert_eq!(back.contacts, contacts);
+        assert_eq!(back.contacts.iter().collect::<Vec<_>>(), contacts);
+    }
+
+    /// Contacts as they were held before services were numbered: a plain list.
+    #[derive(Default)]
+    struct PlainContacts(Vec<Contact>);
+
+    impl PlainContacts {
+        fn observe(&mut self, flow: &Flow) -> Option<Timestamp> {
+            let end = flow.end.map_or(flow.ts, |e| e.max(flow.ts));
+            let same = |c: &Contact| {
+                c.src_port == flow.src_port
+                    && c.port == flow.dst_port
+                    && c.dst == flow.dst
+                    && c.proto == flow.proto
+            };
+            let touches = |c: &Contact, start: Timestamp, end: Timestamp| {
+                start.0 <= c.end.0 + SLICE_GAP_NANOS && end.0 + SLICE_GAP_NANOS >= c.start.0
+            };
+            let list = &mut self.0;
+            if let Some(i) = (0..list.len())
+                .rev()
+                .find(|&i| same(&list[i]) && touches(&list[i], flow.ts, end))
+            {
+                list[i].start = list[i].start.min(flow.ts);
+                list[i].end = list[i].end.max(end);
+                let (start, end) = (list[i].start, list[i].end);
+                if let Some(j) = (0..list.len())
+                    .find(|&j| j != i && same(&list[j]) && touches(&list[j], start, end))
+                {
+                    let other = list.remove(j);
+                    let c = &mut list[if j < i { i - 1 } else { i }];
+                    c.start = c.start.min(other.start);
+                    c.end = c.end.max(other.end);
+                    c.settled |= other.settled;
+                }
+                return None;
+            }
+            let mut forgotten = None;
+            if list.len() >= MAX_CONTACTS {
+                if let Some(c) = list.iter_mut().rev().find(|c| {
+                    c.dst == flow.dst
+                        && c.port == flow.dst_port
+                        && c.proto == flow.proto
+                        && flow.ts.0 <= c.end.0 + 60 * NANOS_PER_SEC
+                        && c.start <= flow.ts
+                }) {
+                    c.end = c.end.max(end);
+                    return None;
+                }
+                forgotten = Some(list.remove(0).end);
+            }
+            let at = list
+                .iter()
+                .rposition(|c| c.start <= flow.ts)
+                .map_or(0, |i| i + 1);
+            list.insert(
+                at,
+                Contact {
+                    dst: flow.dst,
+                    port: flow.dst_port,
+                    proto: flow.proto,
+                    src_port: flow.src_port,
+                    start: flow.ts,
+                    end,
+                    settled: false,
+                },
+            );
+            forgotten
+        }
+    }
+
+    #[test]
+    fn numbered_services_keep_the_contacts_a_plain_list_keeps() {
+        let mut held = Contacts::default();
+        let mut plain = PlainContacts::default();
+        let mut x: u64 = 5;
+        let t0 = 1_795_528_800i64;
+        let mut now = t0;
+        let mut most = 0;
+        for n in 0..30_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // A few services called over and over, now and then a new one
+            // (a crawler), slices of long connections, late records.
+            now += (x % 7) as i64;
+            let dst = if x % 13 == 0 {
+                format!("198.51.{}.{}", (x >> 8) % 200, (x >> 16) % 250)
+            } else {
+                format!("93.184.216.{}", (x >> 8) % 4)
+            };
+            let flow = Flow {
+                ts: Timestamp::from_secs(
+                    now - ((x >> 20) % 5 == 0) as i64 * ((x >> 24) % 600) as i64,
+                ),
+                end: Some(Timestamp::from_secs(now + ((x >> 28) % 90) as i64)),
+                src: "10.20.0.15".parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                src_port: 40_000 + ((x >> 32) % 400) as u16,
+                dst_port: if x % 5 == 0 { 80 } else { 443 },
+                proto: if x % 11 == 0 { Proto::Udp } else { Proto::Tcp },
+                bytes: 1,
+                packets: 1,
+                tcp_flags: None,
+                src_initiated: false,
+            };
+            assert_eq!(held.observe(&flow), plain.observe(&flow), "flow {n}");
+            if x % 97 == 0 {
+                let i = (x >> 40) as usize % held.len();
+                held.settle(i);
+                plain.0[i].settled = true;
+            }
+            if n % 1_000 == 999 {
+                // A heartbeat's deadline forgets what ended long ago.
+                let before = Timestamp::from_secs(now - 1_800);
+                held.retain(|c| c.end >= before);
+                plain.0.retain(|c| c.end >= before);
+            }
+            assert_eq!(held.len(), plain.0.len(), "flow {n}");
+            most = most.max(held.len());
+            if n % 100 == 0 || n > 29_900 {
+                assert!(held.iter().eq(plain.0.iter().copied()), "flow {n}");
+            }
+            // Services no contact names do not pile up.
+            assert!(held.services.len() <= 2 * held.len() + 9, "flow {n}");
+        }
+        assert_eq!(most, MAX_CONTACTS, "the cap was reached");
+        // A crawler at the cap: every connection to a new address, none
+        // forgotten by a deadline. The services stay bounded all the same.
+        for n in 0..3_000u32 {
+            now += 1;
+            let flow = Flow {
+                ts: Timestamp::from_secs(now),
+                end: None,
+                src: "10.20.0.15".parse().unwrap(),
+                dst: std::net::Ipv4Addr::from(0xC633_0000 + n).into(),
+                src_port: 50_000,
+                dst_port: 443,
+                proto: Proto::Tcp,
+                bytes: 1,
+                packets: 1,
+                tcp_flags: None,
+                src_initiated: false,
+            };
+            assert_eq!(held.observe(&flow), plain.observe(&flow), "crawl {n}");
+            assert!(held.services.len() <= 2 * MAX_CONTACTS + 9, "crawl {n}");
+        }
+        assert!(held.iter().eq(plain.0.iter().copied()));
+        assert_eq!(std::mem::size_of::<Held>(), 24);
     }
 }

@@ -4,18 +4,19 @@
 //!
 //! Per-agent cost: the volume hour (about 4 bytes per minute with traffic),
 //! the connections of the last heartbeat window or two (at most
-//! [`MAX_CONTACTS`] × 40 B), up to [`MAX_GRANTS`] grants and one plan of at
+//! [`MAX_CONTACTS`] × 26 B, each destination once), up to [`MAX_GRANTS`] grants and one plan of at
 //! most 64 actions.
 
 mod contact;
 mod packing;
 mod volume;
 
-pub use contact::Contact;
+use contact::SLICE_GAP_NANOS;
+pub use contact::{Contact, Contacts};
 pub use volume::{HourTotals, VolumeHour};
 
 use crate::record::{Grant, Heartbeat, PlannedAction};
-use crate::time::{NANOS_PER_SEC, Timestamp};
+use crate::time::Timestamp;
 
 /// Connections remembered per agent for heartbeat comparison.
 pub const MAX_CONTACTS: usize = 256;
@@ -27,20 +28,12 @@ pub const MAX_GRANTS: usize = 32;
 /// Heartbeats waiting for their window's flows to arrive.
 pub const MAX_PENDING_HEARTBEATS: usize = 8;
 
-/// Slices of one connection are exported back to back; this much gap still joins them.
-const SLICE_GAP_NANOS: i64 = 2 * NANOS_PER_SEC;
-
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Activity {
     pub volume: VolumeHour,
     /// Connections made, oldest first, for heartbeat windows to be held against.
     #[serde(with = "contact::packed_contacts")]
-    pub contacts: Vec<Contact>,
-    /// The contacts' source ports, index for index: finding a flow's own
-    /// connection reads these 2-byte ports, not every 40-byte contact. Not
-    /// saved; rebuilt when out of step with `contacts` (after a restore).
-    #[serde(skip)]
-    contact_ports: Vec<u16>,
+    pub contacts: Contacts,
     /// Connections were forgotten to stay within the cap up to this time: a
     /// heartbeat window overlapping it cannot be checked for hidden traffic.
     pub contacts_incomplete_until: Option<Timestamp>,
@@ -71,91 +64,12 @@ impl Activity {
     /// Remembers an outbound connection; slices of one connection join,
     /// whatever order their records arrive in.
     pub fn observe(&mut self, flow: &crate::record::Flow) {
-        if self.contact_ports.len() != self.contacts.len() {
-            self.contact_ports = self.contacts.iter().map(|c| c.src_port).collect();
-        }
-        let end = flow.end.map_or(flow.ts, |e| e.max(flow.ts));
-        let same = |c: &Contact| {
-            c.src_port == flow.src_port
-                && c.port == flow.dst_port
-                && c.dst == flow.dst
-                && c.proto == flow.proto
-        };
-        let touches = |c: &Contact, start: Timestamp, end: Timestamp| {
-            start.0 <= c.end.0 + SLICE_GAP_NANOS && end.0 + SLICE_GAP_NANOS >= c.start.0
-        };
-        // Candidates first by source port (most contacts differ there).
-        fn candidates(ports: &[u16], port: u16) -> impl DoubleEndedIterator<Item = usize> + '_ {
-            ports
-                .iter()
-                .enumerate()
-                .filter(move |(_, p)| **p == port)
-                .map(|(i, _)| i)
-        }
-        let own = candidates(&self.contact_ports, flow.src_port)
-            .rev()
-            .find(|&i| same(&self.contacts[i]) && touches(&self.contacts[i], flow.ts, end));
-        if let Some(i) = own {
-            let c = &mut self.contacts[i];
-            c.start = c.start.min(flow.ts);
-            c.end = c.end.max(end);
-            let (start, end) = (c.start, c.end);
-            // The slice may bridge two parts that arrived before it.
-            let bridged = candidates(&self.contact_ports, flow.src_port).find(|&j| {
-                j != i && same(&self.contacts[j]) && touches(&self.contacts[j], start, end)
-            });
-            if let Some(j) = bridged {
-                let other = self.remove_contact(j);
-                let c = &mut self.contacts[if j < i { i - 1 } else { i }];
-                c.start = c.start.min(other.start);
-                c.end = c.end.max(other.end);
-                c.settled |= other.settled;
-            }
-            return;
-        }
-        if self.contacts.len() >= MAX_CONTACTS {
-            // Under pressure (a loop to one destination), a connection joins
-            // the latest to the same destination when it is close in time.
-            if let Some(c) = self.contacts.iter_mut().rev().find(|c| {
-                c.dst == flow.dst
-                    && c.port == flow.dst_port
-                    && c.proto == flow.proto
-                    && flow.ts.0 <= c.end.0 + 60 * NANOS_PER_SEC
-                    && c.start <= flow.ts
-            }) {
-                c.end = c.end.max(end);
-                return;
-            }
-            let forgotten = self.remove_contact(0);
+        if let Some(forgotten) = self.contacts.observe(flow) {
             self.contacts_incomplete_until = Some(
                 self.contacts_incomplete_until
-                    .map_or(forgotten.end, |t| t.max(forgotten.end)),
+                    .map_or(forgotten, |t| t.max(forgotten)),
             );
         }
-        // Mostly in order; a late record is slotted in by its start.
-        let at = self
-            .contacts
-            .iter()
-            .rposition(|c| c.start <= flow.ts)
-            .map_or(0, |i| i + 1);
-        self.contacts.insert(
-            at,
-            Contact {
-                dst: flow.dst,
-                port: flow.dst_port,
-                proto: flow.proto,
-                src_port: flow.src_port,
-                start: flow.ts,
-                end,
-                settled: false,
-            },
-        );
-        self.contact_ports.insert(at, flow.src_port);
-    }
-
-    fn remove_contact(&mut self, i: usize) -> Contact {
-        self.contact_ports.remove(i);
-        self.contacts.remove(i)
     }
 
     /// Forgets connections no heartbeat window can still ask about: ended
@@ -166,7 +80,6 @@ impl Activity {
             c.end >= before
                 && !(c.settled && judged.is_some_and(|j| c.end.0 + SLICE_GAP_NANOS < j.0))
         });
-        self.contact_ports = self.contacts.iter().map(|c| c.src_port).collect();
     }
 
     /// Keeps a grant, dropping expired ones and, past the cap, the oldest.
@@ -197,6 +110,7 @@ impl Activity {
 mod tests {
     use super::*;
     use crate::record::Proto;
+    use crate::time::NANOS_PER_SEC;
 
     fn flow(secs: i64, dst: &str, sport: u16, dur: i64) -> crate::record::Flow {
         crate::record::Flow {
@@ -256,7 +170,7 @@ mod tests {
             "the slice joined its connection"
         );
         assert_eq!(
-            restored.contacts[0].end,
+            restored.contacts.get(0).end,
             Timestamp::from_secs(1_795_528_800 + 220)
         );
     }
@@ -275,7 +189,7 @@ mod tests {
         assert_eq!(a.contacts.len(), MAX_CONTACTS);
         assert!(a.contacts_incomplete_until.is_none(), "nothing forgotten");
         assert_eq!(
-            a.contacts.last().unwrap().end.0 / NANOS_PER_SEC - 1_795_528_800,
+            a.contacts.iter().last().unwrap().end.0 / NANOS_PER_SEC - 1_795_528_800,
             199
         );
     }
