@@ -530,31 +530,29 @@ impl Engine {
                 ));
             }
         };
-        let fields = match Fields::parse(text) {
-            Ok(fields) => fields,
-            Err(e) => {
-                // Valid JSON the field reader cannot take (nested past its
-                // depth, a number beyond f64 in a field it reads): kept as the
-                // object it is, byte for byte, and said to be unjudged.
-                if crate::record::fields::is_json_object(trimmed) {
-                    let mut note = Note::new(Stream::Other, Verdict::Error);
-                    note.error = Some(format!(
-                        "a JSON object whose fields clawwatch cannot read: {e}"
-                    ));
-                    let original = Original::Object {
-                        json: trimmed,
-                        has_clawwatch: true, // unknown: append_to looks
-                    };
-                    return (note, original);
-                }
-                // Text some frameworks write (NanoClaw), or JSON behind a
-                // Docker timestamp (iron-proxy): judged, and kept as `raw`.
-                return match crate::record::recognize_text(text, &self.policy.inputs, None) {
-                    Some(recognized) => (self.note_for(recognized), Original::Raw(record)),
-                    None => fail(format!("not a JSON object: {e}")),
+        let mut fields = Fields::empty();
+        if let Err(e) = fields.read(text) {
+            // Valid JSON the field reader cannot take (nested past its
+            // depth, a number beyond f64 in a field it reads): kept as the
+            // object it is, byte for byte, and said to be unjudged.
+            if crate::record::fields::is_json_object(trimmed) {
+                let mut note = Note::new(Stream::Other, Verdict::Error);
+                note.error = Some(format!(
+                    "a JSON object whose fields clawwatch cannot read: {e}"
+                ));
+                let original = Original::Object {
+                    json: trimmed,
+                    has_clawwatch: true, // unknown: append_to looks
                 };
+                return (note, original);
             }
-        };
+            // Text some frameworks write (NanoClaw), or JSON behind a
+            // Docker timestamp (iron-proxy): judged, and kept as `raw`.
+            return match crate::record::recognize_text(text, &self.policy.inputs, None) {
+                Some(recognized) => (self.note_for(recognized), Original::Raw(record)),
+                None => fail(format!("not a JSON object: {e}")),
+            };
+        }
         let mut recognized = recognize_with(&fields, &self.policy.inputs, self.stream_hint);
         if let Recognized::Event(Event::Telemetry(line)) = &mut recognized {
             // Its hash covers its own bytes, which only this layer still has.
@@ -667,7 +665,7 @@ impl Engine {
                 (note, Vec::new())
             }
             Event::Proxied(call) => self.judge_proxied(&call),
-            Event::Telemetry(line) => self.judge_telemetry(line),
+            Event::Telemetry(line) => self.judge_telemetry(*line),
             Event::Liveness(live) => {
                 let Some(agent) = self.learnt.registry.agent(&live.agent_id) else {
                     let note = self.control_note(&live.agent_id, Update::UnknownAgent);

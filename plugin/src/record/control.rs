@@ -75,7 +75,7 @@ pub fn spawn(fields: &Fields) -> Recognized {
             expected_lifetime_minutes: r.read::<Count>(Key::ExpectedLifetimeMinutes)?,
         })
     };
-    Recognized::from_decoded(decode(), Event::Spawn)
+    Recognized::from_decoded(decode(), |s| Event::Spawn(Box::new(s)))
 }
 
 pub fn terminate(fields: &Fields) -> Recognized {

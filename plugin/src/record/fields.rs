@@ -260,7 +260,7 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    fn empty() -> Fields<'a> {
+    pub fn empty() -> Fields<'a> {
         Fields {
             values: SmallVec::new(),
             slots: [0; KEY_COUNT],
@@ -272,10 +272,19 @@ impl<'a> Fields<'a> {
     /// Parses one JSON object. Errors are serde_json's (with line/column), for
     /// text that is not a JSON object at all.
     pub fn parse(line: &'a str) -> Result<Fields<'a>, serde_json::Error> {
-        if let Some(fields) = scan::known_fields(line) {
-            return Ok(fields);
+        let mut fields = Fields::empty();
+        fields.read(line)?;
+        Ok(fields)
+    }
+
+    /// [`Fields::parse`] into these (empty) fields, in place: the hot path.
+    pub fn read(&mut self, line: &'a str) -> Result<(), serde_json::Error> {
+        if scan::read_known_fields(line, self) {
+            return Ok(());
         }
-        Self::parse_with_serde(line)
+        *self = Fields::empty();
+        *self = Self::parse_with_serde(line)?;
+        Ok(())
     }
 
     /// The slow path, and the reference the fast one is tested against.

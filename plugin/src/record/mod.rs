@@ -220,8 +220,10 @@ pub struct Grant {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// Big, rare kinds are boxed: an event is moved a few times per record, and
+/// a flow (88 bytes) should not pay for a 400-byte telemetry line.
 pub enum Event {
-    Spawn(Spawn),
+    Spawn(Box<Spawn>),
     Terminate(Terminate),
     PolicyChange(PolicyChange),
     Flow(Flow),
@@ -229,14 +231,22 @@ pub enum Event {
     Heartbeat(Heartbeat),
     Plan(Plan),
     Grant(Grant),
-    Intent(Intent),
+    Intent(Box<Intent>),
     Proxied(ProxiedCall),
     Liveness(Liveness),
-    Seen(Seen),
-    Telemetry(TelemetryLine),
+    Seen(Box<Seen>),
+    Telemetry(Box<TelemetryLine>),
 }
 
 impl Event {
+    pub fn seen(seen: Seen) -> Event {
+        Event::Seen(Box::new(seen))
+    }
+
+    pub fn intent(intent: Intent) -> Event {
+        Event::Intent(Box::new(intent))
+    }
+
     pub fn stream(&self) -> Stream {
         match self {
             Event::Spawn(_)

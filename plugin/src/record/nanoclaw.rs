@@ -237,9 +237,9 @@ pub fn text_line(
                     group.as_deref().unwrap_or("(unnamed)")
                 ));
             };
-            return Recognized::Event(Event::Spawn(container_spawn(
+            return Recognized::Event(Event::Spawn(Box::new(container_spawn(
                 ts, agent_id, ips, container, settings,
-            )));
+            ))));
         }
         "Container exited" => format!(
             "exited with code {}",
@@ -296,9 +296,9 @@ pub fn container(fields: &Fields, settings: &NanoClawSettings) -> Recognized {
                 "NanoClaw container for group {group} started, but its address is unknown: add it to [inputs.nanoclaw] group_addresses"
             )));
         };
-        Ok(Recognized::Event(Event::Spawn(container_spawn(
+        Ok(Recognized::Event(Event::Spawn(Box::new(container_spawn(
             ts, agent_id, ips, container, settings,
-        ))))
+        )))))
     };
     decode().unwrap_or_else(Recognized::Invalid)
 }

@@ -127,7 +127,7 @@ pub fn agent_event(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
         let stream = fields.str(Key::Stream).unwrap_or("?");
         let phase = text(data("phase"));
         let seen = |what: String| {
-            Ok(Recognized::Event(Event::Seen(Seen {
+            Ok(Recognized::Event(Event::seen(Seen {
                 spawn: spawn.clone(),
                 what,
             })))
@@ -153,7 +153,7 @@ pub fn agent_event(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
                 "run {run}: tool {tool} names {host:?}, not a host clawwatch can judge"
             ));
         };
-        Ok(Recognized::Event(Event::Intent(Intent {
+        Ok(Recognized::Event(Event::intent(Intent {
             ts,
             agent_id,
             action: PlannedAction {
@@ -315,7 +315,7 @@ fn approval_requested(fields: &Fields, settings: &OpenClawSettings) -> Recognize
             dest.map(|(h, p)| format!(", which reaches {}", crate::net::endpoint(&h, p)))
                 .unwrap_or_default()
         );
-        Ok(Recognized::Event(Event::Seen(Seen {
+        Ok(Recognized::Event(Event::seen(Seen {
             spawn: implicit_spawn(ts, &agent_id, req.session.as_deref(), settings),
             what,
         })))
@@ -360,7 +360,7 @@ fn approval_resolved(fields: &Fields, settings: &OpenClawSettings) -> Recognized
                     )),
                 })))
             }
-            _ => Ok(Recognized::Event(Event::Seen(Seen {
+            _ => Ok(Recognized::Event(Event::seen(Seen {
                 spawn: implicit_spawn(ts, &agent_id, req.session.as_deref(), settings),
                 what: format!(
                     "exec approval {} {decision} by {who} for {}",

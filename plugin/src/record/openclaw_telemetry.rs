@@ -111,7 +111,7 @@ pub fn line(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
             chain,
         })
     };
-    Recognized::from_decoded(decode(), super::Event::Telemetry)
+    Recognized::from_decoded(decode(), |line| super::Event::Telemetry(Box::new(line)))
 }
 
 impl TelemetryLine {
