@@ -84,10 +84,6 @@ mod heap {
 /// What the report says where the heap was not counted.
 const NOT_COUNTED: &str = "not counted (build with --features bench-heap)";
 
-/// Heap bytes per agent held by the native engine: `agents` agents, each
-/// spawned with a plan, resolving three names, making 30 connections to them
-/// and sending a heartbeat (their state then includes registry entry,
-/// bindings, DNS answers, activity and rate windows).
 /// What the state of a fleet costs: heap per agent, and its snapshot (size,
 /// time to export, time to restore into a new engine).
 struct StateCost {
@@ -108,6 +104,10 @@ struct StateCost {
 /// changes the bench measures: a fleet checkpointed every few seconds.
 const BUSY_ONE_IN: usize = 100;
 
+/// The state of `agents` agents held by the native engine, each spawned with
+/// a plan, resolving three names, making 30 connections to them and sending a
+/// heartbeat (their state then includes registry entry, bindings, DNS
+/// answers, activity and rate windows).
 fn state_cost(policy_text: &str, agents: usize) -> Result<StateCost> {
     let mut engine = Engine::new(policy_text).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
     let before = heap::in_use();
