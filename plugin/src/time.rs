@@ -247,9 +247,9 @@ impl Timestamp {
         if nanos != 0 {
             // The shortest exact fraction: milliseconds, microseconds or nanoseconds.
             let nanos = nanos as u32;
-            let (value, digits) = if nanos % 1_000_000 == 0 {
+            let (value, digits) = if nanos.is_multiple_of(1_000_000) {
                 (nanos / 1_000_000, 3)
-            } else if nanos % 1_000 == 0 {
+            } else if nanos.is_multiple_of(1_000) {
                 (nanos / 1_000, 6)
             } else {
                 (nanos, 9)

@@ -397,7 +397,7 @@ pub(super) mod packed_contacts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::activity::Activity;
+    use crate::rules::activity::{Activity, outbound};
 
     #[test]
     fn packed_contacts_come_back_as_they_were_and_are_small() {
@@ -476,8 +476,10 @@ mod tests {
         unknown.extend([64, 5, 1, 0, 0]);
         assert_eq!(packed_contacts::unpack(&unknown), None);
         // Through the snapshot's encoding, too.
-        let mut a = Activity::default();
-        a.contacts = contacts.iter().copied().collect();
+        let a = Activity {
+            contacts: contacts.iter().copied().collect(),
+            ..Activity::default()
+        };
         let back: Activity = rmp_serde::from_slice(&rmp_serde::to_vec(&a).unwrap()).unwrap();
         assert_eq!(back.contacts.iter().collect::<Vec<_>>(), contacts);
     }
@@ -566,28 +568,28 @@ mod tests {
             // A few services called over and over, now and then a new one
             // (a crawler), slices of long connections, late records.
             now += (x % 7) as i64;
-            let dst = if x % 13 == 0 {
+            let dst = if x.is_multiple_of(13) {
                 format!("198.51.{}.{}", (x >> 8) % 200, (x >> 16) % 250)
             } else {
                 format!("93.184.216.{}", (x >> 8) % 4)
             };
-            let flow = Flow {
-                ts: Timestamp::from_secs(
-                    now - ((x >> 20) % 5 == 0) as i64 * ((x >> 24) % 600) as i64,
+            let late = (x >> 20).is_multiple_of(5) as i64 * ((x >> 24) % 600) as i64;
+            let flow = outbound(
+                Timestamp::from_secs(now - late),
+                Some(Timestamp::from_secs(now + ((x >> 28) % 90) as i64)),
+                dst.parse().unwrap(),
+                (
+                    40_000 + ((x >> 32) % 400) as u16,
+                    if x.is_multiple_of(5) { 80 } else { 443 },
                 ),
-                end: Some(Timestamp::from_secs(now + ((x >> 28) % 90) as i64)),
-                src: "10.20.0.15".parse().unwrap(),
-                dst: dst.parse().unwrap(),
-                src_port: 40_000 + ((x >> 32) % 400) as u16,
-                dst_port: if x % 5 == 0 { 80 } else { 443 },
-                proto: if x % 11 == 0 { Proto::Udp } else { Proto::Tcp },
-                bytes: 1,
-                packets: 1,
-                tcp_flags: None,
-                src_initiated: false,
-            };
+                if x.is_multiple_of(11) {
+                    Proto::Udp
+                } else {
+                    Proto::Tcp
+                },
+            );
             assert_eq!(held.observe(&flow), plain.observe(&flow), "flow {n}");
-            if x % 97 == 0 {
+            if x.is_multiple_of(97) {
                 let i = (x >> 40) as usize % held.len();
                 held.settle(i);
                 plain.0[i].settled = true;
@@ -611,19 +613,13 @@ mod tests {
         // forgotten by a deadline. The services stay bounded all the same.
         for n in 0..3_000u32 {
             now += 1;
-            let flow = Flow {
-                ts: Timestamp::from_secs(now),
-                end: None,
-                src: "10.20.0.15".parse().unwrap(),
-                dst: std::net::Ipv4Addr::from(0xC633_0000 + n).into(),
-                src_port: 50_000,
-                dst_port: 443,
-                proto: Proto::Tcp,
-                bytes: 1,
-                packets: 1,
-                tcp_flags: None,
-                src_initiated: false,
-            };
+            let flow = outbound(
+                Timestamp::from_secs(now),
+                None,
+                std::net::Ipv4Addr::from(0xC633_0000 + n).into(),
+                (50_000, 443),
+                Proto::Tcp,
+            );
             assert_eq!(held.observe(&flow), plain.observe(&flow), "crawl {n}");
             assert!(held.services.len() <= 2 * MAX_CONTACTS + 9, "crawl {n}");
         }

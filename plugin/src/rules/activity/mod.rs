@@ -106,6 +106,30 @@ impl Activity {
     }
 }
 
+/// A one-packet flow from the tests' agent (10.20.0.15) to `dst`, from and to the ports given.
+#[cfg(test)]
+fn outbound(
+    ts: Timestamp,
+    end: Option<Timestamp>,
+    dst: std::net::IpAddr,
+    (src_port, dst_port): (u16, u16),
+    proto: crate::record::Proto,
+) -> crate::record::Flow {
+    crate::record::Flow {
+        ts,
+        end,
+        src: "10.20.0.15".parse().unwrap(),
+        dst,
+        src_port,
+        dst_port,
+        proto,
+        bytes: 1,
+        packets: 1,
+        tcp_flags: None,
+        src_initiated: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,19 +137,13 @@ mod tests {
     use crate::time::NANOS_PER_SEC;
 
     fn flow(secs: i64, dst: &str, sport: u16, dur: i64) -> crate::record::Flow {
-        crate::record::Flow {
-            ts: Timestamp::from_secs(1_795_528_800 + secs),
-            end: Some(Timestamp::from_secs(1_795_528_800 + secs + dur)),
-            src: "10.20.0.15".parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            src_port: sport,
-            dst_port: 443,
-            proto: Proto::Tcp,
-            bytes: 1,
-            packets: 1,
-            tcp_flags: None,
-            src_initiated: false,
-        }
+        outbound(
+            Timestamp::from_secs(1_795_528_800 + secs),
+            Some(Timestamp::from_secs(1_795_528_800 + secs + dur)),
+            dst.parse().unwrap(),
+            (sport, 443),
+            Proto::Tcp,
+        )
     }
 
     #[test]

@@ -332,7 +332,7 @@ mod tests {
                 1..=5 => (x >> 8) % 90,
                 _ => 60 + (x >> 8) % 30,
             } as i64;
-            let bytes = if x % 97 == 0 {
+            let bytes = if x.is_multiple_of(97) {
                 u64::MAX / 3
             } else {
                 x % 10_000
@@ -418,7 +418,11 @@ mod tests {
                 8..=15 => head + 1,
                 _ => head,
             };
-            let bytes = if x % 89 == 0 { u64::MAX / 2 } else { x % 5_000 };
+            let bytes = if x.is_multiple_of(89) {
+                u64::MAX / 2
+            } else {
+                x % 5_000
+            };
             let (now, completed) = v.add(t(minute), bytes);
             assert_eq!(completed, plain.add(minute, bytes), "step {n}");
             assert_eq!(now, plain.totals(), "step {n}");
