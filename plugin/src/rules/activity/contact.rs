@@ -217,16 +217,18 @@ impl Contacts {
         }
     }
 
-    /// Keeps the contacts `keep` accepts.
+    /// Keeps the contacts `keep` accepts, in one pass.
     pub fn retain(&mut self, mut keep: impl FnMut(&Contact) -> bool) {
-        let mut i = 0;
-        while i < self.held.len() {
+        let mut kept = 0;
+        for i in 0..self.held.len() {
             if keep(&self.get(i)) {
-                i += 1;
-            } else {
-                self.remove(i);
+                self.held[kept] = self.held[i];
+                self.src_ports[kept] = self.src_ports[i];
+                kept += 1;
             }
         }
+        self.held.truncate(kept);
+        self.src_ports.truncate(kept);
         self.drop_unused_services();
     }
 }
@@ -266,7 +268,7 @@ impl FromIterator<Contact> for Contacts {
 /// precision) and in nanoseconds otherwise. About 15 bytes a contact instead
 /// of about 43.
 pub(super) mod packed_contacts {
-    use super::{Contact, Contacts};
+    use super::{Contact, Contacts, MAX_CONTACTS};
     use crate::record::Proto;
     use crate::rules::activity::packing::{Reader, put_signed, put_varint};
     use crate::time::Timestamp;
@@ -388,8 +390,11 @@ pub(super) mod packed_contacts {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Contacts, D::Error> {
+        // More than the cap is no list clawwatch wrote (and would overflow
+        // the 2-byte service numbers if large enough).
         crate::rules::activity::packing::deserialize(d, "packed contacts", |bytes| {
-            unpack(bytes).map(Contacts::from_iter)
+            (unpack(bytes).filter(|contacts| contacts.len() <= MAX_CONTACTS))
+                .map(Contacts::from_iter)
         })
     }
 }
@@ -482,6 +487,23 @@ mod tests {
         };
         let back: Activity = rmp_serde::from_slice(&rmp_serde::to_vec(&a).unwrap()).unwrap();
         assert_eq!(back.contacts.iter().collect::<Vec<_>>(), contacts);
+        // A saved list past the cap is refused, not held.
+        let over: Vec<Contact> = (0..=MAX_CONTACTS as i64)
+            .map(|i| contact("93.184.216.34", Proto::Tcp, t + i, t + i, false))
+            .collect();
+        let at_cap = Activity {
+            contacts: over[1..].iter().copied().collect(),
+            ..Activity::default()
+        };
+        let saved = rmp_serde::to_vec(&at_cap).unwrap();
+        assert!(rmp_serde::from_slice::<Activity>(&saved).is_ok());
+        let past_cap = Activity {
+            contacts: over.iter().copied().collect(),
+            ..Activity::default()
+        };
+        let saved = rmp_serde::to_vec(&past_cap).unwrap();
+        let refused = rmp_serde::from_slice::<Activity>(&saved).err().unwrap();
+        assert!(refused.to_string().contains("packed contacts"), "{refused}");
     }
 
     /// Contacts as they were held before services were numbered: a plain list.

@@ -15,7 +15,7 @@ fn minute_of(t: Timestamp) -> i64 {
 /// 4 bytes a busy minute, where 60 plain minutes took 720 bytes per agent).
 /// The head moving on appends it and drops what left the hour from the
 /// front; only a late record rewrites an entry in the middle.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "SavedVolumeHour", into = "SavedVolumeHour")]
 pub struct VolumeHour {
     head_minute: Option<i64>,
@@ -159,24 +159,10 @@ impl From<VolumeHour> for SavedVolumeHour {
 }
 
 /// Totals of one complete hour, for baselines to learn from.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct HourTotals {
     pub connections: u64,
     pub bytes: u64,
-}
-
-impl Default for VolumeHour {
-    fn default() -> Self {
-        VolumeHour {
-            head_minute: None,
-            head: MinuteCount::default(),
-            earlier: Vec::new(),
-            totals: HourTotals {
-                connections: 0,
-                bytes: 0,
-            },
-        }
-    }
 }
 
 /// The slot (minute of the hour, 0..60) of minute `m`.
