@@ -52,9 +52,6 @@ pub struct Contacts {
     /// dropped when they outnumber the contacts.
     services: Vec<Service>,
     held: Vec<Held>,
-    /// The contacts' source ports, index for index: finding a flow's own
-    /// connection reads these 2-byte ports first (most contacts differ there).
-    src_ports: Vec<u16>,
 }
 
 impl Contacts {
@@ -118,7 +115,7 @@ impl Contacts {
                 h.end = h.end.max(end);
                 return None;
             }
-            forgotten = Some(self.remove(0).end);
+            forgotten = Some(self.held.remove(0).end);
         }
         let service = match service {
             Some(s) => s as u16,
@@ -140,7 +137,6 @@ impl Contacts {
                 end,
             },
         );
-        self.src_ports.insert(at, flow.src_port);
         forgotten
     }
 
@@ -149,18 +145,8 @@ impl Contacts {
         let touches = |h: &Held, start: Timestamp, end: Timestamp| {
             start.0 <= h.end.0 + SLICE_GAP_NANOS && end.0 + SLICE_GAP_NANOS >= h.start.0
         };
-        let same = |h: &Held| h.service == service && h.src_port == src_port;
-        fn candidates(ports: &[u16], port: u16) -> impl DoubleEndedIterator<Item = usize> + '_ {
-            ports
-                .iter()
-                .enumerate()
-                .filter(move |(_, p)| **p == port)
-                .map(|(i, _)| i)
-        }
-        let Some(i) = candidates(&self.src_ports, src_port)
-            .rev()
-            .find(|&i| same(&self.held[i]) && touches(&self.held[i], start, end))
-        else {
+        let same = |h: &Held| h.src_port == src_port && h.service == service;
+        let Some(i) = (self.held.iter()).rposition(|h| same(h) && touches(h, start, end)) else {
             return false;
         };
         let h = &mut self.held[i];
@@ -168,22 +154,16 @@ impl Contacts {
         h.end = h.end.max(end);
         let joined = *h;
         // The slice may bridge two parts that arrived before it.
-        let bridged = candidates(&self.src_ports, src_port).find(|&j| {
-            j != i && same(&self.held[j]) && touches(&self.held[j], joined.start, joined.end)
-        });
+        let bridged = (self.held.iter().enumerate())
+            .position(|(j, h)| j != i && same(h) && touches(h, joined.start, joined.end));
         if let Some(j) = bridged {
-            let other = self.remove(j);
+            let other = self.held.remove(j);
             let h = &mut self.held[if j < i { i - 1 } else { i }];
             h.start = h.start.min(other.start);
             h.end = h.end.max(other.end);
             h.settled |= other.settled;
         }
         true
-    }
-
-    fn remove(&mut self, i: usize) -> Held {
-        self.src_ports.remove(i);
-        self.held.remove(i)
     }
 
     /// The number of a service not held yet.
@@ -223,12 +203,10 @@ impl Contacts {
         for i in 0..self.held.len() {
             if keep(&self.get(i)) {
                 self.held[kept] = self.held[i];
-                self.src_ports[kept] = self.src_ports[i];
                 kept += 1;
             }
         }
         self.held.truncate(kept);
-        self.src_ports.truncate(kept);
         self.drop_unused_services();
     }
 }
@@ -253,7 +231,6 @@ impl FromIterator<Contact> for Contacts {
                 start: c.start,
                 end: c.end,
             });
-            all.src_ports.push(c.src_port);
         }
         all
     }
