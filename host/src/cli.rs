@@ -148,7 +148,7 @@ pub struct EngineArgs {
     #[arg(long, value_name = "MIB", default_value_t = 512)]
     pub guest_memory_mib: usize,
     /// Time one batch may take, in milliseconds; past it the batch is passed through tagged `error`.
-    /// 0 removes the bound: 10-20% faster, but a stuck engine would stall the pipeline.
+    /// 0 removes the bound: about a fifth faster, but a stuck engine would stall the pipeline.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub batch_timeout_ms: u64,
     /// Records handed to the engine per call (the boundary is crossed per batch, not per record).
