@@ -336,6 +336,11 @@ pub struct BenchArgs {
     /// (`perf record -g clawwatch bench --native-only`).
     #[arg(long, conflicts_with_all = ["fluent_bit", "write_records"])]
     pub native_only: bool,
+    /// Measure only the component, as `run` uses it (bounded by --batch-timeout-ms), nothing
+    /// else in the process: for profiling it (`CLAWWATCH_PERFMAP=1 perf record -g clawwatch
+    /// bench --component-only` names the guest's functions).
+    #[arg(long, conflicts_with_all = ["fluent_bit", "write_records", "native_only"])]
+    pub component_only: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

@@ -871,6 +871,107 @@ mod tests {
         );
     }
 
+    /// The guest reads bytes with its own code (vector scans, its ASCII
+    /// check, its `memcmp`): on records with escapes, control bytes,
+    /// multi-byte characters and bad UTF-8 at every offset around its block
+    /// sizes, in known keys' values and in others, it answers byte for byte
+    /// as the native engine does.
+    #[test]
+    fn the_guest_reads_every_byte_as_the_native_engine_does() {
+        let specials: [&[u8]; 8] = [
+            br#"\""#,
+            br"\\",
+            br"\n",
+            br"\u00e9",
+            b"\x01",
+            "é".as_bytes(),
+            "😀".as_bytes(),
+            b"\xff",
+        ];
+        let mut input = Vec::new();
+        for line in SCENARIO
+            .split(|b| *b == b'\n')
+            .filter(|l| l.starts_with(b"{"))
+            .take(60)
+        {
+            for offset in [0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33] {
+                for special in specials {
+                    let mut text = vec![b'a'; offset];
+                    text.extend_from_slice(special);
+                    text.extend_from_slice(b"tail");
+                    // In a key no format reads.
+                    input.extend_from_slice(b"{\"pad\":\"");
+                    input.extend_from_slice(&text);
+                    input.extend_from_slice(b"\",");
+                    input.extend_from_slice(&line[1..]);
+                    input.push(b'\n');
+                    // In the value of each string a format reads.
+                    for key in [&b"\"qname\":\""[..], b"\"agent_id\":\"", b"\"type\":\""] {
+                        if let Some(at) = line.windows(key.len()).position(|w| w == key) {
+                            let at = at + key.len();
+                            input.extend_from_slice(&line[..at]);
+                            input.extend_from_slice(&text);
+                            input.extend_from_slice(&line[at..]);
+                            input.push(b'\n');
+                        }
+                    }
+                }
+            }
+        }
+        let lines = input.split(|b| *b == b'\n').count();
+        assert!(lines > 10_000, "only {lines} records");
+        let batches: Vec<&[u8]> = input
+            .split_inclusive(|b| *b == b'\n')
+            .collect::<Vec<_>>()
+            .chunks(500)
+            .map(|c| {
+                let (first, last) = (c[0].as_ptr() as usize, c[c.len() - 1]);
+                let start = first - input.as_ptr() as usize;
+                let end = last.as_ptr() as usize + last.len() - input.as_ptr() as usize;
+                &input[start..end]
+            })
+            .collect();
+
+        let mut native = clawwatch_plugin::Engine::new(POLICY).unwrap();
+        let mut expected = Vec::new();
+        for batch in &batches {
+            native.process_ndjson(batch, &mut expected);
+        }
+        let runtime = std::sync::Arc::new(
+            super::Runtime::new(super::EMBEDDED_COMPONENT, None, true).unwrap(),
+        );
+        let limits = super::Limits {
+            memory_bytes: 256 << 20,
+            batch_timeout: Some(std::time::Duration::from_secs(60)),
+        };
+        let mut guest = super::Monitor::new(runtime, POLICY, limits).unwrap();
+        let out: Vec<u8> = batches
+            .iter()
+            .flat_map(|b| guest.process(b).ndjson)
+            .collect();
+        let differing = out
+            .split(|b| *b == b'\n')
+            .zip(expected.split(|b| *b == b'\n'))
+            .find(|(a, b)| a != b);
+        assert!(
+            differing.is_none(),
+            "first differing line:\n{:?}",
+            differing.map(|(a, b)| (
+                String::from_utf8_lossy(a).into_owned(),
+                String::from_utf8_lossy(b).into_owned()
+            ))
+        );
+        assert_eq!(out.len(), expected.len());
+        let errors = expected
+            .split(|b| *b == b'\n')
+            .filter(|l| l.windows(17).any(|w| w == br#""verdict":"error""#))
+            .count();
+        assert!(
+            errors > 0 && errors < lines / 2,
+            "{errors} error verdicts of {lines}"
+        );
+    }
+
     #[test]
     fn the_wit_enums_name_their_cases_as_the_engine_does() {
         let streams = [

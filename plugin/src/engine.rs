@@ -521,7 +521,7 @@ impl Engine {
                 record.len()
             ));
         }
-        let text = match std::str::from_utf8(trimmed) {
+        let text = match crate::text::utf8(trimmed) {
             Ok(text) => text,
             Err(e) => {
                 return fail(format!(

@@ -24,6 +24,7 @@ pub mod route;
 pub mod rules;
 pub mod selftest;
 pub mod siem;
+mod text;
 pub mod time;
 
 pub use engine::{Engine, OutputLine, StateError, Stats};
@@ -35,11 +36,16 @@ mod component;
 #[cfg(all(target_arch = "wasm32", target_env = "p1"))]
 mod fluent_bit;
 
+// Linked for its `memcmp`, which replaces the guest libc's.
+#[cfg(target_arch = "wasm32")]
+use clawwatch_memcmp as _;
+
 /// The modules from the bottom up: each uses only those before it, so the
 /// engine reads one way (network vocabulary, records, policy and state,
 /// rules, incidents, output) and a change low down never loops back.
 #[cfg(test)]
 const LAYERS: &[&str] = &[
+    "text",
     "time",
     "name",
     "changes",

@@ -384,7 +384,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    while let Some(run) = crate::record::fields::first_special(&bytes[start..]) {
+    while let Some(run) = crate::text::first_special(&bytes[start..]) {
         let i = start + run;
         let b = bytes[i];
         let escape: &[u8] = match b {

@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::fmt;
 
 mod scan;
-pub(crate) use scan::first_special;
 pub use scan::is_json_object;
 
 /// Known keys a record holds without the field storage leaving the stack:
@@ -187,6 +186,13 @@ impl<'a> Value<'a> {
         }
     }
 
+    fn owns_heap(&self) -> bool {
+        matches!(
+            self,
+            Value::Str(Cow::Owned(_)) | Value::List(_) | Value::Map(_)
+        )
+    }
+
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
@@ -257,6 +263,20 @@ pub struct Fields<'a> {
     /// How many top-level members the record has, known or not (a shipper's
     /// bare wrapper of a line has exactly one).
     pub members: usize,
+    /// Some value kept owns heap memory (an unescaped string, a list, an
+    /// object). Most records' borrow all theirs: dropping them is then
+    /// skipped, which in the component was a call per value per record.
+    owns_heap: bool,
+}
+
+impl Drop for Fields<'_> {
+    fn drop(&mut self) {
+        if !self.owns_heap {
+            // SAFETY: no value kept owns anything, so not dropping them
+            // leaks nothing; the vector still frees its own buffer.
+            unsafe { self.values.set_len(0) }
+        }
+    }
 }
 
 impl<'a> Fields<'a> {
@@ -266,6 +286,7 @@ impl<'a> Fields<'a> {
             slots: [0; KEY_COUNT],
             has_clawwatch: false,
             members: 0,
+            owns_heap: false,
         }
     }
 
@@ -301,10 +322,8 @@ impl<'a> Fields<'a> {
         let Value::Map(entries) = value else {
             return None;
         };
-        let mut fields = Fields {
-            members: entries.len(),
-            ..Fields::empty()
-        };
+        let mut fields = Fields::empty();
+        fields.members = entries.len();
         for (name, value) in entries {
             if let Some(key) = Key::from_name(name) {
                 fields.insert(key, value.clone());
@@ -315,6 +334,7 @@ impl<'a> Fields<'a> {
 
     /// Keeps a known key's value; duplicate keys: the last one wins, as in most JSON parsers.
     fn insert(&mut self, key: Key, value: Value<'a>) {
+        self.owns_heap |= value.owns_heap();
         match self.slots[key as usize] {
             0 if self.values.len() < usize::from(u8::MAX) => {
                 self.values.push(value);

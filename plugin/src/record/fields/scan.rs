@@ -10,6 +10,7 @@
 //! serde_json's, only cheaper; the differential test below holds it to that.
 
 use super::{Fields, Key, Value, ValueSeed};
+use crate::text::first_special;
 use serde::de::DeserializeSeed;
 use smallvec::SmallVec;
 use std::borrow::Cow;
@@ -98,35 +99,6 @@ fn read_into<'a>(text: &'a str, fields: &mut Fields<'a>) -> Option<()> {
 fn plain_text_end(line: &[u8], start: usize) -> Option<usize> {
     let end = start + first_special(line.get(start..)?)?;
     (line[end] == b'"').then_some(end)
-}
-
-/// Where the first byte a JSON string cannot hold as it is (`"`, `\\` or a
-/// control character) is. Eight bytes at a time (SWAR): strings are scanned
-/// on every record, and the Fluent Bit module has no SIMD to do it for us.
-pub(crate) fn first_special(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // High bit set in each byte of `v` that is zero (exact for the lowest
-    // such byte, which is the one returned; carries only mark bytes above it).
-    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    let mut chunks = bytes.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let w = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
-        let special = zero_bytes(w ^ (ONES * u64::from(b'"')))
-            | zero_bytes(w ^ (ONES * u64::from(b'\\')))
-            // Bytes below 0x20: subtracting 0x20 borrows into the high bit.
-            | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
-        if special != 0 {
-            return Some(at + special.trailing_zeros() as usize / 8);
-        }
-        at += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|i| at + i)
 }
 
 /// The value of a known key starting at `i`, and where it ends.
@@ -405,38 +377,6 @@ mod object_check_tests {
             "{\"a\":1]",
         ] {
             assert!(!is_json_object(invalid.as_bytes()), "{invalid}");
-        }
-    }
-}
-
-#[cfg(test)]
-mod first_special_tests {
-    use super::first_special;
-
-    #[test]
-    fn finds_the_first_quote_backslash_or_control_byte_at_any_offset() {
-        let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
-        let mut x: u32 = 12345;
-        for len in 0..40 {
-            for _ in 0..200 {
-                let bytes: Vec<u8> = (0..len)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 17;
-                        x ^= x << 5;
-                        // Mostly plain text, sometimes a special byte or one next to one.
-                        match x % 23 {
-                            0 => b'"',
-                            1 => b'\\',
-                            2 => (x >> 8) as u8 % 0x20,
-                            3 => 0x21 + (x >> 8) as u8 % 4,
-                            4 => 0x80 + (x >> 8) as u8 % 0x80,
-                            _ => b'a' + (x >> 8) as u8 % 26,
-                        }
-                    })
-                    .collect();
-                assert_eq!(first_special(&bytes), naive(&bytes), "{bytes:?}");
-            }
         }
     }
 }

@@ -1,0 +1,87 @@
+//! `memcmp` a word at a time, for clawwatch's WebAssembly builds.
+//!
+//! The guest's libc compares one byte per step, and the engine compares
+//! names on every record (hash-map keys, profile names, domain suffixes): in
+//! the component that was 6% of its instructions, and the Fluent Bit
+//! module's interpreter pays each step ten times over. Linked into them,
+//! this one is taken and the libc archive's is left out (libc's `bcmp` calls
+//! it too).
+//!
+//! A crate of its own, marked `no_builtins`, so it stays out of the engine's
+//! link-time optimisation: seen there, the definition would be inlined into
+//! every comparison of a known short length, which the compiler otherwise
+//! expands into a few word compares.
+
+#![no_std]
+#![no_builtins]
+
+/// Negative, zero or positive as `a` sorts before, with or after `b` (of
+/// the same length), byte by byte, as C's `memcmp` answers.
+#[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
+fn compare(a: &[u8], b: &[u8]) -> i32 {
+    let mut words = a.chunks_exact(8).zip(b.chunks_exact(8));
+    for (x, y) in &mut words {
+        let x = u64::from_le_bytes(x.try_into().expect("chunks of 8"));
+        let y = u64::from_le_bytes(y.try_into().expect("chunks of 8"));
+        if x != y {
+            // Little-endian: the lowest differing byte is the first in memory.
+            let shift = (x ^ y).trailing_zeros() / 8 * 8;
+            return i32::from((x >> shift) as u8) - i32::from((y >> shift) as u8);
+        }
+    }
+    let tail = a.len() / 8 * 8;
+    for (&x, &y) in a[tail..].iter().zip(&b[tail..]) {
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+    }
+    0
+}
+
+/// # Safety
+/// `a` and `b` point to `n` readable bytes each.
+#[cfg(target_family = "wasm")]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        compare(
+            core::slice::from_raw_parts(a, n),
+            core::slice::from_raw_parts(b, n),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::compare;
+    use std::vec::Vec;
+
+    #[test]
+    fn orders_as_slices_order() {
+        let mut x: u32 = 99;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let mut differed = 0;
+        for len in 0..40 {
+            for _ in 0..300 {
+                let a: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                let mut b = a.clone();
+                // Equal, or different in one byte anywhere, by any amount.
+                if len > 0 && next() % 4 != 0 {
+                    let at = next() as usize % len;
+                    b[at] = next() as u8;
+                }
+                let expected = a.cmp(&b);
+                assert_eq!(compare(&a, &b).cmp(&0), expected, "{a:?} {b:?}");
+                differed += usize::from(expected.is_ne());
+            }
+        }
+        assert!(differed > 5000, "only {differed} differing pairs");
+    }
+}

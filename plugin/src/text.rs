@@ -1,0 +1,186 @@
+//! The byte scans every record goes through: where a JSON string needs
+//! care, and whether a line is UTF-8.
+//!
+//! Written once for the three builds. Natively and in the Fluent Bit module
+//! (whose runtime has no SIMD) they look at eight bytes at a time in a `u64`
+//! (SWAR); in the component, which wasmtime runs with WebAssembly SIMD, at
+//! sixteen in a vector. The guest's libc and core's word-at-a-time checks
+//! work on 32-bit words there, so without these the component pays twice
+//! what native code pays for the same bytes.
+
+/// Where the first byte a JSON string cannot hold as it is (`"`, `\\` or a
+/// control character) is.
+pub(crate) fn first_special(bytes: &[u8]) -> Option<usize> {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        let blocks = bytes.len() / 16 * 16;
+        if let Some(at) = simd::first_special_in_blocks(&bytes[..blocks]) {
+            return Some(at);
+        }
+        first_special_swar(&bytes[blocks..]).map(|at| blocks + at)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    first_special_swar(bytes)
+}
+
+/// `bytes` as text, or why not: [`std::str::from_utf8`], with a faster
+/// answer in the guest for the usual line, which is all ASCII (natively
+/// `from_utf8`'s own ASCII path is the faster).
+pub(crate) fn utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    #[cfg(target_arch = "wasm32")]
+    if is_ascii(bytes) {
+        // SAFETY: ASCII is UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    std::str::from_utf8(bytes)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// [`first_special`] eight bytes at a time.
+fn first_special_swar(bytes: &[u8]) -> Option<usize> {
+    // High bit set in each byte of `v` that is zero (exact for the lowest
+    // such byte, which is the one returned; carries only mark bytes above it).
+    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let w = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+        let special = zero_bytes(w ^ (ONES * u64::from(b'"')))
+            | zero_bytes(w ^ (ONES * u64::from(b'\\')))
+            // Bytes below 0x20: subtracting 0x20 borrows into the high bit.
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
+        if special != 0 {
+            return Some(at + special.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| at + i)
+}
+
+#[cfg(target_arch = "wasm32")]
+fn is_ascii(bytes: &[u8]) -> bool {
+    #[cfg(target_feature = "simd128")]
+    {
+        let blocks = bytes.len() / 16 * 16;
+        simd::is_ascii_blocks(&bytes[..blocks]) && is_ascii_swar(&bytes[blocks..])
+    }
+    #[cfg(not(target_feature = "simd128"))]
+    {
+        is_ascii_swar(bytes)
+    }
+}
+
+/// Whether every byte is below 0x80, eight at a time.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn is_ascii_swar(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut seen = 0u64;
+    for chunk in &mut chunks {
+        seen |= u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+    }
+    seen & HIGHS == 0 && chunks.remainder().iter().all(u8::is_ascii)
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd {
+    use core::arch::wasm32::*;
+
+    /// The sixteen bytes at `at`.
+    fn load(bytes: &[u8], at: usize) -> v128 {
+        let block: &[u8; 16] = bytes[at..at + 16].try_into().expect("a block of 16");
+        // SAFETY: 16 readable bytes; a v128 load may be unaligned.
+        unsafe { core::ptr::read_unaligned(block.as_ptr().cast::<v128>()) }
+    }
+
+    /// `bytes.len()` is a multiple of 16.
+    pub(super) fn first_special_in_blocks(bytes: &[u8]) -> Option<usize> {
+        let (quote, backslash, space) = (u8x16_splat(b'"'), u8x16_splat(b'\\'), u8x16_splat(0x20));
+        let mut at = 0;
+        while at < bytes.len() {
+            let v = load(bytes, at);
+            let special = v128_or(
+                v128_or(u8x16_eq(v, quote), u8x16_eq(v, backslash)),
+                u8x16_lt(v, space),
+            );
+            let mask = u8x16_bitmask(special);
+            if mask != 0 {
+                return Some(at + mask.trailing_zeros() as usize);
+            }
+            at += 16;
+        }
+        None
+    }
+
+    /// `bytes.len()` is a multiple of 16.
+    pub(super) fn is_ascii_blocks(bytes: &[u8]) -> bool {
+        let mut seen = u8x16_splat(0);
+        let mut at = 0;
+        while at < bytes.len() {
+            seen = v128_or(seen, load(bytes, at));
+            at += 16;
+        }
+        u8x16_bitmask(seen) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random bytes of every length up to 70 (past several vector blocks):
+    /// mostly plain text, sometimes a special byte or one next to one.
+    fn samples() -> impl Iterator<Item = Vec<u8>> {
+        let mut x: u32 = 12345;
+        (0..70).flat_map(move |len| {
+            (0..200)
+                .map(|_| {
+                    (0..len)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 17;
+                            x ^= x << 5;
+                            match x % 23 {
+                                0 => b'"',
+                                1 => b'\\',
+                                2 => (x >> 8) as u8 % 0x20,
+                                3 => 0x21 + (x >> 8) as u8 % 4,
+                                4 => 0x80 + (x >> 8) as u8 % 0x80,
+                                _ => b'a' + (x >> 8) as u8 % 26,
+                            }
+                        })
+                        .collect::<Vec<u8>>()
+                })
+                .collect::<Vec<_>>()
+        })
+    }
+
+    #[test]
+    fn finds_the_first_quote_backslash_or_control_byte_at_any_offset() {
+        let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        for bytes in samples() {
+            assert_eq!(first_special(&bytes), naive(&bytes), "{bytes:?}");
+            assert_eq!(first_special_swar(&bytes), naive(&bytes), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn reads_utf8_as_std_does() {
+        let mut checked = 0;
+        for mut bytes in samples() {
+            // Whole characters too, not only stray high bytes.
+            if bytes.len() % 3 == 0 {
+                bytes.extend_from_slice("é€😀".as_bytes());
+            }
+            assert_eq!(utf8(&bytes), std::str::from_utf8(&bytes), "{bytes:?}");
+            assert_eq!(is_ascii_swar(&bytes), bytes.is_ascii(), "{bytes:?}");
+            checked += usize::from(std::str::from_utf8(&bytes).is_ok());
+        }
+        assert!(checked > 1000, "only {checked} valid samples");
+    }
+}
