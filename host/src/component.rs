@@ -920,16 +920,11 @@ mod tests {
         }
         let lines = input.split(|b| *b == b'\n').count();
         assert!(lines > 10_000, "only {lines} records");
-        let batches: Vec<&[u8]> = input
+        let batches: Vec<Vec<u8>> = input
             .split_inclusive(|b| *b == b'\n')
             .collect::<Vec<_>>()
             .chunks(500)
-            .map(|c| {
-                let (first, last) = (c[0].as_ptr() as usize, c[c.len() - 1]);
-                let start = first - input.as_ptr() as usize;
-                let end = last.as_ptr() as usize + last.len() - input.as_ptr() as usize;
-                &input[start..end]
-            })
+            .map(<[&[u8]]>::concat)
             .collect();
 
         let mut native = clawwatch_plugin::Engine::new(POLICY).unwrap();
