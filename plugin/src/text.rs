@@ -1,12 +1,12 @@
 //! The byte scans every record goes through: where a JSON string needs
 //! care, and whether a line is UTF-8.
 //!
-//! Written once for the three builds. Natively and in the Fluent Bit module
-//! (whose runtime has no SIMD) they look at eight bytes at a time in a `u64`
-//! (SWAR); in the component, which wasmtime runs with WebAssembly SIMD, at
-//! sixteen in a vector. The guest's libc and core's word-at-a-time checks
-//! work on 32-bit words there, so without these the component pays twice
-//! what native code pays for the same bytes.
+//! Written once for the three builds. Finding a string's end looks at eight
+//! bytes at a time in a `u64` (SWAR) natively and in the Fluent Bit module
+//! (whose runtime has no SIMD), and at sixteen in a vector in the component,
+//! which wasmtime runs with WebAssembly SIMD. The UTF-8 check is core's
+//! natively; in the guest, where core's word-at-a-time checks work on 32-bit
+//! words, an ASCII check the same way as the string scan comes first.
 
 /// Where the first byte a JSON string cannot hold as it is (`"`, `\\` or a
 /// control character) is.
