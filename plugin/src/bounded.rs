@@ -84,7 +84,11 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
     }
 
     /// Makes room for one new key by forgetting the least recently used.
-    fn make_room_for(&mut self, key: &K) -> Option<(K, V)> {
+    fn make_room_for<Q>(&mut self, key: &Q) -> Option<(K, V)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         if self.inner.len() >= self.cap.get() && !self.inner.contains(key) {
             let (gone, entry) = self.inner.pop_lru()?;
             self.evictions += 1;
@@ -112,6 +116,24 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
         self.make_room_for(&key);
         let epoch = self.epoch.get();
         let entry = self.inner.get_or_insert_mut(key, || Stamped {
+            value: make(),
+            epoch,
+            moved: true,
+        });
+        Self::touched(epoch, entry, true);
+        &mut entry.value
+    }
+
+    /// [`BoundedMap::get_or_insert_with`] by a borrowed key: the owned key
+    /// is made only when it is not held yet.
+    pub fn get_or_insert_by<Q>(&mut self, key: &Q, make: impl FnOnce() -> V) -> &mut V
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
+    {
+        self.make_room_for(key);
+        let epoch = self.epoch.get();
+        let entry = self.inner.get_or_insert_mut_ref(key, || Stamped {
             value: make(),
             epoch,
             moved: true,

@@ -72,7 +72,9 @@ impl DnsMap {
     /// Learns the addresses in a query's answers. Both the queried name and any
     /// CNAME targets in the answer name the addresses.
     pub fn learn(&mut self, q: &DnsQuery) {
-        let mut names: Vec<&str> = vec![q.qname.as_str()];
+        // The question and the answers' CNAME targets: a handful, on the stack.
+        let mut names: SmallVec<[&str; NAMES_PER_ADDRESS]> = SmallVec::new();
+        names.push(q.qname.as_str());
         for a in &q.answers {
             if crate::net::parse_ip(&a.data).is_none()
                 && !a.data.is_empty()
@@ -89,9 +91,10 @@ impl DnsMap {
             let list = self
                 .entries
                 .get_or_insert_with((Addr(q.client), Addr(ip.to_canonical())), SmallVec::new);
-            for name in &names {
-                let name = name.to_ascii_lowercase();
-                match list.iter_mut().find(|e| *e.name == *name) {
+            for &name in &names {
+                // Held names are lower case: one asked again is found without
+                // making a lower-case copy first.
+                match list.iter_mut().find(|e| e.name.eq_ignore_ascii_case(name)) {
                     Some(e) => {
                         e.answered = e.answered.min(q.ts);
                         e.valid_until = e.valid_until.max(valid_until);
@@ -108,7 +111,7 @@ impl DnsMap {
                             list.remove(oldest);
                         }
                         list.push(NameEntry {
-                            name: name.into(),
+                            name: name.to_ascii_lowercase().into(),
                             answered: q.ts,
                             valid_until,
                         });

@@ -68,6 +68,61 @@ impl fmt::Display for Name {
     }
 }
 
+/// A key of two names (an agent and a domain, say), looked up by borrowed
+/// text: finding a key that exists allocates nothing, and only a key not held
+/// yet is made into names ([`ToOwned`]).
+pub trait NamePair {
+    fn first(&self) -> &str;
+    fn second(&self) -> &str;
+}
+
+impl NamePair for (Name, Name) {
+    fn first(&self) -> &str {
+        &self.0
+    }
+    fn second(&self) -> &str {
+        &self.1
+    }
+}
+
+impl NamePair for (&str, &str) {
+    fn first(&self) -> &str {
+        self.0
+    }
+    fn second(&self) -> &str {
+        self.1
+    }
+}
+
+impl<'a> Borrow<dyn NamePair + 'a> for (Name, Name) {
+    fn borrow(&self) -> &(dyn NamePair + 'a) {
+        self
+    }
+}
+
+/// Hashes as the `(Name, Name)` tuple does: each text in turn.
+impl std::hash::Hash for dyn NamePair + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.first().hash(h);
+        self.second().hash(h);
+    }
+}
+
+impl PartialEq for dyn NamePair + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.first() == other.first() && self.second() == other.second()
+    }
+}
+
+impl Eq for dyn NamePair + '_ {}
+
+impl ToOwned for dyn NamePair + '_ {
+    type Owned = (Name, Name);
+    fn to_owned(&self) -> (Name, Name) {
+        (Name::from(self.first()), Name::from(self.second()))
+    }
+}
+
 /// The names of one save: numbered in the order first written (or read).
 #[derive(Default)]
 struct Table {
@@ -269,6 +324,24 @@ pub(crate) mod words {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pair_of_names_is_found_by_borrowed_text() {
+        let mut map = crate::bounded::BoundedMap::<(Name, Name), u32>::new(8);
+        map.insert((Name::from("agent-1"), Name::from("example.org")), 1);
+        let key: &dyn NamePair = &("agent-1", "example.org");
+        *map.get_or_insert_by(key, || 100) += 1;
+        assert_eq!(map.len(), 1, "found, not added beside it");
+        assert_eq!(map.peek(key), Some(&2));
+        // Nor is a pair whose texts only run together the same way.
+        let other: &dyn NamePair = &("agent-1e", "xample.org");
+        *map.get_or_insert_by(other, || 100) += 1;
+        assert_eq!(map.len(), 2);
+        assert_eq!(
+            map.peek(&(Name::from("agent-1e"), Name::from("xample.org"))),
+            Some(&101)
+        );
+    }
 
     fn save<T: Serialize>(value: &T) -> Vec<u8> {
         with_table(|| rmp_serde::to_vec(value).unwrap())

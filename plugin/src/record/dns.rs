@@ -3,6 +3,7 @@
 use super::fields::{Fields, Key, Value};
 use super::reader::{Ip, Time};
 use super::{DnsAnswer, DnsQuery, Event, Reader, Recognized, Stream};
+use std::borrow::Cow;
 
 /// Answers beyond this many are ignored: no real response has more, and a
 /// crafted one must not grow the DNS map unboundedly in one record.
@@ -16,16 +17,19 @@ pub fn canonical(fields: &Fields) -> Recognized {
         format: "dns",
     };
     let decode = || {
-        let text = |key: Key| -> Result<Option<String>, super::DecodeError> {
+        let text = |key: Key| -> Result<Option<Cow<'static, str>>, super::DecodeError> {
             match fields.get(key) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::Str(s)) => Ok(Some(s.to_string())),
-                Some(v) => v.as_u64().map(|n| Some(n.to_string())).ok_or_else(|| {
-                    r.error(
-                        key,
-                        format!("must be a string or number, found {}", v.type_name()),
-                    )
-                }),
+                Some(Value::Str(s)) => Ok(Some(dns_word(s))),
+                Some(v) => v
+                    .as_u64()
+                    .map(|n| Some(n.to_string().into()))
+                    .ok_or_else(|| {
+                        r.error(
+                            key,
+                            format!("must be a string or number, found {}", v.type_name()),
+                        )
+                    }),
             }
         };
         let qname = r.required(Key::Qname, Reader::string)?;
@@ -56,7 +60,7 @@ pub fn canonical(fields: &Fields) -> Recognized {
             ts: r.required(Key::Ts, Reader::read::<Time>)?,
             client: r.required(Key::ClientIp, Reader::read::<Ip>)?,
             resolver: r.read::<Ip>(Key::ResolverIp)?,
-            qname: normalize_name(&qname),
+            qname: normalize_owned_name(qname),
             qtype: text(Key::Qtype)?,
             rcode: text(Key::Rcode)?,
             answers,
@@ -88,6 +92,29 @@ pub(crate) fn normalize_name(name: &str) -> String {
     name.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// [`normalize_name`] of a name the caller owns: lower-cased in place when
+/// there is nothing to trim (as there mostly is not), without a second string.
+pub(crate) fn normalize_owned_name(mut name: String) -> String {
+    if name.trim().trim_end_matches('.').len() != name.len() {
+        return normalize_name(&name);
+    }
+    name.make_ascii_lowercase();
+    name
+}
+
+/// A query type or response code as a DNS record holds it: the common ones
+/// as static text, so most records cost no allocation for them.
+pub(crate) fn dns_word(text: &str) -> Cow<'static, str> {
+    const COMMON: &[&str] = &[
+        "A", "AAAA", "CNAME", "HTTPS", "SVCB", "MX", "NS", "PTR", "SOA", "SRV", "TXT", "NULL",
+        "ANY", "NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED",
+    ];
+    match COMMON.iter().find(|&&word| word == text) {
+        Some(&word) => Cow::Borrowed(word),
+        None => Cow::Owned(text.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::recognize;
@@ -95,6 +122,29 @@ mod tests {
 
     fn run(line: &str) -> Recognized {
         recognize(&Fields::parse(line).unwrap())
+    }
+
+    #[test]
+    fn an_owned_name_is_normalised_as_a_borrowed_one_is() {
+        for name in [
+            "api.example.net",
+            "API.Example.NET.",
+            " api.example.net ",
+            "x.",
+            "",
+            ".",
+        ] {
+            assert_eq!(normalize_owned_name(name.to_string()), normalize_name(name));
+        }
+    }
+
+    #[test]
+    fn common_dns_words_are_static_and_others_kept_as_written() {
+        assert!(matches!(dns_word("AAAA"), Cow::Borrowed("AAAA")));
+        assert!(matches!(dns_word("NXDOMAIN"), Cow::Borrowed("NXDOMAIN")));
+        assert_eq!(dns_word("aaaa"), "aaaa");
+        assert!(matches!(dns_word("TYPE65534"), Cow::Owned(_)));
+        assert_eq!(dns_word("TYPE65534"), "TYPE65534");
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Endpoints {
                 dst_port: q.resolver.map(|_| 53),
                 proto: q.resolver.map(|_| Proto::Udp),
                 dns_question: Some(q.qname.clone()),
-                dns_type: q.qtype.clone(),
+                dns_type: q.qtype.as_deref().map(str::to_string),
                 ..action("dns")
             },
             Event::Proxied(p) => Endpoints {

@@ -157,8 +157,8 @@ pub struct DnsQuery {
     pub client: IpAddr,
     pub resolver: Option<IpAddr>,
     pub qname: String,
-    pub qtype: Option<String>,
-    pub rcode: Option<String>,
+    pub qtype: Option<std::borrow::Cow<'static, str>>,
+    pub rcode: Option<std::borrow::Cow<'static, str>>,
     pub answers: Vec<DnsAnswer>,
 }
 

@@ -95,9 +95,10 @@ pub fn dns(fields: &Fields) -> Recognized {
             )
         })?;
         let qtype = match first_query {
-            Some(q) => text(q.get("rrtype")),
-            None => text(r.nested(Key::DnsEvent, "rrtype")?),
+            Some(q) => q.get("rrtype"),
+            None => r.nested(Key::DnsEvent, "rrtype")?,
         };
+        let word = |v: Option<&Value>| v.and_then(Value::as_str).map(super::dns::dns_word);
         let mut answers = Vec::new();
         if let Some(Value::List(items)) = r.nested(Key::DnsEvent, "answers")? {
             for item in items.iter().take(64) {
@@ -114,9 +115,9 @@ pub fn dns(fields: &Fields) -> Recognized {
             ts,
             client,
             resolver: Some(resolver),
-            qname: super::dns::normalize_name(&qname),
-            qtype,
-            rcode: text(r.nested(Key::DnsEvent, "rcode")?),
+            qname: super::dns::normalize_owned_name(qname),
+            qtype: word(qtype),
+            rcode: word(r.nested(Key::DnsEvent, "rcode")?),
             answers,
         })
     };

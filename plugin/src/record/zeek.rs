@@ -76,9 +76,15 @@ pub fn dns(fields: &Fields) -> Recognized {
             ts: r.required(Key::Ts, Reader::read::<Time>)?,
             client: r.required(Key::OrigH, Reader::read::<Ip>)?,
             resolver: r.read::<Ip>(Key::RespH)?,
-            qname: super::dns::normalize_name(&r.required(Key::Query, Reader::string)?),
-            qtype: r.string(Key::QtypeName)?,
-            rcode: r.string(Key::RcodeName)?,
+            qname: super::dns::normalize_owned_name(r.required(Key::Query, Reader::string)?),
+            qtype: r
+                .string(Key::QtypeName)?
+                .as_deref()
+                .map(super::dns::dns_word),
+            rcode: r
+                .string(Key::RcodeName)?
+                .as_deref()
+                .map(super::dns::dns_word),
             answers,
         })
     };

@@ -9,7 +9,7 @@
 
 use super::{Finding, RuleInfo, Severity, Subject, registered_domain};
 use crate::bounded::BoundedMap;
-use crate::name::Name;
+use crate::name::{Name, NamePair};
 use crate::registry::Agent;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use std::hash::{Hash, Hasher};
@@ -33,6 +33,8 @@ const QUERY_BYTES: u64 = 4096;
 /// Distinct names remembered per window to tell new from repeated; past it
 /// (far past every threshold) names count as new.
 const SEEN_NAMES: usize = 256;
+/// Room for names kept from one window to the next (the rest is freed).
+const KEPT_SEEN_CAPACITY: usize = 8;
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Window {
@@ -90,22 +92,30 @@ impl TunnelWindows {
             .unwrap_or("")
             .trim_end_matches('.');
         let start = t.0.div_euclid(WINDOW_NANOS);
-        let w = self
-            .windows
-            .get_or_insert_with((agent.id.clone(), domain.into()), Window::default);
+        let key: &dyn NamePair = &(&*agent.id, domain);
+        let w = self.windows.get_or_insert_by(key, Window::default);
         if w.start != start {
             if start < w.start {
                 return None; // a late record of a window already judged
             }
+            // A quiet domain's few names reuse their buffer window after
+            // window; a burst's large one is given back.
+            let mut seen = std::mem::take(&mut w.seen);
+            seen.clear();
+            if seen.capacity() > KEPT_SEEN_CAPACITY {
+                seen = Vec::new();
+            }
             *w = Window {
                 start,
+                seen,
                 ..Window::default()
             };
         }
-        let txt_null = matches!(
-            qtype.map(str::to_ascii_uppercase).as_deref(),
-            Some("TXT" | "NULL" | "16" | "10")
-        );
+        let txt_null = qtype.is_some_and(|q| {
+            ["TXT", "NULL", "16", "10"]
+                .iter()
+                .any(|t| q.eq_ignore_ascii_case(t))
+        });
         let hash = {
             let mut h = rustc_hash::FxHasher::default();
             qname.hash(&mut h);
