@@ -113,15 +113,7 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
     }
 
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        self.make_room_for(&key);
-        let epoch = self.epoch.get();
-        let entry = self.inner.get_or_insert_mut(key, || Stamped {
-            value: make(),
-            epoch,
-            moved: true,
-        });
-        Self::touched(epoch, entry, true);
-        &mut entry.value
+        self.get_or_insert_by(&key, make)
     }
 
     /// [`BoundedMap::get_or_insert_with`] by a borrowed key: the owned key
