@@ -148,7 +148,8 @@ pub struct EngineArgs {
     #[arg(long, value_name = "MIB", default_value_t = 512)]
     pub guest_memory_mib: usize,
     /// Time one batch may take, in milliseconds; past it the batch is passed through tagged `error`.
-    /// 0 removes the bound: about a fifth faster, but a stuck engine would stall the pipeline.
+    /// 0 removes the bound and its checks (a fifth of the engine's instructions), but a stuck
+    /// engine would stall the pipeline.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub batch_timeout_ms: u64,
     /// Records handed to the engine per call (the boundary is crossed per batch, not per record).
@@ -336,9 +337,9 @@ pub struct BenchArgs {
     /// (`perf record -g clawwatch bench --native-only`).
     #[arg(long, conflicts_with_all = ["fluent_bit", "write_records"])]
     pub native_only: bool,
-    /// Measure only the component, as `run` uses it (bounded by --batch-timeout-ms), nothing
-    /// else in the process: for profiling it (`CLAWWATCH_PERFMAP=1 perf record -g clawwatch
-    /// bench --component-only` names the guest's functions).
+    /// Measure only the component, as `run` uses it (bounded by --batch-timeout-ms; 0: not
+    /// bounded), nothing else in the process: for profiling it (`CLAWWATCH_PERFMAP=1 perf record
+    /// -g clawwatch bench --component-only` names the guest's functions).
     #[arg(long, conflicts_with_all = ["fluent_bit", "write_records", "native_only"])]
     pub component_only: bool,
     #[command(flatten)]

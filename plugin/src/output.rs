@@ -384,8 +384,11 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    while let Some(run) = crate::text::first_special(&bytes[start..]) {
-        let i = start + run;
+    loop {
+        let i = start + crate::text::first_special(&bytes[start..]);
+        if i == bytes.len() {
+            break;
+        }
         let b = bytes[i];
         let escape: &[u8] = match b {
             b'"' => b"\\\"",

@@ -97,8 +97,8 @@ fn read_into<'a>(text: &'a str, fields: &mut Fields<'a>) -> Option<()> {
 /// The closing quote of a string body starting at `start` that needs no
 /// decoding (no escape, no control character), or `None`.
 fn plain_text_end(line: &[u8], start: usize) -> Option<usize> {
-    let end = start + first_special(line.get(start..)?)?;
-    (line[end] == b'"').then_some(end)
+    let end = start + first_special(line.get(start..)?);
+    (line.get(end) == Some(&b'"')).then_some(end)
 }
 
 /// The value of a known key starting at `i`, and where it ends.
@@ -290,7 +290,7 @@ fn string_end(text: &[u8], start: usize) -> Option<usize> {
 fn string_end_with(text: &[u8], start: usize, unicode_escapes: bool) -> Option<usize> {
     let mut i = start + 1;
     loop {
-        i += first_special(text.get(i..)?)?;
+        i += first_special(text.get(i..)?);
         match *text.get(i)? {
             b'"' => return Some(i + 1),
             b'\\' => {
