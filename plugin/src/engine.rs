@@ -672,7 +672,7 @@ impl Engine {
                     return self.finish(note, Vec::new(), live.ts);
                 };
                 let mut note = Note::new(Stream::Heartbeat, Verdict::Allow);
-                note.agent = Some(AgentInfo::from(agent));
+                note.attribute(agent);
                 // OpenClaw's scheduled turns say sent/ok-empty/ok-token/skipped when well.
                 let healthy =
                     |s: &&str| matches!(*s, "ok" | "sent" | "ok-empty" | "ok-token" | "skipped");

@@ -5,10 +5,12 @@
 
 use crate::name::Name;
 use crate::record::Stream;
-use crate::registry::AgentInfo;
+use crate::registry::{Agent, AgentInfo};
 use crate::rules::Finding;
+use crate::text::write_str;
 use crate::time::Timestamp;
 use base64::Engine as _;
+use std::rc::Rc;
 
 /// The name a record's own top-level `clawwatch` key is kept under.
 pub const PREVIOUS_NOTE_KEY: &str = "clawwatch_previous";
@@ -98,6 +100,9 @@ pub struct Note {
     pub stream: Stream,
     pub ts: Option<Timestamp>,
     pub agent: Option<AgentInfo>,
+    /// `agent` as JSON, made once per agent ([`Agent::note_json`]); without
+    /// it (an incident's agent, read back from a save) `agent` is written.
+    pub agent_json: Option<Rc<[u8]>>,
     /// For flows: `outbound`, `inbound` (to an agent) or `return` (an agent answering).
     pub direction: Option<&'static str>,
     pub verdict: Verdict,
@@ -126,6 +131,7 @@ impl Note {
             stream,
             ts: None,
             agent: None,
+            agent_json: None,
             direction: None,
             verdict,
             findings: Vec::new(),
@@ -133,6 +139,12 @@ impl Note {
             note: None,
             due: Vec::new(),
         }
+    }
+
+    /// Attributes the record to `agent`.
+    pub fn attribute(&mut self, agent: &Agent) {
+        self.agent = Some(AgentInfo::from(agent));
+        self.agent_json = Some(agent.note_json());
     }
 
     /// Writes `"clawwatch":{...}` (without surrounding braces or commas).
@@ -146,17 +158,11 @@ impl Note {
             out.push(b'"');
         }
         if let Some(a) = &self.agent {
-            out.extend_from_slice(b",\"agent\":{\"id\":");
-            write_str(out, &a.id);
-            out.extend_from_slice(b",\"type\":");
-            write_str(out, &a.agent_type);
-            if let Some(d) = &a.deployment {
-                out.extend_from_slice(b",\"deployment\":");
-                write_str(out, d);
+            out.extend_from_slice(b",\"agent\":");
+            match &self.agent_json {
+                Some(json) => out.extend_from_slice(json),
+                None => a.write_json(out),
             }
-            out.extend_from_slice(b",\"profile\":");
-            write_str(out, &a.profile);
-            out.push(b'}');
         }
         if let Some(d) = self.direction {
             out.extend_from_slice(b",\"direction\":\"");
@@ -377,37 +383,6 @@ impl IncidentRecord {
         out.extend_from_slice(&member);
         out.push(b'}');
     }
-}
-
-/// A JSON string literal. Most strings need no escaping: copy them whole.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    loop {
-        let i = start + crate::text::first_special(&bytes[start..]);
-        if i == bytes.len() {
-            break;
-        }
-        let b = bytes[i];
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            _ => b"",
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
-        } else {
-            out.extend_from_slice(escape);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 #[cfg(test)]

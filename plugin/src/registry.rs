@@ -8,9 +8,14 @@ use crate::bounded::BoundedMap;
 use crate::name::Name;
 use crate::net::Addr;
 use crate::record::{PolicyChange, Spawn, Terminate};
+use crate::text::write_str;
 use crate::time::Timestamp;
+use rustc_hash::FxHashSet;
 use smallvec::SmallVec;
+use std::cell::OnceCell;
+use std::fmt;
 use std::net::IpAddr;
+use std::rc::Rc;
 
 /// Bindings kept per address; older ones are forgotten first.
 const BINDINGS_PER_ADDRESS: usize = 8;
@@ -35,11 +40,32 @@ pub struct Agent {
     /// Extensions granted by `agent.policy`.
     pub extended_minutes: u64,
     pub terminated: Option<Timestamp>,
+    /// The agent as notes write it, made on first use (never saved).
+    #[serde(skip)]
+    pub written: Written,
 }
 
 impl Agent {
     pub fn is_live_at(&self, t: Timestamp) -> bool {
         self.terminated.is_none_or(|end| t < end)
+    }
+
+    /// [`AgentInfo::write_json`] of this agent, written on first use and
+    /// shared by every note naming it after.
+    pub fn note_json(&self) -> Rc<[u8]> {
+        let json = self.written.0.get_or_init(|| {
+            let mut json = Vec::with_capacity(96);
+            let deployment = self.deployment.as_deref();
+            write_agent_json(
+                &mut json,
+                &self.id,
+                &self.agent_type,
+                deployment,
+                &self.profile,
+            );
+            json.into()
+        });
+        json.clone()
     }
 }
 
@@ -52,6 +78,34 @@ pub struct AgentInfo {
     pub profile: Name,
 }
 
+impl AgentInfo {
+    /// `{"id":…,"type":…,"deployment":…,"profile":…}`, as the note's `agent`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let deployment = self.deployment.as_deref();
+        write_agent_json(out, &self.id, &self.agent_type, deployment, &self.profile);
+    }
+}
+
+fn write_agent_json(
+    out: &mut Vec<u8>,
+    id: &str,
+    agent_type: &str,
+    deployment: Option<&str>,
+    profile: &str,
+) {
+    out.extend_from_slice(b"{\"id\":");
+    write_str(out, id);
+    out.extend_from_slice(b",\"type\":");
+    write_str(out, agent_type);
+    if let Some(d) = deployment {
+        out.extend_from_slice(b",\"deployment\":");
+        write_str(out, d);
+    }
+    out.extend_from_slice(b",\"profile\":");
+    write_str(out, profile);
+    out.push(b'}');
+}
+
 impl From<&Agent> for AgentInfo {
     fn from(a: &Agent) -> Self {
         AgentInfo {
@@ -60,6 +114,57 @@ impl From<&Agent> for AgentInfo {
             deployment: a.deployment.clone(),
             profile: a.profile.clone(),
         }
+    }
+}
+
+/// An agent's note JSON, written once and shared by every note naming the
+/// agent: escaping its four names on each record was a tenth of the
+/// engine's work per record. A cache of the other fields, so it compares
+/// equal whatever it holds; an agent whose profile changes gets a new one.
+#[derive(Clone, Default)]
+pub struct Written(OnceCell<Rc<[u8]>>);
+
+impl PartialEq for Written {
+    fn eq(&self, _: &Written) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Written {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Written"
+        } else {
+            "NotWritten"
+        })
+    }
+}
+
+/// Agent types, deployments and profiles, each text held once however many
+/// agents name it (a fleet has a few of each): at most this many, then the
+/// table starts again (agents keep the names they have).
+const MAX_KIND_NAMES: usize = 1024;
+
+/// The shared [`Name`] for each agent type, deployment and profile text seen.
+#[derive(Default)]
+struct KindNames(FxHashSet<Name>);
+
+/// A save holds no table: the one in use is kept.
+impl crate::changes::ApplyChanges for KindNames {
+    fn apply_changes(&mut self, _saved: KindNames) {}
+}
+
+impl KindNames {
+    fn get(&mut self, text: &str) -> Name {
+        if let Some(name) = self.0.get(text) {
+            return name.clone();
+        }
+        if self.0.len() >= MAX_KIND_NAMES {
+            self.0.clear();
+        }
+        let name = Name::from(text);
+        self.0.insert(name.clone());
+        name
     }
 }
 
@@ -83,9 +188,16 @@ pub struct Registry {
     agents: BoundedMap<Name, Agent>,
     /// Most addresses have had one holder: that one is held inline.
     bindings: BoundedMap<Addr, SmallVec<[Binding; 1]>>,
+    /// Not saved: a restore shares names by itself (see [`crate::name`]).
+    #[serde(skip)]
+    kinds: KindNames,
 }
 
-crate::changes::apply_changes_by_field!(Registry { agents, bindings });
+crate::changes::apply_changes_by_field!(Registry {
+    agents,
+    bindings,
+    kinds
+});
 
 impl Registry {
     pub fn new(max_agents: usize) -> Registry {
@@ -93,6 +205,7 @@ impl Registry {
             agents: BoundedMap::new(max_agents),
             // Each agent holds one address or a few; reused addresses share an entry.
             bindings: BoundedMap::new(max_agents.saturating_mul(2)),
+            kinds: KindNames::default(),
         }
     }
 
@@ -125,15 +238,18 @@ impl Registry {
         }
         let agent = Agent {
             id: id.clone(),
-            agent_type: Name::from(s.agent_type.as_str()),
-            deployment: s.deployment.as_deref().map(Name::from),
-            profile: Name::from(s.profile.as_deref().unwrap_or(&s.agent_type)),
+            agent_type: self.kinds.get(&s.agent_type),
+            deployment: s.deployment.as_deref().map(|d| self.kinds.get(d)),
+            profile: self
+                .kinds
+                .get(s.profile.as_deref().unwrap_or(&s.agent_type)),
             task_id: s.task_id.clone(),
             ips: s.ips.clone(),
             spawned: s.ts,
             lifetime_minutes: s.expected_lifetime_minutes,
             extended_minutes: 0,
             terminated: None,
+            written: Written::default(),
         };
         self.agents.insert(id, agent);
     }
@@ -155,7 +271,8 @@ impl Registry {
             return Update::UnknownAgent;
         };
         if let Some(profile) = &c.profile {
-            agent.profile = Name::from(profile.as_str());
+            agent.profile = self.kinds.get(profile);
+            agent.written = Written::default();
         }
         agent.extended_minutes = agent
             .extended_minutes
@@ -176,7 +293,9 @@ impl Registry {
 
     /// The agent that held `ip` at time `t`, if any.
     pub fn agent_at(&mut self, ip: IpAddr, t: Timestamp) -> Option<&Agent> {
-        let Registry { agents, bindings } = self;
+        let Registry {
+            agents, bindings, ..
+        } = self;
         let binding = bindings
             .peek(&Addr(ip))?
             .iter()
@@ -312,5 +431,70 @@ mod tests {
             Some("a99")
         );
         assert_eq!(holder(&mut r, "10.20.1.0", "2026-11-24T10:01:00Z"), None);
+    }
+
+    /// The agent's JSON written from its fields, as for a restored incident's agent.
+    fn written_fresh(agent: &Agent) -> String {
+        let mut out = Vec::new();
+        AgentInfo::from(agent).write_json(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn an_agents_json_is_written_once_and_says_what_its_fields_say() {
+        let mut r = Registry::new(16);
+        let mut s = spawn(
+            "a \"quoted\" \\ id\u{1}",
+            "10.20.0.5",
+            "2026-11-24T10:00:00Z",
+        );
+        s.deployment = Some("prod".into());
+        r.spawn(&s);
+        let id = s.agent_id.as_str();
+        let first = r.agent(id).unwrap().note_json();
+        let second = r.agent(id).unwrap().note_json();
+        let written = String::from_utf8(first.to_vec()).unwrap();
+        assert_eq!(written, written_fresh(r.agent(id).unwrap()));
+        let parsed: serde_json::Value = serde_json::from_str(&written).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"id": id, "type": "t", "deployment": "prod", "profile": "t"})
+        );
+        // One text shared by every note naming the agent.
+        assert!(Rc::ptr_eq(&first, &second));
+
+        // A new profile is written anew.
+        r.change_policy(&PolicyChange {
+            ts: ts("2026-11-24T10:05:00Z"),
+            agent_id: id.into(),
+            profile: Some("reviewer".into()),
+            extend_minutes: None,
+        });
+        let changed = r.agent(id).unwrap().note_json();
+        let written = String::from_utf8(changed.to_vec()).unwrap();
+        assert!(written.ends_with(r#""profile":"reviewer"}"#), "{written}");
+        assert_eq!(written, written_fresh(r.agent(id).unwrap()));
+    }
+
+    #[test]
+    fn agents_of_one_type_share_its_name() {
+        let mut r = Registry::new(16);
+        let mut a = spawn("a", "10.20.0.5", "2026-11-24T10:00:00Z");
+        a.deployment = Some("prod".into());
+        let mut b = spawn("b", "10.20.0.6", "2026-11-24T10:00:00Z");
+        b.deployment = Some("prod".into());
+        r.spawn(&a);
+        r.spawn(&b);
+        let text = |r: &mut Registry, id: &str| {
+            let agent = r.agent(id).unwrap();
+            [
+                agent.agent_type.as_ptr(),
+                agent.deployment.as_deref().unwrap().as_ptr(),
+                agent.profile.as_ptr(),
+            ]
+        };
+        assert_eq!(text(&mut r, "a"), text(&mut r, "b"));
+        // The type and the profile it defaults to are one text too.
+        assert_eq!(text(&mut r, "a")[0], text(&mut r, "a")[2]);
     }
 }

@@ -1,5 +1,5 @@
 //! The byte scans every record goes through: where a JSON string needs
-//! care, and whether a line is UTF-8.
+//! care, and whether a line is UTF-8; and the string writer built on them.
 //!
 //! Written once for the three builds. Finding a string's end looks at eight
 //! bytes at a time in a `u64` (SWAR) natively and in the Fluent Bit module
@@ -14,14 +14,9 @@
 /// linear memory, a store and a load on each side of every call.
 pub(crate) fn first_special(bytes: &[u8]) -> usize {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    let found = {
-        let blocks = bytes.len() / 16 * 16;
-        simd::first_special_in_blocks(&bytes[..blocks])
-            .or_else(|| first_special_swar(&bytes[blocks..]).map(|at| blocks + at))
-    };
+    return simd::first_special(bytes);
     #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-    let found = first_special_swar(bytes);
-    found.unwrap_or(bytes.len())
+    first_special_swar(bytes).unwrap_or(bytes.len())
 }
 
 /// `bytes` as text, or why not: [`std::str::from_utf8`], with a faster
@@ -34,6 +29,37 @@ pub(crate) fn utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
         return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
     }
     std::str::from_utf8(bytes)
+}
+
+/// A JSON string literal. Most strings need no escaping: copy them whole.
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    loop {
+        let i = start + first_special(&bytes[start..]);
+        if i == bytes.len() {
+            break;
+        }
+        let b = bytes[i];
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            _ => b"",
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -99,23 +125,53 @@ mod simd {
         unsafe { core::ptr::read_unaligned(block.as_ptr().cast::<v128>()) }
     }
 
-    /// `bytes.len()` is a multiple of 16.
-    pub(super) fn first_special_in_blocks(bytes: &[u8]) -> Option<usize> {
-        let (quote, backslash, space) = (u8x16_splat(b'"'), u8x16_splat(b'\\'), u8x16_splat(0x20));
+    /// The bytes among these sixteen a JSON string cannot hold as they are, as bits.
+    fn special_bits(v: v128) -> u32 {
+        let special = v128_or(
+            v128_or(
+                u8x16_eq(v, u8x16_splat(b'"')),
+                u8x16_eq(v, u8x16_splat(b'\\')),
+            ),
+            u8x16_lt(v, u8x16_splat(0x20)),
+        );
+        u32::from(u8x16_bitmask(special))
+    }
+
+    /// [`super::first_special`]: whole blocks, then the last sixteen bytes
+    /// (overlapping the blocks, whose bytes are known plain) instead of a
+    /// byte loop. Most calls end in the first block, where a key's or a short
+    /// value's closing quote is.
+    pub(super) fn first_special(bytes: &[u8]) -> usize {
+        let len = bytes.len();
+        if len < 16 {
+            return shorter_than_a_block(bytes);
+        }
         let mut at = 0;
-        while at < bytes.len() {
-            let v = load(bytes, at);
-            let special = v128_or(
-                v128_or(u8x16_eq(v, quote), u8x16_eq(v, backslash)),
-                u8x16_lt(v, space),
-            );
-            let mask = u8x16_bitmask(special);
-            if mask != 0 {
-                return Some(at + mask.trailing_zeros() as usize);
+        while at + 16 <= len {
+            let bits = special_bits(load(bytes, at));
+            if bits != 0 {
+                return at + bits.trailing_zeros() as usize;
             }
             at += 16;
         }
-        None
+        if at == len {
+            return len;
+        }
+        // The last block starts `overlap` bytes before `at`: those were checked.
+        let overlap = at + 16 - len;
+        let bits = special_bits(load(bytes, len - 16)) >> overlap;
+        if bits != 0 {
+            return at + bits.trailing_zeros() as usize;
+        }
+        len
+    }
+
+    /// Out of line: Cranelift saves every register a function uses on entry,
+    /// and the eight-byte scan's constants would make the vector scan, which
+    /// most calls end in, save five.
+    #[inline(never)]
+    fn shorter_than_a_block(bytes: &[u8]) -> usize {
+        super::first_special_swar(bytes).unwrap_or(bytes.len())
     }
 
     /// `bytes.len()` is a multiple of 16.

@@ -32,7 +32,7 @@ impl Engine {
                     .schedule(overdue, Due::Heartbeat(agent.id.clone()));
             }
             self.learnt.activities.insert(agent.id.clone(), activity);
-            note.agent = Some(AgentInfo::from(agent));
+            note.attribute(agent);
         }
         note
     }
@@ -213,7 +213,7 @@ impl Engine {
         match (update, self.learnt.registry.agent(agent_id)) {
             (Update::Applied, Some(agent)) => {
                 let mut note = Note::new(Stream::Control, Verdict::Allow);
-                note.agent = Some(AgentInfo::from(agent));
+                note.attribute(agent);
                 note
             }
             _ => {
@@ -234,7 +234,7 @@ impl Engine {
             );
         };
         let mut note = Note::new(Stream::Heartbeat, Verdict::Allow);
-        note.agent = Some(AgentInfo::from(agent));
+        note.attribute(agent);
         let id = agent.id.clone();
         let profile = self
             .policy

@@ -10,7 +10,7 @@ impl Engine {
         let mut findings: Vec<Finding> = Vec::new();
         let monitor = &self.policy.monitor;
         if let Some(agent) = self.learnt.registry.agent_at(query.client, query.ts) {
-            note.agent = Some(AgentInfo::from(agent));
+            note.attribute(agent);
             note.verdict = Verdict::Allow;
             let profile = self
                 .policy

@@ -16,8 +16,10 @@ impl Engine {
                     .policy
                     .profile(&agent.profile, agent.deployment.as_deref())
                     .and_then(|p| p.serves(flow.proto, flow.dst_port));
+                let mut attributed = Note::new(Stream::Flow, Verdict::Allow);
+                attributed.attribute(agent);
                 Some((
-                    AgentInfo::from(agent),
+                    attributed,
                     self.learnt.conversations.to_agent(flow, declared),
                 ))
             }
@@ -30,9 +32,8 @@ impl Engine {
             .map(|a| a.id.clone());
         let Some(holder) = holder else {
             let monitor = &self.policy.monitor;
-            if let Some((info, side)) = to_agent {
-                note.agent = Some(info);
-                note.verdict = Verdict::Allow;
+            if let Some((attributed, side)) = to_agent {
+                note = attributed;
                 note.direction = Some(match side {
                     ToAgent::Inbound => "inbound",
                     ToAgent::Return => "return",
@@ -53,7 +54,7 @@ impl Engine {
         let Some(agent) = self.learnt.registry.agent(&id) else {
             return (note, findings);
         };
-        note.agent = Some(AgentInfo::from(agent));
+        note.attribute(agent);
         note.verdict = Verdict::Allow;
         let profile = self
             .policy
@@ -228,7 +229,7 @@ impl Engine {
             return (note, Vec::new());
         };
         let mut note = Note::new(Stream::Proxy, Verdict::Allow);
-        note.agent = Some(AgentInfo::from(agent));
+        note.attribute(agent);
         note.direction = Some("outbound");
         let flow = Flow {
             ts: call.ts,

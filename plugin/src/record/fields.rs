@@ -202,7 +202,19 @@ impl<'a> Value<'a> {
 
     /// A non-negative integer, also from a string of digits (several collectors
     /// quote their counters).
+    #[inline]
     pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::UInt(v) => Some(*v),
+            other => other.as_u64_otherwise(),
+        }
+    }
+
+    /// [`Value::as_u64`] for the rarer types, out of line so that the usual
+    /// integer costs its callers no call (in the guest, a call saves and
+    /// restores every register the whole function uses).
+    #[inline(never)]
+    fn as_u64_otherwise(&self) -> Option<u64> {
         match self {
             Value::UInt(v) => Some(*v),
             Value::Int(v) => u64::try_from(*v).ok(),

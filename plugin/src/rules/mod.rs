@@ -389,6 +389,7 @@ allowed_outbound = [
             lifetime_minutes: None,
             extended_minutes: 0,
             terminated: None,
+            written: Default::default(),
         }
     }
 
