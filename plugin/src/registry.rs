@@ -118,8 +118,8 @@ impl From<&Agent> for AgentInfo {
 }
 
 /// An agent's note JSON, written once and shared by every note naming the
-/// agent: escaping its four names on each record was a tenth of the
-/// engine's work per record. A cache of the other fields, so it compares
+/// agent: escaping its four names on each record was 4% of the engine's
+/// instructions. A cache of the other fields, so it compares
 /// equal whatever it holds; an agent whose profile changes gets a new one.
 #[derive(Clone, Default)]
 pub struct Written(OnceCell<Rc<[u8]>>);
