@@ -7,7 +7,7 @@ use crate::name::Name;
 use crate::record::Stream;
 use crate::registry::{Agent, AgentInfo};
 use crate::rules::Finding;
-use crate::text::write_str;
+use crate::text::{Word, write_str};
 use crate::time::Timestamp;
 use base64::Engine as _;
 use std::rc::Rc;
@@ -71,15 +71,24 @@ impl Verdict {
         Verdict::Error,
     ];
 
+    /// Each verdict's name, in declaration order.
+    const NAMES: [&'static str; Verdict::ALL.len()] = [
+        "allow",
+        "alert",
+        "approved",
+        "unattributed",
+        "not_applicable",
+        "error",
+    ];
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Allow => "allow",
-            Verdict::Alert => "alert",
-            Verdict::Approved => "approved",
-            Verdict::Unattributed => "unattributed",
-            Verdict::NotApplicable => "not_applicable",
-            Verdict::Error => "error",
-        }
+        Verdict::NAMES[self as usize]
+    }
+
+    /// [`Verdict::as_str`] as a [`Word`], for the note on every record.
+    pub(crate) fn word(self) -> &'static Word {
+        const WORDS: [Word; Verdict::ALL.len()] = crate::text::words(Verdict::NAMES);
+        &WORDS[self as usize]
     }
 }
 
@@ -150,7 +159,7 @@ impl Note {
     /// Writes `"clawwatch":{...}` (without surrounding braces or commas).
     pub fn write_member(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"\"clawwatch\":{\"stream\":\"");
-        out.extend_from_slice(self.stream.as_str().as_bytes());
+        self.stream.word().write(out);
         out.push(b'"');
         if let Some(ts) = self.ts {
             out.extend_from_slice(b",\"ts\":\"");
@@ -170,7 +179,7 @@ impl Note {
             out.push(b'"');
         }
         out.extend_from_slice(b",\"verdict\":\"");
-        out.extend_from_slice(self.verdict.as_str().as_bytes());
+        self.verdict.word().write(out);
         out.push(b'"');
         write_list(out, b",\"findings\":[", &self.findings, |out, r| {
             write_reported(out, r);
@@ -388,6 +397,24 @@ impl IncidentRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_and_verdicts_are_written_by_name() {
+        for (i, stream) in Stream::ALL.into_iter().enumerate() {
+            assert_eq!(stream as usize, i);
+            let mut out = Vec::new();
+            stream.word().write(&mut out);
+            assert_eq!(out, stream.as_str().as_bytes());
+        }
+        for (i, verdict) in Verdict::ALL.into_iter().enumerate() {
+            assert_eq!(verdict as usize, i);
+            let mut out = Vec::new();
+            verdict.word().write(&mut out);
+            assert_eq!(out, verdict.as_str().as_bytes());
+        }
+        assert_eq!(Stream::Heartbeat.as_str(), "heartbeat");
+        assert_eq!(Verdict::NotApplicable.as_str(), "not_applicable");
+    }
 
     fn parse(bytes: &[u8]) -> serde_json::Value {
         serde_json::from_slice(bytes)

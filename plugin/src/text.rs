@@ -62,6 +62,48 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// A word of at most 16 bytes (a stream, a verdict), padded at compile time
+/// and written as all sixteen bytes with the padding cut off again: in the
+/// guest a copy whose length is known only when it runs is a call out of the
+/// compiled code into the runtime, one of a known sixteen bytes two stores.
+pub(crate) struct Word {
+    padded: [u8; 16],
+    len: usize,
+}
+
+impl Word {
+    pub(crate) const fn new(text: &str) -> Word {
+        let bytes = text.as_bytes();
+        assert!(bytes.len() <= 16, "a Word is at most 16 bytes");
+        let mut padded = [0u8; 16];
+        let mut i = 0;
+        while i < bytes.len() {
+            padded[i] = bytes[i];
+            i += 1;
+        }
+        Word {
+            padded,
+            len: bytes.len(),
+        }
+    }
+
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.padded);
+        out.truncate(out.len() - (16 - self.len));
+    }
+}
+
+/// Each of `texts` as a [`Word`], in order.
+pub(crate) const fn words<const N: usize>(texts: [&str; N]) -> [Word; N] {
+    let mut words = [const { Word::new("") }; N];
+    let mut i = 0;
+    while i < N {
+        words[i] = Word::new(texts[i]);
+        i += 1;
+    }
+    words
+}
+
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
@@ -228,6 +270,16 @@ mod tests {
             );
             assert_eq!(first_special_swar(&bytes), naive(&bytes), "{bytes:?}");
         }
+    }
+
+    #[test]
+    fn a_word_is_written_as_its_text() {
+        let mut out = b"x".to_vec();
+        for text in ["", "a", "verdict", "sixteen-bytes-16"] {
+            Word::new(text).write(&mut out);
+            out.push(b'|');
+        }
+        assert_eq!(out, b"x|a|verdict|sixteen-bytes-16|");
     }
 
     #[test]

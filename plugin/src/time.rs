@@ -247,24 +247,25 @@ impl Timestamp {
         if nanos != 0 {
             // The shortest exact fraction: milliseconds, microseconds or nanoseconds.
             let nanos = nanos as u32;
-            let (value, digits) = if nanos.is_multiple_of(1_000_000) {
-                (nanos / 1_000_000, 3)
+            let digits = if nanos.is_multiple_of(1_000_000) {
+                3
             } else if nanos.is_multiple_of(1_000) {
-                (nanos / 1_000, 6)
+                6
             } else {
-                (nanos, 9)
+                9
             };
-            // Two digits a step, from the right; a ninth digit goes in first.
-            let mut frac = [b'0'; 10];
-            let mut v = value;
-            let mut at = 10;
-            while v > 0 {
-                at -= 2;
+            // All nine digits, two a step from the right, written whole and
+            // the zeros past `digits` cut off: a copy of a fixed length
+            // (in the guest a variable one is a call into the runtime).
+            let mut frac = [b'.'; 10];
+            let mut v = nanos;
+            for at in [8, 6, 4, 2] {
                 frac[at..at + 2].copy_from_slice(&two_digits(v % 100));
                 v /= 100;
             }
-            out.push(b'.');
-            out.extend_from_slice(&frac[10 - digits..]);
+            frac[1] = b'0' + v as u8;
+            out.extend_from_slice(&frac);
+            out.truncate(out.len() - (9 - digits));
         }
         out.push(b'Z');
     }

@@ -26,6 +26,7 @@ mod suricata;
 mod zeek;
 
 pub use crate::net::{Destination, Proto};
+use crate::text::Word;
 use crate::time::Timestamp;
 use fields::{Fields, Key};
 use reader::Time;
@@ -62,17 +63,26 @@ impl Stream {
         Stream::Other,
     ];
 
+    /// Each stream's name, in declaration order.
+    const NAMES: [&'static str; Stream::ALL.len()] = [
+        "control",
+        "flow",
+        "dns",
+        "heartbeat",
+        "proxy",
+        "incident",
+        "audit",
+        "other",
+    ];
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Control => "control",
-            Stream::Flow => "flow",
-            Stream::Dns => "dns",
-            Stream::Heartbeat => "heartbeat",
-            Stream::Proxy => "proxy",
-            Stream::Incident => "incident",
-            Stream::Audit => "audit",
-            Stream::Other => "other",
-        }
+        Stream::NAMES[self as usize]
+    }
+
+    /// [`Stream::as_str`] as a [`Word`], for the note on every record.
+    pub(crate) fn word(self) -> &'static Word {
+        const WORDS: [Word; Stream::ALL.len()] = crate::text::words(Stream::NAMES);
+        &WORDS[self as usize]
     }
 }
 
