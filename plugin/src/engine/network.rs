@@ -16,10 +16,8 @@ impl Engine {
                     .policy
                     .profile(&agent.profile, agent.deployment.as_deref())
                     .and_then(|p| p.serves(flow.proto, flow.dst_port));
-                let mut attributed = Note::new(Stream::Flow, Verdict::Allow);
-                attributed.attribute(agent);
                 Some((
-                    attributed,
+                    agent.id.clone(),
                     self.learnt.conversations.to_agent(flow, declared),
                 ))
             }
@@ -32,8 +30,12 @@ impl Engine {
             .map(|a| a.id.clone());
         let Some(holder) = holder else {
             let monitor = &self.policy.monitor;
-            if let Some((attributed, side)) = to_agent {
-                note = attributed;
+            // Attributed to the agent it reached only now that no agent sent it.
+            if let Some((id, side)) = to_agent {
+                if let Some(agent) = self.learnt.registry.peek_agent(&id) {
+                    note.attribute(agent);
+                }
+                note.verdict = Verdict::Allow;
                 note.direction = Some(match side {
                     ToAgent::Inbound => "inbound",
                     ToAgent::Return => "return",
