@@ -345,6 +345,8 @@ impl<'a> Fields<'a> {
     }
 
     /// Keeps a known key's value; duplicate keys: the last one wins, as in most JSON parsers.
+    // Into the scanner: called per known key, it was 3% of native instructions.
+    #[inline(always)]
     fn insert(&mut self, key: Key, value: Value<'a>) {
         self.owns_heap |= value.owns_heap();
         match self.slots[key as usize] {

@@ -114,19 +114,7 @@ fn value_at(text: &str, i: usize) -> Option<(Value<'_>, usize)> {
         b'f' if line[i..].starts_with(b"false") => return Some((Value::Bool(false), i + 5)),
         b'n' if line[i..].starts_with(b"null") => return Some((Value::Null, i + 4)),
         b'0'..=b'9' => {
-            // Up to 19 digits always fit a u64 (wrapping only past them, when
-            // the value is left to serde_json anyway).
-            let mut n = 0u64;
-            let mut end = i;
-            // Eight digits at a time: flow exporters write nanosecond times.
-            while let Some(eight) = line.get(end..end + 8).and_then(eight_digits) {
-                n = n.wrapping_mul(100_000_000).wrapping_add(eight);
-                end += 8;
-            }
-            while let Some(&d @ b'0'..=b'9') = line.get(end) {
-                n = n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
-                end += 1;
-            }
+            let (n, end) = digit_run(line, i);
             let digits = end - i;
             let plain = !matches!(line.get(end), Some(b'.' | b'e' | b'E'));
             // A leading zero is serde_json's to refuse.
@@ -145,22 +133,76 @@ fn value_at(text: &str, i: usize) -> Option<(Value<'_>, usize)> {
     Some((value, end))
 }
 
-/// The number eight ASCII digits spell, or `None` if any byte is not a digit
-/// (SWAR: the eight are checked and combined in a few word operations).
-fn eight_digits(bytes: &[u8]) -> Option<u64> {
-    const ZEROS: u64 = 0x3030_3030_3030_3030;
-    let w = u64::from_le_bytes(bytes.try_into().ok()?);
-    // Each byte 0x30..=0x39: its high nibble is 3, and adding 6 keeps it 3.
-    let digits = (w & 0xF0F0_F0F0_F0F0_F0F0) == ZEROS
-        && (w.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) == ZEROS;
-    if !digits {
-        return None;
+/// ASCII `0` in each byte of a word.
+const ZEROS: u64 = 0x3030_3030_3030_3030;
+
+/// `10^n` for the digit counts [`digit_run`] takes at once.
+const POWERS_OF_TEN: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The digits starting at `i`: the number they spell and where they end. Up
+/// to 19 digits always fit a u64; past them it wraps (the value is then left
+/// to serde_json anyway). Eight bytes at a time (SWAR): flow exporters write
+/// nanosecond times and five-digit ports, and a loop per digit cost the guest
+/// about 25 instructions a digit.
+#[inline(always)]
+fn digit_run(text: &[u8], mut i: usize) -> (u64, usize) {
+    let mut n = 0u64;
+    while let Some(bytes) = text.get(i..i + 8) {
+        let word = u64::from_le_bytes(bytes.try_into().expect("eight bytes"));
+        let count = leading_digits(word);
+        if count > 0 {
+            n = n
+                .wrapping_mul(POWERS_OF_TEN[count])
+                .wrapping_add(digits_value(word, count));
+            i += count;
+        }
+        if count < 8 {
+            return (n, i);
+        }
     }
-    // Pairs, then fours, then the eight (the first byte is the most significant).
-    let v = w - ZEROS;
+    // The last few bytes of the record.
+    while let Some(&d @ b'0'..=b'9') = text.get(i) {
+        n = n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+        i += 1;
+    }
+    (n, i)
+}
+
+/// How many bytes of `word` (little-endian: the first byte lowest) are ASCII
+/// digits before the first that is not.
+#[inline(always)]
+fn leading_digits(word: u64) -> usize {
+    // A digit's byte becomes its value, 0..=9.
+    let values = word ^ ZEROS;
+    // A byte's high bit is set when it is no digit: its value is 10 or more
+    // (adding 0x76 to its low seven bits carries into the eighth), or its own
+    // high bit was set. Neither step carries into the next byte.
+    let not_digits = ((values & 0x7F7F_7F7F_7F7F_7F7F).wrapping_add(0x7676_7676_7676_7676)
+        | values)
+        & 0x8080_8080_8080_8080;
+    (not_digits.trailing_zeros() / 8) as usize
+}
+
+/// The number the first `count` (1..=8) bytes of `word`, all digits, spell.
+#[inline(always)]
+fn digits_value(word: u64, count: usize) -> u64 {
+    // The digits moved to the top, zeros shifted in before them (the first
+    // byte is the most significant digit).
+    let v = (word ^ ZEROS) << (8 * (8 - count));
+    // Pairs, then fours, then the eight.
     let v = (v.wrapping_mul(10) + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
     let v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
-    Some((v.wrapping_mul(10_000) + (v >> 32)) & 0xFFFF_FFFF)
+    (v.wrapping_mul(10_000) + (v >> 32)) & 0xFFFF_FFFF
 }
 
 /// Where the value no format reads, starting at `i`, ends (validated).
@@ -312,12 +354,9 @@ fn string_end_with(text: &[u8], start: usize, unicode_escapes: bool) -> Option<u
 
 /// The index after the number that starts at `start`, if well formed.
 fn number_end(text: &[u8], start: usize) -> Option<usize> {
-    let digits = |mut i: usize| {
-        let from = i;
-        while text.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        (i > from).then_some(i)
+    let digits = |from: usize| {
+        let (_, end) = digit_run(text, from);
+        (end > from).then_some(end)
     };
     let mut i = start + usize::from(text[start] == b'-');
     i = match text.get(i)? {
@@ -534,20 +573,25 @@ mod differential_tests {
                 }
             }
         }
-        // Eight digits at a time, checked byte by byte against the plain loop.
-        for word in [
-            "00000000",
-            "12345678",
-            "99999999",
-            "1234567:",
-            "/2345678",
-            "9999999\u{0}",
-        ] {
-            let plain = word
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-                .then(|| word.parse::<u64>().unwrap());
-            assert_eq!(super::eight_digits(&word.as_bytes()[..8]), plain, "{word}");
+        // Eight bytes at a time, checked against the plain loop: every
+        // length, then a non-digit (each side of the digits) or the end.
+        for len in 0..=20 {
+            for tail in ["", ":", "/", "\u{0}", "\u{b0}", "a", "9"] {
+                let digits: String = (0..len).map(|k| char::from(b'1' + (k % 9) as u8)).collect();
+                let text = format!("{digits}{tail}xxxxxxxx");
+                let all = text.bytes().take_while(u8::is_ascii_digit).count();
+                let wanted = text[..all].bytes().fold(0u64, |n, d| {
+                    n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'))
+                });
+                for cut in [all, text.len()] {
+                    assert_eq!(
+                        super::digit_run(&text.as_bytes()[..cut], 0),
+                        (wanted, all),
+                        "{:?}",
+                        &text[..cut]
+                    );
+                }
+            }
         }
     }
 }
