@@ -8,8 +8,10 @@
 use crate::bounded::BoundedMap;
 use crate::name::Name;
 use crate::rules::{Finding, RuleInfo};
+use crate::text::Decimal;
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::net::IpAddr;
 
 const WINDOW_NANOS: i64 = 60 * NANOS_PER_SEC;
@@ -95,12 +97,13 @@ impl FloodLimits {
     /// Decides on a finding that would open a new incident at `t`.
     pub fn admit(&mut self, finding: &Finding, t: Timestamp) -> Admission {
         let subject = finding.incident.split('/').next().unwrap_or_default();
-        let mut scopes = vec![(subject.to_string(), self.per_subject)];
+        // The subject's window, and its subnet's for an address: keys made once.
+        let mut scopes = SmallVec::<[(Name, u32); 2]>::new();
+        scopes.push((window_key(finding.rule, subject), self.per_subject));
         if let Ok(ip) = subject.parse::<IpAddr>() {
-            scopes.push((subnet_of(ip), self.per_subnet));
+            scopes.push((window_key(finding.rule, &subnet_of(ip)), self.per_subnet));
         }
-        for (scope, limit) in &scopes {
-            let key = window_key(finding.rule, scope);
+        for (key, limit) in &scopes {
             let window = self.windows.get_or_insert_with(key.clone(), || Window {
                 start: t,
                 opened: 0,
@@ -133,11 +136,8 @@ impl FloodLimits {
                 };
             }
         }
-        for (scope, _) in &scopes {
-            if let Some(w) = self
-                .windows
-                .get_mut(window_key(finding.rule, scope).as_ref())
-            {
+        for (key, _) in &scopes {
+            if let Some(w) = self.windows.get_mut(key.as_ref()) {
                 w.opened += 1;
             }
         }
@@ -173,23 +173,55 @@ impl FloodLimits {
     }
 }
 
+// Keys and scopes are built by hand: `format!` cost more than the rest of admitting.
 fn summary_key(window_key: &str, start: Timestamp) -> Name {
-    Name::from(format!("{window_key}\0{}", start.0))
+    let sign = if start.0 < 0 { "-" } else { "" };
+    let digits = Decimal::new(start.0.unsigned_abs());
+    Name::from([window_key, "\0", sign, digits.as_str()].concat())
 }
 
 fn window_key(rule: &RuleInfo, scope: &str) -> Name {
-    Name::from(format!("{}\0{scope}", rule.id))
+    Name::from([rule.id, "\0", scope].concat())
 }
 
 fn subnet_of(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
-            format!("{a}.{b}.{c}.0/24")
+            let mut subnet = String::with_capacity(18);
+            for octet in [a, b, c] {
+                subnet.push_str(Decimal::new(u64::from(octet)).as_str());
+                subnet.push('.');
+            }
+            subnet.push_str("0/24");
+            subnet
         }
         IpAddr::V6(v6) => {
             let s = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_scopes_read_as_written() {
+        let rule = &crate::rules::egress_not_allowed::RULE;
+        let window = window_key(rule, "10.20.3.0/24");
+        assert_eq!(&*window, "egress.not_allowed\u{0}10.20.3.0/24");
+        assert_eq!(
+            &*summary_key(&window, Timestamp(1_795_532_021_996_817_087)),
+            "egress.not_allowed\u{0}10.20.3.0/24\u{0}1795532021996817087"
+        );
+        assert_eq!(&*summary_key("r\u{0}s", Timestamp(-5)), "r\u{0}s\u{0}-5");
+        assert_eq!(subnet_of("10.20.3.4".parse().unwrap()), "10.20.3.0/24");
+        assert_eq!(subnet_of("0.0.0.0".parse().unwrap()), "0.0.0.0/24");
+        assert_eq!(
+            subnet_of("2001:db8:1:2:3::9".parse().unwrap()),
+            "2001:db8:1:2::/64"
+        );
     }
 }

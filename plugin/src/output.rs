@@ -304,18 +304,8 @@ fn write_reported(out: &mut Vec<u8>, r: &Reported) {
     }
 }
 
-fn write_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+fn write_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(crate::text::Decimal::new(v).as_str().as_bytes());
 }
 
 /// Whether an incident record reports an opening or a closing.

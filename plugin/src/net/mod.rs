@@ -1,7 +1,7 @@
 //! Network vocabulary every layer shares: transport protocols, destinations
 //! as a policy names them (host patterns, CIDRs), `host:port` endpoints and
-//! registered domains. A leaf: it depends on no other clawwatch module, so
-//! records, policy and rules can all use it without depending on each other.
+//! registered domains. Below it only [`crate::text`]: records, policy and
+//! rules can all use it without depending on each other.
 
 pub mod addr;
 pub mod destination;
@@ -80,14 +80,26 @@ impl Proto {
     }
 }
 
+impl Proto {
+    /// Appends the protocol's name (`tcp`, `proto-47`).
+    pub fn push_name(self, out: &mut String) {
+        match self {
+            Proto::Tcp => out.push_str("tcp"),
+            Proto::Udp => out.push_str("udp"),
+            Proto::Icmp => out.push_str("icmp"),
+            Proto::Other(n) => {
+                out.push_str("proto-");
+                out.push_str(crate::text::Decimal::new(u64::from(n)).as_str());
+            }
+        }
+    }
+}
+
 impl fmt::Display for Proto {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Proto::Tcp => f.write_str("tcp"),
-            Proto::Udp => f.write_str("udp"),
-            Proto::Icmp => f.write_str("icmp"),
-            Proto::Other(n) => write!(f, "proto-{n}"),
-        }
+        let mut name = String::with_capacity(9);
+        self.push_name(&mut name);
+        f.write_str(&name)
     }
 }
 
@@ -171,16 +183,40 @@ fn parse_dotted_quad(text: &[u8]) -> Option<[u8; 4]> {
 
 /// `host:port` with IPv6 bracketed, for incident keys and summaries.
 pub fn endpoint(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
+    let mut out = String::with_capacity(host.len() + 8);
+    push_endpoint(&mut out, host, port);
+    out
+}
+
+/// Appends [`endpoint`]`(host, port)`.
+pub fn push_endpoint(out: &mut String, host: &str, port: u16) {
+    let bracketed = host.contains(':');
+    if bracketed {
+        out.push('[');
     }
+    out.push_str(host);
+    if bracketed {
+        out.push(']');
+    }
+    out.push(':');
+    out.push_str(crate::text::Decimal::new(u64::from(port)).as_str());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_and_protocols_are_written_as_summaries_show_them() {
+        assert_eq!(endpoint("api.example.net", 443), "api.example.net:443");
+        assert_eq!(endpoint("10.0.0.1", 0), "10.0.0.1:0");
+        assert_eq!(endpoint("2001:db8::7", 65535), "[2001:db8::7]:65535");
+        let names: Vec<String> = [Proto::Tcp, Proto::Udp, Proto::Icmp, Proto::Other(47)]
+            .iter()
+            .map(Proto::to_string)
+            .collect();
+        assert_eq!(names, ["tcp", "udp", "icmp", "proto-47"]);
+    }
 
     /// A protocol is one byte in a save (a code up to 258 for `Other`) and
     /// its text in JSON; every value comes back, and a code past 258 is refused.

@@ -5,7 +5,7 @@
 //! answers gave that address, so FQDN rules hold for IP-level flows. An agent
 //! whose profile is missing from the policy is allowed nothing.
 
-use super::{Finding, RuleInfo, Severity, Subject, endpoint};
+use super::{Finding, RuleInfo, Severity, Subject, endpoint, ip_text};
 use crate::policy::Profile;
 use crate::record::Flow;
 use crate::registry::Agent;
@@ -30,31 +30,30 @@ pub fn check(
     }) {
         return None;
     }
-    // Only a firing rule pays for formatting.
-    let dst = flow.dst.to_string();
-    let (target, shown) = match names.first() {
-        // A call known by name only (through a proxy) has no address to show.
-        Some(name) if flow.dst.is_unspecified() => (
-            endpoint(name, flow.dst_port),
-            format!("{}/{}", endpoint(name, flow.dst_port), flow.proto),
-        ),
-        Some(name) => (
-            endpoint(name, flow.dst_port),
-            format!("{}/{} ({dst})", endpoint(name, flow.dst_port), flow.proto),
-        ),
-        None => (
-            endpoint(&dst, flow.dst_port),
-            format!("{}/{}", endpoint(&dst, flow.dst_port), flow.proto),
-        ),
-    };
+    // Only a firing rule pays for the text, built by hand (see `Finding::new`).
+    let dst = ip_text(flow.dst);
+    let target = endpoint(names.first().copied().unwrap_or(&dst), flow.dst_port);
     let subject = Subject::Agent(agent);
-    let summary = match profile {
-        None => format!(
-            "{subject} connected to {shown}, but profile \"{}\" is not in the policy, so nothing is allowed",
-            agent.profile
-        ),
-        Some(_) => format!("{subject} connected to {shown}, not in allowed_outbound"),
-    };
+    let mut summary = String::with_capacity(128);
+    subject.push_to(&mut summary);
+    summary.push_str(" connected to ");
+    summary.push_str(&target);
+    summary.push('/');
+    flow.proto.push_name(&mut summary);
+    // A call known by name only (through a proxy) has no address to show.
+    if !names.is_empty() && !flow.dst.is_unspecified() {
+        summary.push_str(" (");
+        summary.push_str(&dst);
+        summary.push(')');
+    }
+    match profile {
+        None => {
+            summary.push_str(", but profile \"");
+            summary.push_str(&agent.profile);
+            summary.push_str("\" is not in the policy, so nothing is allowed");
+        }
+        Some(_) => summary.push_str(", not in allowed_outbound"),
+    }
     Some(Finding::new(&RULE, &subject, Some(&target), summary))
 }
 

@@ -18,10 +18,11 @@ pub mod schedule_deviation;
 pub mod telemetry_chain_broken;
 pub mod volume_anomaly;
 
-pub use crate::net::{endpoint, registered_domain};
+pub use crate::net::{endpoint, push_endpoint, registered_domain};
 use crate::policy::{Monitor, Profile};
 use crate::record::{DnsQuery, Flow};
 use crate::registry::Agent;
+pub(crate) use crate::text::ip_text;
 use crate::time::Timestamp;
 use std::fmt;
 use std::net::IpAddr;
@@ -148,14 +149,14 @@ impl Observed<'_> {
     pub fn describe(&self) -> String {
         match self {
             Observed::Flow { flow, names } => {
-                let host = names
-                    .first()
-                    .map_or_else(|| flow.dst.to_string(), |n| n.to_string());
-                format!(
-                    "connected to {}/{}",
-                    endpoint(&host, flow.dst_port),
-                    flow.proto
-                )
+                let mut text = String::from("connected to ");
+                match names.first() {
+                    Some(name) => push_endpoint(&mut text, name, flow.dst_port),
+                    None => push_endpoint(&mut text, &ip_text(flow.dst), flow.dst_port),
+                }
+                text.push('/');
+                flow.proto.push_name(&mut text);
+                text
             }
             Observed::Dns(query) => format!("resolved {}", query.qname),
             Observed::ProxyCall { host, port, .. } => {
@@ -219,21 +220,45 @@ pub enum Subject<'a> {
 impl Subject<'_> {
     /// The incident key's first part.
     pub fn key(&self) -> String {
+        let mut key = String::new();
+        self.push_key(&mut key);
+        key
+    }
+
+    /// Appends [`Subject::key`].
+    pub fn push_key(&self, out: &mut String) {
         match self {
-            Subject::Agent(a) => a.id.to_string(),
-            Subject::Address(ip) => ip.to_string(),
-            Subject::Log(name) => name.to_string(),
+            Subject::Agent(a) => out.push_str(&a.id),
+            Subject::Address(ip) => crate::text::push_ip(out, *ip),
+            Subject::Log(name) => out.push_str(name),
+        }
+    }
+
+    /// Appends how summaries name the subject (its `Display`).
+    pub fn push_to(&self, out: &mut String) {
+        match self {
+            Subject::Agent(a) => {
+                out.push_str(&a.profile);
+                out.push(' ');
+                out.push_str(&a.id);
+            }
+            Subject::Address(ip) => {
+                out.push_str("unknown host ");
+                crate::text::push_ip(out, *ip);
+            }
+            Subject::Log(name) => {
+                out.push_str("log ");
+                out.push_str(name);
+            }
         }
     }
 }
 
 impl fmt::Display for Subject<'_> {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Subject::Agent(a) => write!(f, "{} {}", a.profile, a.id),
-            Subject::Address(ip) => write!(f, "unknown host {ip}"),
-            Subject::Log(name) => write!(f, "log {name}"),
-        }
+        let mut text = String::new();
+        self.push_to(&mut text);
+        f.write_str(&text)
     }
 }
 
@@ -267,10 +292,16 @@ impl Finding {
         target: Option<&str>,
         summary: String,
     ) -> Finding {
-        let incident = match target {
-            Some(t) => format!("{}/{}/{}", subject.key(), rule.id, t),
-            None => format!("{}/{}", subject.key(), rule.id),
-        };
+        // Built by hand: findings are made on every firing, and `format!`
+        // cost more than the rest of making one.
+        let mut incident = String::with_capacity(64);
+        subject.push_key(&mut incident);
+        incident.push('/');
+        incident.push_str(rule.id);
+        if let Some(t) = target {
+            incident.push('/');
+            incident.push_str(t);
+        }
         Finding {
             rule,
             severity: rule.severity,
