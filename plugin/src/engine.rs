@@ -122,6 +122,8 @@ pub struct Engine {
     emitted: Vec<IncidentRecord>,
     /// The format the current batch's records are in, when the host said so.
     stream_hint: Option<crate::record::InputFormat>,
+    /// The keys of the records read so far, by position (a cache, not learnt).
+    key_order: crate::record::fields::KeyOrder,
     field_set: FieldSet,
     /// The partition this engine judges, when it judges one.
     scope: scope::Scope,
@@ -257,6 +259,7 @@ impl Engine {
             learnt: Learnt::new(&policy.monitor),
             emitted: Vec::new(),
             stream_hint: None,
+            key_order: crate::record::fields::KeyOrder::new(),
             field_set: FieldSet::Native,
             scope: scope::Scope::default(),
             current: None,
@@ -531,7 +534,7 @@ impl Engine {
             }
         };
         let mut fields = Fields::empty();
-        if let Err(e) = fields.read(text) {
+        if let Err(e) = fields.read_in_order(text, &mut self.key_order) {
             // Valid JSON the field reader cannot take (nested past its
             // depth, a number beyond f64 in a field it reads): kept as the
             // object it is, byte for byte, and said to be unjudged.

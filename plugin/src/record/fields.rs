@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 mod scan;
-pub use scan::is_json_object;
+pub use scan::{KeyOrder, is_json_object};
 
 /// Known keys a record holds without the field storage leaving the stack:
 /// enough for the widest format (goflow2's IPFIX records carry about 20).
@@ -310,9 +310,19 @@ impl<'a> Fields<'a> {
         Ok(fields)
     }
 
-    /// [`Fields::parse`] into these (empty) fields, in place: the hot path.
+    /// [`Fields::parse`] into these (empty) fields, in place.
     pub fn read(&mut self, line: &'a str) -> Result<(), serde_json::Error> {
-        if scan::read_known_fields(line, self) {
+        self.read_in_order(line, &mut KeyOrder::off())
+    }
+
+    /// [`Fields::read`] for one record of a run: `order` remembers the
+    /// keys of the ones before (the hot path).
+    pub fn read_in_order(
+        &mut self,
+        line: &'a str,
+        order: &mut KeyOrder,
+    ) -> Result<(), serde_json::Error> {
+        if scan::read_known_fields(line, self, order) {
             return Ok(());
         }
         *self = Fields::empty();
