@@ -8,11 +8,11 @@
 use crate::bounded::BoundedMap;
 use crate::name::Name;
 use crate::rules::{Finding, RuleInfo};
-use crate::text::Decimal;
+use crate::text::{Decimal, ip_text};
 use crate::time::{NANOS_PER_SEC, Timestamp};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 const WINDOW_NANOS: i64 = 60 * NANOS_PER_SEC;
 
@@ -188,12 +188,8 @@ fn subnet_of(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
-            let mut subnet = String::with_capacity(18);
-            for octet in [a, b, c] {
-                subnet.push_str(Decimal::new(u64::from(octet)).as_str());
-                subnet.push('.');
-            }
-            subnet.push_str("0/24");
+            let mut subnet = ip_text(Ipv4Addr::new(a, b, c, 0).into());
+            subnet.push_str("/24");
             subnet
         }
         IpAddr::V6(v6) => {
