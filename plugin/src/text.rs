@@ -63,6 +63,20 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// `s` without the whitespace around it, as [`str::trim`] gives it, but
+/// with no loop entered when there is none (values rarely have any, and the
+/// guest checks for interruption at the head of every loop it enters).
+#[inline]
+pub(crate) fn trimmed(s: &str) -> &str {
+    // A byte of 0x21..=0x7E is an ASCII character that is not whitespace;
+    // anything else (a control, a multi-byte character) may be.
+    let plain = |b: &u8| (0x21..0x7F).contains(b);
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(first), Some(last)) if plain(first) && plain(last) => s,
+        _ => s.trim(),
+    }
+}
+
 /// A number in decimal, written without `core::fmt`: findings build their
 /// summaries and incident keys from addresses and ports, and `format!` cost
 /// about two thousand instructions a call in the guest.
@@ -287,6 +301,28 @@ mod simd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trimmed_is_str_trim() {
+        for s in [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "\tx\n",
+            "10.0.0.1",
+            " 10.0.0.1\r\n",
+            "a b",
+            "\u{a0}x",
+            "x\u{3000}",
+            "\u{1f}x\u{7f}",
+            "é",
+            "\u{b}1\u{c}",
+        ] {
+            assert_eq!(trimmed(s), s.trim(), "{s:?}");
+        }
+    }
 
     #[test]
     fn numbers_and_addresses_read_as_display_writes_them() {

@@ -8,6 +8,7 @@
 use super::fields::{Fields, Key, Value};
 use super::{DecodeError, Proto, Stream};
 use crate::net::Destination;
+use crate::text::trimmed;
 use crate::time::Timestamp;
 use std::net::IpAddr;
 
@@ -94,7 +95,7 @@ impl<'r, 'a> Reader<'r, 'a> {
     pub fn string(&self, key: Key) -> Result<Option<String>, DecodeError> {
         match self.present(key) {
             None => Ok(None),
-            Some(Value::Str(s)) if s.trim().is_empty() => Err(self.error(key, "is empty")),
+            Some(Value::Str(s)) if trimmed(s).is_empty() => Err(self.error(key, "is empty")),
             Some(Value::Str(s)) => Ok(Some(s.to_string())),
             // Numeric ids are common (`"agent_id": 42`): accept them as text.
             Some(Value::UInt(v)) => Ok(Some(v.to_string())),
@@ -183,7 +184,7 @@ impl Item<'_, '_, '_> {
     pub fn string(&self, name: &str) -> Result<Option<String>, DecodeError> {
         match self.present(name)? {
             None => Ok(None),
-            Some(Value::Str(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+            Some(Value::Str(s)) if !trimmed(s).is_empty() => Ok(Some(trimmed(s).to_string())),
             Some(v) => Err(self.error(
                 name,
                 format!("must be a non-empty string, found {}", v.preview()),
@@ -225,7 +226,7 @@ impl Reader<'_, '_> {
 
 fn parse_timestamp(v: &Value) -> Option<Timestamp> {
     match v {
-        Value::Str(s) => Timestamp::parse_rfc3339(s.trim()).or_else(|| {
+        Value::Str(s) => Timestamp::parse_rfc3339(trimmed(s)).or_else(|| {
             s.trim()
                 .parse::<f64>()
                 .ok()
@@ -245,7 +246,7 @@ fn parse_tcp_flags(v: &Value) -> Option<u8> {
     if let Some(n) = v.as_u64() {
         return u8::try_from(n).ok();
     }
-    let s = v.as_str()?.trim();
+    let s = trimmed(v.as_str()?);
     if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         return u8::from_str_radix(hex, 16).ok();
     }
@@ -272,7 +273,7 @@ fn parse_tcp_flags(v: &Value) -> Option<u8> {
 
 fn parse_proto(v: &Value) -> Option<Proto> {
     match v {
-        Value::Str(s) => Proto::from_name(s.trim()),
+        Value::Str(s) => Proto::from_name(trimmed(s)),
         _ => v.as_u64().and_then(Proto::from_number),
     }
 }
@@ -280,7 +281,7 @@ fn parse_proto(v: &Value) -> Option<Proto> {
 /// IP text, with IPv4-mapped IPv6 (`::ffff:10.0.0.1`) folded to IPv4 so one
 /// host has one key whatever the exporter wrote.
 pub(crate) fn parse_ip(v: &Value) -> Option<IpAddr> {
-    let s = v.as_str()?.trim();
+    let s = trimmed(v.as_str()?);
     crate::net::parse_ip(s).map(|ip| ip.to_canonical())
 }
 
