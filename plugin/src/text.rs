@@ -1,6 +1,7 @@
 //! The byte scans every record goes through: where a JSON string needs
-//! care, and whether a line is UTF-8; the string writer built on them; and
-//! numbers and addresses as text without `core::fmt`.
+//! care, and whether a line is UTF-8; the string writer built on them;
+//! trimming without a loop; and numbers and addresses as text without
+//! `core::fmt`.
 //!
 //! Written once for the three builds. Finding a string's end looks at eight
 //! bytes at a time in a `u64` (SWAR) natively and in the Fluent Bit module

@@ -227,7 +227,7 @@ impl Reader<'_, '_> {
 fn parse_timestamp(v: &Value) -> Option<Timestamp> {
     match v {
         Value::Str(s) => Timestamp::parse_rfc3339(trimmed(s)).or_else(|| {
-            s.trim()
+            trimmed(s)
                 .parse::<f64>()
                 .ok()
                 .and_then(Timestamp::from_epoch_number)
