@@ -19,23 +19,40 @@
 /// the same length), byte by byte, as C's `memcmp` answers.
 #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 fn compare(a: &[u8], b: &[u8]) -> i32 {
-    let mut words = a.chunks_exact(8).zip(b.chunks_exact(8));
-    for (x, y) in &mut words {
-        let x = u64::from_le_bytes(x.try_into().expect("chunks of 8"));
-        let y = u64::from_le_bytes(y.try_into().expect("chunks of 8"));
-        if x != y {
-            // Little-endian: the lowest differing byte is the first in memory.
-            let shift = (x ^ y).trailing_zeros() / 8 * 8;
-            return i32::from((x >> shift) as u8) - i32::from((y >> shift) as u8);
+    let n = a.len();
+    if n < 8 {
+        for (&x, &y) in a.iter().zip(b) {
+            if x != y {
+                return i32::from(x) - i32::from(y);
+            }
         }
+        return 0;
     }
-    let tail = a.len() / 8 * 8;
-    for (&x, &y) in a[tail..].iter().zip(&b[tail..]) {
-        if x != y {
-            return i32::from(x) - i32::from(y);
+    // Whole words, then the last eight bytes as one word overlapping the
+    // ones already equal: no byte loop (in the guest every loop entered is
+    // checked for interruption), and names of 8 to 16 bytes take no loop.
+    let mut i = 0;
+    while i + 16 <= n {
+        if let Some(order) = word_order(a, b, i) {
+            return order;
         }
+        i += 8;
     }
-    0
+    word_order(a, b, i)
+        .or_else(|| word_order(a, b, n - 8))
+        .unwrap_or(0)
+}
+
+/// How the eight bytes at `i` of `a` and `b` order, if they differ.
+#[inline(always)]
+fn word_order(a: &[u8], b: &[u8], i: usize) -> Option<i32> {
+    let x = u64::from_le_bytes(a[i..i + 8].try_into().expect("eight bytes"));
+    let y = u64::from_le_bytes(b[i..i + 8].try_into().expect("eight bytes"));
+    (x != y).then(|| {
+        // Little-endian: the lowest differing byte is the first in memory.
+        let shift = (x ^ y).trailing_zeros() / 8 * 8;
+        i32::from((x >> shift) as u8) - i32::from((y >> shift) as u8)
+    })
 }
 
 /// # Safety
