@@ -30,7 +30,8 @@ fn compare(a: &[u8], b: &[u8]) -> i32 {
     }
     // Whole words, then the last eight bytes as one word overlapping the
     // ones already equal: no byte loop (in the guest every loop entered is
-    // checked for interruption), and names of 8 to 16 bytes take no loop.
+    // checked for interruption), and a name of 8 to 15 bytes is two word
+    // compares.
     let mut i = 0;
     while i + 16 <= n {
         if let Some(order) = word_order(a, b, i) {
