@@ -8,8 +8,8 @@
 //! the lookups collect candidates by position and the lowest wins. Short
 //! lists, where trying each rule is cheaper than hashing, are tried in order.
 
-use super::Proto;
 use super::destination::{Destination, Rule};
+use super::{Addr, Proto};
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
@@ -29,9 +29,10 @@ pub struct RuleSet {
 #[derive(Debug, Clone, Default)]
 struct Index {
     any: Vec<u32>,
-    addresses: FxHashMap<IpAddr, Vec<u32>>,
-    /// One table per prefix length in use, keyed by the network.
-    networks: Vec<(u8, FxHashMap<IpNet, Vec<u32>>)>,
+    /// Keyed by [`Addr`] for its hash (a fleet's addresses share their first octets).
+    addresses: FxHashMap<Addr, Vec<u32>>,
+    /// One table per prefix length in use, keyed by the network's address.
+    networks: Vec<(u8, FxHashMap<Addr, Vec<u32>>)>,
     names: FxHashMap<Box<str>, Vec<u32>>,
     /// `*.suffix`, by suffix.
     one_label_below: FxHashMap<Box<str>, Vec<u32>>,
@@ -99,7 +100,7 @@ impl Index {
             let position = position as u32;
             let list = match &rule.destination {
                 Destination::Any => &mut index.any,
-                Destination::Ip(ip) => index.addresses.entry(*ip).or_default(),
+                Destination::Ip(ip) => index.addresses.entry(Addr(*ip)).or_default(),
                 Destination::Net(net) => {
                     let len = net.prefix_len();
                     let table = match index.networks.iter().position(|(l, _)| *l == len) {
@@ -109,7 +110,7 @@ impl Index {
                             &mut index.networks.last_mut().expect("just pushed").1
                         }
                     };
-                    table.entry(*net).or_default()
+                    table.entry(Addr(net.network())).or_default()
                 }
                 Destination::Name(name) => index.names.entry(name.as_str().into()).or_default(),
                 Destination::OneLabelBelow(suffix) => index
@@ -152,10 +153,10 @@ impl Index {
             }
         };
         consider(Some(&self.any));
-        consider(self.addresses.get(&ip));
+        consider(self.addresses.get(&Addr(ip)));
         for (len, table) in &self.networks {
             if let Ok(net) = IpNet::new(ip, *len) {
-                consider(table.get(&net.trunc()));
+                consider(table.get(&Addr(net.network())));
             }
         }
         for name in names {
