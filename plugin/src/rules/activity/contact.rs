@@ -35,14 +35,33 @@ struct Service {
     proto: Proto,
 }
 
-/// A [`Contact`] as held: 24 bytes where the whole took 40.
+/// A [`Contact`] as held: 20 bytes where the whole took 40. Packed to
+/// 4-byte alignment (aligned, the times would pad it to 24), with the settled
+/// flag as the top bit of the service's number.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, packed(4))]
 struct Held {
-    service: u16,
-    src_port: u16,
-    settled: bool,
     start: Timestamp,
     end: Timestamp,
+    /// The service's number, and [`SETTLED`].
+    service: u16,
+    src_port: u16,
+}
+
+/// [`Held::service`]'s flag: a heartbeat window reported the contact.
+const SETTLED: u16 = 1 << 15;
+
+// Services are renumbered before they outnumber the contacts twice over.
+const _: () = assert!(2 * MAX_CONTACTS + 8 < SETTLED as usize);
+
+impl Held {
+    fn service(self) -> u16 {
+        self.service & !SETTLED
+    }
+
+    fn settled(self) -> bool {
+        self.service & SETTLED != 0
+    }
 }
 
 /// An agent's contacts, oldest first (by start), at most [`MAX_CONTACTS`].
@@ -65,7 +84,7 @@ impl Contacts {
 
     pub fn get(&self, i: usize) -> Contact {
         let h = self.held[i];
-        let service = self.services[usize::from(h.service)];
+        let service = self.services[usize::from(h.service())];
         Contact {
             dst: service.dst,
             port: service.port,
@@ -73,7 +92,7 @@ impl Contacts {
             src_port: h.src_port,
             start: h.start,
             end: h.end,
-            settled: h.settled,
+            settled: h.settled(),
         }
     }
 
@@ -83,7 +102,7 @@ impl Contacts {
 
     /// Marks contact `i` accounted for by a heartbeat window.
     pub fn settle(&mut self, i: usize) {
-        self.held[i].settled = true;
+        self.held[i].service |= SETTLED;
     }
 
     /// Remembers a flow's connection; slices of one connection join, whatever
@@ -108,9 +127,9 @@ impl Contacts {
             // Under pressure (a loop to one destination), a connection joins
             // the latest to the same destination when it is close in time.
             if let Some(h) = self.held.iter_mut().rev().find(|h| {
-                service.is_some_and(|s| usize::from(h.service) == s)
+                service.is_some_and(|s| usize::from(h.service()) == s)
                     && flow.ts.0 <= h.end.0 + 60 * NANOS_PER_SEC
-                    && h.start <= flow.ts
+                    && h.start.0 <= flow.ts.0
             }) {
                 h.end = h.end.max(end);
                 return None;
@@ -125,16 +144,15 @@ impl Contacts {
         let at = self
             .held
             .iter()
-            .rposition(|h| h.start <= flow.ts)
+            .rposition(|h| h.start.0 <= flow.ts.0)
             .map_or(0, |i| i + 1);
         self.held.insert(
             at,
             Held {
-                service,
-                src_port: flow.src_port,
-                settled: false,
                 start: flow.ts,
                 end,
+                service,
+                src_port: flow.src_port,
             },
         );
         forgotten
@@ -145,7 +163,7 @@ impl Contacts {
         let touches = |h: &Held, start: Timestamp, end: Timestamp| {
             start.0 <= h.end.0 + SLICE_GAP_NANOS && end.0 + SLICE_GAP_NANOS >= h.start.0
         };
-        let same = |h: &Held| h.src_port == src_port && h.service == service;
+        let same = |h: &Held| h.src_port == src_port && h.service() == service;
         let Some(i) = (self.held.iter()).rposition(|h| same(h) && touches(h, start, end)) else {
             return false;
         };
@@ -161,7 +179,7 @@ impl Contacts {
             let h = &mut self.held[if j < i { i - 1 } else { i }];
             h.start = h.start.min(other.start);
             h.end = h.end.max(other.end);
-            h.settled |= other.settled;
+            h.service |= other.service & SETTLED;
         }
         true
     }
@@ -179,7 +197,7 @@ impl Contacts {
     fn drop_unused_services(&mut self) {
         let mut used = vec![false; self.services.len()];
         for h in &self.held {
-            used[usize::from(h.service)] = true;
+            used[usize::from(h.service())] = true;
         }
         let mut number = vec![0u16; self.services.len()];
         let mut kept = 0u16;
@@ -193,7 +211,7 @@ impl Contacts {
             used[i - 1]
         });
         for h in &mut self.held {
-            h.service = number[usize::from(h.service)];
+            h.service = number[usize::from(h.service())] | (h.service & SETTLED);
         }
     }
 
@@ -225,11 +243,10 @@ impl FromIterator<Contact> for Contacts {
                 None => all.add_service(wanted),
             };
             all.held.push(Held {
-                service,
-                src_port: c.src_port,
-                settled: c.settled,
                 start: c.start,
                 end: c.end,
+                service: service | if c.settled { SETTLED } else { 0 },
+                src_port: c.src_port,
             });
         }
         all
@@ -552,6 +569,29 @@ mod tests {
         }
     }
 
+    /// A slice that bridges two parts of one connection joins them, and a
+    /// heartbeat's settling of either part holds for the whole.
+    #[test]
+    fn a_bridging_slice_joins_two_parts_keeping_their_settling() {
+        let at = |secs: i64| Timestamp::from_secs(1_795_528_800 + secs);
+        let part = |from, to| {
+            let dst = "93.184.216.34".parse().unwrap();
+            outbound(at(from), Some(at(to)), dst, (40_000, 443), Proto::Tcp)
+        };
+        for settled_first in [true, false] {
+            let mut contacts = Contacts::default();
+            contacts.observe(&part(0, 10));
+            contacts.observe(&part(20, 30));
+            assert_eq!(contacts.len(), 2, "ten seconds apart: two parts");
+            contacts.settle(if settled_first { 0 } else { 1 });
+            contacts.observe(&part(9, 21));
+            assert_eq!(contacts.len(), 1);
+            let whole = contacts.get(0);
+            assert_eq!((whole.start, whole.end), (at(0), at(30)));
+            assert!(whole.settled, "settled_first: {settled_first}");
+        }
+    }
+
     #[test]
     fn numbered_services_keep_the_contacts_a_plain_list_keeps() {
         let mut held = Contacts::default();
@@ -623,6 +663,6 @@ mod tests {
             assert!(held.services.len() <= 2 * MAX_CONTACTS + 9, "crawl {n}");
         }
         assert!(held.iter().eq(plain.0.iter().copied()));
-        assert_eq!(std::mem::size_of::<Held>(), 24);
+        assert_eq!(std::mem::size_of::<Held>(), 20);
     }
 }
