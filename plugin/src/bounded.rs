@@ -159,18 +159,25 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
             .copied()
     }
 
+    /// Points the neighbours of `at` (or the list's ends where it has none):
+    /// the newer one's `older` at `newer_sees`, the older one's `newer` at `older_sees`.
+    #[inline]
+    fn repoint(&mut self, at: Link, newer_sees: u32, older_sees: u32) {
+        match at.newer {
+            NONE => self.newest = newer_sees,
+            n => self.links[n as usize].older = newer_sees,
+        }
+        match at.older {
+            NONE => self.oldest = older_sees,
+            o => self.links[o as usize].newer = older_sees,
+        }
+    }
+
     /// Takes slot `i` out of the recency list.
     #[inline]
     fn unlink(&mut self, i: u32) {
-        let Link { newer, older } = self.links[i as usize];
-        match newer {
-            NONE => self.newest = older,
-            n => self.links[n as usize].older = older,
-        }
-        match older {
-            NONE => self.oldest = newer,
-            o => self.links[o as usize].newer = newer,
-        }
+        let at = self.links[i as usize];
+        self.repoint(at, at.older, at.newer);
     }
 
     /// Puts slot `i` (not in the list) first in the recency list.
@@ -233,15 +240,7 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
         self.links.swap_remove(i as usize);
         if last != i {
             // The last slot is now numbered `i`: its neighbours and index follow.
-            let Link { newer, older } = self.links[i as usize];
-            match newer {
-                NONE => self.newest = i,
-                n => self.links[n as usize].older = i,
-            }
-            match older {
-                NONE => self.oldest = i,
-                o => self.links[o as usize].newer = i,
-            }
+            self.repoint(self.links[i as usize], i, i);
             let hash = hash_of(&self.slots.get(i).key);
             if let Some(number) = self.index.find_mut(hash, |&j| j == last) {
                 *number = i;
