@@ -257,21 +257,25 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
         }
     }
 
-    /// Replaces a held key's value, or adds it; either way it becomes the most
-    /// recently used. No room is made.
-    fn put(&mut self, key: K, value: V, epoch: u32, moved: bool) {
-        let i = match self.find(&key) {
+    /// Replaces a held key's value, or adds it (first making room under the
+    /// cap when `room`, and handing back what that forgot); either way it
+    /// becomes the most recently used, stamped with `epoch` and `moved`.
+    fn put(&mut self, key: K, value: V, epoch: u32, moved: bool, room: bool) -> Option<(K, V)> {
+        let (i, evicted) = match self.find(&key) {
             Some(i) => {
-                let s = self.slots.get_mut(i);
-                s.value = value;
-                i
+                self.slots.get_mut(i).value = value;
+                (i, None)
             }
-            None => self.add(key, value, moved),
+            None => {
+                let evicted = if room { self.make_room() } else { None };
+                (self.add(key, value, moved), evicted)
+            }
         };
         let s = self.slots.get_mut(i);
         s.epoch = epoch;
         s.moved = moved;
         self.move_to_newest(i);
+        evicted
     }
 
     /// The slots from least to most recently used.
@@ -324,18 +328,7 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
 
     /// [`BoundedMap::insert`], handing back the entry forgotten to make room.
     pub fn insert_evicting(&mut self, key: K, value: V) -> Option<(K, V)> {
-        let epoch = self.epoch.get();
-        if let Some(i) = self.find(&key) {
-            let s = self.slots.get_mut(i);
-            s.value = value;
-            s.epoch = epoch;
-            s.moved = true;
-            self.move_to_newest(i);
-            return None;
-        }
-        let evicted = self.make_room();
-        self.add(key, value, true);
-        evicted
+        self.put(key, value, self.epoch.get(), true, true)
     }
 
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
@@ -513,7 +506,7 @@ where
                 map.evictions = evictions;
                 let epoch = map.epoch.get();
                 for SavedEntry(key, value, moved) in entries {
-                    map.put(key, value, epoch, moved.unwrap_or(true));
+                    map.put(key, value, epoch, moved.unwrap_or(true), false);
                 }
                 if removed.is_some() {
                     map.read_as = Saving::Changes;
@@ -581,7 +574,9 @@ impl<K: Hash + Eq + Clone, V> ApplyChanges for BoundedMap<K, V> {
                     place.epoch = settled;
                     place.moved = false;
                 }
-                _ => self.put(key, value, settled, false),
+                _ => {
+                    self.put(key, value, settled, false, false);
+                }
             }
         }
         self.cap = later.cap;
