@@ -72,17 +72,43 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
     }
 }
 
+/// `x * k` for a positive constant `k`, `None` past `i64`. Range checks
+/// against `k`'s quotients rather than `checked_mul`, whose overflow test the
+/// guest (wasm32) makes with a 128-bit multiply called out of line, and time
+/// arithmetic runs on every record.
+#[inline]
+const fn scaled(x: i64, k: i64) -> Option<i64> {
+    if x > i64::MAX / k || x < i64::MIN / k {
+        None
+    } else {
+        Some(x * k)
+    }
+}
+
+/// [`scaled`], saturating at `i64`'s ends as `saturating_mul` does.
+#[inline]
+const fn scaled_saturating(x: i64, k: i64) -> i64 {
+    match scaled(x, k) {
+        Some(v) => v,
+        None if x > 0 => i64::MAX,
+        None => i64::MIN,
+    }
+}
+
 impl Timestamp {
     pub fn from_secs(secs: i64) -> Self {
-        Timestamp(secs.saturating_mul(NANOS_PER_SEC))
+        Timestamp(scaled_saturating(secs, NANOS_PER_SEC))
     }
 
     pub fn plus_secs(self, secs: i64) -> Self {
-        Timestamp(self.0.saturating_add(secs.saturating_mul(NANOS_PER_SEC)))
+        Timestamp(
+            self.0
+                .saturating_add(scaled_saturating(secs, NANOS_PER_SEC)),
+        )
     }
 
     pub fn plus_minutes(self, minutes: i64) -> Self {
-        self.plus_secs(minutes.saturating_mul(60))
+        self.plus_secs(scaled_saturating(minutes, 60))
     }
 
     /// Epoch number of unknown unit: the magnitude tells the unit, since any
@@ -193,7 +219,7 @@ impl Timestamp {
         let days = days_from_civil(year, month, day);
         let secs = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset_secs;
         Some(Timestamp(
-            secs.checked_mul(NANOS_PER_SEC)?.checked_add(frac_nanos)?,
+            scaled(secs, NANOS_PER_SEC)?.checked_add(frac_nanos)?,
         ))
     }
 
@@ -334,6 +360,29 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scaling_agrees_with_the_overflow_checked_multiply() {
+        let mut edges = vec![0, 1, -1, i64::MAX, i64::MIN, i64::MAX - 1, i64::MIN + 1];
+        for k in [60, NANOS_PER_SEC] {
+            for q in [i64::MAX / k, i64::MIN / k] {
+                edges.extend([q - 1, q, q + 1]);
+            }
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            edges.push((x as i64) >> (x % 64));
+        }
+        for k in [60, NANOS_PER_SEC] {
+            for &v in &edges {
+                assert_eq!(scaled(v, k), v.checked_mul(k), "{v} * {k}");
+                assert_eq!(scaled_saturating(v, k), v.saturating_mul(k), "{v} * {k}");
+            }
+        }
+    }
 
     #[test]
     fn parses_and_formats_utc() {
