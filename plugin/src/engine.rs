@@ -40,6 +40,7 @@ use crate::rules::{
 use crate::siem::{Endpoints, FieldSet, Original};
 use crate::time::Timestamp;
 use std::net::IpAddr;
+use std::rc::Rc;
 
 /// Running totals; see the WIT `stats` record for their meaning.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -614,11 +615,11 @@ impl Engine {
                 if let Some(agent) = self.learnt.registry.agent(&c.agent_id) {
                     let profile = self
                         .policy
-                        .profile(&agent.profile, agent.deployment.as_deref());
+                        .profile(&agent.info.profile, agent.info.deployment.as_deref());
                     if let Some(deadline) = lifetime_exceeded::deadline(agent, profile) {
                         self.learnt
                             .deadlines
-                            .schedule(deadline, Due::Lifetime(agent.id.clone()));
+                            .schedule(deadline, Due::Lifetime(agent.info.id.clone()));
                     }
                 }
                 (self.control_note(&c.agent_id, update), Vec::new())
@@ -688,10 +689,10 @@ impl Engine {
                             .unwrap_or_default()
                     ));
                 }
-                let id = agent.id.clone();
+                let id = agent.info.id.clone();
                 let profile = self
                     .policy
-                    .profile(&agent.profile, agent.deployment.as_deref());
+                    .profile(&agent.info.profile, agent.info.deployment.as_deref());
                 let overdue = heartbeat_missing::overdue_at(profile, live.ts, None);
                 self.heard_from(id, live.ts, overdue);
                 (note, Vec::new())

@@ -8,6 +8,7 @@ use crate::name::Name;
 use crate::registry::AgentInfo;
 use crate::rules::{Finding, RuleInfo, Severity};
 use crate::time::Timestamp;
+use std::rc::Rc;
 
 /// An incident as its records report it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -17,7 +18,8 @@ pub struct Incident {
     pub rule: &'static RuleInfo,
     pub severity: Severity,
     pub alerting: bool,
-    pub agent: Option<AgentInfo>,
+    /// Shared with the agent's records while its names stay the same.
+    pub agent: Option<Rc<AgentInfo>>,
     /// The first finding's summary.
     #[serde(with = "crate::name::words")]
     pub summary: String,
@@ -89,7 +91,7 @@ impl Incidents {
     pub fn observe(
         &mut self,
         finding: &Finding,
-        agent: Option<&AgentInfo>,
+        agent: Option<&Rc<AgentInfo>>,
         evidence: Option<&crate::record::Endpoints>,
         t: Timestamp,
     ) -> (Occurrence, Option<Incident>) {

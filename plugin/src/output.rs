@@ -108,10 +108,7 @@ pub struct Reported {
 pub struct Note {
     pub stream: Stream,
     pub ts: Option<Timestamp>,
-    pub agent: Option<AgentInfo>,
-    /// `agent` as JSON, made once per agent ([`Agent::note_json`]); without
-    /// it (an incident's agent, read back from a save) `agent` is written.
-    pub agent_json: Option<Rc<[u8]>>,
+    pub agent: Option<Rc<AgentInfo>>,
     /// For flows: `outbound`, `inbound` (to an agent) or `return` (an agent answering).
     pub direction: Option<&'static str>,
     pub verdict: Verdict,
@@ -140,7 +137,6 @@ impl Note {
             stream,
             ts: None,
             agent: None,
-            agent_json: None,
             direction: None,
             verdict,
             findings: Vec::new(),
@@ -152,8 +148,7 @@ impl Note {
 
     /// Attributes the record to `agent`.
     pub fn attribute(&mut self, agent: &Agent) {
-        self.agent = Some(AgentInfo::from(agent));
-        self.agent_json = Some(agent.note_json());
+        self.agent = Some(agent.info.clone());
     }
 
     /// Writes `"clawwatch":{...}` (without surrounding braces or commas).
@@ -168,10 +163,7 @@ impl Note {
         }
         if let Some(a) = &self.agent {
             out.extend_from_slice(b",\"agent\":");
-            match &self.agent_json {
-                Some(json) => out.extend_from_slice(json),
-                None => a.write_json(out),
-            }
+            out.extend_from_slice(a.note_json());
         }
         if let Some(d) = self.direction {
             out.extend_from_slice(b",\"direction\":\"");

@@ -24,15 +24,14 @@ const BINDINGS_PER_ADDRESS: usize = 8;
 /// start this long before the spawn that gave its source address.
 const SPAWN_SKEW_NANOS: i64 = 2 * crate::time::NANOS_PER_SEC;
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// An agent as the registry knows it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(from = "SavedAgent")]
 pub struct Agent {
-    pub id: Name,
-    pub agent_type: Name,
-    pub deployment: Option<Name>,
-    /// The profile the agent is judged by (defaults to its type; `agent.policy` may change it).
-    pub profile: Name,
+    /// Its names, shared with its records' notes and its incidents (one
+    /// allocation however many hold them); a new one when its profile changes.
+    pub info: Rc<AgentInfo>,
     pub task_id: Option<String>,
-    #[serde(with = "crate::net::addr::list")]
     pub ips: Vec<IpAddr>,
     pub spawned: Timestamp,
     /// Lifetime announced by the spawn record, which wins over the profile's.
@@ -40,32 +39,68 @@ pub struct Agent {
     /// Extensions granted by `agent.policy`.
     pub extended_minutes: u64,
     pub terminated: Option<Timestamp>,
-    /// The agent as notes write it, made on first use (never saved).
-    #[serde(skip)]
-    pub written: Written,
+}
+
+/// [`Agent`] as a save holds it: its names inline, as they were before the
+/// agent shared them (saves keep their layout).
+#[derive(serde::Deserialize)]
+struct SavedAgent {
+    id: Name,
+    agent_type: Name,
+    deployment: Option<Name>,
+    profile: Name,
+    task_id: Option<String>,
+    #[serde(with = "crate::net::addr::list")]
+    ips: Vec<IpAddr>,
+    spawned: Timestamp,
+    lifetime_minutes: Option<u64>,
+    extended_minutes: u64,
+    terminated: Option<Timestamp>,
+}
+
+/// Writes [`SavedAgent`]'s fields in its order, borrowing them.
+impl serde::Serialize for Agent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Addrs<'a>(&'a [IpAddr]);
+        impl serde::Serialize for Addrs<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                crate::net::addr::list::serialize(self.0, s)
+            }
+        }
+        let info = &*self.info;
+        let mut saved = s.serialize_struct("SavedAgent", 10)?;
+        saved.serialize_field("id", &info.id)?;
+        saved.serialize_field("agent_type", &info.agent_type)?;
+        saved.serialize_field("deployment", &info.deployment)?;
+        saved.serialize_field("profile", &info.profile)?;
+        saved.serialize_field("task_id", &self.task_id)?;
+        saved.serialize_field("ips", &Addrs(&self.ips))?;
+        saved.serialize_field("spawned", &self.spawned)?;
+        saved.serialize_field("lifetime_minutes", &self.lifetime_minutes)?;
+        saved.serialize_field("extended_minutes", &self.extended_minutes)?;
+        saved.serialize_field("terminated", &self.terminated)?;
+        saved.end()
+    }
+}
+
+impl From<SavedAgent> for Agent {
+    fn from(a: SavedAgent) -> Agent {
+        Agent {
+            info: Rc::new(AgentInfo::new(a.id, a.agent_type, a.deployment, a.profile)),
+            task_id: a.task_id,
+            ips: a.ips,
+            spawned: a.spawned,
+            lifetime_minutes: a.lifetime_minutes,
+            extended_minutes: a.extended_minutes,
+            terminated: a.terminated,
+        }
+    }
 }
 
 impl Agent {
     pub fn is_live_at(&self, t: Timestamp) -> bool {
         self.terminated.is_none_or(|end| t < end)
-    }
-
-    /// [`AgentInfo::write_json`] of this agent, written on first use and
-    /// shared by every note naming it after.
-    pub fn note_json(&self) -> Rc<[u8]> {
-        let json = self.written.0.get_or_init(|| {
-            let mut json = Vec::with_capacity(96);
-            let deployment = self.deployment.as_deref();
-            write_agent_json(
-                &mut json,
-                &self.id,
-                &self.agent_type,
-                deployment,
-                &self.profile,
-            );
-            json.into()
-        });
-        json.clone()
     }
 }
 
@@ -76,13 +111,37 @@ pub struct AgentInfo {
     pub agent_type: Name,
     pub deployment: Option<Name>,
     pub profile: Name,
+    /// The note JSON, made on first use (never saved).
+    #[serde(skip)]
+    written: Written,
 }
 
 impl AgentInfo {
-    /// `{"id":…,"type":…,"deployment":…,"profile":…}`, as the note's `agent`.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        let deployment = self.deployment.as_deref();
-        write_agent_json(out, &self.id, &self.agent_type, deployment, &self.profile);
+    pub fn new(id: Name, agent_type: Name, deployment: Option<Name>, profile: Name) -> AgentInfo {
+        AgentInfo {
+            id,
+            agent_type,
+            deployment,
+            profile,
+            written: Written::default(),
+        }
+    }
+
+    /// `{"id":…,"type":…,"deployment":…,"profile":…}`, as the note's `agent`:
+    /// written on first use and copied after.
+    pub fn note_json(&self) -> &[u8] {
+        self.written.0.get_or_init(|| {
+            let mut json = Vec::with_capacity(96);
+            let deployment = self.deployment.as_deref();
+            write_agent_json(
+                &mut json,
+                &self.id,
+                &self.agent_type,
+                deployment,
+                &self.profile,
+            );
+            json.into()
+        })
     }
 }
 
@@ -106,23 +165,12 @@ fn write_agent_json(
     out.push(b'}');
 }
 
-impl From<&Agent> for AgentInfo {
-    fn from(a: &Agent) -> Self {
-        AgentInfo {
-            id: a.id.clone(),
-            agent_type: a.agent_type.clone(),
-            deployment: a.deployment.clone(),
-            profile: a.profile.clone(),
-        }
-    }
-}
-
-/// An agent's note JSON, written once and shared by every note naming the
+/// An agent's note JSON, written once and copied into every note naming the
 /// agent: escaping its four names on each record was 4% of the engine's
 /// instructions. A cache of the other fields, so it compares
 /// equal whatever it holds; an agent whose profile changes gets a new one.
 #[derive(Clone, Default)]
-pub struct Written(OnceCell<Rc<[u8]>>);
+struct Written(OnceCell<Box<[u8]>>);
 
 impl PartialEq for Written {
     fn eq(&self, _: &Written) -> bool {
@@ -236,20 +284,21 @@ impl Registry {
                 history.remove(0);
             }
         }
-        let agent = Agent {
-            id: id.clone(),
-            agent_type: self.kinds.get(&s.agent_type),
-            deployment: s.deployment.as_deref().map(|d| self.kinds.get(d)),
-            profile: self
-                .kinds
+        let info = AgentInfo::new(
+            id.clone(),
+            self.kinds.get(&s.agent_type),
+            s.deployment.as_deref().map(|d| self.kinds.get(d)),
+            self.kinds
                 .get(s.profile.as_deref().unwrap_or(&s.agent_type)),
+        );
+        let agent = Agent {
+            info: Rc::new(info),
             task_id: s.task_id.clone(),
             ips: s.ips.clone(),
             spawned: s.ts,
             lifetime_minutes: s.expected_lifetime_minutes,
             extended_minutes: 0,
             terminated: None,
-            written: Written::default(),
         };
         self.agents.insert(id, agent);
     }
@@ -259,7 +308,7 @@ impl Registry {
             return Update::UnknownAgent;
         };
         agent.terminated = Some(agent.terminated.map_or(t.ts, |old| old.min(t.ts)));
-        let (id, ips) = (agent.id.clone(), agent.ips.clone());
+        let (id, ips) = (agent.info.id.clone(), agent.ips.clone());
         for ip in ips {
             self.close(ip, &id, t.ts);
         }
@@ -271,8 +320,13 @@ impl Registry {
             return Update::UnknownAgent;
         };
         if let Some(profile) = &c.profile {
-            agent.profile = self.kinds.get(profile);
-            agent.written = Written::default();
+            let info = &agent.info;
+            agent.info = Rc::new(AgentInfo::new(
+                info.id.clone(),
+                info.agent_type.clone(),
+                info.deployment.clone(),
+                self.kinds.get(profile),
+            ));
         }
         agent.extended_minutes = agent
             .extended_minutes
@@ -351,7 +405,7 @@ mod tests {
 
     fn holder(r: &mut Registry, ip: &str, at: &str) -> Option<String> {
         r.agent_at(ip.parse().unwrap(), ts(at))
-            .map(|a| a.id.to_string())
+            .map(|a| a.info.id.to_string())
     }
 
     #[test]
@@ -403,7 +457,7 @@ mod tests {
             extend_minutes: Some(30),
         };
         assert_eq!(r.change_policy(&change), Update::Applied);
-        assert_eq!(&*r.agent("a").unwrap().profile, "p2");
+        assert_eq!(&*r.agent("a").unwrap().info.profile, "p2");
         assert_eq!(r.agent("a").unwrap().extended_minutes, 30);
         assert_eq!(
             r.change_policy(&PolicyChange {
@@ -433,13 +487,6 @@ mod tests {
         assert_eq!(holder(&mut r, "10.20.1.0", "2026-11-24T10:01:00Z"), None);
     }
 
-    /// The agent's JSON written from its fields, as for a restored incident's agent.
-    fn written_fresh(agent: &Agent) -> String {
-        let mut out = Vec::new();
-        AgentInfo::from(agent).write_json(&mut out);
-        String::from_utf8(out).unwrap()
-    }
-
     #[test]
     fn an_agents_json_is_written_once_and_says_what_its_fields_say() {
         let mut r = Registry::new(16);
@@ -451,17 +498,16 @@ mod tests {
         s.deployment = Some("prod".into());
         r.spawn(&s);
         let id = s.agent_id.as_str();
-        let first = r.agent(id).unwrap().note_json();
-        let second = r.agent(id).unwrap().note_json();
+        let info = r.agent(id).unwrap().info.clone();
+        let (first, second) = (info.note_json(), r.agent(id).unwrap().info.note_json());
         let written = String::from_utf8(first.to_vec()).unwrap();
-        assert_eq!(written, written_fresh(r.agent(id).unwrap()));
         let parsed: serde_json::Value = serde_json::from_str(&written).unwrap();
         assert_eq!(
             parsed,
             serde_json::json!({"id": id, "type": "t", "deployment": "prod", "profile": "t"})
         );
-        // One text shared by every note naming the agent.
-        assert!(Rc::ptr_eq(&first, &second));
+        // One text copied into every note naming the agent.
+        assert!(std::ptr::eq(first, second));
 
         // A new profile is written anew.
         r.change_policy(&PolicyChange {
@@ -470,10 +516,15 @@ mod tests {
             profile: Some("reviewer".into()),
             extend_minutes: None,
         });
-        let changed = r.agent(id).unwrap().note_json();
-        let written = String::from_utf8(changed.to_vec()).unwrap();
-        assert!(written.ends_with(r#""profile":"reviewer"}"#), "{written}");
-        assert_eq!(written, written_fresh(r.agent(id).unwrap()));
+        let changed = r.agent(id).unwrap().info.note_json();
+        let parsed: serde_json::Value = serde_json::from_slice(changed).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"id": id, "type": "t", "deployment": "prod", "profile": "reviewer"})
+        );
+        // What held the agent's names before (an open incident) keeps them.
+        assert_eq!(&*info.profile, "t");
+        assert_eq!(info.note_json(), first);
     }
 
     #[test]
@@ -488,9 +539,9 @@ mod tests {
         let text = |r: &mut Registry, id: &str| {
             let agent = r.agent(id).unwrap();
             [
-                agent.agent_type.as_ptr(),
-                agent.deployment.as_deref().unwrap().as_ptr(),
-                agent.profile.as_ptr(),
+                agent.info.agent_type.as_ptr(),
+                agent.info.deployment.as_deref().unwrap().as_ptr(),
+                agent.info.profile.as_ptr(),
             ]
         };
         assert_eq!(text(&mut r, "a"), text(&mut r, "b"));

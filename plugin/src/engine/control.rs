@@ -12,26 +12,28 @@ impl Engine {
         if let Some(agent) = self.learnt.registry.agent(&s.agent_id) {
             let profile = self
                 .policy
-                .profile(&agent.profile, agent.deployment.as_deref());
+                .profile(&agent.info.profile, agent.info.deployment.as_deref());
             if profile.is_none() {
                 note.note = Some(format!(
                     "profile \"{}\" is not in the policy: this agent is allowed no traffic",
-                    agent.profile
+                    agent.info.profile
                 ));
             }
             if let Some(deadline) = lifetime_exceeded::deadline(agent, profile) {
                 self.learnt
                     .deadlines
-                    .schedule(deadline, Due::Lifetime(agent.id.clone()));
+                    .schedule(deadline, Due::Lifetime(agent.info.id.clone()));
             }
             let mut activity = Activity::default();
             if let Some(overdue) = heartbeat_missing::overdue_at(profile, agent.spawned, None) {
                 activity.heartbeat_overdue = Some(overdue);
                 self.learnt
                     .deadlines
-                    .schedule(overdue, Due::Heartbeat(agent.id.clone()));
+                    .schedule(overdue, Due::Heartbeat(agent.info.id.clone()));
             }
-            self.learnt.activities.insert(agent.id.clone(), activity);
+            self.learnt
+                .activities
+                .insert(agent.info.id.clone(), activity);
             note.attribute(agent);
         }
         note
@@ -143,7 +145,9 @@ impl Engine {
             .registry
             .agent(&gateway.agent_id)
             .is_some_and(|a| {
-                a.ips == gateway.ips && *a.profile == *gateway.profile && a.terminated.is_none()
+                a.ips == gateway.ips
+                    && *a.info.profile == *gateway.profile
+                    && a.terminated.is_none()
             });
         if !current {
             self.learnt.registry.spawn(&Spawn {
@@ -235,10 +239,10 @@ impl Engine {
         };
         let mut note = Note::new(Stream::Heartbeat, Verdict::Allow);
         note.attribute(agent);
-        let id = agent.id.clone();
+        let id = agent.info.id.clone();
         let profile = self
             .policy
-            .profile(&agent.profile, agent.deployment.as_deref());
+            .profile(&agent.info.profile, agent.info.deployment.as_deref());
         let overdue = heartbeat_missing::overdue_at(
             profile,
             hb.window_end,

@@ -77,7 +77,7 @@ impl Engine {
         let agent = self.learnt.registry.agent(id)?.clone();
         let profile = self
             .policy
-            .profile(&agent.profile, agent.deployment.as_deref())
+            .profile(&agent.info.profile, agent.info.deployment.as_deref())
             .cloned();
         Some((agent, profile))
     }
@@ -94,7 +94,7 @@ impl Engine {
         }
         if let Some(finding) = lifetime_exceeded::check_silent(&agent, profile.as_ref(), watermark)
         {
-            self.report(vec![finding], Some(&AgentInfo::from(&agent)), deadline);
+            self.report(vec![finding], Some(&agent.info), deadline);
         }
     }
 
@@ -111,7 +111,7 @@ impl Engine {
             return;
         };
         if let Some(finding) = heartbeat_missing::check(&agent, last, at) {
-            self.report(vec![finding], Some(&AgentInfo::from(&agent)), at);
+            self.report(vec![finding], Some(&agent.info), at);
         }
     }
 
@@ -155,7 +155,7 @@ impl Engine {
         activity.forget_contacts_before(Timestamp(
             watermark.0 - activity::CONTACT_HISTORY_SECS * crate::time::NANOS_PER_SEC,
         ));
-        let info = AgentInfo::from(&agent);
+        let info = agent.info.clone();
         for (findings, at) in reports {
             self.report(findings, Some(&info), at);
         }
@@ -177,7 +177,7 @@ impl Engine {
             .runaway_at
             .is_some_and(|r| r.0 >= at.0 - 120 * crate::time::NANOS_PER_SEC);
         if !looping {
-            self.report(vec![finding], Some(&AgentInfo::from(&agent)), at);
+            self.report(vec![finding], Some(&agent.info), at);
         }
     }
 
@@ -204,6 +204,6 @@ impl Engine {
         {
             findings.retain(|f| !volume_anomaly::counts_connections(f));
         }
-        self.report(findings, Some(&AgentInfo::from(&agent)), at);
+        self.report(findings, Some(&agent.info), at);
     }
 }

@@ -14,13 +14,13 @@ impl Engine {
             note.verdict = Verdict::Allow;
             let profile = self
                 .policy
-                .profile(&agent.profile, agent.deployment.as_deref());
+                .profile(&agent.info.profile, agent.info.deployment.as_deref());
             // Both DNS analytics work per registered domain: look it up once.
             if let Some(domain) = crate::net::registered_domain(&query.qname) {
                 let activity = self
                     .learnt
                     .activities
-                    .get_or_insert_with(agent.id.clone(), Activity::default);
+                    .get_or_insert_with(agent.info.id.clone(), Activity::default);
                 // A name the agent may reach is not judged for looking random (CDNs, cloud hosts).
                 let names_it =
                     |d: &crate::policy::Destination| d.is_name() && d.matches_name(&query.qname);

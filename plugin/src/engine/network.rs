@@ -14,10 +14,10 @@ impl Engine {
             Some(agent) => {
                 let declared = self
                     .policy
-                    .profile(&agent.profile, agent.deployment.as_deref())
+                    .profile(&agent.info.profile, agent.info.deployment.as_deref())
                     .and_then(|p| p.serves(flow.proto, flow.dst_port));
                 Some((
-                    agent.id.clone(),
+                    agent.info.id.clone(),
                     self.learnt.conversations.to_agent(flow, declared),
                 ))
             }
@@ -27,7 +27,7 @@ impl Engine {
             .learnt
             .registry
             .agent_at(flow.src, flow.ts)
-            .map(|a| a.id.clone());
+            .map(|a| a.info.id.clone());
         let Some(holder) = holder else {
             let monitor = &self.policy.monitor;
             // Attributed to the agent it reached only now that no agent sent it.
@@ -60,7 +60,7 @@ impl Engine {
         note.verdict = Verdict::Allow;
         let profile = self
             .policy
-            .profile(&agent.profile, agent.deployment.as_deref());
+            .profile(&agent.info.profile, agent.info.deployment.as_deref());
         let declared = profile.and_then(|p| p.serves(flow.proto, flow.src_port));
         match self.learnt.conversations.from_agent(flow, declared) {
             FromAgent::Reply => {
@@ -74,7 +74,7 @@ impl Engine {
                     flow.src_port,
                     crate::net::endpoint(&flow.dst.to_string(), flow.dst_port)
                 ));
-                let id = agent.id.clone();
+                let id = agent.info.id.clone();
                 if let Some(forced) = self.learnt.conversations.hold(id, flow) {
                     self.judge_unanswered(forced);
                 }
@@ -82,7 +82,7 @@ impl Engine {
             }
             FromAgent::ServiceCall => {
                 note.direction = Some("outbound");
-                let id = agent.id.clone();
+                let id = agent.info.id.clone();
                 findings.extend(self.judge_as_service_call(&id, flow));
                 return (note, findings);
             }
@@ -98,7 +98,7 @@ impl Engine {
         let activity = self
             .learnt
             .activities
-            .get_or_insert_with(agent.id.clone(), Activity::default);
+            .get_or_insert_with(agent.info.id.clone(), Activity::default);
         // DNS is infrastructure, never an action of a plan nor expected in a
         // heartbeat (a foreign resolver is dns.foreign_resolver's incident);
         // to a corporate resolver it is not volume either.
@@ -120,7 +120,7 @@ impl Engine {
                 activity.held_deviation = Some(Box::new((flow.ts, finding)));
                 self.learnt
                     .deadlines
-                    .schedule(at, Due::Schedule(agent.id.clone()));
+                    .schedule(at, Due::Schedule(agent.info.id.clone()));
             }
         }
         let seen = Seen {
@@ -161,7 +161,7 @@ impl Engine {
                     activity.volume_due = Some(at);
                     self.learnt
                         .deadlines
-                        .schedule(at, Due::Volume(agent.id.clone()));
+                        .schedule(at, Due::Volume(agent.info.id.clone()));
                 }
             }
         }
@@ -176,9 +176,13 @@ impl Engine {
         };
         let profile = self
             .policy
-            .profile(&agent.profile, agent.deployment.as_deref());
+            .profile(&agent.info.profile, agent.info.deployment.as_deref());
         let empty = Activity::default();
-        let activity = self.learnt.activities.peek(&agent.id).unwrap_or(&empty);
+        let activity = self
+            .learnt
+            .activities
+            .peek(&agent.info.id)
+            .unwrap_or(&empty);
         crate::egress::judge(
             &self.policy,
             agent,
@@ -197,7 +201,7 @@ impl Engine {
             return;
         };
         let flow = &pending.flow;
-        let info = AgentInfo::from(agent);
+        let info = agent.info.clone();
         // The incident's evidence is the answer that came due, not whatever record is current.
         let current = self.current.take();
         if self.field_set != FieldSet::Native {
@@ -253,11 +257,11 @@ impl Engine {
         };
         let profile = self
             .policy
-            .profile(&agent.profile, agent.deployment.as_deref());
+            .profile(&agent.info.profile, agent.info.deployment.as_deref());
         let activity = self
             .learnt
             .activities
-            .get_or_insert_with(agent.id.clone(), Activity::default);
+            .get_or_insert_with(agent.info.id.clone(), Activity::default);
         let mut findings = Vec::new();
         for host in &call.hosts {
             findings.extend(crate::egress::judge(

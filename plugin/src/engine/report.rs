@@ -8,11 +8,14 @@ impl Engine {
     pub(super) fn report(
         &mut self,
         findings: Vec<Finding>,
-        agent: Option<&AgentInfo>,
+        agent: Option<&Rc<AgentInfo>>,
         ts: Timestamp,
     ) -> Vec<Reported> {
         let mut findings = findings;
-        findings.retain(|f| self.scope.owns(f, agent, &self.learnt.registry));
+        findings.retain(|f| {
+            self.scope
+                .owns(f, agent.map(Rc::as_ref), &self.learnt.registry)
+        });
         for finding in &findings {
             if let Some(i) = crate::rules::ALL
                 .iter()

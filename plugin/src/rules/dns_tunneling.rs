@@ -92,7 +92,7 @@ impl TunnelWindows {
             .unwrap_or("")
             .trim_end_matches('.');
         let start = t.0.div_euclid(WINDOW_NANOS);
-        let key: &dyn NamePair = &(&*agent.id, domain);
+        let key: &dyn NamePair = &(&*agent.info.id, domain);
         let w = self.windows.get_or_insert_by(key, Window::default);
         if w.start != start {
             if start < w.start {

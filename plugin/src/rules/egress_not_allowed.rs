@@ -49,7 +49,7 @@ pub fn check(
     match profile {
         None => {
             summary.push_str(", but profile \"");
-            summary.push_str(&agent.profile);
+            summary.push_str(&agent.info.profile);
             summary.push_str("\" is not in the policy, so nothing is allowed");
         }
         Some(_) => summary.push_str(", not in allowed_outbound"),

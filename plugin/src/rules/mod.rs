@@ -228,7 +228,7 @@ impl Subject<'_> {
     /// Appends [`Subject::key`].
     pub fn push_key(&self, out: &mut String) {
         match self {
-            Subject::Agent(a) => out.push_str(&a.id),
+            Subject::Agent(a) => out.push_str(&a.info.id),
             Subject::Address(ip) => crate::text::push_ip(out, *ip),
             Subject::Log(name) => out.push_str(name),
         }
@@ -238,9 +238,9 @@ impl Subject<'_> {
     pub fn push_to(&self, out: &mut String) {
         match self {
             Subject::Agent(a) => {
-                out.push_str(&a.profile);
+                out.push_str(&a.info.profile);
                 out.push(' ');
-                out.push_str(&a.id);
+                out.push_str(&a.info.id);
             }
             Subject::Address(ip) => {
                 out.push_str("unknown host ");
@@ -368,7 +368,7 @@ pub(crate) mod test_support {
     use crate::name::Name;
     use crate::policy::Policy;
     use crate::record::{Flow, Proto};
-    use crate::registry::Agent;
+    use crate::registry::{Agent, AgentInfo};
     use crate::time::Timestamp;
 
     pub const POLICY: &str = r#"
@@ -410,17 +410,18 @@ allowed_outbound = [
 
     pub fn agent(profile: &str) -> Agent {
         Agent {
-            id: Name::from("0x8a3f"),
-            agent_type: Name::from(profile),
-            deployment: None,
-            profile: Name::from(profile),
+            info: std::rc::Rc::new(AgentInfo::new(
+                Name::from("0x8a3f"),
+                Name::from(profile),
+                None,
+                Name::from(profile),
+            )),
             task_id: None,
             ips: vec!["10.20.0.15".parse().unwrap()],
             spawned: Timestamp::from_secs(1_795_530_600),
             lifetime_minutes: None,
             extended_minutes: 0,
             terminated: None,
-            written: Default::default(),
         }
     }
 

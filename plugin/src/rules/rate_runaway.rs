@@ -76,7 +76,7 @@ impl RateWindows {
         name: Option<&str>,
     ) -> Option<Finding> {
         let window = self.windows.get_or_insert_with(
-            (agent.id.clone(), Addr(flow.dst), flow.dst_port),
+            (agent.info.id.clone(), Addr(flow.dst), flow.dst_port),
             Window::default,
         );
         let count = window.add(flow.ts);
