@@ -365,7 +365,9 @@ impl Engine {
         mut lines: Option<&mut Vec<OutputLine>>,
     ) {
         self.stream_hint = stream.and_then(crate::record::InputFormat::from_name);
-        out.reserve(batch.len() + batch.len() / 2);
+        // Notes make output about 1.6 times the input (more for short
+        // records): room for twice it, so the buffer is not copied to grow.
+        out.reserve(batch.len().saturating_mul(2));
         let mut rest = batch;
         while !rest.is_empty() {
             let (line, next) = match memchr::memchr(b'\n', rest) {
