@@ -35,14 +35,15 @@ struct Service {
     proto: Proto,
 }
 
-/// A [`Contact`] as held: 20 bytes where the whole took 40. Packed to
-/// 4-byte alignment (aligned, the times would pad it to 24), with the settled
-/// flag as the top bit of the service's number.
+/// A [`Contact`] as held: 16 bytes where the whole took 40. Its end is a
+/// length from its start, in nanoseconds up to 2.1 s or in whole
+/// milliseconds (exporters' precision) up to 24 days; the settled flag is the
+/// top bit of the service's number.
 #[derive(Debug, Clone, Copy)]
-#[repr(C, packed(4))]
 struct Held {
     start: Timestamp,
-    end: Timestamp,
+    /// [`Length`]'s encoding; unused once the contacts hold exact ends.
+    length: u32,
     /// The service's number, and [`SETTLED`].
     service: u16,
     src_port: u16,
@@ -54,6 +55,23 @@ const SETTLED: u16 = 1 << 15;
 // Services are renumbered before they outnumber the contacts twice over.
 const _: () = assert!(2 * MAX_CONTACTS + 8 < SETTLED as usize);
 
+/// [`Held::length`]'s flag: the rest counts milliseconds, not nanoseconds.
+const LENGTH_IN_MS: u32 = 1 << 31;
+const NANOS_PER_MS: i64 = 1_000_000;
+
+/// A contact's length as [`Held`] holds it, if it can exactly.
+fn encode_length(start: Timestamp, end: Timestamp) -> Option<u32> {
+    let nanos = end.0.checked_sub(start.0)?;
+    let max = i64::from(LENGTH_IN_MS);
+    if (0..max).contains(&nanos) {
+        Some(nanos as u32)
+    } else if nanos % NANOS_PER_MS == 0 && (0..max).contains(&(nanos / NANOS_PER_MS)) {
+        Some(LENGTH_IN_MS | (nanos / NANOS_PER_MS) as u32)
+    } else {
+        None
+    }
+}
+
 impl Held {
     fn service(self) -> u16 {
         self.service & !SETTLED
@@ -61,6 +79,16 @@ impl Held {
 
     fn settled(self) -> bool {
         self.service & SETTLED != 0
+    }
+
+    /// The end its length gives (not the exact end list's, when there is one).
+    fn end(self) -> Timestamp {
+        let nanos = if self.length & LENGTH_IN_MS != 0 {
+            i64::from(self.length & !LENGTH_IN_MS) * NANOS_PER_MS
+        } else {
+            i64::from(self.length)
+        };
+        Timestamp(self.start.0 + nanos)
     }
 }
 
@@ -71,6 +99,10 @@ pub struct Contacts {
     /// dropped when they outnumber the contacts.
     services: Vec<Service>,
     held: Vec<Held>,
+    /// Every contact's end, in the order of `held`, while one of them is
+    /// longer than a [`Held`] holds exactly (a nanosecond-precise exporter's
+    /// connection of more than 2.1 s): none otherwise.
+    exact_ends: Option<Box<Vec<Timestamp>>>,
 }
 
 impl Contacts {
@@ -91,7 +123,7 @@ impl Contacts {
             proto: service.proto,
             src_port: h.src_port,
             start: h.start,
-            end: h.end,
+            end: self.end(i),
             settled: h.settled(),
         }
     }
@@ -103,6 +135,61 @@ impl Contacts {
     /// Marks contact `i` accounted for by a heartbeat window.
     pub fn settle(&mut self, i: usize) {
         self.held[i].service |= SETTLED;
+    }
+
+    fn end(&self, i: usize) -> Timestamp {
+        match &self.exact_ends {
+            Some(ends) => ends[i],
+            None => self.held[i].end(),
+        }
+    }
+
+    /// Holds every contact's end exactly, from now on.
+    fn keep_exact_ends(&mut self) {
+        if self.exact_ends.is_none() {
+            self.exact_ends = Some(Box::new(self.held.iter().map(|h| h.end()).collect()));
+        }
+    }
+
+    /// Sets contact `i`'s span.
+    fn set_span(&mut self, i: usize, start: Timestamp, end: Timestamp) {
+        let length = encode_length(start, end);
+        if length.is_none() {
+            self.keep_exact_ends();
+        }
+        self.held[i].start = start;
+        match &mut self.exact_ends {
+            Some(ends) => ends[i] = end,
+            None => self.held[i].length = length.unwrap_or(0),
+        }
+    }
+
+    fn insert(&mut self, i: usize, start: Timestamp, end: Timestamp, service: u16, src_port: u16) {
+        let length = encode_length(start, end);
+        if length.is_none() {
+            self.keep_exact_ends();
+        }
+        self.held.insert(
+            i,
+            Held {
+                start,
+                length: length.unwrap_or(0),
+                service,
+                src_port,
+            },
+        );
+        if let Some(ends) = &mut self.exact_ends {
+            ends.insert(i, end);
+        }
+    }
+
+    /// Forgets contact `i`; returns it as held and its end.
+    fn remove(&mut self, i: usize) -> (Held, Timestamp) {
+        let end = self.end(i);
+        if let Some(ends) = &mut self.exact_ends {
+            ends.remove(i);
+        }
+        (self.held.remove(i), end)
     }
 
     /// Remembers a flow's connection; slices of one connection join, whatever
@@ -126,15 +213,16 @@ impl Contacts {
         if self.held.len() >= MAX_CONTACTS {
             // Under pressure (a loop to one destination), a connection joins
             // the latest to the same destination when it is close in time.
-            if let Some(h) = self.held.iter_mut().rev().find(|h| {
+            if let Some(i) = (0..self.held.len()).rev().find(|&i| {
+                let h = self.held[i];
                 service.is_some_and(|s| usize::from(h.service()) == s)
-                    && flow.ts.0 <= h.end.0 + 60 * NANOS_PER_SEC
+                    && flow.ts.0 <= self.end(i).0 + 60 * NANOS_PER_SEC
                     && h.start.0 <= flow.ts.0
             }) {
-                h.end = h.end.max(end);
+                self.set_span(i, self.held[i].start, self.end(i).max(end));
                 return None;
             }
-            forgotten = Some(self.held.remove(0).end);
+            forgotten = Some(self.remove(0).1);
         }
         let service = match service {
             Some(s) => s as u16,
@@ -146,40 +234,34 @@ impl Contacts {
             .iter()
             .rposition(|h| h.start.0 <= flow.ts.0)
             .map_or(0, |i| i + 1);
-        self.held.insert(
-            at,
-            Held {
-                start: flow.ts,
-                end,
-                service,
-                src_port: flow.src_port,
-            },
-        );
+        self.insert(at, flow.ts, end, service, flow.src_port);
         forgotten
     }
 
     /// Joins a slice to the contact of its connection, if it has one.
     fn join(&mut self, service: u16, src_port: u16, start: Timestamp, end: Timestamp) -> bool {
-        let touches = |h: &Held, start: Timestamp, end: Timestamp| {
-            start.0 <= h.end.0 + SLICE_GAP_NANOS && end.0 + SLICE_GAP_NANOS >= h.start.0
+        let touches = |(from, to): (Timestamp, Timestamp), start: Timestamp, end: Timestamp| {
+            start.0 <= to.0 + SLICE_GAP_NANOS && end.0 + SLICE_GAP_NANOS >= from.0
         };
         let same = |h: &Held| h.src_port == src_port && h.service() == service;
-        let Some(i) = (self.held.iter()).rposition(|h| same(h) && touches(h, start, end)) else {
+        let span = |contacts: &Contacts, i: usize| (contacts.held[i].start, contacts.end(i));
+        let Some(i) = (0..self.held.len())
+            .rev()
+            .find(|&i| same(&self.held[i]) && touches(span(self, i), start, end))
+        else {
             return false;
         };
-        let h = &mut self.held[i];
-        h.start = h.start.min(start);
-        h.end = h.end.max(end);
-        let joined = *h;
+        let (from, to) = span(self, i);
+        let (from, to) = (from.min(start), to.max(end));
+        self.set_span(i, from, to);
         // The slice may bridge two parts that arrived before it.
-        let bridged = (self.held.iter().enumerate())
-            .position(|(j, h)| j != i && same(h) && touches(h, joined.start, joined.end));
+        let bridged = (0..self.held.len())
+            .find(|&j| j != i && same(&self.held[j]) && touches(span(self, j), from, to));
         if let Some(j) = bridged {
-            let other = self.held.remove(j);
-            let h = &mut self.held[if j < i { i - 1 } else { i }];
-            h.start = h.start.min(other.start);
-            h.end = h.end.max(other.end);
-            h.service |= other.service & SETTLED;
+            let (other, other_end) = self.remove(j);
+            let i = if j < i { i - 1 } else { i };
+            self.set_span(i, from.min(other.start), to.max(other_end));
+            self.held[i].service |= other.service & SETTLED;
         }
         true
     }
@@ -215,16 +297,32 @@ impl Contacts {
         }
     }
 
-    /// Keeps the contacts `keep` accepts, in one pass.
+    /// Keeps the contacts `keep` accepts, in one pass; exact ends are let go
+    /// once every contact left fits a [`Held`] again.
     pub fn retain(&mut self, mut keep: impl FnMut(&Contact) -> bool) {
         let mut kept = 0;
         for i in 0..self.held.len() {
             if keep(&self.get(i)) {
                 self.held[kept] = self.held[i];
+                if let Some(ends) = &mut self.exact_ends {
+                    ends[kept] = ends[i];
+                }
                 kept += 1;
             }
         }
         self.held.truncate(kept);
+        if let Some(ends) = &mut self.exact_ends {
+            ends.truncate(kept);
+            let lengths: Option<Vec<u32>> = (self.held.iter().zip(ends.iter()))
+                .map(|(h, &end)| encode_length(h.start, end))
+                .collect();
+            if let Some(lengths) = lengths {
+                for (h, length) in self.held.iter_mut().zip(lengths) {
+                    h.length = length;
+                }
+                self.exact_ends = None;
+            }
+        }
         self.drop_unused_services();
     }
 }
@@ -242,12 +340,8 @@ impl FromIterator<Contact> for Contacts {
                 Some(s) => s as u16,
                 None => all.add_service(wanted),
             };
-            all.held.push(Held {
-                start: c.start,
-                end: c.end,
-                service: service | if c.settled { SETTLED } else { 0 },
-                src_port: c.src_port,
-            });
+            let service = service | if c.settled { SETTLED } else { 0 };
+            all.insert(all.len(), c.start, c.end, service, c.src_port);
         }
         all
     }
@@ -569,6 +663,45 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_held_length_gives_back_its_end_exactly_or_is_not_held() {
+        let ms = NANOS_PER_MS;
+        let max = i64::from(LENGTH_IN_MS);
+        let mut lengths = vec![0, 1, max - 1, max, max + 1, 3 * ms, (max - 1) * ms];
+        lengths.extend([max * ms, (max + 1) * ms, max * ms - 1, -1, -ms, i64::MAX]);
+        let mut x: u64 = 11;
+        for _ in 0..5_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let unit = if x.is_multiple_of(3) { ms } else { 1 };
+            lengths.push(((x >> (x % 40)) as i64).wrapping_mul(unit));
+        }
+        let mut held = [0, 0];
+        for start in [0, 1_795_528_800 * NANOS_PER_SEC + 7, i64::MIN, i64::MAX - 5] {
+            for &length in &lengths {
+                let (start, end) = (Timestamp(start), Timestamp(start.wrapping_add(length)));
+                let Some(encoded) = encode_length(start, end) else {
+                    continue;
+                };
+                let h = Held {
+                    start,
+                    length: encoded,
+                    service: 0,
+                    src_port: 0,
+                };
+                assert_eq!(h.end(), end, "{start:?} + {length}");
+                held[usize::from(encoded & LENGTH_IN_MS != 0)] += 1;
+            }
+        }
+        assert!(held.iter().all(|&n| n > 100), "{held:?}: in ns and in ms");
+        // The lengths a Held cannot hold.
+        let at = Timestamp(0);
+        for length in [max, max * ms, -1, max + 1] {
+            assert_eq!(encode_length(at, Timestamp(length)), None, "{length}");
+        }
+    }
+
     /// A slice that bridges two parts of one connection joins them, and a
     /// heartbeat's settling of either part holds for the whole.
     #[test]
@@ -600,6 +733,9 @@ mod tests {
         let t0 = 1_795_528_800i64;
         let mut now = t0;
         let mut most = 0;
+        // Flows judged with lengths only, and with exact ends.
+        let mut exact_ends_held = [0; 2];
+        let (mut was_exact, mut narrowed) = (false, 0);
         for n in 0..30_000 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -613,9 +749,18 @@ mod tests {
                 format!("93.184.216.{}", (x >> 8) % 4)
             };
             let late = (x >> 20).is_multiple_of(5) as i64 * ((x >> 24) % 600) as i64;
+            // Now and then a phase of a nanosecond-precise exporter: ends
+            // off whole milliseconds, so long connections need exact ends.
+            let ns = if (n / 2_000) % 3 == 1 && x.is_multiple_of(3) {
+                (x >> 44) as i64 % NANOS_PER_SEC
+            } else {
+                0
+            };
             let flow = outbound(
                 Timestamp::from_secs(now - late),
-                Some(Timestamp::from_secs(now + ((x >> 28) % 90) as i64)),
+                Some(Timestamp(
+                    Timestamp::from_secs(now + ((x >> 28) % 90) as i64).0 + ns,
+                )),
                 dst.parse().unwrap(),
                 (
                     40_000 + ((x >> 32) % 400) as u16,
@@ -640,6 +785,13 @@ mod tests {
                 plain.0.retain(|c| c.end >= before);
             }
             assert_eq!(held.len(), plain.0.len(), "flow {n}");
+            if let Some(ends) = &held.exact_ends {
+                assert_eq!(ends.len(), held.len(), "flow {n}");
+            }
+            let exact = held.exact_ends.is_some();
+            exact_ends_held[usize::from(exact)] += 1;
+            narrowed += usize::from(was_exact && !exact);
+            was_exact = exact;
             most = most.max(held.len());
             if n % 100 == 0 || n > 29_900 {
                 assert!(held.iter().eq(plain.0.iter().copied()), "flow {n}");
@@ -648,6 +800,10 @@ mod tests {
             assert!(held.services.len() <= 2 * held.len() + 9, "flow {n}");
         }
         assert_eq!(most, MAX_CONTACTS, "the cap was reached");
+        assert!(
+            exact_ends_held.iter().all(|&n| n > 3_000) && narrowed >= 3,
+            "{exact_ends_held:?}, narrowed {narrowed} times: both ways of holding ends tried, back and forth"
+        );
         // A crawler at the cap: every connection to a new address, none
         // forgotten by a deadline. The services stay bounded all the same.
         for n in 0..3_000u32 {
@@ -663,6 +819,6 @@ mod tests {
             assert!(held.services.len() <= 2 * MAX_CONTACTS + 9, "crawl {n}");
         }
         assert!(held.iter().eq(plain.0.iter().copied()));
-        assert_eq!(std::mem::size_of::<Held>(), 20);
+        assert_eq!(std::mem::size_of::<Held>(), 16);
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Per-agent cost: the volume hour (about 4 bytes per minute with traffic),
 //! the connections of the last heartbeat window or two (at most
-//! [`MAX_CONTACTS`] × 20 B, each destination once), up to [`MAX_GRANTS`]
+//! [`MAX_CONTACTS`] × 16 B, each destination once), up to [`MAX_GRANTS`]
 //! grants and one plan of at most 64 actions.
 
 mod contact;
