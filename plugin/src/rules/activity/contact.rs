@@ -101,7 +101,9 @@ pub struct Contacts {
     held: Vec<Held>,
     /// Every contact's end, in the order of `held`, while one of them is
     /// longer than a [`Held`] holds exactly (a nanosecond-precise exporter's
-    /// connection of more than 2.1 s): none otherwise.
+    /// connection of more than 2.1 s): none otherwise. Boxed: 8 bytes in
+    /// every agent's activity rather than a list's 24.
+    #[allow(clippy::box_collection)]
     exact_ends: Option<Box<Vec<Timestamp>>>,
 }
 
