@@ -38,7 +38,7 @@ use crate::rules::{
     volume_anomaly,
 };
 use crate::siem::{Endpoints, FieldSet, Original};
-use crate::time::Timestamp;
+use crate::time::{OptionalTimestamp, Timestamp};
 use std::net::IpAddr;
 use std::rc::Rc;
 

@@ -9,7 +9,7 @@ use crate::name::Name;
 use crate::net::Addr;
 use crate::record::{PolicyChange, Spawn, Terminate};
 use crate::text::write_str;
-use crate::time::Timestamp;
+use crate::time::{OptionalTimestamp, Timestamp};
 use rustc_hash::FxHashSet;
 use smallvec::SmallVec;
 use std::cell::OnceCell;
@@ -38,7 +38,7 @@ pub struct Agent {
     pub lifetime_minutes: Option<u64>,
     /// Extensions granted by `agent.policy`.
     pub extended_minutes: u64,
-    pub terminated: Option<Timestamp>,
+    pub terminated: OptionalTimestamp,
 }
 
 /// [`Agent`] as a save holds it: its names inline, as they were before the
@@ -93,14 +93,14 @@ impl From<SavedAgent> for Agent {
             spawned: a.spawned,
             lifetime_minutes: a.lifetime_minutes,
             extended_minutes: a.extended_minutes,
-            terminated: a.terminated,
+            terminated: a.terminated.into(),
         }
     }
 }
 
 impl Agent {
     pub fn is_live_at(&self, t: Timestamp) -> bool {
-        self.terminated.is_none_or(|end| t < end)
+        self.terminated.get().is_none_or(|end| t < end)
     }
 }
 
@@ -220,7 +220,7 @@ impl KindNames {
 struct Binding {
     agent_id: Name,
     from: Timestamp,
-    until: Option<Timestamp>,
+    until: OptionalTimestamp,
 }
 
 /// What an update to the registry did, for the record's output note.
@@ -270,14 +270,14 @@ impl Registry {
             // Whoever held the address without a terminate loses it now.
             for b in history
                 .iter_mut()
-                .filter(|b| b.until.is_none_or(|u| u > s.ts) && b.from <= s.ts)
+                .filter(|b| b.until.get().is_none_or(|u| u > s.ts) && b.from <= s.ts)
             {
-                b.until = Some(s.ts);
+                b.until = OptionalTimestamp::from(s.ts);
             }
             history.push(Binding {
                 agent_id: id.clone(),
                 from: s.ts,
-                until: None,
+                until: OptionalTimestamp::NONE,
             });
             history.sort_by_key(|b| b.from);
             if history.len() > BINDINGS_PER_ADDRESS {
@@ -298,7 +298,7 @@ impl Registry {
             spawned: s.ts,
             lifetime_minutes: s.expected_lifetime_minutes,
             extended_minutes: 0,
-            terminated: None,
+            terminated: OptionalTimestamp::NONE,
         };
         self.agents.insert(id, agent);
     }
@@ -307,7 +307,9 @@ impl Registry {
         let Some(agent) = self.agents.get_mut(t.agent_id.as_str()) else {
             return Update::UnknownAgent;
         };
-        agent.terminated = Some(agent.terminated.map_or(t.ts, |old| old.min(t.ts)));
+        agent.terminated = (agent.terminated.get())
+            .map_or(t.ts, |old| old.min(t.ts))
+            .into();
         let (id, ips) = (agent.info.id.clone(), agent.ips.clone());
         for ip in ips {
             self.close(ip, &id, t.ts);
@@ -338,9 +340,9 @@ impl Registry {
         if let Some(history) = self.bindings.peek_mut(&Addr(ip)) {
             for b in history
                 .iter_mut()
-                .filter(|b| b.agent_id == *id && b.until.is_none_or(|u| u > at))
+                .filter(|b| b.agent_id == *id && b.until.get().is_none_or(|u| u > at))
             {
-                b.until = Some(at);
+                b.until = OptionalTimestamp::from(at);
             }
         }
     }
@@ -350,11 +352,10 @@ impl Registry {
         let Registry {
             agents, bindings, ..
         } = self;
-        let binding = bindings
-            .peek(&Addr(ip))?
-            .iter()
-            .rev()
-            .find(|b| b.from.0 - SPAWN_SKEW_NANOS <= t.0 && b.until.is_none_or(|u| t < u))?;
+        let binding =
+            bindings.peek(&Addr(ip))?.iter().rev().find(|b| {
+                b.from.0 - SPAWN_SKEW_NANOS <= t.0 && b.until.get().is_none_or(|u| t < u)
+            })?;
         agents.get(&binding.agent_id)
     }
 

@@ -26,7 +26,7 @@ impl Engine {
             }
             let mut activity = Activity::default();
             if let Some(overdue) = heartbeat_missing::overdue_at(profile, agent.spawned, None) {
-                activity.heartbeat_overdue = Some(overdue);
+                activity.heartbeat_overdue = OptionalTimestamp::from(overdue);
                 self.learnt
                     .deadlines
                     .schedule(overdue, Due::Heartbeat(agent.info.id.clone()));
@@ -147,7 +147,7 @@ impl Engine {
             .is_some_and(|a| {
                 a.ips == gateway.ips
                     && *a.info.profile == *gateway.profile
-                    && a.terminated.is_none()
+                    && a.terminated.get().is_none()
             });
         if !current {
             self.learnt.registry.spawn(&Spawn {
@@ -272,9 +272,13 @@ impl Engine {
             .learnt
             .activities
             .get_or_insert_with(id.clone(), Activity::default);
-        if activity.last_heartbeat_end.is_none_or(|last| at > last) {
-            activity.last_heartbeat_end = Some(at);
-            activity.heartbeat_overdue = overdue;
+        if activity
+            .last_heartbeat_end
+            .get()
+            .is_none_or(|last| at > last)
+        {
+            activity.last_heartbeat_end = OptionalTimestamp::from(at);
+            activity.heartbeat_overdue = overdue.into();
             if let Some(due) = overdue {
                 self.learnt.deadlines.schedule(due, Due::Heartbeat(id));
             }

@@ -102,11 +102,11 @@ impl Engine {
         let Some(activity) = self.learnt.activities.peek_mut(id) else {
             return;
         };
-        if activity.heartbeat_overdue != Some(at) {
+        if activity.heartbeat_overdue.get() != Some(at) {
             return; // superseded by a later heartbeat
         }
-        activity.heartbeat_overdue = None;
-        let last = activity.last_heartbeat_end;
+        activity.heartbeat_overdue = OptionalTimestamp::NONE;
+        let last = activity.last_heartbeat_end.get();
         let Some((agent, _)) = self.agent_and_profile(id) else {
             return;
         };
@@ -175,6 +175,7 @@ impl Engine {
         };
         let looping = activity
             .runaway_at
+            .get()
             .is_some_and(|r| r.0 >= at.0 - 120 * crate::time::NANOS_PER_SEC);
         if !looping {
             self.report(vec![finding], Some(&agent.info), at);
@@ -189,7 +190,7 @@ impl Engine {
         let Some(activity) = self.learnt.activities.peek_mut(id) else {
             return;
         };
-        activity.volume_due = None;
+        activity.volume_due = OptionalTimestamp::NONE;
         let mut findings = volume_anomaly::check(
             &agent,
             &profile,
@@ -200,6 +201,7 @@ impl Engine {
         // connections it made are not a second one.
         if activity
             .runaway_at
+            .get()
             .is_some_and(|r| at.0 - r.0 <= 3600 * crate::time::NANOS_PER_SEC)
         {
             findings.retain(|f| !volume_anomaly::counts_connections(f));

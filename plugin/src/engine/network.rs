@@ -149,16 +149,16 @@ impl Engine {
                     .rates
                     .check(agent, profile, flow, names.first().copied());
                 if runaway.is_some() {
-                    activity.runaway_at = Some(flow.ts);
+                    activity.runaway_at = OptionalTimestamp::from(flow.ts);
                 }
                 findings.extend(runaway);
                 // The hour's volume is judged once this minute's late flows
                 // are in, so a retry loop is seen as one before it is counted.
-                if activity.volume_due.is_none()
+                if activity.volume_due.get().is_none()
                     && volume_anomaly::exceeds(profile, &self.learnt.baselines, hour)
                 {
                     let at = volume_anomaly::judged_at(flow.ts);
-                    activity.volume_due = Some(at);
+                    activity.volume_due = OptionalTimestamp::from(at);
                     self.learnt
                         .deadlines
                         .schedule(at, Due::Volume(agent.info.id.clone()));

@@ -57,6 +57,7 @@ pub fn check(
     // Forgotten connections make hidden and invented traffic unknowable for this window.
     let complete = activity
         .contacts_incomplete_until
+        .get()
         .is_none_or(|until| until.0 < from.0 - SLACK);
     let mut matched = vec![false; hb.connections.len()];
     let previous = activity.last_window.take();

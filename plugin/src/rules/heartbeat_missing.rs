@@ -70,7 +70,7 @@ mod tests {
         let mut a = agent("data_collector_v1");
         let f = check(&a, Some(ts("2026-11-24T15:00:00Z")), overdue).expect("fires");
         assert_eq!(f.incident, "0x8a3f/heartbeat.missing");
-        a.terminated = Some(ts("2026-11-24T15:10:00Z"));
+        a.terminated = ts("2026-11-24T15:10:00Z").into();
         assert!(check(&a, Some(ts("2026-11-24T15:00:00Z")), overdue).is_none());
     }
 

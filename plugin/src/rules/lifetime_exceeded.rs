@@ -82,7 +82,7 @@ pub fn check_silent(
     watermark: Timestamp,
 ) -> Option<Finding> {
     let deadline = deadline(agent, profile)?;
-    let alive_past = agent.terminated.is_none_or(|end| end > deadline);
+    let alive_past = agent.terminated.get().is_none_or(|end| end > deadline);
     (watermark > deadline && alive_past).then(|| finding(agent, deadline, "is still alive"))
 }
 
@@ -144,7 +144,7 @@ mod tests {
                 .summary
                 .contains("is still alive")
         );
-        a.terminated = Some(ts("2026-11-24T16:00:00Z"));
+        a.terminated = ts("2026-11-24T16:00:00Z").into();
         assert!(check_silent(&a, Some(profile), ts("2026-11-24T16:46:00Z")).is_none());
     }
 }

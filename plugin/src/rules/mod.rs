@@ -369,7 +369,7 @@ pub(crate) mod test_support {
     use crate::policy::Policy;
     use crate::record::{Flow, Proto};
     use crate::registry::{Agent, AgentInfo};
-    use crate::time::Timestamp;
+    use crate::time::{OptionalTimestamp, Timestamp};
 
     pub const POLICY: &str = r#"
 [monitor]
@@ -421,7 +421,7 @@ allowed_outbound = [
             spawned: Timestamp::from_secs(1_795_530_600),
             lifetime_minutes: None,
             extended_minutes: 0,
-            terminated: None,
+            terminated: OptionalTimestamp::NONE,
         }
     }
 

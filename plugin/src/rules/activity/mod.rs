@@ -16,7 +16,7 @@ pub use contact::{Contact, Contacts};
 pub use volume::{HourTotals, VolumeHour};
 
 use crate::record::{Grant, Heartbeat, PlannedAction};
-use crate::time::Timestamp;
+use crate::time::{OptionalTimestamp, Timestamp};
 
 /// Connections remembered per agent for heartbeat comparison.
 pub const MAX_CONTACTS: usize = 256;
@@ -36,16 +36,16 @@ pub struct Activity {
     pub contacts: Contacts,
     /// Connections were forgotten to stay within the cap up to this time: a
     /// heartbeat window overlapping it cannot be checked for hidden traffic.
-    pub contacts_incomplete_until: Option<Timestamp>,
+    pub contacts_incomplete_until: OptionalTimestamp,
     /// The last heartbeat window judged, for connections on its boundary.
     /// Boxed, as is `held_deviation`: most agents hold none, and they hold the
     /// inline bytes all the same.
     pub last_window: Option<Box<Heartbeat>>,
     /// When the agent last ran away in a retry loop (`rate.runaway`): the
     /// hour's connection volume is that loop, not a second incident.
-    pub runaway_at: Option<Timestamp>,
+    pub runaway_at: OptionalTimestamp,
     /// When the hour's volume, over its baseline, is judged (a pending deadline).
-    pub volume_due: Option<Timestamp>,
+    pub volume_due: OptionalTimestamp,
     /// A call off its schedule, held until its minute is complete: a retry
     /// loop to a scheduled destination is `rate.runaway`, not a deviation.
     pub held_deviation: Option<Box<(Timestamp, crate::rules::Finding)>>,
@@ -54,9 +54,9 @@ pub struct Activity {
     pub random_domains: Vec<(u64, Timestamp)>,
     pub plan: Option<Vec<PlannedAction>>,
     pub grants: Vec<Grant>,
-    pub last_heartbeat_end: Option<Timestamp>,
+    pub last_heartbeat_end: OptionalTimestamp,
     /// When the next heartbeat is overdue (the armed `heartbeat.missing` deadline).
-    pub heartbeat_overdue: Option<Timestamp>,
+    pub heartbeat_overdue: OptionalTimestamp,
     pub pending_heartbeats: Vec<Heartbeat>,
 }
 
@@ -65,10 +65,9 @@ impl Activity {
     /// whatever order their records arrive in.
     pub fn observe(&mut self, flow: &crate::record::Flow) {
         if let Some(forgotten) = self.contacts.observe(flow) {
-            self.contacts_incomplete_until = Some(
-                self.contacts_incomplete_until
-                    .map_or(forgotten, |t| t.max(forgotten)),
-            );
+            self.contacts_incomplete_until = (self.contacts_incomplete_until.get())
+                .map_or(forgotten, |t| t.max(forgotten))
+                .into();
         }
     }
 
@@ -205,7 +204,10 @@ mod tests {
             ));
         }
         assert_eq!(a.contacts.len(), MAX_CONTACTS);
-        assert!(a.contacts_incomplete_until.is_none(), "nothing forgotten");
+        assert!(
+            a.contacts_incomplete_until.get().is_none(),
+            "nothing forgotten"
+        );
         assert_eq!(
             a.contacts.iter().last().unwrap().end.0 / NANOS_PER_SEC - 1_795_528_800,
             199
@@ -226,7 +228,7 @@ mod tests {
         assert_eq!(a.contacts.len(), MAX_CONTACTS);
         assert_eq!(
             a.contacts_incomplete_until,
-            Some(Timestamp::from_secs(1_795_528_800 + 400))
+            OptionalTimestamp::from(Timestamp::from_secs(1_795_528_800 + 400))
         );
         a.forget_contacts_before(Timestamp::from_secs(1_795_528_800 + 10_000));
         assert_eq!(a.contacts.len(), MAX_CONTACTS + 5 - 100);
