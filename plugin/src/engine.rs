@@ -615,9 +615,7 @@ impl Engine {
             Event::PolicyChange(c) => {
                 let update = self.learnt.registry.change_policy(&c);
                 if let Some(agent) = self.learnt.registry.agent(&c.agent_id) {
-                    let profile = self
-                        .policy
-                        .profile(&agent.info.profile, agent.info.deployment.as_deref());
+                    let profile = agent.info.profile_in(&self.policy);
                     if let Some(deadline) = lifetime_exceeded::deadline(agent, profile) {
                         self.learnt
                             .deadlines
@@ -692,9 +690,7 @@ impl Engine {
                     ));
                 }
                 let id = agent.info.id.clone();
-                let profile = self
-                    .policy
-                    .profile(&agent.info.profile, agent.info.deployment.as_deref());
+                let profile = agent.info.profile_in(&self.policy);
                 let overdue = heartbeat_missing::overdue_at(profile, live.ts, None);
                 self.heard_from(id, live.ts, overdue);
                 (note, Vec::new())

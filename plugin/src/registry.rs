@@ -7,6 +7,7 @@
 use crate::bounded::BoundedMap;
 use crate::name::Name;
 use crate::net::Addr;
+use crate::policy::{Policy, Profile};
 use crate::record::{PolicyChange, Spawn, Terminate};
 use crate::text::write_str;
 use crate::time::{OptionalTimestamp, Timestamp};
@@ -110,6 +111,7 @@ pub struct AgentInfo {
     pub id: Name,
     pub agent_type: Name,
     pub deployment: Option<Name>,
+    /// The profile the agent is judged by (defaults to its type; `agent.policy` may change it).
     pub profile: Name,
     /// The note JSON, made on first use (never saved).
     #[serde(skip)]
@@ -125,6 +127,11 @@ impl AgentInfo {
             profile,
             written: Written::default(),
         }
+    }
+
+    /// Its profile as its deployment resolves it in `policy`.
+    pub fn profile_in<'p>(&self, policy: &'p Policy) -> Option<&'p Profile> {
+        policy.profile(&self.profile, self.deployment.as_deref())
     }
 
     /// `{"id":…,"type":…,"deployment":…,"profile":…}`, as the note's `agent`:
@@ -168,7 +175,8 @@ fn write_agent_json(
 /// An agent's note JSON, written once and copied into every note naming the
 /// agent: escaping its four names on each record was 4% of the engine's
 /// instructions. A cache of the other fields, so it compares
-/// equal whatever it holds; an agent whose profile changes gets a new one.
+/// equal whatever it holds; an agent whose profile changes gets a new
+/// [`AgentInfo`], and with it a new one.
 #[derive(Clone, Default)]
 struct Written(OnceCell<Box<[u8]>>);
 

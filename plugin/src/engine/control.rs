@@ -10,9 +10,7 @@ impl Engine {
         self.learnt.registry.spawn(s);
         let mut note = Note::new(Stream::Control, Verdict::Allow);
         if let Some(agent) = self.learnt.registry.agent(&s.agent_id) {
-            let profile = self
-                .policy
-                .profile(&agent.info.profile, agent.info.deployment.as_deref());
+            let profile = agent.info.profile_in(&self.policy);
             if profile.is_none() {
                 note.note = Some(format!(
                     "profile \"{}\" is not in the policy: this agent is allowed no traffic",
@@ -240,9 +238,7 @@ impl Engine {
         let mut note = Note::new(Stream::Heartbeat, Verdict::Allow);
         note.attribute(agent);
         let id = agent.info.id.clone();
-        let profile = self
-            .policy
-            .profile(&agent.info.profile, agent.info.deployment.as_deref());
+        let profile = agent.info.profile_in(&self.policy);
         let overdue = heartbeat_missing::overdue_at(
             profile,
             hb.window_end,

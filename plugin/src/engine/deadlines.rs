@@ -75,10 +75,7 @@ impl Engine {
 
     pub(super) fn agent_and_profile(&mut self, id: &str) -> Option<(Agent, Option<Profile>)> {
         let agent = self.learnt.registry.agent(id)?.clone();
-        let profile = self
-            .policy
-            .profile(&agent.info.profile, agent.info.deployment.as_deref())
-            .cloned();
+        let profile = agent.info.profile_in(&self.policy).cloned();
         Some((agent, profile))
     }
 

@@ -12,9 +12,7 @@ impl Engine {
         if let Some(agent) = self.learnt.registry.agent_at(query.client, query.ts) {
             note.attribute(agent);
             note.verdict = Verdict::Allow;
-            let profile = self
-                .policy
-                .profile(&agent.info.profile, agent.info.deployment.as_deref());
+            let profile = agent.info.profile_in(&self.policy);
             // Both DNS analytics work per registered domain: look it up once.
             if let Some(domain) = crate::net::registered_domain(&query.qname) {
                 let activity = self

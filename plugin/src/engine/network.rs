@@ -12,9 +12,9 @@ impl Engine {
         // caller's call. A peer's connection settles a waiting answer.
         let to_agent = match self.learnt.registry.agent_at(flow.dst, flow.ts) {
             Some(agent) => {
-                let declared = self
-                    .policy
-                    .profile(&agent.info.profile, agent.info.deployment.as_deref())
+                let declared = agent
+                    .info
+                    .profile_in(&self.policy)
                     .and_then(|p| p.serves(flow.proto, flow.dst_port));
                 Some((
                     agent.info.id.clone(),
@@ -58,9 +58,7 @@ impl Engine {
         };
         note.attribute(agent);
         note.verdict = Verdict::Allow;
-        let profile = self
-            .policy
-            .profile(&agent.info.profile, agent.info.deployment.as_deref());
+        let profile = agent.info.profile_in(&self.policy);
         let declared = profile.and_then(|p| p.serves(flow.proto, flow.src_port));
         match self.learnt.conversations.from_agent(flow, declared) {
             FromAgent::Reply => {
@@ -174,9 +172,7 @@ impl Engine {
         let Some(agent) = self.learnt.registry.agent(agent_id) else {
             return Vec::new();
         };
-        let profile = self
-            .policy
-            .profile(&agent.info.profile, agent.info.deployment.as_deref());
+        let profile = agent.info.profile_in(&self.policy);
         let empty = Activity::default();
         let activity = self
             .learnt
@@ -255,9 +251,7 @@ impl Engine {
             tcp_flags: None,
             src_initiated: true,
         };
-        let profile = self
-            .policy
-            .profile(&agent.info.profile, agent.info.deployment.as_deref());
+        let profile = agent.info.profile_in(&self.policy);
         let activity = self
             .learnt
             .activities
