@@ -6,7 +6,7 @@
 //! toFQDNs, because connections outlive the answer that opened them.
 
 use crate::bounded::BoundedMap;
-use crate::name::Name;
+use crate::name::{Interner, Name};
 use crate::net::Addr;
 use crate::record::DnsQuery;
 use crate::time::{NANOS_PER_SEC, Timestamp};
@@ -46,15 +46,27 @@ impl<'a> std::ops::Deref for Names<'a> {
 /// (saved as a list like any other).
 type AddressNames = SmallVec<[NameEntry; 1]>;
 
+/// Distinct names held shared: a fleet resolves the same few, each for
+/// many clients and addresses (a CDN's answer lists several).
+const MAX_SHARED_NAMES: usize = 4096;
+
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct DnsMap {
     entries: BoundedMap<(Addr, Addr), AddressNames>,
     grace_secs: i64,
+    /// Not saved: a restore shares names by itself (see [`crate::name`]).
+    #[serde(skip, default = "shared_names")]
+    names: Interner,
+}
+
+fn shared_names() -> Interner {
+    Interner::new(MAX_SHARED_NAMES)
 }
 
 crate::changes::apply_changes_by_field!(DnsMap {
     entries,
-    grace_secs
+    grace_secs,
+    names
 });
 
 impl DnsMap {
@@ -62,6 +74,7 @@ impl DnsMap {
         DnsMap {
             entries: BoundedMap::new(max_entries),
             grace_secs,
+            names: shared_names(),
         }
     }
 
@@ -83,15 +96,21 @@ impl DnsMap {
                 names.push(a.data.trim_end_matches('.'));
             }
         }
+        let DnsMap {
+            entries,
+            grace_secs,
+            names: shared,
+        } = self;
+        // Each name's shared copy, made when an entry first needs it.
+        let mut held: [Option<Name>; NAMES_PER_ADDRESS] = Default::default();
         for a in &q.answers {
             let Some(ip) = crate::net::parse_ip(&a.data) else {
                 continue;
             };
-            let valid_until = q.ts.plus_secs(i64::from(a.ttl) + self.grace_secs);
-            let list = self
-                .entries
+            let valid_until = q.ts.plus_secs(i64::from(a.ttl) + *grace_secs);
+            let list = entries
                 .get_or_insert_with((Addr(q.client), Addr(ip.to_canonical())), SmallVec::new);
-            for &name in &names {
+            for (&name, held) in names.iter().zip(&mut held) {
                 // Held names are lower case: one asked again is found without
                 // making a lower-case copy first.
                 match list.iter_mut().find(|e| e.name.eq_ignore_ascii_case(name)) {
@@ -110,8 +129,15 @@ impl DnsMap {
                                 .unwrap_or(0);
                             list.remove(oldest);
                         }
+                        let name = held.get_or_insert_with(|| {
+                            if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                                shared.get(&name.to_ascii_lowercase())
+                            } else {
+                                shared.get(name)
+                            }
+                        });
                         list.push(NameEntry {
-                            name: name.to_ascii_lowercase().into(),
+                            name: name.clone(),
                             answered: q.ts,
                             valid_until,
                         });
@@ -202,6 +228,41 @@ mod tests {
                     ttl: *ttl,
                 })
                 .collect(),
+        }
+    }
+
+    /// The [`Name`]s `client` holds for `ip`, as held.
+    fn held(m: &DnsMap, client: &str, ip: &str) -> Vec<Name> {
+        let key = (Addr(client.parse().unwrap()), Addr(ip.parse().unwrap()));
+        let list = m.entries.peek(&key).expect("an entry");
+        list.iter().map(|e| e.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_name_answered_to_many_clients_for_many_addresses_is_held_once() {
+        let mut m = DnsMap::new(64, 300);
+        let cdn = [("93.184.216.34", 60), ("93.184.216.35", 60)];
+        m.learn(&query(
+            "10.20.0.15",
+            "cdn.example.net",
+            "2026-11-24T10:00:00Z",
+            &cdn,
+        ));
+        m.learn(&query(
+            "10.20.0.16",
+            "CDN.Example.net",
+            "2026-11-24T10:00:05Z",
+            &cdn,
+        ));
+        let names: Vec<Name> = [("10.20.0.15", cdn[0].0), ("10.20.0.15", cdn[1].0)]
+            .into_iter()
+            .chain([("10.20.0.16", cdn[0].0), ("10.20.0.16", cdn[1].0)])
+            .flat_map(|(client, ip)| held(&m, client, ip))
+            .collect();
+        assert_eq!(names.len(), 4);
+        for name in &names {
+            assert_eq!(&**name, "cdn.example.net", "held lower case");
+            assert!(std::ptr::eq(name.as_ptr(), names[0].as_ptr()), "one string");
         }
     }
 

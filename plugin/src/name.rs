@@ -11,7 +11,7 @@
 //! every later mention: a restored engine shares its names as the one that
 //! saved them did.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize, Serializer};
@@ -66,6 +66,41 @@ impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// One shared [`Name`] per text for things many hold the same (agent types
+/// and profiles, the names a fleet resolves), so each text is held once live
+/// as it is after a restore. At most `cap` texts; past that the table starts
+/// again (what holds a name keeps it). Never saved.
+pub struct Interner {
+    names: FxHashSet<Name>,
+    cap: usize,
+}
+
+impl Interner {
+    pub fn new(cap: usize) -> Interner {
+        Interner {
+            names: FxHashSet::default(),
+            cap,
+        }
+    }
+
+    pub fn get(&mut self, text: &str) -> Name {
+        if let Some(name) = self.names.get(text) {
+            return name.clone();
+        }
+        if self.names.len() >= self.cap {
+            self.names.clear();
+        }
+        let name = Name::from(text);
+        self.names.insert(name.clone());
+        name
+    }
+}
+
+/// A save holds no table: the one in use is kept.
+impl crate::changes::ApplyChanges for Interner {
+    fn apply_changes(&mut self, _saved: Interner) {}
 }
 
 /// A key of two names (an agent and a domain, say), looked up by borrowed
@@ -324,6 +359,26 @@ pub(crate) mod words {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interner_shares_each_text_and_stays_within_its_cap() {
+        let mut table = Interner::new(3);
+        let first = table.get("research_agent");
+        assert!(std::ptr::eq(
+            first.as_ptr(),
+            table.get("research_agent").as_ptr()
+        ));
+        for i in 0..10 {
+            let text = format!("type-{i}");
+            assert_eq!(&*table.get(&text), text);
+            assert!(table.names.len() <= 3);
+        }
+        // Past the cap the table started again: the text is held anew, and
+        // what held the old copy keeps it.
+        let again = table.get("research_agent");
+        assert_eq!((&*again, &*first), ("research_agent", "research_agent"));
+        assert!(!std::ptr::eq(again.as_ptr(), first.as_ptr()));
+    }
 
     #[test]
     fn a_pair_of_names_is_found_by_borrowed_text() {

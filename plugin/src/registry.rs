@@ -5,13 +5,12 @@
 //! own start time, not by whoever holds the address when the record arrives.
 
 use crate::bounded::BoundedMap;
-use crate::name::Name;
+use crate::name::{Interner, Name};
 use crate::net::Addr;
 use crate::policy::{Policy, Profile};
 use crate::record::{PolicyChange, Spawn, Terminate};
 use crate::text::write_str;
 use crate::time::{OptionalTimestamp, Timestamp};
-use rustc_hash::FxHashSet;
 use smallvec::SmallVec;
 use std::cell::OnceCell;
 use std::fmt;
@@ -197,32 +196,8 @@ impl fmt::Debug for Written {
 }
 
 /// Agent types, deployments and profiles, each text held once however many
-/// agents name it (a fleet has a few of each): at most this many, then the
-/// table starts again (agents keep the names they have).
+/// agents name it (a fleet has a few of each).
 const MAX_KIND_NAMES: usize = 1024;
-
-/// The shared [`Name`] for each agent type, deployment and profile text seen.
-#[derive(Default)]
-struct KindNames(FxHashSet<Name>);
-
-/// A save holds no table: the one in use is kept.
-impl crate::changes::ApplyChanges for KindNames {
-    fn apply_changes(&mut self, _saved: KindNames) {}
-}
-
-impl KindNames {
-    fn get(&mut self, text: &str) -> Name {
-        if let Some(name) = self.0.get(text) {
-            return name.clone();
-        }
-        if self.0.len() >= MAX_KIND_NAMES {
-            self.0.clear();
-        }
-        let name = Name::from(text);
-        self.0.insert(name.clone());
-        name
-    }
-}
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Binding {
@@ -245,8 +220,12 @@ pub struct Registry {
     /// Most addresses have had one holder: that one is held inline.
     bindings: BoundedMap<Addr, SmallVec<[Binding; 1]>>,
     /// Not saved: a restore shares names by itself (see [`crate::name`]).
-    #[serde(skip)]
-    kinds: KindNames,
+    #[serde(skip, default = "kind_names")]
+    kinds: Interner,
+}
+
+fn kind_names() -> Interner {
+    Interner::new(MAX_KIND_NAMES)
 }
 
 crate::changes::apply_changes_by_field!(Registry {
@@ -261,7 +240,7 @@ impl Registry {
             agents: BoundedMap::new(max_agents),
             // Each agent holds one address or a few; reused addresses share an entry.
             bindings: BoundedMap::new(max_agents.saturating_mul(2)),
-            kinds: KindNames::default(),
+            kinds: kind_names(),
         }
     }
 
