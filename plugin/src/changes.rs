@@ -88,6 +88,11 @@ impl<T> ApplyChanges for std::collections::VecDeque<T> {
     }
 }
 
+/// A save holds no interning table: the one in use is kept.
+impl ApplyChanges for crate::name::Interner {
+    fn apply_changes(&mut self, _saved: Self) {}
+}
+
 /// A structure whose fields each apply their own changes. Every field is
 /// named (the destructuring is exhaustive), so a field added later and not
 /// listed here fails to compile instead of being silently left stale.

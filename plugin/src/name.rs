@@ -98,11 +98,6 @@ impl Interner {
     }
 }
 
-/// A save holds no table: the one in use is kept.
-impl crate::changes::ApplyChanges for Interner {
-    fn apply_changes(&mut self, _saved: Interner) {}
-}
-
 /// A key of two names (an agent and a domain, say), looked up by borrowed
 /// text: finding a key that exists allocates nothing, and only a key not held
 /// yet is made into names ([`ToOwned`]).
