@@ -58,7 +58,7 @@ struct SavedAgent {
     terminated: Option<Timestamp>,
 }
 
-/// Writes [`SavedAgent`]'s fields in its order, borrowing them.
+/// Writes `SavedAgent`'s fields in its order, borrowing them.
 impl serde::Serialize for Agent {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;

@@ -42,7 +42,7 @@ struct Service {
 #[derive(Debug, Clone, Copy)]
 struct Held {
     start: Timestamp,
-    /// [`Length`]'s encoding; unused once the contacts hold exact ends.
+    /// [`encode_length`]'s encoding; unused once the contacts hold exact ends.
     length: u32,
     /// The service's number, and [`SETTLED`].
     service: u16,
@@ -300,7 +300,7 @@ impl Contacts {
     }
 
     /// Keeps the contacts `keep` accepts, in one pass; exact ends are let go
-    /// once every contact left fits a [`Held`] again.
+    /// once every contact left fits a `Held` again.
     pub fn retain(&mut self, mut keep: impl FnMut(&Contact) -> bool) {
         let mut kept = 0;
         for i in 0..self.held.len() {
