@@ -278,6 +278,12 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
         evicted
     }
 
+    /// The keys from least to most recently used, for tests elsewhere.
+    #[cfg(test)]
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.oldest_first().map(|s| &s.key)
+    }
+
     /// The slots from least to most recently used.
     fn oldest_first(&self) -> impl Iterator<Item = &Slot<K, V>> {
         let mut at = self.oldest;
@@ -332,17 +338,31 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
     }
 
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        self.get_or_insert_by(&key, make)
+        let found = self.find(&key);
+        self.found_or_added(found, || (key, make()))
     }
 
-    /// [`BoundedMap::get_or_insert_with`] by a borrowed key: the owned key
-    /// is made only when it is not held yet.
-    pub fn get_or_insert_by<Q>(&mut self, key: &Q, make: impl FnOnce() -> V) -> &mut V
+    /// [`BoundedMap::get_or_insert_with`] by a borrowed key: the owned key,
+    /// `own()`, is made only when it is not held yet (and may share what the
+    /// caller already holds, as an agent's id).
+    pub fn get_or_insert_by<Q>(
+        &mut self,
+        key: &Q,
+        own: impl FnOnce() -> K,
+        make: impl FnOnce() -> V,
+    ) -> &mut V
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized + ToOwned<Owned = K>,
+        Q: Hash + Eq + ?Sized,
     {
-        let i = match self.find(key) {
+        let found = self.find(key);
+        self.found_or_added(found, || (own(), make()))
+    }
+
+    /// The entry found, marked as the most recently used, or a new one.
+    #[inline(always)]
+    fn found_or_added(&mut self, found: Option<u32>, entry: impl FnOnce() -> (K, V)) -> &mut V {
+        let i = match found {
             Some(i) => {
                 let epoch = self.epoch.get();
                 Self::touched(epoch, self.slots.get_mut(i), true);
@@ -351,7 +371,8 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
             }
             None => {
                 self.make_room();
-                self.add(key.to_owned(), make(), true)
+                let (key, value) = entry();
+                self.add(key, value, true)
             }
         };
         &mut self.slots.get_mut(i).value

@@ -100,7 +100,7 @@ impl Interner {
 
 /// A key of two names (an agent and a domain, say), looked up by borrowed
 /// text: finding a key that exists allocates nothing, and only a key not held
-/// yet is made into names ([`ToOwned`]).
+/// yet is made into names.
 pub trait NamePair {
     fn first(&self) -> &str;
     fn second(&self) -> &str;
@@ -145,13 +145,6 @@ impl PartialEq for dyn NamePair + '_ {
 }
 
 impl Eq for dyn NamePair + '_ {}
-
-impl ToOwned for dyn NamePair + '_ {
-    type Owned = (Name, Name);
-    fn to_owned(&self) -> (Name, Name) {
-        (Name::from(self.first()), Name::from(self.second()))
-    }
-}
 
 /// The names of one save: numbered in the order first written (or read).
 #[derive(Default)]
@@ -380,12 +373,13 @@ mod tests {
         let mut map = crate::bounded::BoundedMap::<(Name, Name), u32>::new(8);
         map.insert((Name::from("agent-1"), Name::from("example.org")), 1);
         let key: &dyn NamePair = &("agent-1", "example.org");
-        *map.get_or_insert_by(key, || 100) += 1;
+        let owned = |a: &'static str, b: &'static str| move || (Name::from(a), Name::from(b));
+        *map.get_or_insert_by(key, owned("agent-1", "example.org"), || 100) += 1;
         assert_eq!(map.len(), 1, "found, not added beside it");
         assert_eq!(map.peek(key), Some(&2));
         // Nor is a pair whose texts only run together the same way.
         let other: &dyn NamePair = &("agent-1e", "xample.org");
-        *map.get_or_insert_by(other, || 100) += 1;
+        *map.get_or_insert_by(other, owned("agent-1e", "xample.org"), || 100) += 1;
         assert_eq!(map.len(), 2);
         assert_eq!(
             map.peek(&(Name::from("agent-1e"), Name::from("xample.org"))),

@@ -93,7 +93,8 @@ impl TunnelWindows {
             .trim_end_matches('.');
         let start = t.0.div_euclid(WINDOW_NANOS);
         let key: &dyn NamePair = &(&*agent.info.id, domain);
-        let w = self.windows.get_or_insert_by(key, Window::default);
+        let owned = || (agent.info.id.clone(), Name::from(domain));
+        let w = self.windows.get_or_insert_by(key, owned, Window::default);
         if w.start != start {
             if start < w.start {
                 return None; // a late record of a window already judged
@@ -196,6 +197,19 @@ mod tests {
         let (at, f) = fired.expect("fires");
         assert_eq!(at, 30, "the 31st unique subdomain");
         assert_eq!(f.incident, "0x8a3f/dns.tunneling/example.org");
+    }
+
+    #[test]
+    fn a_window_shares_its_agents_id() {
+        let a = agent("data_collector_v1");
+        let mut w = TunnelWindows::new(16);
+        let t = ts("2026-11-24T14:31:00Z");
+        w.check(&a, "a.example.org", Some("A"), t);
+        w.check(&a, "b.example.org", Some("A"), t);
+        let keys: Vec<_> = w.windows.keys().collect();
+        assert_eq!(keys.len(), 1);
+        assert_eq!((&*keys[0].0, &*keys[0].1), ("0x8a3f", "example.org"));
+        assert!(std::ptr::eq(keys[0].0.as_ptr(), a.info.id.as_ptr()));
     }
 
     #[test]
