@@ -153,29 +153,32 @@ impl Contacts {
         }
     }
 
+    /// The length a [`Held`] holds for this span; when it cannot, the
+    /// contacts hold exact ends from now on (and the length is unused).
+    fn length_or_exact(&mut self, start: Timestamp, end: Timestamp) -> u32 {
+        encode_length(start, end).unwrap_or_else(|| {
+            self.keep_exact_ends();
+            0
+        })
+    }
+
     /// Sets contact `i`'s span.
     fn set_span(&mut self, i: usize, start: Timestamp, end: Timestamp) {
-        let length = encode_length(start, end);
-        if length.is_none() {
-            self.keep_exact_ends();
-        }
+        let length = self.length_or_exact(start, end);
         self.held[i].start = start;
         match &mut self.exact_ends {
             Some(ends) => ends[i] = end,
-            None => self.held[i].length = length.unwrap_or(0),
+            None => self.held[i].length = length,
         }
     }
 
     fn insert(&mut self, i: usize, start: Timestamp, end: Timestamp, service: u16, src_port: u16) {
-        let length = encode_length(start, end);
-        if length.is_none() {
-            self.keep_exact_ends();
-        }
+        let length = self.length_or_exact(start, end);
         self.held.insert(
             i,
             Held {
                 start,
-                length: length.unwrap_or(0),
+                length,
                 service,
                 src_port,
             },
