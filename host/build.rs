@@ -19,6 +19,8 @@ fn main() {
         "wit",
         "Cargo.lock",
         "Cargo.toml",
+        // The wasm targets' compiler flags.
+        ".cargo/config.toml",
     ] {
         println!(
             "cargo:rerun-if-changed={}",
