@@ -1,10 +1,16 @@
 //! The WIT boundary, guest side: the only module that sees the generated
-//! bindings. It converts between WIT types and the engine's, nothing more.
+//! bindings. It converts between WIT types and the engine's, and names the
+//! component's allocator; nothing more.
 
 use crate::engine::Engine;
 use std::cell::RefCell;
 
 wit_bindgen::generate!({ path: "../wit", world: "monitor" });
+
+use exports::clawwatch::monitor::engine::{
+    BatchFormat, FieldSet, Guest, GuestMonitor, Judged, Monitor, OutputLine, PolicyError,
+    RestoreError, RuleCount, SaveSequence, SnapshotVersions, Stats, Stream, StreamCount, Verdict,
+};
 
 /// Rust's own dlmalloc rather than the guest libc's `malloc`: compiled with
 /// the engine, an allocation is one call instead of a chain of four
@@ -12,11 +18,6 @@ wit_bindgen::generate!({ path: "../wit", world: "monitor" });
 /// paid for the host's time-bound check.
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
-
-use exports::clawwatch::monitor::engine::{
-    BatchFormat, FieldSet, Guest, GuestMonitor, Judged, Monitor, OutputLine, PolicyError,
-    RestoreError, RuleCount, SaveSequence, SnapshotVersions, Stats, Stream, StreamCount, Verdict,
-};
 
 struct Component;
 
