@@ -15,56 +15,163 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize, Serializer};
+use std::alloc::Layout;
 use std::borrow::Borrow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Deref;
+use std::ptr::NonNull;
 use std::rc::Rc;
 
-/// An immutable shared string: cloning it copies a pointer.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Name(Rc<str>);
+/// An immutable shared string: cloning it copies a pointer. One pointer,
+/// not `Rc<str>`'s two: an agent's id alone is held by a dozen keys and
+/// deadlines, and a fleet's state is mostly such keys.
+pub struct Name(NonNull<Header>, PhantomData<Rc<str>>);
 
-impl Deref for Name {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
+/// The start of a [`Name`]'s block, its text following: one block per text,
+/// as `Rc<str>` has, with the length here rather than beside each pointer.
+#[repr(C)]
+struct Header {
+    holders: Cell<u32>,
+    len: u32,
 }
 
-impl Borrow<str> for Name {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
+const HEADER: usize = std::mem::size_of::<Header>();
+
+/// A block holding `len` bytes of text.
+fn block(len: usize) -> Layout {
+    Layout::from_size_align(HEADER + len, std::mem::align_of::<Header>())
+        .expect("a name's block fits in memory")
 }
 
-impl AsRef<str> for Name {
-    fn as_ref(&self) -> &str {
-        &self.0
+impl Name {
+    fn header(&self) -> &Header {
+        // SAFETY: the block lives while any `Name` holds it.
+        unsafe { self.0.as_ref() }
+    }
+
+    pub fn as_str(&self) -> &str {
+        let len = self.header().len as usize;
+        // SAFETY: the block holds `len` bytes of UTF-8 after its header,
+        // written once by `From<&str>` and never changed.
+        unsafe {
+            let text = self.0.as_ptr().cast::<u8>().add(HEADER);
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(text, len))
+        }
     }
 }
 
 impl From<&str> for Name {
     fn from(s: &str) -> Name {
-        Name(Rc::from(s))
+        let len = u32::try_from(s.len()).expect("a name shorter than 4 GiB");
+        let layout = block(s.len());
+        // SAFETY: the layout is never empty (it holds the header).
+        let Some(start) = NonNull::new(unsafe { std::alloc::alloc(layout) }.cast::<Header>())
+        else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        // SAFETY: the block is fresh, aligned for the header and long enough for the text.
+        unsafe {
+            start.as_ptr().write(Header {
+                holders: Cell::new(1),
+                len,
+            });
+            let text = start.as_ptr().cast::<u8>().add(HEADER);
+            std::ptr::copy_nonoverlapping(s.as_ptr(), text, s.len());
+        }
+        Name(start, PhantomData)
     }
 }
 
 impl From<String> for Name {
     fn from(s: String) -> Name {
-        Name(Rc::from(s))
+        Name::from(s.as_str())
+    }
+}
+
+impl Clone for Name {
+    fn clone(&self) -> Name {
+        let holders = &self.header().holders;
+        // As `Rc` does: a count about to wrap means leaked clones; stop.
+        let Some(more) = holders.get().checked_add(1) else {
+            std::process::abort()
+        };
+        holders.set(more);
+        Name(self.0, PhantomData)
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let header = self.header();
+        let left = header.holders.get() - 1;
+        if left > 0 {
+            header.holders.set(left);
+            return;
+        }
+        let layout = block(header.len as usize);
+        // SAFETY: this was the block's last holder; it was allocated with this layout.
+        unsafe { std::alloc::dealloc(self.0.as_ptr().cast(), layout) }
+    }
+}
+
+impl Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// Compared, ordered and hashed as its text, so a map keyed by names is
+/// searched by `&str`.
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.0 == other.0 || self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
     }
 }
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -349,6 +456,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_name_is_one_pointer_and_reads_as_its_text() {
+        use std::hash::BuildHasher;
+        assert_eq!(std::mem::size_of::<Name>(), std::mem::size_of::<usize>());
+        assert_eq!(
+            std::mem::size_of::<Option<Name>>(),
+            std::mem::size_of::<usize>()
+        );
+        let long = "é".repeat(5000);
+        for text in ["", "a", "agent-7", "data_collector_v1", long.as_str()] {
+            let name = Name::from(text);
+            assert_eq!(&*name, text);
+            assert_eq!(name.len(), text.len());
+            let hasher = rustc_hash::FxBuildHasher;
+            assert_eq!(hasher.hash_one(&name), hasher.hash_one(text), "{text:?}");
+            assert_eq!(Name::from(text.to_string()), name);
+        }
+        let a = Name::from("agent-1");
+        let clones: Vec<Name> = (0..1000).map(|_| a.clone()).collect();
+        assert_eq!(a.header().holders.get(), 1001);
+        assert!(clones.iter().all(|c| c.as_ptr() == a.as_ptr() && *c == a));
+        drop(clones);
+        assert_eq!(a.header().holders.get(), 1);
+        // Ordered as text, not by where it lives.
+        let mut names = ["b", "a", "ab", ""].map(Name::from);
+        names.sort();
+        assert_eq!(names.each_ref().map(|n| n.as_str()), ["", "a", "ab", "b"]);
+        assert_ne!(Name::from("a"), Name::from("b"));
+    }
+
+    #[test]
     fn an_interner_shares_each_text_and_stays_within_its_cap() {
         let mut table = Interner::new(3);
         let first = table.get("research_agent");
@@ -418,10 +555,10 @@ mod tests {
         let back: Vec<(Name, Name)> = restore(&bytes).unwrap();
         assert_eq!(back, value);
         assert!(
-            Rc::ptr_eq(&back[0].0.0, &back[1].0.0),
+            back[0].0.as_ptr() == back[1].0.as_ptr(),
             "one string per name"
         );
-        assert!(Rc::ptr_eq(&back[0].1.0, &back[2].1.0));
+        assert!(back[0].1.as_ptr() == back[2].1.as_ptr());
     }
 
     #[test]
@@ -491,7 +628,7 @@ mod tests {
         assert_eq!(bytes, expected);
         let back: Vec<Name> = restore(&bytes).unwrap();
         assert_eq!(back, value);
-        assert!(Rc::ptr_eq(&back[2].0, &back[3].0));
+        assert!(back[2].as_ptr() == back[3].as_ptr());
         // Empty parts, a lone slash and a first mention all come back exactly.
         let odd = ["/", "a//b/", "/lead", "x/y"].map(Name::from).to_vec();
         let back: Vec<Name> = restore(&save(&odd)).unwrap();
