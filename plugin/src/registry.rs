@@ -31,8 +31,9 @@ pub struct Agent {
     /// Its names, shared with its records' notes and its incidents (one
     /// allocation however many hold them); a new one when its profile changes.
     pub info: Rc<AgentInfo>,
-    pub task_id: Option<String>,
-    pub ips: Vec<IpAddr>,
+    pub task_id: Option<Name>,
+    /// Mostly one: held inline, with no allocation of its own.
+    pub ips: SmallVec<[IpAddr; 1]>,
     pub spawned: Timestamp,
     /// Lifetime announced by the spawn record, which wins over the profile's.
     pub lifetime_minutes: Option<u64>,
@@ -74,7 +75,7 @@ impl serde::Serialize for Agent {
         saved.serialize_field("agent_type", &info.agent_type)?;
         saved.serialize_field("deployment", &info.deployment)?;
         saved.serialize_field("profile", &info.profile)?;
-        saved.serialize_field("task_id", &self.task_id)?;
+        saved.serialize_field("task_id", &self.task_id.as_deref())?;
         saved.serialize_field("ips", &Addrs(&self.ips))?;
         saved.serialize_field("spawned", &self.spawned)?;
         saved.serialize_field("lifetime_minutes", &self.lifetime_minutes)?;
@@ -88,8 +89,8 @@ impl From<SavedAgent> for Agent {
     fn from(a: SavedAgent) -> Agent {
         Agent {
             info: Rc::new(AgentInfo::new(a.id, a.agent_type, a.deployment, a.profile)),
-            task_id: a.task_id,
-            ips: a.ips,
+            task_id: a.task_id.map(Name::from),
+            ips: a.ips.into_iter().collect(),
             spawned: a.spawned,
             lifetime_minutes: a.lifetime_minutes,
             extended_minutes: a.extended_minutes,
@@ -280,8 +281,8 @@ impl Registry {
         );
         let agent = Agent {
             info: Rc::new(info),
-            task_id: s.task_id.clone(),
-            ips: s.ips.clone(),
+            task_id: s.task_id.as_deref().map(Name::from),
+            ips: s.ips.iter().copied().collect(),
             spawned: s.ts,
             lifetime_minutes: s.expected_lifetime_minutes,
             extended_minutes: 0,

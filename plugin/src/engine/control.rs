@@ -143,7 +143,7 @@ impl Engine {
             .registry
             .agent(&gateway.agent_id)
             .is_some_and(|a| {
-                a.ips == gateway.ips
+                a.ips[..] == gateway.ips[..]
                     && *a.info.profile == *gateway.profile
                     && a.terminated.get().is_none()
             });

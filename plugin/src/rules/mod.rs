@@ -417,7 +417,7 @@ allowed_outbound = [
                 Name::from(profile),
             )),
             task_id: None,
-            ips: vec!["10.20.0.15".parse().unwrap()],
+            ips: smallvec::smallvec!["10.20.0.15".parse().unwrap()],
             spawned: Timestamp::from_secs(1_795_530_600),
             lifetime_minutes: None,
             extended_minutes: 0,

@@ -22,27 +22,76 @@ const SLOT_NANOS: i64 = 10 * NANOS_PER_SEC;
 const SLOTS: usize = 6;
 
 /// One (agent, destination)'s last minute in six 10-second slots.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(into = "SavedWindow", from = "SavedWindow")]
 struct Window {
+    /// The latest slot counted, [`NO_SLOT`] before the first. Any time's slot
+    /// fits (nanoseconds since 1970 over ten seconds are under 2^30), and
+    /// four bytes rather than an `Option<i64>`'s sixteen keep a window in
+    /// 28 bytes: an agent holds one per destination.
+    head: i32,
+    counts: [u32; SLOTS],
+}
+
+const NO_SLOT: i32 = i32::MIN;
+
+impl Default for Window {
+    fn default() -> Window {
+        Window {
+            head: NO_SLOT,
+            counts: [0; SLOTS],
+        }
+    }
+}
+
+/// A [`Window`] as saves hold it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedWindow {
     head: Option<i64>,
     counts: [u32; SLOTS],
 }
 
+impl From<Window> for SavedWindow {
+    fn from(w: Window) -> SavedWindow {
+        SavedWindow {
+            head: (w.head != NO_SLOT).then_some(i64::from(w.head)),
+            counts: w.counts,
+        }
+    }
+}
+
+impl From<SavedWindow> for Window {
+    fn from(w: SavedWindow) -> Window {
+        Window {
+            head: w.head.map_or(NO_SLOT, slot_of),
+            counts: w.counts,
+        }
+    }
+}
+
+/// Any time's slot is within this of 0 (see [`Window::head`]).
+const SLOT_RANGE: i64 = 1 << 30;
+
+/// A slot number as a window holds it (a damaged save's is brought in range).
+fn slot_of(slot: i64) -> i32 {
+    slot.clamp(-SLOT_RANGE, SLOT_RANGE) as i32
+}
+
 impl Window {
     fn add(&mut self, t: Timestamp) -> u64 {
-        let slot = t.0.div_euclid(SLOT_NANOS);
-        match self.head {
-            Some(head) if slot > head => {
-                for s in (head + 1)..=slot.min(head + SLOTS as i64) {
-                    self.counts[s.rem_euclid(SLOTS as i64) as usize] = 0;
-                }
-                self.head = Some(slot);
+        let slot = slot_of(t.0.div_euclid(SLOT_NANOS));
+        let head = self.head;
+        if head == NO_SLOT {
+            self.head = slot;
+        } else if slot > head {
+            for s in (head + 1)..=slot.min(head + SLOTS as i32) {
+                self.counts[s.rem_euclid(SLOTS as i32) as usize] = 0;
             }
-            Some(head) if slot <= head - SLOTS as i64 => return self.total(),
-            Some(_) => {}
-            None => self.head = Some(slot),
+            self.head = slot;
+        } else if slot <= head - SLOTS as i32 {
+            return self.total();
         }
-        let i = slot.rem_euclid(SLOTS as i64) as usize;
+        let i = slot.rem_euclid(SLOTS as i32) as usize;
         self.counts[i] = self.counts[i].saturating_add(1);
         self.total()
     }
@@ -145,6 +194,35 @@ mod tests {
             finding.incident,
             "0x8a3f/rate.runaway/api.internal.example.net:443"
         );
+    }
+
+    #[test]
+    fn a_window_is_saved_as_its_slot_and_counts_and_keeps_counting_once_read_back() {
+        let mut w = Window::default();
+        assert_eq!(
+            rmp_serde::to_vec(&w).unwrap(),
+            rmp_serde::to_vec(&(None::<i64>, [0u32; SLOTS])).unwrap()
+        );
+        let t = Timestamp::from_secs(1_795_530_600);
+        w.add(t);
+        w.add(t.plus_secs(15));
+        let saved = rmp_serde::to_vec(&w).unwrap();
+        let slot = t.plus_secs(15).0 / SLOT_NANOS;
+        let mut counts = [0u32; SLOTS];
+        counts[(slot - 1) as usize % SLOTS] = 1;
+        counts[slot as usize % SLOTS] = 1;
+        assert_eq!(saved, rmp_serde::to_vec(&(Some(slot), counts)).unwrap());
+        let mut back: Window = rmp_serde::from_slice(&saved).unwrap();
+        assert_eq!(back.add(t.plus_secs(30)), 3);
+        // A minute later the first two have left the window.
+        assert_eq!(back.add(t.plus_secs(75)), 2);
+        // Times from 1677 to 2262 all have their own slot.
+        for secs in [i64::MIN / 1_000_000_000, -1, 0, i64::MAX / 1_000_000_000] {
+            let t = Timestamp::from_secs(secs);
+            let mut w = Window::default();
+            w.add(t);
+            assert_eq!(i64::from(w.head), t.0.div_euclid(SLOT_NANOS), "{secs}");
+        }
     }
 
     #[test]
