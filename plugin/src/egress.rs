@@ -56,7 +56,7 @@ pub fn judge(
     }
     if not_allowed.is_some() || undeclared.is_some() {
         if let Some(approval) =
-            approval_granted::find(&policy.approvals, &activity.grants, flow, names)
+            approval_granted::find(&policy.approvals, activity.grants(), flow, names)
         {
             let unplanned = match (&not_allowed, &undeclared) {
                 (Some(_), Some(_)) => "outside allowed_outbound and its plan",

@@ -167,11 +167,11 @@ impl Engine {
         let Some(activity) = self.learnt.activities.peek_mut(id) else {
             return;
         };
-        let Some((at, finding)) = activity.held_deviation.take().map(|held| *held) else {
+        let Some((at, finding)) = activity.take_held_deviation() else {
             return;
         };
         let looping = activity
-            .runaway_at
+            .runaway_at()
             .get()
             .is_some_and(|r| r.0 >= at.0 - 120 * crate::time::NANOS_PER_SEC);
         if !looping {
@@ -197,7 +197,7 @@ impl Engine {
         // A retry loop in the hour is its own incident (rate.runaway): the
         // connections it made are not a second one.
         if activity
-            .runaway_at
+            .runaway_at()
             .get()
             .is_some_and(|r| at.0 - r.0 <= 3600 * crate::time::NANOS_PER_SEC)
         {

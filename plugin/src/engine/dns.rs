@@ -30,12 +30,12 @@ impl Engine {
                         .iter()
                         .any(|r| names_it(&r.destination))
                     || activity
-                        .grants
+                        .grants()
                         .iter()
                         .any(|g| names_it(&g.dest) && g.expires.is_none_or(|e| query.ts < e));
                 findings.extend(dns_high_entropy::check_in(
                     agent,
-                    &mut activity.random_domains,
+                    activity,
                     &query.qname,
                     domain,
                     allowed,

@@ -112,10 +112,10 @@ impl Engine {
         {
             if finding.rule.id != schedule_deviation::RULE.id {
                 findings.push(finding);
-            } else if activity.held_deviation.is_none() {
+            } else if !activity.holds_deviation() {
                 // Judged once its minute is complete, when a retry loop has shown itself.
                 let at = volume_anomaly::judged_at(flow.ts);
-                activity.held_deviation = Some(Box::new((flow.ts, finding)));
+                activity.hold_deviation(flow.ts, finding);
                 self.learnt
                     .deadlines
                     .schedule(at, Due::Schedule(agent.info.id.clone()));
@@ -147,7 +147,7 @@ impl Engine {
                     .rates
                     .check(agent, profile, flow, names.first().copied());
                 if runaway.is_some() {
-                    activity.runaway_at = OptionalTimestamp::from(flow.ts);
+                    activity.ran_away_at(flow.ts);
                 }
                 findings.extend(runaway);
                 // The hour's volume is judged once this minute's late flows

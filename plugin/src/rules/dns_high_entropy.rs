@@ -12,6 +12,7 @@
 //! so a name the agent is allowed to reach (its `allowed_outbound`, the
 //! approvals allow-list, a live grant) is never judged.
 
+use super::activity::Activity;
 use super::letter_bigrams::LOG10_P;
 use super::{Finding, RuleInfo, Severity, Subject};
 use crate::registry::Agent;
@@ -104,13 +105,13 @@ pub fn random_domain<'n>(qname: &'n str, domain: &str) -> Option<(&'n str, &'sta
 }
 
 /// Judges one name an agent resolved at `t`; `allowed` says whether the agent
-/// may reach it (then it is not judged at all). `recent` holds the random
-/// registered domains the agent resolved lately (bounded by the caller's
+/// may reach it (then it is not judged at all). The agent's activity holds
+/// the random registered domains it resolved lately (at most
 /// [`BURST_DOMAINS`]). One incident per agent: a generator's burst of
 /// hundreds of domains is one alert.
 pub fn check_in(
     agent: &Agent,
-    recent: &mut Vec<(u64, Timestamp)>,
+    activity: &mut Activity,
     qname: &str,
     domain: &str,
     allowed: bool,
@@ -125,6 +126,7 @@ pub fn check_in(
         domain.hash(&mut h);
         h.finish()
     };
+    let recent = activity.random_domains_mut();
     recent.retain(|(_, at)| (t.0 - at.0).abs() <= BURST_SECS * NANOS_PER_SEC);
     if !recent.iter().any(|(h, _)| *h == hash) {
         if recent.len() >= BURST_DOMAINS {
@@ -155,14 +157,14 @@ mod tests {
 
     fn judge(names: &[&str], allowed: bool) -> Vec<Option<Finding>> {
         let a = agent("data_collector_v1");
-        let mut recent = Vec::new();
+        let mut activity = Activity::default();
         names
             .iter()
             .enumerate()
             .map(|(i, name)| {
                 let domain = registered_domain(name).expect("a registered domain");
                 let t = ts("2026-11-24T14:00:00Z").plus_secs(i as i64 * 20);
-                check_in(&a, &mut recent, name, domain, allowed, t)
+                check_in(&a, &mut activity, name, domain, allowed, t)
             })
             .collect()
     }

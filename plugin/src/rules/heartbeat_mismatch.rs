@@ -56,7 +56,7 @@ pub fn check(
     let (from, to) = (hb.window_start, hb.window_end);
     // Forgotten connections make hidden and invented traffic unknowable for this window.
     let complete = activity
-        .contacts_incomplete_until
+        .contacts_incomplete_until()
         .get()
         .is_none_or(|until| until.0 < from.0 - SLACK);
     let mut matched = vec![false; hb.connections.len()];

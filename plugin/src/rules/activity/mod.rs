@@ -28,36 +28,129 @@ pub const MAX_GRANTS: usize = 32;
 /// Heartbeats waiting for their window's flows to arrive.
 pub const MAX_PENDING_HEARTBEATS: usize = 8;
 
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(from = "SavedActivity")]
 pub struct Activity {
     pub volume: VolumeHour,
     /// Connections made, oldest first, for heartbeat windows to be held against.
-    #[serde(with = "contact::packed_contacts")]
     pub contacts: Contacts,
-    /// Connections were forgotten to stay within the cap up to this time: a
-    /// heartbeat window overlapping it cannot be checked for hidden traffic.
-    pub contacts_incomplete_until: OptionalTimestamp,
     /// The last heartbeat window judged, for connections on its boundary.
-    /// Boxed, as is `held_deviation`: most agents hold none, and they hold the
-    /// inline bytes all the same.
+    /// Boxed: most agents hold none, and they would hold the inline bytes all the same.
     pub last_window: Option<Box<Heartbeat>>,
-    /// When the agent last ran away in a retry loop (`rate.runaway`): the
-    /// hour's connection volume is that loop, not a second incident.
-    pub runaway_at: OptionalTimestamp,
     /// When the hour's volume, over its baseline, is judged (a pending deadline).
     pub volume_due: OptionalTimestamp,
-    /// A call off its schedule, held until its minute is complete: a retry
-    /// loop to a scheduled destination is `rate.runaway`, not a deviation.
-    pub held_deviation: Option<Box<(Timestamp, crate::rules::Finding)>>,
-    /// Random-looking registered domains resolved lately (hash, when), for
-    /// `dns.high_entropy`: one odd name is not a generator.
-    pub random_domains: Vec<(u64, Timestamp)>,
     pub plan: Option<Vec<PlannedAction>>,
-    pub grants: Vec<Grant>,
     pub last_heartbeat_end: OptionalTimestamp,
     /// When the next heartbeat is overdue (the armed `heartbeat.missing` deadline).
     pub heartbeat_overdue: OptionalTimestamp,
     pub pending_heartbeats: Vec<Heartbeat>,
+    /// What few agents ever hold, boxed: 8 bytes in every agent's activity
+    /// rather than 72. `None` while all of it is empty.
+    seldom: Option<Box<Seldom>>,
+}
+
+/// The part of an [`Activity`] most agents never fill.
+#[derive(Debug, Clone, Default)]
+struct Seldom {
+    /// Connections were forgotten to stay within the cap up to this time: a
+    /// heartbeat window overlapping it cannot be checked for hidden traffic.
+    contacts_incomplete_until: OptionalTimestamp,
+    /// When the agent last ran away in a retry loop (`rate.runaway`): the
+    /// hour's connection volume is that loop, not a second incident.
+    runaway_at: OptionalTimestamp,
+    /// A call off its schedule, held until its minute is complete: a retry
+    /// loop to a scheduled destination is `rate.runaway`, not a deviation.
+    held_deviation: Option<Box<(Timestamp, crate::rules::Finding)>>,
+    /// Random-looking registered domains resolved lately (hash, when), for
+    /// `dns.high_entropy`: one odd name is not a generator.
+    random_domains: Vec<(u64, Timestamp)>,
+    grants: Vec<Grant>,
+}
+
+/// [`Activity`] as saves hold it: every field in one list, as before its
+/// seldom-used part was boxed.
+#[derive(serde::Deserialize)]
+struct SavedActivity {
+    volume: VolumeHour,
+    #[serde(with = "contact::packed_contacts")]
+    contacts: Contacts,
+    contacts_incomplete_until: OptionalTimestamp,
+    last_window: Option<Box<Heartbeat>>,
+    runaway_at: OptionalTimestamp,
+    volume_due: OptionalTimestamp,
+    held_deviation: Option<Box<(Timestamp, crate::rules::Finding)>>,
+    random_domains: Vec<(u64, Timestamp)>,
+    plan: Option<Vec<PlannedAction>>,
+    grants: Vec<Grant>,
+    last_heartbeat_end: OptionalTimestamp,
+    heartbeat_overdue: OptionalTimestamp,
+    pending_heartbeats: Vec<Heartbeat>,
+}
+
+impl From<SavedActivity> for Activity {
+    fn from(a: SavedActivity) -> Activity {
+        let seldom = Seldom {
+            contacts_incomplete_until: a.contacts_incomplete_until,
+            runaway_at: a.runaway_at,
+            held_deviation: a.held_deviation,
+            random_domains: a.random_domains,
+            grants: a.grants,
+        };
+        let empty = seldom.contacts_incomplete_until.get().is_none()
+            && seldom.runaway_at.get().is_none()
+            && seldom.held_deviation.is_none()
+            && seldom.random_domains.is_empty()
+            && seldom.grants.is_empty();
+        Activity {
+            volume: a.volume,
+            contacts: a.contacts,
+            last_window: a.last_window,
+            volume_due: a.volume_due,
+            plan: a.plan,
+            last_heartbeat_end: a.last_heartbeat_end,
+            heartbeat_overdue: a.heartbeat_overdue,
+            pending_heartbeats: a.pending_heartbeats,
+            seldom: (!empty).then(|| Box::new(seldom)),
+        }
+    }
+}
+
+/// Writes [`SavedActivity`]'s fields in its order, borrowing them.
+impl serde::Serialize for Activity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Packed<'a>(&'a Contacts);
+        impl serde::Serialize for Packed<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                contact::packed_contacts::serialize(self.0, s)
+            }
+        }
+        let seldom = self.seldom.as_deref();
+        let mut saved = s.serialize_struct("SavedActivity", 13)?;
+        saved.serialize_field("volume", &self.volume)?;
+        saved.serialize_field("contacts", &Packed(&self.contacts))?;
+        saved.serialize_field(
+            "contacts_incomplete_until",
+            &self.contacts_incomplete_until(),
+        )?;
+        saved.serialize_field("last_window", &self.last_window)?;
+        saved.serialize_field("runaway_at", &self.runaway_at())?;
+        saved.serialize_field("volume_due", &self.volume_due)?;
+        saved.serialize_field(
+            "held_deviation",
+            &seldom.and_then(|s| s.held_deviation.as_deref()),
+        )?;
+        saved.serialize_field(
+            "random_domains",
+            seldom.map_or(&[][..], |s| &s.random_domains),
+        )?;
+        saved.serialize_field("plan", &self.plan)?;
+        saved.serialize_field("grants", self.grants())?;
+        saved.serialize_field("last_heartbeat_end", &self.last_heartbeat_end)?;
+        saved.serialize_field("heartbeat_overdue", &self.heartbeat_overdue)?;
+        saved.serialize_field("pending_heartbeats", &self.pending_heartbeats)?;
+        saved.end()
+    }
 }
 
 impl Activity {
@@ -65,10 +158,60 @@ impl Activity {
     /// whatever order their records arrive in.
     pub fn observe(&mut self, flow: &crate::record::Flow) {
         if let Some(forgotten) = self.contacts.observe(flow) {
-            self.contacts_incomplete_until = (self.contacts_incomplete_until.get())
+            let seldom = self.seldom_mut();
+            seldom.contacts_incomplete_until = (seldom.contacts_incomplete_until.get())
                 .map_or(forgotten, |t| t.max(forgotten))
                 .into();
         }
+    }
+
+    fn seldom_mut(&mut self) -> &mut Seldom {
+        self.seldom.get_or_insert_with(Box::default)
+    }
+
+    /// Connections were forgotten to stay within the cap up to this time.
+    pub fn contacts_incomplete_until(&self) -> OptionalTimestamp {
+        self.seldom
+            .as_ref()
+            .map_or(OptionalTimestamp::NONE, |s| s.contacts_incomplete_until)
+    }
+
+    /// When the agent last ran away in a retry loop (`rate.runaway`).
+    pub fn runaway_at(&self) -> OptionalTimestamp {
+        self.seldom
+            .as_ref()
+            .map_or(OptionalTimestamp::NONE, |s| s.runaway_at)
+    }
+
+    pub fn ran_away_at(&mut self, t: Timestamp) {
+        self.seldom_mut().runaway_at = OptionalTimestamp::from(t);
+    }
+
+    /// Whether a call off its schedule is held until its minute is complete.
+    pub fn holds_deviation(&self) -> bool {
+        self.seldom
+            .as_ref()
+            .is_some_and(|s| s.held_deviation.is_some())
+    }
+
+    /// Holds a call off its schedule (seen at `t`) until its minute is complete.
+    pub fn hold_deviation(&mut self, t: Timestamp, finding: crate::rules::Finding) {
+        self.seldom_mut().held_deviation = Some(Box::new((t, finding)));
+    }
+
+    pub fn take_held_deviation(&mut self) -> Option<(Timestamp, crate::rules::Finding)> {
+        let held = self.seldom.as_mut()?.held_deviation.take()?;
+        Some(*held)
+    }
+
+    /// The random-looking registered domains resolved lately, made room for.
+    pub fn random_domains_mut(&mut self) -> &mut Vec<(u64, Timestamp)> {
+        &mut self.seldom_mut().random_domains
+    }
+
+    /// Approval grants still held (expired ones go as new ones arrive).
+    pub fn grants(&self) -> &[Grant] {
+        self.seldom.as_ref().map_or(&[], |s| &s.grants)
     }
 
     /// Forgets connections no heartbeat window can still ask about: ended
@@ -84,11 +227,12 @@ impl Activity {
     /// Keeps a grant, dropping expired ones and, past the cap, the oldest.
     pub fn add_grant(&mut self, grant: Grant) {
         let now = grant.ts;
-        self.grants.retain(|g| g.expires.is_none_or(|e| e > now));
-        if self.grants.len() >= MAX_GRANTS {
-            self.grants.remove(0);
+        let grants = &mut self.seldom_mut().grants;
+        grants.retain(|g| g.expires.is_none_or(|e| e > now));
+        if grants.len() >= MAX_GRANTS {
+            grants.remove(0);
         }
-        self.grants.push(grant);
+        grants.push(grant);
     }
 
     /// Queues a heartbeat until its window can be judged; false if the queue was full.
@@ -192,6 +336,43 @@ mod tests {
         );
     }
 
+    /// The seldom-used part is saved in its place among the other fields, and
+    /// comes back boxed only when it holds something.
+    #[test]
+    fn the_seldom_part_is_saved_in_place_and_boxed_only_when_held() {
+        let plain = Activity::default();
+        let bytes = rmp_serde::to_vec(&plain).unwrap();
+        let back: Activity = rmp_serde::from_slice(&bytes).unwrap();
+        assert!(back.seldom.is_none());
+        let t = Timestamp::from_secs(1_795_528_800);
+        let mut busy = Activity::default();
+        busy.ran_away_at(t);
+        busy.random_domains_mut().push((7, t));
+        busy.add_grant(Grant {
+            ts: t,
+            agent_id: "a-1".into(),
+            dest: crate::net::Destination::Name("pypi.org".into()),
+            port: Some(443),
+            proto: None,
+            expires: None,
+            approver: None,
+            reason: None,
+        });
+        let bytes = rmp_serde::to_vec(&busy).unwrap();
+        // Read as the full list of fields, the seldom ones are in their places.
+        let saved: SavedActivity = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(saved.runaway_at, OptionalTimestamp::from(t));
+        assert!(saved.held_deviation.is_none());
+        assert_eq!(saved.random_domains, [(7, t)]);
+        assert_eq!(saved.grants, busy.grants());
+        assert!(saved.contacts_incomplete_until.get().is_none());
+        let back: Activity = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back.runaway_at(), busy.runaway_at());
+        assert_eq!(back.grants(), busy.grants());
+        assert!(!back.holds_deviation());
+        assert_eq!(rmp_serde::to_vec(&back).unwrap(), bytes);
+    }
+
     #[test]
     fn a_loop_to_one_destination_fills_no_more_than_the_cap() {
         let mut a = Activity::default();
@@ -205,7 +386,7 @@ mod tests {
         }
         assert_eq!(a.contacts.len(), MAX_CONTACTS);
         assert!(
-            a.contacts_incomplete_until.get().is_none(),
+            a.contacts_incomplete_until().get().is_none(),
             "nothing forgotten"
         );
         assert_eq!(
@@ -227,7 +408,7 @@ mod tests {
         }
         assert_eq!(a.contacts.len(), MAX_CONTACTS);
         assert_eq!(
-            a.contacts_incomplete_until,
+            a.contacts_incomplete_until(),
             OptionalTimestamp::from(Timestamp::from_secs(1_795_528_800 + 400))
         );
         a.forget_contacts_before(Timestamp::from_secs(1_795_528_800 + 10_000));
