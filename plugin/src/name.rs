@@ -438,16 +438,17 @@ pub(crate) mod words {
         seq.end()
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, T: From<String>>(d: D) -> Result<T, D::Error> {
         let words = Vec::<super::Name>::deserialize(d)?;
-        let mut text = String::with_capacity(words.iter().map(|w| w.len() + 1).sum());
+        let spaces = words.len().saturating_sub(1);
+        let mut text = String::with_capacity(words.iter().map(|w| w.len()).sum::<usize>() + spaces);
         for (i, word) in words.iter().enumerate() {
             if i > 0 {
                 text.push(' ');
             }
             text.push_str(word);
         }
-        Ok(text)
+        Ok(T::from(text))
     }
 }
 

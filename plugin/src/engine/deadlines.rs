@@ -38,7 +38,7 @@ impl Engine {
                                 severity: held.rule.severity,
                                 alerting: true,
                                 agent: None,
-                                summary: held.summary(),
+                                summary: held.summary().into(),
                                 first_seen: held.start,
                                 last_seen: held.end,
                                 count: held.count,

@@ -165,7 +165,7 @@ pub fn write_incident(record: &IncidentRecord, out: &mut Vec<u8>) {
             "end": rfc3339(i.last_seen),
         }),
     );
-    doc.insert("message".into(), i.summary.clone().into());
+    doc.insert("message".into(), i.summary.to_string().into());
     doc.insert("rule".into(), rule_fields(i.rule));
     if let Some(a) = &i.agent {
         doc.insert(

@@ -57,7 +57,7 @@ pub fn write_incident(record: &IncidentRecord, out: &mut Vec<u8>) {
     doc.insert("severity".into(), severity_name.into());
     doc.insert("status_id".into(), status_id.into());
     doc.insert("status".into(), status.into());
-    doc.insert("message".into(), i.summary.clone().into());
+    doc.insert("message".into(), i.summary.to_string().into());
     doc.insert("count".into(), i.count.into());
     if approval {
         // An authorisation, not an alert: the security-control disposition says so.
