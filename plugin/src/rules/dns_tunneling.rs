@@ -28,7 +28,7 @@ const MEAN_SUBDOMAIN_LEN: usize = 16;
 /// TXT/NULL queries for distinct names in a window, and their share of the window's distinct names, that mark a tunnel.
 const TXT_NULL_QUERIES: u32 = 10;
 /// Bytes of distinct query names under one domain in a window that mark a tunnel.
-const QUERY_BYTES: u64 = 4096;
+const QUERY_BYTES: u32 = 4096;
 
 /// Distinct names remembered per window to tell new from repeated; past it
 /// (far past every threshold) names count as new.
@@ -36,18 +36,22 @@ const SEEN_NAMES: usize = 256;
 /// Room for names kept from one window to the next (the rest is freed).
 const KEPT_SEEN_CAPACITY: usize = 8;
 
+/// One (agent, registered domain)'s current window. Counts are 32-bit and
+/// saturate (far past every threshold): an agent holds a window for each
+/// domain it resolves under.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Window {
-    start: i64,
+    /// The window's number: five-minute steps since 1970 (any time's fits).
+    start: i32,
     /// Distinct query names (of any type) in the window.
     names: u32,
     /// Distinct names asked for as TXT/NULL.
     txt_null: u32,
     /// Bytes of the distinct names.
-    query_bytes: u64,
+    query_bytes: u32,
     /// Distinct non-empty subdomains and their total length.
     distinct: u32,
-    distinct_len_total: usize,
+    distinct_len_total: u32,
     /// Hashes of the (name, TXT/NULL) pairs seen.
     seen: Vec<u64>,
 }
@@ -91,7 +95,7 @@ impl TunnelWindows {
             .strip_suffix(domain)
             .unwrap_or("")
             .trim_end_matches('.');
-        let start = t.0.div_euclid(WINDOW_NANOS);
+        let start = t.0.div_euclid(WINDOW_NANOS) as i32;
         let key: &dyn NamePair = &(&*agent.info.id, domain);
         let owned = || (agent.info.id.clone(), Name::from(domain));
         let w = self.windows.get_or_insert_by(key, owned, Window::default);
@@ -129,23 +133,26 @@ impl TunnelWindows {
         if w.seen.len() < SEEN_NAMES {
             w.seen.push(hash);
         }
-        w.names += 1;
-        w.query_bytes += qname.len() as u64;
+        let len = u32::try_from(qname.len()).unwrap_or(u32::MAX);
+        w.names = w.names.saturating_add(1);
+        w.query_bytes = w.query_bytes.saturating_add(len);
         if txt_null {
-            w.txt_null += 1;
+            w.txt_null = w.txt_null.saturating_add(1);
         }
         if !sub.is_empty() {
-            w.distinct += 1;
-            w.distinct_len_total += sub.len();
+            let sub_len = u32::try_from(sub.len()).unwrap_or(u32::MAX);
+            w.distinct = w.distinct.saturating_add(1);
+            w.distinct_len_total = w.distinct_len_total.saturating_add(sub_len);
         }
         let why = if w.distinct as usize > UNIQUE_SUBDOMAINS
-            && w.distinct_len_total / w.distinct as usize >= MEAN_SUBDOMAIN_LEN
+            && (w.distinct_len_total / w.distinct) as usize >= MEAN_SUBDOMAIN_LEN
         {
             format!(
                 "more than {UNIQUE_SUBDOMAINS} unique subdomains averaging {} characters",
-                w.distinct_len_total / w.distinct as usize
+                w.distinct_len_total / w.distinct
             )
-        } else if w.txt_null >= TXT_NULL_QUERIES && w.txt_null * 2 >= w.names {
+        } else if w.txt_null >= TXT_NULL_QUERIES && u64::from(w.txt_null) * 2 >= u64::from(w.names)
+        {
             format!(
                 "{} TXT/NULL queries for distinct names out of {}",
                 w.txt_null, w.names
