@@ -13,6 +13,8 @@ use crate::net::Destination;
 /// Bounds on one record's lists, so a single record cannot grow state without limit.
 pub const MAX_REPORTED_CONNECTIONS: usize = 1024;
 pub const MAX_PLANNED_ACTIONS: usize = 64;
+/// The longest period a plan's periodic action may declare: a leap year.
+pub const MAX_EVERY_MINUTES: u64 = 366 * 24 * 60;
 
 /// `{"type":"agent.heartbeat","ts","agent_id","window_start","window_end","connections":[{"dest","port","proto","count","bytes_out"}]}`
 pub fn heartbeat(fields: &Fields) -> Recognized {
@@ -82,6 +84,11 @@ pub fn plan(fields: &Fields) -> Recognized {
             if action.every_minutes == Some(0) {
                 return Err(item.error("every_minutes", "must be at least 1"));
             }
+            // A period is compared in nanoseconds: one of 2^53 minutes wrapped to 0.
+            if action.every_minutes.is_some_and(|m| m > MAX_EVERY_MINUTES) {
+                let why = format!("must be at most {MAX_EVERY_MINUTES} (a year)");
+                return Err(item.error("every_minutes", &why));
+            }
             Ok(action)
         })?;
         Ok(Plan {
@@ -149,6 +156,9 @@ mod tests {
             panic!()
         };
         assert_eq!(p.actions[0].every_minutes, Some(60));
+        // A yearly action is the longest period a plan may declare.
+        let yearly = r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a","actions":[{"dest":"x.example","not_before":"2026-11-24T14:30:00Z","every_minutes":527040}]}"#;
+        assert!(matches!(run(yearly), Recognized::Event(Event::Plan(_))));
         assert_eq!(
             p.actions[0].dest,
             Destination::Name("api.weather.example".into())
@@ -180,6 +190,10 @@ mod tests {
             (
                 r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a","actions":[5]}"#,
                 "item 0 must be an object",
+            ),
+            (
+                r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a","actions":[{"dest":"x.example","every_minutes":9007199254740992}]}"#,
+                "item 0: `every_minutes` must be at most 527040 (a year)",
             ),
             (
                 r#"{"type":"agent.plan","ts":"2026-11-24T14:30:00Z","agent_id":"a"}"#,

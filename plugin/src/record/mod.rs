@@ -12,7 +12,7 @@ pub use endpoints::Endpoints;
 pub mod fields;
 mod flow;
 mod intent;
-pub use intent::MAX_PLANNED_ACTIONS;
+pub use intent::{MAX_EVERY_MINUTES, MAX_PLANNED_ACTIONS};
 mod ironclaw;
 mod nanoclaw;
 mod nfdump;

@@ -29,7 +29,12 @@ pub fn deviation_nanos(action: &PlannedAction, t: Timestamp) -> i64 {
     }
     match (action.every_minutes, action.not_before) {
         (Some(every), Some(nb)) => {
-            let period = every as i64 * 60 * NANOS_PER_SEC;
+            // Saturating: plans are bounded when read, but a restored one
+            // from before that must not divide by a period wrapped to 0.
+            let period = i64::try_from(every)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(60 * NANOS_PER_SEC)
+                .max(1);
             let offset = (t.0 - nb.0).rem_euclid(period);
             offset.min(period - offset)
         }
@@ -131,6 +136,25 @@ mod tests {
             f.incident,
             "0x8a3f/schedule.deviation/api.weather.example:443"
         );
+    }
+
+    /// Periods too long for nanoseconds (read from a save older than the
+    /// bound on them) are judged, not divided by zero: 2^53 minutes in
+    /// nanoseconds wrapped to 0.
+    #[test]
+    fn a_period_past_nanoseconds_is_judged_without_a_fault() {
+        let mut action = hourly();
+        action.not_after = None;
+        for every in [1 << 53, u64::MAX, crate::record::MAX_EVERY_MINUTES] {
+            action.every_minutes = Some(every);
+            let t = ts("2026-11-24T15:00:00Z");
+            let off = deviation_nanos(&action, t);
+            assert_eq!(
+                off,
+                3600 * NANOS_PER_SEC,
+                "every {every}: an hour after the first slot"
+            );
+        }
     }
 
     #[test]
