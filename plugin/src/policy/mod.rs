@@ -71,7 +71,10 @@ pub const DEFAULT_MAX_REQUESTS_PER_MINUTE: u64 = 300;
 impl Profile {
     /// How early or late scheduled actions may run, and the grace past the lifetime.
     pub fn variance_secs(&self) -> i64 {
-        self.allowed_time_variance_minutes.unwrap_or(0) as i64 * 60
+        let minutes = self.allowed_time_variance_minutes.unwrap_or(0);
+        i64::try_from(minutes)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(60)
     }
 
     /// The first `allowed_outbound` rule that admits the connection.

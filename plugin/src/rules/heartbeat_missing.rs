@@ -28,7 +28,11 @@ pub fn overdue_at(
 ) -> Option<Timestamp> {
     let interval = profile
         .and_then(|p| p.heartbeat_interval_minutes)
-        .map(|m| m as i64 * 60 * NANOS_PER_SEC)
+        .map(|m| {
+            i64::try_from(m)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(60 * NANOS_PER_SEC)
+        })
         .or(last_window_nanos.filter(|n| *n > 0))?;
     Some(Timestamp(since.0.saturating_add(
         interval.saturating_mul(TOLERATED_INTERVALS),
@@ -60,6 +64,22 @@ pub fn check(agent: &Agent, last_heard: Option<Timestamp>, overdue: Timestamp) -
 mod tests {
     use super::super::test_support::{agent, policy, profile_of, ts};
     use super::*;
+
+    /// A policy's interval of any size (TOML allows up to 2^63 minutes) is
+    /// no overflow: the heartbeat is overdue at the end of time.
+    #[test]
+    fn an_interval_past_nanoseconds_is_never_overdue() {
+        let p = policy();
+        let mut profile = profile_of(&p, "data_collector_v1").clone();
+        for minutes in [1 << 53, u64::MAX] {
+            profile.heartbeat_interval_minutes = Some(minutes);
+            let since = ts("2026-11-24T14:00:00Z");
+            assert_eq!(
+                overdue_at(Some(&profile), since, None),
+                Some(Timestamp(i64::MAX))
+            );
+        }
+    }
 
     #[test]
     fn overdue_after_two_intervals_and_silent_once_terminated() {
