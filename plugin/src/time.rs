@@ -133,7 +133,7 @@ const fn scaled(x: i64, k: i64) -> Option<i64> {
 
 /// [`scaled`], saturating at `i64`'s ends as `saturating_mul` does.
 #[inline]
-const fn scaled_saturating(x: i64, k: i64) -> i64 {
+pub(crate) const fn scaled_saturating(x: i64, k: i64) -> i64 {
     match scaled(x, k) {
         Some(v) => v,
         None if x > 0 => i64::MAX,

@@ -72,9 +72,9 @@ impl Profile {
     /// How early or late scheduled actions may run, and the grace past the lifetime.
     pub fn variance_secs(&self) -> i64 {
         let minutes = self.allowed_time_variance_minutes.unwrap_or(0);
-        i64::try_from(minutes)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(60)
+        // Not `saturating_mul`: in the guest its overflow test is a call to a
+        // 128-bit multiply, and this runs on every flow.
+        crate::time::scaled_saturating(i64::try_from(minutes).unwrap_or(i64::MAX), 60)
     }
 
     /// The first `allowed_outbound` rule that admits the connection.
