@@ -67,6 +67,16 @@ struct Seldom {
     grants: Vec<Grant>,
 }
 
+impl Seldom {
+    fn is_empty(&self) -> bool {
+        self.contacts_incomplete_until.get().is_none()
+            && self.runaway_at.get().is_none()
+            && self.held_deviation.is_none()
+            && self.random_domains.is_empty()
+            && self.grants.is_empty()
+    }
+}
+
 /// [`Activity`] as saves hold it: every field in one list, as before its
 /// seldom-used part was boxed.
 #[derive(serde::Deserialize)]
@@ -96,11 +106,6 @@ impl From<SavedActivity> for Activity {
             random_domains: a.random_domains,
             grants: a.grants,
         };
-        let empty = seldom.contacts_incomplete_until.get().is_none()
-            && seldom.runaway_at.get().is_none()
-            && seldom.held_deviation.is_none()
-            && seldom.random_domains.is_empty()
-            && seldom.grants.is_empty();
         Activity {
             volume: a.volume,
             contacts: a.contacts,
@@ -110,7 +115,7 @@ impl From<SavedActivity> for Activity {
             last_heartbeat_end: a.last_heartbeat_end,
             heartbeat_overdue: a.heartbeat_overdue,
             pending_heartbeats: a.pending_heartbeats,
-            seldom: (!empty).then(|| Box::new(seldom)),
+            seldom: (!seldom.is_empty()).then(|| Box::new(seldom)),
         }
     }
 }
