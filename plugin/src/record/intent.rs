@@ -72,11 +72,11 @@ pub fn plan(fields: &Fields) -> Recognized {
                 dest: Destination::parse(&dest).map_err(|why| item.error("dest", why))?,
                 port: item.read::<Port>("port")?,
                 proto: item.read::<Protocol>("proto")?,
-                not_before: item.read::<Time>("not_before")?,
-                not_after: item.read::<Time>("not_after")?,
+                not_before: item.read::<Time>("not_before")?.into(),
+                not_after: item.read::<Time>("not_after")?.into(),
                 every_minutes: item.read::<Count>("every_minutes")?,
             };
-            if let (Some(nb), Some(na)) = (action.not_before, action.not_after) {
+            if let (Some(nb), Some(na)) = (action.not_before.get(), action.not_after.get()) {
                 if na < nb {
                     return Err(item.error("not_after", "is before not_before"));
                 }

@@ -27,7 +27,7 @@ mod zeek;
 
 pub use crate::net::{Destination, Proto};
 use crate::text::Word;
-use crate::time::Timestamp;
+use crate::time::{OptionalTimestamp, Timestamp};
 use fields::{Fields, Key};
 use reader::Time;
 use std::fmt;
@@ -202,8 +202,10 @@ pub struct PlannedAction {
     pub dest: Destination,
     pub port: Option<u16>,
     pub proto: Option<Proto>,
-    pub not_before: Option<Timestamp>,
-    pub not_after: Option<Timestamp>,
+    /// 8 bytes each where an `Option<Timestamp>` took 16 (saved as one):
+    /// a plan holds up to 64 actions for as long as its agent lives.
+    pub not_before: OptionalTimestamp,
+    pub not_after: OptionalTimestamp,
     /// A periodic action: expected at `not_before` + k × this.
     pub every_minutes: Option<u64>,
 }

@@ -161,8 +161,8 @@ pub fn agent_event(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
                 dest,
                 port: Some(port),
                 proto: Some(Proto::Tcp),
-                not_before: Some(Timestamp(ts.0 - INTENT_LEAD_SECS * NANOS_PER_SEC)),
-                not_after: Some(Timestamp(ts.0 + INTENT_WINDOW_SECS * NANOS_PER_SEC)),
+                not_before: Timestamp(ts.0 - INTENT_LEAD_SECS * NANOS_PER_SEC).into(),
+                not_after: Timestamp(ts.0 + INTENT_WINDOW_SECS * NANOS_PER_SEC).into(),
                 every_minutes: None,
             },
             what: format!(

@@ -86,8 +86,8 @@ pub fn line(fields: &Fields, settings: &OpenClawSettings) -> Recognized {
                     dest: Destination::parse(&host).ok()?,
                     port: Some(port),
                     proto: Some(Proto::Tcp),
-                    not_before: Some(Timestamp(ts.0 - 5 * NANOS_PER_SEC)),
-                    not_after: Some(Timestamp(ts.0 + 600 * NANOS_PER_SEC)),
+                    not_before: Timestamp(ts.0 - 5 * NANOS_PER_SEC).into(),
+                    not_after: Timestamp(ts.0 + 600 * NANOS_PER_SEC).into(),
                     every_minutes: None,
                 })
             });

@@ -63,6 +63,7 @@ mod tests {
     use super::*;
     use crate::net::Destination;
     use crate::net::Proto;
+    use crate::time::OptionalTimestamp;
 
     fn action(dest: &str, port: u16) -> PlannedAction {
         PlannedAction {
@@ -70,8 +71,8 @@ mod tests {
             dest: Destination::parse(dest).unwrap(),
             port: Some(port),
             proto: Some(Proto::Tcp),
-            not_before: None,
-            not_after: None,
+            not_before: OptionalTimestamp::NONE,
+            not_after: OptionalTimestamp::NONE,
             every_minutes: None,
         }
     }

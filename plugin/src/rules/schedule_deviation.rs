@@ -17,17 +17,17 @@ pub const RULE: RuleInfo = RuleInfo {
 
 /// How far (ns) `t` lies outside the action's schedule; 0 when on time.
 pub fn deviation_nanos(action: &PlannedAction, t: Timestamp) -> i64 {
-    if let Some(nb) = action.not_before {
+    if let Some(nb) = action.not_before.get() {
         if t < nb {
             return nb.0 - t.0;
         }
     }
-    if let Some(na) = action.not_after {
+    if let Some(na) = action.not_after.get() {
         if t > na {
             return t.0 - na.0;
         }
     }
-    match (action.every_minutes, action.not_before) {
+    match (action.every_minutes, action.not_before.get()) {
         (Some(every), Some(nb)) => {
             // Saturating: plans are bounded when read, but a restored one
             // from before that must not divide by a period wrapped to 0.
@@ -85,6 +85,7 @@ mod tests {
     use super::*;
     use crate::net::Destination;
     use crate::net::Proto;
+    use crate::time::OptionalTimestamp;
 
     fn hourly() -> PlannedAction {
         PlannedAction {
@@ -92,8 +93,8 @@ mod tests {
             dest: Destination::parse("api.weather.example").unwrap(),
             port: Some(443),
             proto: Some(Proto::Tcp),
-            not_before: Some(ts("2026-11-24T14:00:00Z")),
-            not_after: Some(ts("2026-11-24T20:00:00Z")),
+            not_before: ts("2026-11-24T14:00:00Z").into(),
+            not_after: ts("2026-11-24T20:00:00Z").into(),
             every_minutes: Some(60),
         }
     }
@@ -142,7 +143,7 @@ mod tests {
     #[test]
     fn a_period_past_nanoseconds_is_judged_without_a_fault() {
         let mut action = hourly();
-        action.not_after = None;
+        action.not_after = OptionalTimestamp::NONE;
         for every in [1 << 53, u64::MAX, crate::record::MAX_EVERY_MINUTES] {
             action.every_minutes = Some(every);
             let t = ts("2026-11-24T15:00:00Z");
