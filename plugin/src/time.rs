@@ -131,6 +131,13 @@ const fn scaled(x: i64, k: i64) -> Option<i64> {
     }
 }
 
+/// A count of units from a record or policy (minutes, say) in smaller ones
+/// (`k` of them each), saturating: however large the count, never a wrap.
+#[inline]
+pub(crate) fn scaled_count(count: u64, k: i64) -> i64 {
+    scaled_saturating(i64::try_from(count).unwrap_or(i64::MAX), k)
+}
+
 /// [`scaled`], saturating at `i64`'s ends as `saturating_mul` does.
 #[inline]
 pub(crate) const fn scaled_saturating(x: i64, k: i64) -> i64 {

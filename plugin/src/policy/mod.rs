@@ -74,7 +74,7 @@ impl Profile {
         let minutes = self.allowed_time_variance_minutes.unwrap_or(0);
         // Not `saturating_mul`: in the guest its overflow test is a call to a
         // 128-bit multiply, and this runs on every flow.
-        crate::time::scaled_saturating(i64::try_from(minutes).unwrap_or(i64::MAX), 60)
+        crate::time::scaled_count(minutes, 60)
     }
 
     /// The first `allowed_outbound` rule that admits the connection.

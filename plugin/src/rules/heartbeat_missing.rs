@@ -7,7 +7,7 @@
 use super::{Finding, RuleInfo, Severity, Subject};
 use crate::policy::Profile;
 use crate::registry::Agent;
-use crate::time::{NANOS_PER_SEC, Timestamp, scaled_saturating};
+use crate::time::{NANOS_PER_SEC, Timestamp, scaled_count};
 
 pub const RULE: RuleInfo = RuleInfo {
     id: "heartbeat.missing",
@@ -28,7 +28,7 @@ pub fn overdue_at(
 ) -> Option<Timestamp> {
     let interval = profile
         .and_then(|p| p.heartbeat_interval_minutes)
-        .map(|m| scaled_saturating(i64::try_from(m).unwrap_or(i64::MAX), 60 * NANOS_PER_SEC))
+        .map(|m| scaled_count(m, 60 * NANOS_PER_SEC))
         .or(last_window_nanos.filter(|n| *n > 0))?;
     Some(Timestamp(since.0.saturating_add(
         interval.saturating_mul(TOLERATED_INTERVALS),

@@ -6,7 +6,7 @@
 use super::{Finding, RuleInfo, Severity, Subject, endpoint};
 use crate::record::{Flow, PlannedAction};
 use crate::registry::Agent;
-use crate::time::{NANOS_PER_SEC, Timestamp, scaled_saturating};
+use crate::time::{NANOS_PER_SEC, Timestamp, scaled_count};
 
 pub const RULE: RuleInfo = RuleInfo {
     id: "schedule.deviation",
@@ -31,8 +31,7 @@ pub fn deviation_nanos(action: &PlannedAction, t: Timestamp) -> i64 {
         (Some(every), Some(nb)) => {
             // Saturating: plans are bounded when read, but a restored one
             // from before that must not divide by a period wrapped to 0.
-            let every = i64::try_from(every).unwrap_or(i64::MAX);
-            let period = scaled_saturating(every, 60 * NANOS_PER_SEC).max(1);
+            let period = scaled_count(every, 60 * NANOS_PER_SEC).max(1);
             let offset = (t.0 - nb.0).rem_euclid(period);
             offset.min(period - offset)
         }
