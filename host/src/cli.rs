@@ -342,6 +342,12 @@ pub struct BenchArgs {
     /// -g clawwatch bench --component-only` names the guest's functions).
     #[arg(long, conflicts_with_all = ["fluent_bit", "write_records", "native_only"])]
     pub component_only: bool,
+    /// Count the WebAssembly operators the Fluent Bit filter module runs per record (wasmtime's
+    /// fuel, the module called as Fluent Bit's filter_wasm calls it), checking each output
+    /// against the native engine's: the work WAMR's interpreter does, a figure that does not
+    /// swing between runs as records/s through Fluent Bit do.
+    #[arg(long, conflicts_with_all = ["fluent_bit", "write_records", "native_only", "component_only"])]
+    pub fluent_bit_operators: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

@@ -292,6 +292,36 @@ fn bench_reports_both_paths_and_their_ratio() {
 }
 
 #[test]
+fn bench_counts_the_fluent_bit_modules_operators_and_checks_its_outputs() {
+    let out = clawwatch(
+        &["bench", "--records", "3000", "--fluent-bit-operators"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        report.contains("outputs identical to the native engine's: yes"),
+        "{report}"
+    );
+    let per_record = |label: &str| -> u64 {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with("WebAssembly operators per record:"))
+            .unwrap_or_else(|| panic!("{report}"));
+        let at = line.find(label).unwrap_or_else(|| panic!("{line}"));
+        line[..at]
+            .split_whitespace()
+            .last()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    let (filter, with_copies) = (per_record(" in the filter"), per_record(" with the copies"));
+    // A record is read, judged and written: thousands of operators, not a handful.
+    assert!((1_000..1_000_000).contains(&filter), "{report}");
+    assert!(with_copies > filter, "{report}");
+}
+
+#[test]
 fn demo_runs_the_bundled_sample_and_can_show_only_alerts() {
     let all = clawwatch(&["demo"], b"");
     assert!(all.status.success(), "{}", stderr(&all));

@@ -403,15 +403,15 @@ impl Engine {
         (stream, verdict)
     }
 
-    /// [`Engine::process_record`] for a record of the format `stream` names
-    /// (unless the record names its own).
+    /// [`Engine::process_record`] for a record of `format` (unless the
+    /// record names its own).
     pub fn process_record_as(
         &mut self,
         record: &[u8],
-        stream: Option<&str>,
+        format: Option<crate::record::InputFormat>,
         out: &mut Vec<u8>,
     ) -> (Stream, Verdict) {
-        self.stream_hint = stream.and_then(crate::record::InputFormat::from_name);
+        self.stream_hint = format;
         self.process_record(record, out)
     }
 

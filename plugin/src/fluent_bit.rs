@@ -19,6 +19,7 @@
 
 use crate::engine::Engine;
 use crate::output::{Note, tag_ndjson_as_error};
+use crate::record::InputFormat;
 use std::cell::RefCell;
 
 /// The file looked for in each accessible directory.
@@ -28,6 +29,24 @@ struct Filter {
     engine: Result<Engine, String>,
     /// The returned string lives here until the next call (Fluent Bit copies it).
     out: Vec<u8>,
+    /// The last record's tag and the format it names: a tag mostly repeats,
+    /// and splitting it on every record cost the interpreter a few percent.
+    last_tag: Vec<u8>,
+    last_format: Option<InputFormat>,
+}
+
+impl Filter {
+    /// The format `tag` names, if any (read from the tag only when it changes).
+    fn format_named_in(&mut self, tag: &[u8]) -> Option<InputFormat> {
+        if tag != self.last_tag.as_slice() {
+            self.last_format = std::str::from_utf8(tag)
+                .ok()
+                .and_then(InputFormat::named_in_tag);
+            self.last_tag.clear();
+            self.last_tag.extend_from_slice(tag);
+        }
+        self.last_format
+    }
 }
 
 impl Filter {
@@ -52,6 +71,8 @@ impl Filter {
         Filter {
             engine,
             out: Vec::with_capacity(4096),
+            last_tag: Vec::new(),
+            last_format: None,
         }
     }
 }
@@ -137,13 +158,10 @@ pub unsafe extern "C" fn clawwatch_filter(
         let mut slot = cell.borrow_mut();
         let filter = slot.get_or_insert_with(Filter::load);
         filter.out.clear();
+        let format = filter.format_named_in(tag);
         match &mut filter.engine {
             Ok(engine) => {
-                let tag = std::str::from_utf8(tag).ok();
-                let hint = tag
-                    .and_then(crate::record::InputFormat::named_in_tag)
-                    .map(crate::record::InputFormat::name);
-                engine.process_record_as(record, hint, &mut filter.out);
+                engine.process_record_as(record, format, &mut filter.out);
                 // One record in, one out: incident records have no way out here.
                 engine.discard_emitted();
             }

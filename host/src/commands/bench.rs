@@ -638,6 +638,9 @@ pub fn command(args: crate::cli::BenchArgs) -> Result<()> {
             policy_text,
         });
     }
+    if args.fluent_bit_operators {
+        return super::fluent_bit::operators::run(&sample_lines(args.records), &policy_text);
+    }
     run(BenchOptions {
         records: args.records,
         native_only: args.native_only,

@@ -5,6 +5,7 @@
 //! `bench --fluent-bit` renders its pipelines with the same code.
 
 mod bench;
+pub mod operators;
 mod pipeline;
 
 pub use bench::{FluentBitBench, run_bench};
