@@ -56,22 +56,38 @@ pub(super) fn known_fields(text: &str) -> Option<Fields<'_>> {
 /// Positions of a record [`KeyOrder`] remembers keys at.
 const ORDERED_KEYS: usize = 32;
 
-/// The keys of the records read before, by position. Records from one
-/// source repeat their keys in one order, so each key is first compared,
-/// four words at once, with the one the last record had at its position:
-/// when it is the same, neither the scan for its closing quote nor the
-/// lookup of its name runs (in the guest, about a quarter of reading a
-/// record).
+/// Sources whose key orders are remembered at once.
+const SOURCES: usize = 4;
+
+/// The keys of the records read before, by position, for each of the last
+/// few sources. Records from one source repeat their keys in one order, so
+/// each key is first compared, four words at once, with the one the last
+/// record from its source had at its position: when it is the same, neither
+/// the scan for its closing quote nor the lookup of its name runs (in the
+/// guest, about a quarter of reading a record). A record's source is told by
+/// its first 16 bytes (`{"type":"IPFIX",` from goflow2, `{"type":"dns","t`
+/// from a DNS log): a pipeline interleaves flows, DNS answers and agents'
+/// records, and one order for all was relearnt at every change of source.
 pub struct KeyOrder {
-    seen: Vec<Option<SeenKey>>,
+    sources: [SourceOrder; SOURCES],
+    /// The source replaced next when a record starts like none of them.
+    next_replaced: usize,
     /// Positions remembered: [`ORDERED_KEYS`], or none for one-off reads.
     limit: usize,
+}
+
+/// The key order of the records that start with `start`.
+#[derive(Default)]
+struct SourceOrder {
+    start: [u64; 2],
+    seen: Vec<Option<SeenKey>>,
 }
 
 impl KeyOrder {
     pub fn new() -> KeyOrder {
         KeyOrder {
-            seen: Vec::new(),
+            sources: Default::default(),
+            next_replaced: 0,
             limit: ORDERED_KEYS,
         }
     }
@@ -79,11 +95,74 @@ impl KeyOrder {
     /// For a record read on its own: remembers nothing.
     pub fn off() -> KeyOrder {
         KeyOrder {
-            seen: Vec::new(),
             limit: 0,
+            ..KeyOrder::new()
         }
     }
 
+    /// The key order of the source `line` comes from: the one whose records
+    /// start with the same 16 bytes, or else a new one in place of the
+    /// source that took a new place longest ago.
+    #[inline(always)]
+    fn for_line(&mut self, line: &[u8]) -> SourceKeys<'_> {
+        let start = source_start(line);
+        let index = match self.sources.iter().position(|s| s.start == start) {
+            Some(index) => index,
+            None => {
+                let index = self.next_replaced;
+                self.next_replaced = (index + 1) % SOURCES;
+                let source = &mut self.sources[index];
+                source.start = start;
+                source.seen.clear();
+                index
+            }
+        };
+        SourceKeys {
+            seen: &mut self.sources[index].seen,
+            limit: self.limit,
+        }
+    }
+}
+
+#[cfg(test)]
+impl KeyOrder {
+    /// How many keys are remembered for the source of `line` (replacing none).
+    fn remembered(&self, line: &str) -> usize {
+        let start = source_start(line.as_bytes());
+        self.sources
+            .iter()
+            .find(|s| s.start == start)
+            .map_or(0, |s| s.seen.iter().flatten().count())
+    }
+}
+
+/// What tells a line's source: its first 16 bytes as two words.
+#[inline(always)]
+fn source_start(line: &[u8]) -> [u64; 2] {
+    match line.get(..16) {
+        Some(first) => [
+            u64::from_le_bytes(first[..8].try_into().expect("eight bytes")),
+            u64::from_le_bytes(first[8..].try_into().expect("eight bytes")),
+        ],
+        None => short_start(line),
+    }
+}
+
+/// [`source_start`] of a line shorter than 16 bytes, zero-padded.
+#[cold]
+fn short_start(line: &[u8]) -> [u64; 2] {
+    let mut bytes = [0u8; 16];
+    bytes[..line.len()].copy_from_slice(line);
+    source_start(&bytes)
+}
+
+/// One source's remembered keys, while a record of it is read.
+struct SourceKeys<'a> {
+    seen: &'a mut Vec<Option<SeenKey>>,
+    limit: usize,
+}
+
+impl SourceKeys<'_> {
     /// The key at `position` when its text at `at` (past the opening
     /// quote) is the one remembered there.
     #[inline(always)]
@@ -188,6 +267,7 @@ fn read_into<'a>(text: &'a str, fields: &mut Fields<'a>, order: &mut KeyOrder) -
     if line.get(i) != Some(&b'{') {
         return None;
     }
+    let mut order = order.for_line(line);
     i = ws(line, i + 1);
     if line.get(i) == Some(&b'}') {
         return (ws(line, i + 1) == line.len()).then_some(());
@@ -673,18 +753,22 @@ mod differential_tests {
             assert_eq!(fields.members, slow.members, "{text}");
         };
         let pad = "\"padding_to_leave_32_bytes_after_each_key\":0";
-        let first = format!(r#"{{"src_addr":"10.0.0.1","clawwatch":{{}},"bytes":7,{pad}}}"#);
+        // Every record starts with the same 16 bytes: one source's key order.
+        let first = format!(
+            r#"{{"source":"same","src_addr":"10.0.0.1","clawwatch":{{}},"bytes":7,{pad}}}"#
+        );
         read(&mut order, &first);
         read(&mut order, &first);
         // The same place, another key: one byte different, one longer, one
         // shorter, one that only starts like it, an unknown one.
         for text in [
-            r#"{"src_adds":"10.0.0.2","clawwatch":{},"bytes":8,PAD}"#,
-            r#"{"src_addr_":"10.0.0.3","clawwatch":{},"bytes":9,PAD}"#,
-            r#"{"src_add":"10.0.0.4","clawwatch":{},"bytes":10,PAD}"#,
-            r#"{"src_addr\u0041":"10.0.0.5","bytes":11,PAD}"#,
-            r#"{"dst_addr":"10.0.0.6","clawwatchx":{},"bytes":12,PAD}"#,
-            r#"{"bytes":13,"src_addr":"10.0.0.7","clawwatch":{},PAD}"#,
+            r#"{"source":"same","src_adds":"10.0.0.2","clawwatch":{},"bytes":8,PAD}"#,
+            r#"{"source":"same","src_addr_":"10.0.0.3","clawwatch":{},"bytes":9,PAD}"#,
+            r#"{"source":"same","src_add":"10.0.0.4","clawwatch":{},"bytes":10,PAD}"#,
+            r#"{"source":"same","src_addr\u0041":"10.0.0.5","bytes":11,PAD}"#,
+            r#"{"source":"same","dst_addr":"10.0.0.6","clawwatchx":{},"bytes":12,PAD}"#,
+            r#"{"source":"same","bytes":13,"src_addr":"10.0.0.7","clawwatch":{},PAD}"#,
+            r#"{"bytes":14,"source":"same","src_addr":"10.0.0.8","clawwatch":{},PAD}"#,
         ] {
             let text = text.replace("PAD", pad);
             if text.contains('\\') {
@@ -703,6 +787,32 @@ mod differential_tests {
         let long = format!(r#"{{"{}":1,"bytes":2,{pad}}}"#, "k".repeat(40));
         read(&mut order, &long);
         read(&mut order, &long);
+    }
+
+    #[test]
+    fn each_source_keeps_its_key_order_while_others_interleave() {
+        let flow = r#"{"type":"IPFIX","time_flow_start_ns":1795531317023871167,"src_addr":"10.20.5.4","dst_addr":"93.184.216.34","dst_port":443}"#;
+        let dns = r#"{"type":"dns","ts":1795531008,"client_ip":"10.20.3.184","qname":"api.internal.example.net","qtype":"A"}"#;
+        let read = |order: &mut super::KeyOrder, text: &str| {
+            assert!(super::read_known_fields(text, &mut Fields::empty(), order));
+        };
+        let mut order = super::KeyOrder::new();
+        read(&mut order, flow);
+        read(&mut order, dns);
+        // Both sources' keys stay remembered (those with 32 bytes after them).
+        assert_eq!(order.remembered(flow), 5);
+        assert_eq!(order.remembered(dns), 5);
+        read(&mut order, flow);
+        assert_eq!(order.remembered(flow), 5);
+        // Four other sources later, the flows' order has made way.
+        for other in ["{\"a\":1}", "{\"b\":1}", "{\"c\":1}", "{\"d\":1}"] {
+            read(&mut order, other);
+        }
+        assert_eq!(order.remembered(flow), 0);
+        // One-off reads remember nothing.
+        let mut off = super::KeyOrder::off();
+        read(&mut off, flow);
+        assert_eq!(off.remembered(flow), 0);
     }
 
     #[test]
