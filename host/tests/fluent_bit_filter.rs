@@ -1,107 +1,30 @@
 //! The Fluent Bit filter module (the engine built for wasm32-wasip1), called
-//! exactly as Fluent Bit's filter_wasm calls it in JSON mode: tag and record
-//! copied into guest memory through the module's own `malloc`, each
-//! NUL-terminated; `f(tag, tag_len, sec, nsec, record, record_len)`; the
-//! NUL-terminated JSON it returns copied out; both buffers freed. One
-//! instance for every record, as Fluent Bit keeps it.
+//! exactly as Fluent Bit's filter_wasm calls it in JSON mode (`filter_call`:
+//! tag and record copied in NUL-terminated through the module's own
+//! `malloc`, its NUL-terminated JSON copied out), one instance for every
+//! record, as Fluent Bit keeps it.
 
 use clawwatch_plugin::Engine;
 use std::path::Path;
-use wasmtime::{Engine as Wasmtime, Instance, Linker, Memory, Module, Store, TypedFunc};
-use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-struct Filter {
-    store: Store<WasiP1Ctx>,
-    memory: Memory,
-    malloc: TypedFunc<i32, i32>,
-    free: TypedFunc<i32, ()>,
-    filter: TypedFunc<(i32, i32, i32, i32, i32, i32), i32>,
-}
+// The one way the module is called, shared with `bench --fluent-bit-operators`.
+#[allow(dead_code)]
+#[path = "../src/commands/fluent_bit/filter_call.rs"]
+mod filter_call;
+
+/// The module as Fluent Bit runs it, with `policy_dir` as its accessible path.
+struct Filter(filter_call::FilterCall);
 
 impl Filter {
-    /// Instantiates the module with `policy_dir` as the accessible path `/etc/clawwatch`
-    /// (Fluent Bit's WAMR would name it by its own path; the module searches whatever it is given).
     fn new(policy_dir: Option<&Path>) -> Filter {
-        let engine = Wasmtime::default();
-        let module = Module::from_file(&engine, env!("CLAWWATCH_FLUENT_BIT_MODULE_PATH")).unwrap();
-        let names: Vec<&str> = module.exports().map(|e| e.name()).collect();
-        for needed in [
-            "_initialize",
-            "malloc",
-            "free",
-            "clawwatch_filter",
-            "memory",
-        ] {
-            assert!(
-                names.contains(&needed),
-                "the module must export {needed}: {names:?}"
-            );
-        }
-        assert!(!names.contains(&"_start"), "a reactor, not a command");
-        let mut wasi = WasiCtxBuilder::new();
-        if let Some(dir) = policy_dir {
-            wasi.preopened_dir(dir, "/etc/clawwatch", FsPerms::ReadOnly)
-                .unwrap();
-        }
-        let mut store = Store::new(&engine, wasi.build_p1());
-        let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| s).unwrap();
-        let instance: Instance = linker.instantiate(&mut store, &module).unwrap();
-        instance
-            .get_typed_func::<(), ()>(&mut store, "_initialize")
-            .unwrap()
-            .call(&mut store, ())
-            .unwrap();
-        Filter {
-            memory: instance.get_memory(&mut store, "memory").unwrap(),
-            malloc: instance.get_typed_func(&mut store, "malloc").unwrap(),
-            free: instance.get_typed_func(&mut store, "free").unwrap(),
-            filter: instance
-                .get_typed_func(&mut store, "clawwatch_filter")
-                .unwrap(),
-            store,
-        }
-    }
-
-    fn copy_in(&mut self, bytes: &[u8]) -> i32 {
-        let ptr = self
-            .malloc
-            .call(&mut self.store, bytes.len() as i32 + 1)
-            .unwrap();
-        let mut with_nul = bytes.to_vec();
-        with_nul.push(0);
-        self.memory
-            .write(&mut self.store, ptr as usize, &with_nul)
-            .unwrap();
-        ptr
+        let wasm = std::fs::read(env!("CLAWWATCH_FLUENT_BIT_MODULE_PATH")).unwrap();
+        Filter(filter_call::FilterCall::new(&wasm, "clawwatch_filter", policy_dir, false).unwrap())
     }
 
     fn call(&mut self, tag: &str, record: &[u8]) -> String {
-        let (t, r) = (self.copy_in(tag.as_bytes()), self.copy_in(record));
-        let out = self
-            .filter
-            .call(
-                &mut self.store,
-                (
-                    t,
-                    tag.len() as i32,
-                    1_795_530_600,
-                    0,
-                    r,
-                    record.len() as i32,
-                ),
-            )
-            .unwrap() as usize;
-        let data = self.memory.data(&self.store);
-        let end = data[out..]
-            .iter()
-            .position(|b| *b == 0)
-            .expect("NUL-terminated");
-        let result = String::from_utf8(data[out..out + end].to_vec()).expect("UTF-8");
-        self.free.call(&mut self.store, t).unwrap();
-        self.free.call(&mut self.store, r).unwrap();
-        result
+        let mut out = Vec::new();
+        self.0.call(tag.as_bytes(), record, &mut out).unwrap();
+        String::from_utf8(out).expect("UTF-8")
     }
 }
 
@@ -154,15 +77,21 @@ fn the_tag_names_the_format_when_the_record_does_not() {
     let record = br#"{"ip_src":"10.20.0.15","port_src":1,"port_dst":2,"ip_proto":"tcp","timestamp_start":"2026-11-24 14:31:00"}"#;
     let plain: serde_json::Value = serde_json::from_str(&filter.call("flows", record)).unwrap();
     assert_eq!(plain["clawwatch"]["verdict"], "not_applicable");
-    let named: serde_json::Value =
-        serde_json::from_str(&filter.call("clawwatch.pmacct", record)).unwrap();
-    assert!(
-        named["clawwatch"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("pmacct record: field `ip_dst` is missing"),
-        "{named}"
-    );
+    for _ in 0..2 {
+        let named: serde_json::Value =
+            serde_json::from_str(&filter.call("clawwatch.pmacct", record)).unwrap();
+        assert!(
+            named["clawwatch"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("pmacct record: field `ip_dst` is missing"),
+            "{named}"
+        );
+    }
+    // The tag changes back: the format it named no longer applies.
+    let plain_again: serde_json::Value =
+        serde_json::from_str(&filter.call("flows", record)).unwrap();
+    assert_eq!(plain_again["clawwatch"]["verdict"], "not_applicable");
 }
 
 /// Fluent Bit's tail input hands lines its parser could not read on as

@@ -5,6 +5,7 @@
 //! `bench --fluent-bit` renders its pipelines with the same code.
 
 mod bench;
+mod filter_call;
 pub mod operators;
 mod pipeline;
 
@@ -197,6 +198,7 @@ mod tests {
         for needed in [FILTER_FUNCTION, "malloc", "free", "memory", "_initialize"] {
             assert!(exports.contains(&needed), "{needed}: {exports:?}");
         }
+        assert!(!exports.contains(&"_start"), "a reactor, not a command");
     }
 
     fn args(policy: &Path, input: &[&str]) -> ConfigArgs {

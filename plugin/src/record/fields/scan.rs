@@ -198,9 +198,8 @@ impl Default for KeyOrder {
 struct SeenKey {
     words: [u64; 4],
     masks: [u64; 4],
-    /// Words that hold counted bytes (1 to 4): most keys fit in one or two.
-    words_used: u8,
-    /// Bytes from the key's first to its value's.
+    /// Bytes from the key's first to its value's (at most 32): most keys
+    /// with their quote and colon fit in one or two words.
     span: u8,
     key: Option<Key>,
     clawwatch: bool,
@@ -228,7 +227,6 @@ impl SeenKey {
         Some(SeenKey {
             words,
             masks,
-            words_used: counted.div_ceil(8) as u8,
             span: counted as u8,
             key,
             clawwatch,
@@ -249,9 +247,9 @@ impl SeenKey {
             (word ^ self.words[w]) & self.masks[w]
         };
         let mut differ = differs(0);
-        if self.words_used > 1 {
+        if self.span > 8 {
             differ |= differs(1);
-            if self.words_used > 2 {
+            if self.span > 16 {
                 differ |= differs(2) | differs(3);
             }
         }
