@@ -36,20 +36,6 @@ struct Filter {
 }
 
 impl Filter {
-    /// The format `tag` names, if any (read from the tag only when it changes).
-    fn format_named_in(&mut self, tag: &[u8]) -> Option<InputFormat> {
-        if tag != self.last_tag.as_slice() {
-            self.last_format = std::str::from_utf8(tag)
-                .ok()
-                .and_then(InputFormat::named_in_tag);
-            self.last_tag.clear();
-            self.last_tag.extend_from_slice(tag);
-        }
-        self.last_format
-    }
-}
-
-impl Filter {
     fn load() -> Filter {
         let dirs = preopened_dirs();
         let engine = dirs
@@ -74,6 +60,18 @@ impl Filter {
             last_tag: Vec::new(),
             last_format: None,
         }
+    }
+
+    /// The format `tag` names, if any (read from the tag only when it changes).
+    fn format_named_in(&mut self, tag: &[u8]) -> Option<InputFormat> {
+        if tag != self.last_tag.as_slice() {
+            self.last_format = std::str::from_utf8(tag)
+                .ok()
+                .and_then(InputFormat::named_in_tag);
+            self.last_tag.clear();
+            self.last_tag.extend_from_slice(tag);
+        }
+        self.last_format
     }
 }
 
